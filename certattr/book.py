@@ -23,24 +23,22 @@ from pathlib import Path
 
 import yaml
 
-from .validation import CertattrError, check_choice
+from .validation import CertattrError, check_chapter_parameters, check_choice
 
 __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT"]
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-OUTPUT = ROOT / "book" / "chapters"
 
 #: chapter stems in book order (``notebooks/<stem>.md`` -> ``book/chapters/<stem>.ipynb``)
 CHAPTERS = ["method"]
 
 _COMMON = {
     "smoke": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
-              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "batch_size": 25},
+              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 10},
     "cpu": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
-            "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "batch_size": 25},
+            "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 10},
     "paper": {"model": "resnet18", "weights": "pretrained", "device": "cuda", "n": 100, "n0": 10,
-              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "batch_size": 100,
+              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 50,
               "imagenet_dir": None},
 }
 
@@ -57,12 +55,12 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 
-def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None) -> dict:
+def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None, root: Path = ROOT) -> dict:
     check_choice("profile", profile, PROFILES)
     check_choice("chapter", chapter, CHAPTERS)
     params = {"profile": profile, **_COMMON[profile], **PROFILES[profile].get(chapter, {})}
-    params["cache_dir"] = str(ROOT / ".cache" / "samples")
-    params["results_dir"] = str(ROOT / "book" / "chapters" / "results" / profile)
+    params["cache_dir"] = str(Path(root) / ".cache" / "samples")
+    params["results_dir"] = str(Path(root) / "book" / "chapters" / "results" / profile)
     params.update(overrides or {})
     return params
 
@@ -79,8 +77,8 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
-def run_chapter(chapter: str, params: dict, *, force: bool = False, output_dir: Path = OUTPUT) -> Path:
-    """Execute ``notebooks/<chapter>.md`` with papermill into ``<output_dir>/<chapter>.ipynb``.
+def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path = ROOT) -> Path:
+    """Execute ``<root>/notebooks/<chapter>.md`` with papermill into ``<root>/book/chapters/<chapter>.ipynb``.
 
     Skipped when the notebook text, the parameters and the certattr sources are unchanged since the
     last successful run. A failing cell raises CertattrError naming the chapter and the cell.
@@ -89,7 +87,9 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, output_dir: 
     import nbformat
     import papermill
 
-    source = NOTEBOOKS / f"{chapter}.md"
+    check_chapter_parameters(params)
+    root = Path(root)
+    source, output_dir = root / "notebooks" / f"{chapter}.md", root / "book" / "chapters"
     output_dir.mkdir(parents=True, exist_ok=True)
     out, stamp = output_dir / f"{chapter}.ipynb", output_dir / f".{chapter}.stamp"
     digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
@@ -118,22 +118,26 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, output_dir: 
 
 
 def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, force: bool = False,
-               overrides: dict | None = None) -> int:
-    """Run every chapter (or ``only`` these) under ``profile``, then ``jupyter-book build`` with -W."""
+               overrides: dict | None = None, root: Path = ROOT) -> int:
+    """Run every chapter (or ``only`` these) under ``profile``, then ``jupyter-book build`` with -W.
+
+    ``root`` is the folder with ``_config.yml``, ``_toc.yml``, ``notebooks/`` and ``book/`` (the repo).
+    """
+    root = Path(root)
     check_choice("profile", profile, PROFILES)
     chapters = CHAPTERS if not only else [check_choice("chapter", c, CHAPTERS) for c in only]
     start = time.time()
     for chapter in chapters:
-        run_chapter(chapter, chapter_parameters(profile, chapter, overrides), force=force)
+        run_chapter(chapter, chapter_parameters(profile, chapter, overrides, root), force=force, root=root)
     print(f"[certattr book] chapters done in {time.time() - start:.0f} s (profile {profile})")
     if not build_html:
         return 0
-    missing = [c for c in CHAPTERS if not (OUTPUT / f"{c}.ipynb").exists()]
+    missing = [c for c in CHAPTERS if not (root / "book" / "chapters" / f"{c}.ipynb").exists()]
     if missing:
         raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "-W", "-n", "--keep-going"]
-    result = subprocess.run(cmd, cwd=ROOT)
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, cwd=root)
     if result.returncode != 0:
         raise CertattrError(f"jupyter-book build failed (exit {result.returncode}); its warnings are above")
-    print(f"[certattr book] built {ROOT / '_build' / 'html' / 'index.html'} in {time.time() - start:.0f} s total")
+    print(f"[certattr book] built {root / '_build' / 'html' / 'index.html'} in {time.time() - start:.0f} s total")
     return 0

@@ -1,7 +1,7 @@
 """On-disk cache of noisy attribution samples, one entry per (model, method, layer, sigma, seed, image, target).
 
 An entry holds the layer-resolution maps (float32, (m, h, w)) of fixed chunks of sample indices
-[c*CHUNK, (c+1)*CHUNK). Sample i does not depend on n, so a run with a larger n reuses the chunks of a
+[c*m, (c+1)*m), m the engine's chunk size (part of the key). Sample i does not depend on n, so a run with a larger n reuses the chunks of a
 smaller one. Each chunk is written atomically (temporary file + rename) with a SHA-256 of its maps; a
 truncated or corrupted chunk is detected on reading, deleted and recomputed, never read as data.
 """
@@ -18,9 +18,9 @@ import numpy as np
 
 from .result import atomic_write_bytes
 
-__all__ = ["CHUNK", "SampleCache", "cache_key", "default_cache_dir"]
+__all__ = ["DEFAULT_CHUNK", "SampleCache", "cache_key", "default_cache_dir"]
 
-CHUNK = 10  #: samples per chunk file; fixed, so that the chunk layout never depends on the batch size
+DEFAULT_CHUNK = 10  #: samples per model call and per chunk file
 SAMPLES_VERSION = 1  #: bump when a change to certattr changes the samples it computes
 
 
@@ -57,14 +57,14 @@ class SampleCache:
     def write_manifest(self, key: str, identity: dict) -> None:
         path = self.entry(key) / "manifest.json"
         if not path.exists():
-            atomic_write_bytes(path, json.dumps({"chunk": CHUNK, "identity": identity}, indent=1,
+            atomic_write_bytes(path, json.dumps({"identity": identity}, indent=1,
                                                 sort_keys=True, default=str).encode())
 
     def _chunk_path(self, key: str, chunk: int) -> Path:
         return self.entry(key) / f"chunk_{chunk:05d}.npz"
 
-    def load_chunk(self, key: str, chunk: int) -> np.ndarray | None:
-        """The maps (CHUNK, h, w) of a chunk, or None if absent or damaged (then it is deleted)."""
+    def load_chunk(self, key: str, chunk: int, size: int) -> np.ndarray | None:
+        """The maps (size, h, w) of a chunk, or None if absent or damaged (then it is deleted)."""
         if not self.enabled:
             return None
         path = self._chunk_path(key, chunk)
@@ -73,7 +73,7 @@ class SampleCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 maps, digest = data["maps"], str(data["sha256"])
-            if _digest(maps) != digest or maps.shape[0] != CHUNK:
+            if _digest(maps) != digest or maps.shape[0] != size:
                 raise ValueError("checksum mismatch")
             return maps
         except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:

@@ -43,7 +43,7 @@ def _add_certify(sub):
     p.add_argument("--correction", default="bonferroni", choices=["bonferroni", "holm"])
     p.add_argument("--target", type=int, default=None, help="class index (default: the model's top-1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="noisy copies attributed at once")
+    p.add_argument("--chunk-size", type=int, default=10, help="noisy copies per model call and per cache file (bounds memory)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache", default=str(default_cache_dir()), help="sample cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sample cache")
@@ -74,7 +74,7 @@ def _certify(args) -> int:
     image_id, image = _image_arg(args.image)
     model = load_model(args.model, args.weights, device)
     engine = SmoothedAttribution(model, method, args.layer, args.sigma, n=args.n, n0=args.n0, seed=args.seed,
-                                 batch_size=args.batch_size, cache=None if args.no_cache else args.cache,
+                                 chunk_size=args.chunk_size, cache=None if args.no_cache else args.cache,
                                  progress=not args.quiet)
     cert = engine.certify(image, image_id, args.target, ks=args.k, tau=args.tau, alpha=args.alpha,
                           correction=args.correction)
@@ -122,16 +122,17 @@ def _add_book(sub):
     p.add_argument("--only", nargs="*", default=None, help="run only these chapters (file stems)")
     p.add_argument("--no-build", action="store_true", help="run the chapters, do not build the HTML")
     p.add_argument("--force", action="store_true", help="re-execute chapters even if nothing changed")
+    p.add_argument("--root", default=None, help="the book's folder (default: this repository)")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override a chapter parameter (VALUE is parsed as YAML/JSON), e.g. -p device cuda")
     p.set_defaults(func=_book)
 
 
 def _book(args) -> int:
-    from .book import build_book, parse_overrides
+    from .book import ROOT, build_book, parse_overrides
 
     return build_book(args.profile, only=args.only, build_html=not args.no_build, force=args.force,
-                      overrides=parse_overrides(args.parameter))
+                      overrides=parse_overrides(args.parameter), root=args.root or ROOT)
 
 
 def main(argv=None) -> int:

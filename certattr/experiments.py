@@ -10,7 +10,7 @@ import numpy as np
 from .data import Image, ImageNetFolder, bundled_photos
 from .methods import get_method, method_names
 from .models import LoadedModel
-from .result import Certificate
+from .metrics import certificate_rows
 from .smoothing import SmoothedAttribution, predict
 from .validation import CertattrError, UndefinedAttribution
 
@@ -46,20 +46,9 @@ def resolve_methods(methods: Sequence[str] | str) -> list[str]:
     return names
 
 
-def certificate_rows(cert: Certificate, **extra) -> list[dict]:
-    """One tidy row per K: parameters, R and the fractions certified '1' / '0' / abstain."""
-    meta = cert.metadata
-    base = {"image_id": meta.get("image_id"), "model": meta.get("model"),
-            "method": meta.get("method", {}).get("method") if isinstance(meta.get("method"), dict) else meta.get("method"),
-            "layer": meta.get("layer"), "target": meta.get("target"), "sigma": cert.sigma, "tau": cert.tau,
-            "alpha": cert.alpha, "n": cert.n, "n0": cert.n0, "correction": cert.correction, "radius": cert.radius,
-            "n_pixels": cert.n_pixels, **extra}
-    return [{**base, "k": float(k), **f, "certified": 1.0 - f["abstain"]} for k, f in cert.fractions().items()]
-
-
 def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
                  sigmas: Sequence[float], ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75,
-                 alpha: float = 0.001, correction: str = "bonferroni", seed: int = 0, batch_size: int | None = None,
+                 alpha: float = 0.001, correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10,
                  cache_dir: str | None = None, method_overrides: dict | None = None, progress: bool = False):
     """Certify every (image, method, layer, sigma). Returns ``(certificates, undefined)``:
     ``certificates[(image_id, method, layer, sigma)] = Certificate`` and
@@ -74,7 +63,7 @@ def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[
         if reason:
             undefined[(name, layer)] = reason
             continue
-        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, batch_size=batch_size,
+        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
                                      cache=cache_dir, progress=progress)
         for im in images:
             certificates[(im.id, name, layer, sigma)] = engine.certify(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cache import CHUNK, SampleCache, cache_key
+from .cache import DEFAULT_CHUNK, SampleCache, cache_key
 from .certify import certify_maps
 from .methods import AttributionMethod, get_method
 from .models import LoadedModel, check_layer
@@ -29,12 +29,7 @@ from .result import Certificate
 from .sparsify import upsample_maps
 from .validation import CertattrError, check_image, check_n, check_positive_int, check_sigma
 
-__all__ = ["SmoothedAttribution", "predict", "default_batch_size"]
-
-
-def default_batch_size(device) -> int:
-    """Noisy copies attributed at once: bounded so that memory stays bounded (CPU: 16, GPU: 100)."""
-    return 100 if torch.device(device).type == "cuda" else 16
+__all__ = ["SmoothedAttribution", "predict"]
 
 
 @torch.no_grad()
@@ -49,12 +44,19 @@ class SmoothedAttribution:
     """Certified top-K attributions of ``method`` at ``layer`` of ``model`` under Gaussian noise ``sigma``.
 
     ``n`` samples, the first ``n0`` of which select each pixel's label; ``seed`` fixes the noise (and
-    the method's own randomness); ``batch_size`` noisy copies are attributed at once; ``cache`` is a
-    folder (or SampleCache) for the samples, None to keep nothing.
+    the method's own randomness); ``cache`` is a folder (or SampleCache) for the samples, None to keep
+    nothing.
+
+    The unit of work is a *chunk* of ``chunk_size`` consecutive sample indices, attributed in one batched
+    call and cached as one file: memory is bounded by the chunk, whatever n. A chunk's maps depend only
+    on its indices, so certificates are bit-for-bit identical whatever the order in which chunks are
+    computed, whether the run was interrupted and resumed, or how n is split; a different ``chunk_size``
+    (a different model batch) changes the maps only at float rounding (about 1e-9 relative), which is
+    why it is part of the cache key.
     """
 
     def __init__(self, model: LoadedModel, method: str | AttributionMethod, layer: str, sigma: float, *,
-                 n: int = 100, n0: int = 10, seed: int = 0, batch_size: int | None = None,
+                 n: int = 100, n0: int = 10, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
                  cache: SampleCache | str | None = None, progress: bool = True):
         self.model = model
         self.method = get_method(method) if isinstance(method, str) else method
@@ -63,8 +65,7 @@ class SmoothedAttribution:
         self.sigma = check_sigma(sigma)
         self.n, self.n0 = check_n(n, n0)
         self.seed = check_positive_int("seed", seed, 0)
-        self.batch_size = check_positive_int("batch_size", batch_size if batch_size is not None
-                                             else default_batch_size(model.device))
+        self.chunk_size = check_positive_int("chunk_size", chunk_size)
         self.cache = cache if isinstance(cache, SampleCache) else SampleCache(cache)
         self.progress = progress
 
@@ -74,16 +75,14 @@ class SmoothedAttribution:
         return {"model": self.model.name, "weights": self.model.fingerprint(), "method": self.method.config(),
                 "layer": self.layer, "sigma": self.sigma, "seed": self.seed, "image_id": image_id,
                 "image_sha256": hashlib.sha256(image.numpy().tobytes()).hexdigest(), "shape": list(image.shape),
-                "target": int(target)}
+                "target": int(target), "chunk_size": self.chunk_size}
 
-    def attribute_samples(self, image: torch.Tensor, image_id: str, target: int, indices: Sequence[int]) -> np.ndarray:
-        """Layer-resolution maps (len(indices), h, w) of the noisy copies with these sample indices."""
-        out = []
-        for start in range(0, len(indices), self.batch_size):
-            batch = noisy_copies(image, self.sigma, self.seed, image_id, indices[start:start + self.batch_size])
-            maps = self.method.attribute(self.model, batch, target, self.layer, seed=self.seed, image_id=image_id)
-            out.append(maps.cpu().numpy())
-        maps = np.concatenate(out).astype(np.float32, copy=False)
+    def attribute_chunk(self, image: torch.Tensor, image_id: str, target: int, chunk: int) -> np.ndarray:
+        """Layer-resolution maps (chunk_size, h, w) of the noisy copies of one chunk, in one batched call."""
+        indices = range(chunk * self.chunk_size, (chunk + 1) * self.chunk_size)
+        batch = noisy_copies(image, self.sigma, self.seed, image_id, indices)
+        maps = self.method.attribute(self.model, batch, target, self.layer, seed=self.seed, image_id=image_id)
+        maps = maps.cpu().numpy().astype(np.float32, copy=False)
         if not np.isfinite(maps).all():
             raise CertattrError(f"{self.method.name} at the {self.layer} layer produced NaN or inf maps for image {image_id!r}")
         return maps
@@ -94,22 +93,18 @@ class SmoothedAttribution:
         target = self.resolve_target(image, target)
         identity = self.identity(image, image_id, target)
         key = cache_key(identity)
-        self.cache.enabled and self.cache.write_manifest(key, identity)
-        n_chunks = -(-self.n // CHUNK)
-        chunks = {c: self.cache.load_chunk(key, c) for c in range(n_chunks)}
+        if self.cache.enabled:
+            self.cache.write_manifest(key, identity)
+        n_chunks = -(-self.n // self.chunk_size)
+        chunks = {c: self.cache.load_chunk(key, c, self.chunk_size) for c in range(n_chunks)}
         missing = [c for c, maps in chunks.items() if maps is None]
-        per_group = max(1, self.batch_size // CHUNK)
-        with tqdm(total=n_chunks * CHUNK, initial=(n_chunks - len(missing)) * CHUNK, unit="sample",
-                  desc=f"{self.method.name}@{self.layer} {image_id}", disable=not self.progress or not missing,
-                  leave=False) as bar:
-            for g in range(0, len(missing), per_group):
-                group = missing[g:g + per_group]
-                indices = [c * CHUNK + j for c in group for j in range(CHUNK)]
-                maps = self.attribute_samples(image, image_id, target, indices)
-                for pos, c in enumerate(group):
-                    chunks[c] = maps[pos * CHUNK:(pos + 1) * CHUNK]
-                    self.cache.save_chunk(key, c, chunks[c])
-                bar.update(len(indices))
+        with tqdm(total=n_chunks * self.chunk_size, initial=(n_chunks - len(missing)) * self.chunk_size,
+                  unit="sample", desc=f"{self.method.name}@{self.layer} {image_id}",
+                  disable=not self.progress or not missing, leave=False) as bar:
+            for c in missing:
+                chunks[c] = self.attribute_chunk(image, image_id, target, c)
+                self.cache.save_chunk(key, c, chunks[c])
+                bar.update(self.chunk_size)
         maps = np.concatenate([chunks[c] for c in range(n_chunks)])[: self.n]
         return upsample_maps(torch.from_numpy(maps), image.shape[1:]).numpy()
 
@@ -131,7 +126,8 @@ class SmoothedAttribution:
         image = check_image(image)
         target = self.resolve_target(image, target)
         maps = self.sample(image, image_id, target)
-        meta = {"model": self.model.name, "weights": self.model.weights, "method": self.method.config(),
+        meta = {"model": self.model.name, "weights": self.model.weights, "method": self.method.name,
+                "method_params": dict(self.method.params),
                 "layer": self.layer, "image_id": image_id, "target": target, "seed": self.seed}
         return certify_maps(maps, ks, sigma=self.sigma, n0=self.n0, tau=tau, alpha=alpha,
                             correction=correction, metadata=meta)

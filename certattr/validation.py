@@ -137,3 +137,38 @@ def check_image(image, name: str = "image", spatial: Sequence[int] | None = None
     if lo < 0 or hi > 1:
         raise CertattrError(f"{name} has values in [{lo:.3g}, {hi:.3g}], which is not allowed: pixel values must lie in [0, 1] (before normalization)")
     return image.detach().to("cpu", torch.float32).contiguous()
+
+
+def check_chapter_parameters(params: dict) -> dict:
+    """Validate the parameters a chapter is run with, before any work starts (same messages as the API)."""
+    from .methods import get_method
+    from .models import MODELS, check_layer
+
+    p = dict(params)
+    for name in ("sigma", "tau", "alpha"):
+        if name in p:
+            {"sigma": check_sigma, "tau": check_tau, "alpha": check_alpha}[name](p[name])
+    for s in p.get("sigmas", []) or []:
+        check_sigma(s)
+    if "n" in p or "n0" in p:
+        check_n(p.get("n", 100), p.get("n0", 10))
+    for name in ("ks", "ks_vs_r", "ks_grid"):
+        if name in p and p[name] is not None:
+            check_ks(p[name])
+    if "correction" in p:
+        check_correction(p["correction"])
+    models = p.get("models", [p["model"]] if "model" in p else [])
+    for m in [models] if isinstance(models, str) else models:
+        check_choice("model", m, MODELS)
+    methods = p.get("methods", [])
+    if methods != "all":
+        for m in [methods] if isinstance(methods, str) else methods:
+            get_method(m)
+    for layer in p.get("layers", []) or []:
+        check_layer(layer)
+    if "device" in p and not (isinstance(p["device"], str) and p["device"].split(":")[0] in ("cpu", "cuda", "mps")):
+        raise CertattrError(f"device={p['device']!r} is not allowed: give cpu, cuda, cuda:N or mps")
+    for name in ("chunk_size", "seed"):
+        if name in p:
+            check_positive_int(name, p[name], 1 if name == "chunk_size" else 0)
+    return p

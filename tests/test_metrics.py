@@ -13,7 +13,6 @@ from certattr.result import ABSTAIN, Certificate
 from certattr.testing import tiny_model
 from certattr.validation import CertattrError
 
-torch.set_num_threads(1)
 A = ABSTAIN
 
 

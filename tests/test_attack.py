@@ -1,0 +1,144 @@
+"""l2 attacks on attributions, on the tiny model: constraints, class kept, not vacuous, certificates respected."""
+import pytest
+import torch
+import torch.nn as nn
+
+from certattr.attack import (attack_certified, attack_cosine, attack_topk, differentiable_maps, predicted_class,
+                             smooth_surrogate)
+from certattr.certify import certified_radius
+from certattr.methods import get_method
+from certattr.testing import tiny_model
+from certattr.validation import CertattrError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _check_constraints(result, model, x, eps):
+    delta = result.x_adv.double() - x.double()
+    assert float(delta.norm()) <= eps  # exactly, in float64
+    assert result.delta_norm == pytest.approx(float(delta.norm()))
+    assert float(result.x_adv.min()) >= 0 and float(result.x_adv.max()) <= 1
+    assert int(predicted_class(model, result.x_adv[None])[0]) == int(predicted_class(model, x[None])[0])
+    assert result.label_adv == result.label
+
+
+def test_surrogate_swaps_relus_and_keeps_the_original(model, image):
+    sur = smooth_surrogate(model, beta=50.0)
+    assert sur.swapped == 3  # stem, block (shared by two calls), last
+    assert not any(isinstance(m, nn.ReLU) for m in sur.modules())
+    assert any(isinstance(m, nn.ReLU) for m in model.modules())
+    with torch.no_grad():
+        assert torch.allclose(sur(image[None]), model(image[None]), atol=0.05)
+
+
+@pytest.mark.parametrize("method", ["grad", "ixg"])
+@pytest.mark.parametrize("layer", ["input", "final"])
+def test_differentiable_maps_equal_the_registry(model, image, method, layer):
+    batch = torch.stack([image, image.flip(2)])
+    target = torch.tensor([1, 4])
+    ours = differentiable_maps(model, batch, target, method, layer)
+    ref = get_method(method).attribute(model, batch, target, layer)
+    torch.testing.assert_close(ours.detach(), ref, rtol=1e-5, atol=1e-7)
+
+
+def test_topk_attack_on_raw_map_is_not_vacuous_and_respects_the_constraints(model, image):
+    eps = 1.0
+    res = attack_topk(model, image, k=100, eps=eps, method="grad", layer="input", steps=12, restarts=2, seed=0,
+                      image_id="img", progress=False)
+    _check_constraints(res, model, image, eps)
+    assert res.before == 1.0
+    assert res.after < 0.8  # the overlap of the raw gradient map really drops
+    again = attack_topk(model, image, k=100, eps=eps, method="grad", layer="input", steps=12, restarts=2, seed=0,
+                        image_id="img", progress=False)
+    assert torch.equal(again.x_adv, res.x_adv)  # seeded and deterministic
+    assert len(res.loss_history) == 2 and len(res.loss_history[0]) == 12
+
+
+def _near_boundary(model, x):
+    """A point on the segment from x to the black image, just on x's side of the decision boundary."""
+    label = int(predicted_class(model, x[None])[0])
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if int(predicted_class(model, ((1 - mid) * x)[None])[0]) == label:
+            lo = mid
+        else:
+            hi = mid
+    assert hi < 1  # the black image has another class
+    return (1 - lo) * x
+
+
+def test_backtracking_keeps_the_class_near_the_decision_boundary(model, image):
+    xb = _near_boundary(model, image)
+    logits = model(xb[None])[0].sort(descending=True).values
+    assert float(logits[0] - logits[1]) < 1e-3  # a step of any size could change the class
+    for eps in (0.5, 2.0):
+        res = attack_topk(model, xb, k=50, eps=eps, steps=6, restarts=2, step_size=1.0, seed=1, progress=False)
+        _check_constraints(res, model, xb, eps)
+        assert res.details["backtracks"] + res.details["init_halvings"] > 0  # backtracking was needed
+        assert res.after < res.before
+    res0 = attack_topk(model, image, k=50, eps=0.0, steps=2, restarts=1, progress=False)
+    assert torch.equal(res0.x_adv, image) and res0.after == res0.before == 1.0
+
+
+def test_smoothed_topk_and_cosine_attacks_respect_the_constraints(model, image):
+    eps = 0.5
+    res = attack_topk(model, image, k=50, eps=eps, smoothing=True, sigma=0.1, n_attack=4, n_eval=16, steps=3,
+                      restarts=1, progress=False)
+    _check_constraints(res, model, image, eps)
+    assert 0 <= res.after <= 1
+    res = attack_cosine(model, image, eps=eps, r=2.0, N=16, n_attack=4, T=0.99, steps=3, restarts=1,
+                        progress=False)
+    _check_constraints(res, model, image, eps)
+    assert -1 <= res.after <= 1 and res.before == pytest.approx(1.0) and "below_T" in res.details
+    raw = attack_cosine(model, image, eps=1.0, steps=8, restarts=1, progress=False)
+    _check_constraints(raw, model, image, 1.0)
+    assert raw.after < raw.before  # the cosine of the raw map drops too
+
+
+def test_attack_inside_the_certified_radius_flips_no_certified_pixel(model, image):
+    """P = 32*32 pixels, n = 100: certified pixels exist; an attack with ||delta|| <= R must not produce a
+    certified pixel with the opposite certified label at x + delta (probability <= 2 alpha = 0.002)."""
+    sigma, tau, alpha = 0.25, 0.75, 0.001
+    R = certified_radius(sigma, tau)
+    res = attack_certified(model, image, eps=R, method="grad", layer="input", ks=(50, 25), sigma=sigma, n=100,
+                           tau=tau, alpha=alpha, steps=8, restarts=2, seed=0, image_id="img", progress=False)
+    _check_constraints(res, model, image, R)
+    ch = res.details["changes"]
+    assert ch["certified"] > 100  # the certificate is not empty
+    assert res.details["within_radius"] and res.details["failure_probability"] == pytest.approx(2 * alpha)
+    assert ch["certified_flipped"] == 0
+    assert set(ch["per_k"]) == {50.0, 25.0}
+    assert res.details["adv_certificate"].metadata["seed"] == 1  # recertified with fresh seeds
+    # far outside R the same attack changes more pixels than the noise alone does at delta = 0
+    far = attack_certified(model, image, eps=3.0, method="grad", layer="input", ks=(50, 25), sigma=sigma, n=100,
+                           steps=8, restarts=1, seed=0, image_id="img", progress=False)
+    _check_constraints(far, model, image, 3.0)
+    assert far.after < far.before
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda m, x: attack_topk(m, x, k=10, eps=-0.1, progress=False), "eps=-0.1"),
+    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, steps=0, progress=False), "steps=0"),
+    (lambda m, x: attack_topk(m, x, k=0, eps=0.1, steps=1, progress=False), "k=0"),
+    (lambda m, x: attack_topk(m, x, k=5000, eps=0.1, steps=1, progress=False), "k=5000"),
+    (lambda m, x: attack_cosine(m, x, eps=0.1, r=0.0, progress=False), "r=0.0"),
+    (lambda m, x: attack_cosine(m, x, eps=0.1, T=1.5, progress=False), "T=1.5"),
+    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, method="gradcam", progress=False), "method='gradcam'"),
+    (lambda m, x: attack_certified(m, x, eps=0.1, recertify_seed=0, progress=False), "recertify_seed=0"),
+    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, beta=0, progress=False), "beta=0"),
+])
+def test_parameters_are_validated(model, image, call, name):
+    with pytest.raises(CertattrError) as err:
+        call(model, image)
+    assert name in str(err.value) and "\n" not in str(err.value)

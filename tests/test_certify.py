@@ -1,0 +1,115 @@
+"""Certification against closed forms and a brute-force binomial computation."""
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+import certattr
+from certattr.certify import certify_binary, certify_maps, certified_radius, min_samples_to_certify
+from certattr.result import ABSTAIN, Certificate
+
+
+def brute_force_labels(binary, n0, tau, alpha, P):
+    """Pixel by pixel with an independent binomial tail sum (math.comb), Bonferroni."""
+    n = binary.shape[0]
+    m = n - n0
+    out = np.empty(binary.shape[1:], dtype=int)
+    for idx in np.ndindex(*binary.shape[1:]):
+        col = binary[(slice(None),) + idx]
+        ones = int(col[:n0].sum())
+        label = 1 if 2 * ones > n0 else 0
+        c = int((col[n0:] == label).sum())
+        pval = sum(math.comb(m, j) * tau ** j * (1 - tau) ** (m - j) for j in range(c, m + 1))
+        out[idx] = label if pval <= alpha / P else ABSTAIN
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_certify_binary_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n, n0, H, W = 60, 8, 6, 7
+    p = rng.choice([0.02, 0.3, 0.5, 0.8, 0.99], size=(H, W))
+    binary = rng.random((n, H, W)) < p
+    for tau, alpha in [(0.6, 0.05), (0.75, 0.001), (0.9, 0.2)]:
+        labels, majority, counts, pvalues = certify_binary(binary, n0, tau, alpha)
+        np.testing.assert_array_equal(labels, brute_force_labels(binary, n0, tau, alpha, H * W))
+        np.testing.assert_allclose(pvalues, binom.sf(counts - 1, n - n0, tau))
+
+
+def test_needs_88_of_90_at_paper_defaults():
+    P, tau, alpha, m = 224 ** 2, 0.75, 0.001, 90
+    pv = certattr.certify.binomial_pvalues(m, tau)
+    assert pv[88] <= alpha / P < pv[87]
+    # end to end: a pixel column with exactly c agreeing test samples, certified iff c >= 88
+    n, n0 = 100, 10
+    binary = np.zeros((n, 224, 224), dtype=bool)
+    binary[:n0] = True  # majority 1 everywhere
+    for c in (86, 87, 88, 89, 90):
+        binary[n0:, 0, c] = np.arange(m) < c
+    labels = certify_binary(binary, n0, tau, alpha)[0]
+    assert [labels[0, c] for c in (86, 87, 88, 89, 90)] == [ABSTAIN, ABSTAIN, 1, 1, 1]
+
+
+def test_holm_certifies_a_superset_of_bonferroni():
+    rng = np.random.default_rng(3)
+    n, n0 = 80, 10
+    p = rng.uniform(0.6, 1.0, size=(20, 20))
+    binary = rng.random((n, 20, 20)) < p
+    bonf = certify_binary(binary, n0, 0.75, 0.05, "bonferroni")[0]
+    holm = certify_binary(binary, n0, 0.75, 0.05, "holm")[0]
+    assert np.all(holm[bonf != ABSTAIN] == bonf[bonf != ABSTAIN])
+    # a map where 360 of 400 pixels agree in every sample: Holm then tests the other 40 at alpha/40,
+    # Bonferroni at alpha/400; a count c with alpha/400 < p-value <= alpha/40 separates them
+    m, tau, alpha = n - n0, 0.75, 0.05
+    pv = binom.sf(np.arange(m + 1) - 1, m, tau)
+    c = int(np.flatnonzero((pv > alpha / 400) & (pv <= alpha / 40))[0])
+    binary = np.ones((n, 20, 20), dtype=bool)
+    binary[n0:, :2, :] = np.arange(m)[:, None, None] < c  # 40 pixels with exactly c agreeing test samples
+    bonf = certify_binary(binary, n0, tau, alpha, "bonferroni")[0]
+    holm = certify_binary(binary, n0, tau, alpha, "holm")[0]
+    assert (bonf != ABSTAIN).sum() == 360 and (holm != ABSTAIN).sum() == 400
+
+
+def test_holm_matches_textbook_step_down():
+    pvals = np.array([0.001, 0.04, 0.03, 0.2, 0.012])
+    # sorted: 0.001 <= .05/5, 0.012 <= .05/4, 0.03 > .05/3 -> stop: reject the first two
+    np.testing.assert_array_equal(certattr.certify._holm(pvals, 0.05), [True, False, False, False, True])
+
+
+@pytest.mark.parametrize("sigma,expected", [(0.15, 0.101), (0.25, 0.169), (0.33, 0.223)])
+def test_radius(sigma, expected):
+    assert round(certified_radius(sigma, 0.75), 3) == expected
+
+
+def test_min_samples_to_certify_is_tight():
+    for tau, alpha, P in [(0.75, 0.001, 224 ** 2), (0.9, 0.01, 100), (0.6, 0.05, 1)]:
+        n = min_samples_to_certify(10, tau, alpha, P)
+        assert tau ** (n - 10) <= alpha / P < tau ** (n - 11)
+
+
+def test_too_few_samples_warns_with_the_smallest_n():
+    maps = np.random.default_rng(0).random((30, 16, 16))
+    with pytest.warns(certattr.CertificationWarning, match=r"smallest n that could certify is \d+"):
+        cert = certify_maps(maps, [50], sigma=0.25, n0=10, tau=0.9, alpha=0.001)
+    assert (cert.labels == ABSTAIN).all()
+
+
+def test_certificate_roundtrip_and_overlay(tmp_path):
+    rng = np.random.default_rng(5)
+    base = rng.random((12, 12))
+    maps = base[None] + 0.01 * rng.standard_normal((100, 12, 12))
+    cert = certify_maps(maps, [10, 50, 25], sigma=0.25, metadata={"image_id": "x"})
+    assert cert.ks == (50.0, 25.0, 10.0)
+    for f in cert.fractions().values():
+        assert math.isclose(sum(f.values()), 1.0)
+    path = cert.save(tmp_path / "c.npz")
+    again = Certificate.load(path)
+    assert again == cert and again.radius == cert.radius
+    ov = cert.overlay()
+    for k in (50.0, 25.0, 10.0):  # smaller K wins
+        smaller = [s for s in cert.ks if s < k]
+        expected = (cert.label_map(k) == 1) & ~np.any([cert.label_map(s) == 1 for s in smaller] or [np.zeros_like(ov, bool)], axis=0)
+        assert np.array_equal(ov == k, expected)
+    text = cert.statement()
+    assert "1 - 3*alpha" in text and "Bonferroni" in text and "R = 0.169" in text

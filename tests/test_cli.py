@@ -1,0 +1,67 @@
+"""The CLI end to end on a bundled photo, and its one-line errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from certattr.cli import main
+from certattr.result import Certificate
+
+
+@pytest.mark.slow
+def test_certify_end_to_end_on_a_bundled_photo(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "certattr.cli", "certify", "coffee", "--method", "gradcam", "--layer", "final",
+           "--sigma", "0.15", "--k", "50", "25", "5", "--n", "100", "--n0", "10", "--tau", "0.75", "--alpha", "0.001",
+           "--correction", "holm", "--seed", "3", "--out", str(out), "--cache", str(tmp_path / "cache")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "sample" in run.stderr  # the tqdm progress bar
+    summary = json.loads((out / "certificate.json").read_text())
+    assert summary["ks"] == [50.0, 25.0, 5.0] and summary["correction"] == "holm" and summary["n"] == 100
+    assert round(summary["radius"], 3) == 0.101 and summary["metadata"]["target"] == 967  # espresso
+    assert "1 - 3*alpha" in summary["guarantee"]
+    cert = Certificate.load(out / "certificate.npz")
+    for k, f in summary["fractions"].items():
+        assert f == cert.fractions()[float(k)]
+        assert abs(sum(f.values()) - 1) < 1e-9
+    assert summary["fractions"]["50.0"]["certified_1"] > 0.1  # GradCAM at the final layer certifies regions
+    png = np.asarray(PILImage.open(out / "overlay.png"))
+    assert png.ndim == 3 and png.shape[0] > 300 and png.std() > 10
+    # a second run reuses the cache and gives the identical certificate
+    run2 = subprocess.run(cmd + ["--quiet"], capture_output=True, text=True, timeout=600)
+    assert run2.returncode == 0 and Certificate.load(out / "certificate.npz") == cert
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sigma", "0"], "sigma=0.0 is not allowed: the noise level must be > 0"),
+    (["--sigma", "nan"], "sigma=nan is not allowed: it must be a finite number"),
+    (["--tau", "0.4"], "0.5 <= tau < 1"),
+    (["--tau", "1"], "0.5 <= tau < 1"),
+    (["--alpha", "0"], "0 < alpha < 1"),
+    (["--n", "10", "--n0", "10"], "n0=10 is not allowed with n=10"),
+    (["--k", "0"], "0 < K <= 100"),
+    (["--k", "101"], "0 < K <= 100"),
+    (["--method", "saliency"], "method='saliency' is unknown: allowed are"),
+])
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys, args, message):
+    code = main(["certify", "coffee", "--out", str(tmp_path)] + args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("certattr: error:")
+
+
+def test_argparse_choices_and_missing_image(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["certify", "coffee", "--out", str(tmp_path), "--layer", "middle"])
+    assert exc.value.code == 2 and "invalid choice: 'middle'" in capsys.readouterr().err
+    assert main(["certify", str(tmp_path / "nope.png"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0" in out and "gradcam" in out and "chelsea" in out

@@ -1,0 +1,153 @@
+"""The engine: sample cache, resumption, corruption, reproducibility across batch sizes."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from certattr.cache import SampleCache, cache_key
+
+CHUNK = 10
+from certattr.smoothing import SmoothedAttribution
+from certattr.validation import CertattrError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def engine(model, tmp_path=None, **kw):
+    kw.setdefault("n", 40)
+    kw.setdefault("n0", 10)
+    return SmoothedAttribution(model, kw.pop("method", "gradcam"), kw.pop("layer", "input"), kw.pop("sigma", 0.25),
+                               cache=tmp_path, progress=False, **kw)
+
+
+@pytest.mark.parametrize("method,layer", [("grad", "input"), ("gradcam", "final"), ("ixg", "final")])
+def test_certificates_identical_whatever_the_order_of_chunks(tiny, tiny_image, method, layer, tmp_path, monkeypatch):
+    reference = engine(tiny, None, method=method, layer=layer, n=100).certify(tiny_image, "t", 3, ks=[50, 10], alpha=0.05)
+    # compute the chunks in reverse order (each into the cache), then certify from the cache
+    e = engine(tiny, tmp_path, method=method, layer=layer, n=100)
+    ident = e.identity(tiny_image, "t", 3)
+    for c in reversed(range(10)):
+        e.cache.save_chunk(cache_key(ident), c, e.attribute_chunk(tiny_image, "t", 3, c))
+    assert e.certify(tiny_image, "t", 3, ks=[50, 10], alpha=0.05) == reference
+    # chunk sizes change the model's batch: maps agree to float rounding
+    other = engine(tiny, None, method=method, layer=layer, n=100, chunk_size=25).sample(tiny_image, "t", 3)
+    np.testing.assert_allclose(other, e.sample(tiny_image, "t", 3), rtol=1e-5, atol=1e-7)
+
+
+def test_cache_reuse_and_other_k_tau_alpha_do_not_resample(tiny, tiny_image, tmp_path, monkeypatch):
+    e = engine(tiny, tmp_path)
+    first = e.certify(tiny_image, "t", 1)
+    calls = []
+    original = SmoothedAttribution.attribute_chunk
+    monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
+                        lambda self, *a: calls.append(a[-1]) or original(self, *a))
+    e2 = engine(tiny, tmp_path)
+    again = e2.certify(tiny_image, "t", 1)
+    other = e2.certify(tiny_image, "t", 1, ks=[30], tau=0.6, alpha=0.01, correction="holm")
+    assert calls == [] and again == first and other.ks == (30.0,)
+    # a larger n reuses the first chunks and computes only the new ones
+    engine(tiny, tmp_path, n=60).sample(tiny_image, "t", 1)
+    assert calls == [4, 5]
+
+
+def test_key_changes_with_everything_that_changes_samples(tiny, tiny_image):
+    e = engine(tiny)
+    base = e.identity(tiny_image, "t", 1)
+    keys = {cache_key(base)}
+    variants = [dict(sigma=0.5), dict(seed=1), dict(layer="final"), dict(method="grad")]
+    for v in variants:
+        keys.add(cache_key(engine(tiny, **v).identity(tiny_image, "t", 1)))
+    keys.add(cache_key(e.identity(tiny_image, "u", 1)))
+    keys.add(cache_key(e.identity(tiny_image, "t", 2)))
+    keys.add(cache_key(e.identity(tiny_image.flip(-1), "t", 1)))
+    keys.add(cache_key(engine(tiny, chunk_size=20).identity(tiny_image, "t", 1)))
+    from certattr.methods import get_method
+    keys.add(cache_key(engine(tiny, method=get_method("grad")).identity(tiny_image, "t", 1)))
+    from certattr.testing import tiny_model
+    keys.add(cache_key(engine(tiny_model(seed=1)).identity(tiny_image, "t", 1)))
+    assert len(keys) == 1 + len(variants) + 4 + 1 + 1 - 1  # grad twice (by name and by object) is the same key
+    # n is not in the key: sample i does not depend on n
+    assert cache_key(engine(tiny, n=80).identity(tiny_image, "t", 1)) == cache_key(base)
+
+
+def test_corrupted_chunk_is_detected_and_recomputed(tiny, tiny_image, tmp_path):
+    e = engine(tiny, tmp_path)
+    clean = e.sample(tiny_image, "t", 1)
+    chunks = sorted(tmp_path.rglob("chunk_*.npz"))
+    assert len(chunks) == 4
+    chunks[1].write_bytes(chunks[1].read_bytes()[:100])  # truncated
+    data = bytearray(chunks[2].read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte inside the compressed maps
+    chunks[2].write_bytes(bytes(data))
+    cache = SampleCache(tmp_path)
+    with pytest.warns(UserWarning, match="damaged chunk"):
+        again = engine(tiny, cache).sample(tiny_image, "t", 1)
+    assert cache.corrupt_chunks == 2
+    np.testing.assert_array_equal(again, clean)
+
+
+_CHILD = r"""
+import sys, time, torch
+sys.path.insert(0, {root!r})
+from certattr.smoothing import SmoothedAttribution
+from certattr.testing import tiny_model
+torch.set_num_threads(1)
+orig = SmoothedAttribution.attribute_chunk
+def slow(self, *a):
+    time.sleep(0.15)
+    return orig(self, *a)
+SmoothedAttribution.attribute_chunk = slow
+gen = torch.Generator().manual_seed(7)
+image = torch.rand(3, 32, 32, generator=gen)
+e = SmoothedAttribution(tiny_model(seed=0), "gradcam", "input", 0.25, n=200, n0=10, cache={cache!r}, progress=False)
+e.sample(image, "t", 1)
+print("finished")
+"""
+
+
+def test_sigkill_and_resume_is_bit_identical_and_recomputes_no_finished_chunk(tiny, tiny_image, tmp_path, monkeypatch):
+    reference = engine(tiny, None, n=200).sample(tiny_image, "t", 1)
+    cache_dir = tmp_path / "cache"
+    rng = np.random.default_rng(0)
+    for _round in range(3):  # kill at several random points, resuming each time
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD.format(root=str(ROOT), cache=str(cache_dir))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        target = len(list(cache_dir.rglob("chunk_*.npz"))) + int(rng.integers(1, 4))
+        deadline = time.time() + 60
+        while len(list(cache_dir.rglob("chunk_*.npz"))) < target and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0, 0.15)))  # somewhere inside the next chunk
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = {p.name for p in cache_dir.rglob("chunk_*.npz")}
+    assert 3 <= len(done) < 20 and not list(cache_dir.rglob("*.tmp"))
+    computed = []
+    original = SmoothedAttribution.attribute_chunk
+    monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
+                        lambda self, *a: computed.append(a[-1]) or original(self, *a))
+    resumed = engine(tiny, cache_dir, n=200).sample(tiny_image, "t", 1)
+    finished = {int(name[6:11]) for name in done}
+    assert not finished & set(computed)
+    assert sorted(computed) == sorted(set(range(20)) - finished)
+    np.testing.assert_array_equal(resumed, reference)
+
+
+def test_bad_parameters(tiny, tiny_image):
+    with pytest.raises(CertattrError, match="sigma"):
+        engine(tiny, sigma=0)
+    with pytest.raises(CertattrError, match="n0"):
+        engine(tiny, n=10, n0=10)
+    with pytest.raises(CertattrError, match="target"):
+        engine(tiny).certify(tiny_image, "t", 99)
+    with pytest.raises(CertattrError, match=r"\[0, 1\]"):
+        engine(tiny).certify(tiny_image * 2, "t", 1)
+    bad = tiny_image.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(CertattrError, match="NaN"):
+        engine(tiny).sample(bad, "t", 1)

@@ -1,0 +1,71 @@
+"""Models: the torchvision weights path works offline from $TORCH_HOME; the split reproduces the logits."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from certattr.models import MODELS, load_model
+from certattr.validation import CertattrError
+
+
+def test_torchvision_weights_are_found_in_torch_home_without_download(tmp_path):
+    """A state_dict placed where torchvision looks is loaded by the weights API and nothing is downloaded."""
+    import torchvision
+
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    filename = weights.url.rsplit("/", 1)[-1]
+    reference = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        reference.fc.bias.copy_(torch.arange(1000, dtype=torch.float32))  # a recognisable weight
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / filename)
+    code = ("import torch, sys; from certattr.models import load_model; "
+            "m = load_model('resnet18', 'pretrained'); x = torch.rand(1, 3, 224, 224); "
+            "print(float(m.net.fc.bias[999]), m.spec.mean)")
+    env = {"TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "no_proxy": "*",
+           "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # any download would fail
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("999.0")
+
+
+def test_missing_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torch.hub
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(CertattrError, match="weights could not be loaded.*TORCH_HOME"):
+        load_model("resnet18", "pretrained")
+
+
+def test_efficientnet_lite0_offline_weights_and_preprocessing():
+    m = load_model("efficientnet_lite0")
+    assert m.spec.mean == (0.5, 0.5, 0.5) and m.spec.std == (0.5, 0.5, 0.5)
+    from certattr.data import bundled_photo
+
+    with torch.no_grad():
+        probs = m(bundled_photo("coffee").tensor[None]).softmax(1)[0]
+    assert int(probs.argmax()) == 967 and float(probs.max()) > 0.9  # espresso
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_split_reproduces_logits_and_declares_layers(name):
+    m = load_model(name, "random") if name != "efficientnet_lite0" else load_model(name)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        act, ctx = m.features(m.normalize(x))
+        assert torch.equal(m.head(act, *ctx), m(x))
+    expected = {"resnet18": (512, 7), "resnet152": (2048, 7), "wide_resnet50_2": (2048, 7), "vgg11": (512, 14),
+                "vit_b_16": (768, 14), "efficientnet_lite0": (1280, 7)}[name]
+    assert (act.shape[1], act.shape[2]) == expected and m.spec.final_layer
+
+
+def test_unknown_names():
+    with pytest.raises(CertattrError, match="allowed are"):
+        load_model("resnet19")
+    with pytest.raises(CertattrError, match="weights"):
+        load_model("resnet18", "imagenet")
