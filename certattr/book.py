@@ -49,7 +49,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                          "ks": [50, 25, 5]}},
     "cpu": {"method": {"photo": "chelsea", "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
                        "focus_method": "gradcam", "focus_layer": "final", "ks": [50, 25, 5],
-                       "method_overrides": {"rise": {"n_masks": 50}, "occlusion": {"window": 56, "stride": 56}}}},
+                       "method_overrides": {"rise@input": {"n_masks": 50}, "occlusion@input": {"window": 56, "stride": 56}}}},
     "paper": {"method": {"photo": None, "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
                          "focus_method": "rise", "focus_layer": "input", "ks": [50, 25, 5]}},
 }

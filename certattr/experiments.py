@@ -14,7 +14,7 @@ from .metrics import certificate_rows
 from .smoothing import SmoothedAttribution, predict
 from .validation import CertattrError, UndefinedAttribution
 
-__all__ = ["class_names", "image_set", "resolve_methods", "certificate_rows", "certify_many"]
+__all__ = ["class_names", "image_set", "resolve_methods", "certificate_rows", "method_for", "certify_many"]
 
 
 def class_names() -> list[str]:
@@ -46,6 +46,17 @@ def resolve_methods(methods: Sequence[str] | str) -> list[str]:
     return names
 
 
+def method_for(name: str, layer: str, method_overrides: dict | None = None):
+    """The method ``name`` with its hyperparameter overrides for ``layer``.
+
+    ``method_overrides`` maps a method name to hyperparameters for both layers, and ``"name@layer"``
+    to hyperparameters for one layer only (these win), e.g.
+    ``{"rise": {"n_masks": 50}, "occlusion@input": {"window": 56, "stride": 56}}``.
+    """
+    overrides = method_overrides or {}
+    return get_method(name, **{**overrides.get(name, {}), **overrides.get(f"{name}@{layer}", {})})
+
+
 def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
                  sigmas: Sequence[float], ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75,
                  alpha: float = 0.001, correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10,
@@ -58,7 +69,7 @@ def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[
     images = list(images)
     targets = {im.id: (im.label if im.label is not None else predict(model, im.tensor)[0]) for im in images}
     for name, layer, sigma in itertools.product(methods, layers, sigmas):
-        method = get_method(name, **overrides.get(name, {}))
+        method = method_for(name, layer, overrides)
         reason = method.undefined_reason(model, layer)
         if reason:
             undefined[(name, layer)] = reason

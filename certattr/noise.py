@@ -21,15 +21,17 @@ def sample_seed(seed: int, image_id: str, index: int, stream: str = "noise") -> 
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
-def gaussian_noise(shape: Sequence[int], seed: int, image_id: str, indices: Sequence[int]) -> torch.Tensor:
+def gaussian_noise(shape: Sequence[int], seed: int, image_id: str, indices: Sequence[int],
+                   stream: str = "noise") -> torch.Tensor:
     """Standard normal noise of shape (len(indices), *shape), float32 on the CPU.
 
-    Row j is a function of (seed, image_id, indices[j]) alone.
+    Row j is a function of (seed, image_id, indices[j], stream) alone; other ``stream`` names give
+    independent noise for other purposes (an attack's restarts, ball sampling, ...).
     """
     out = torch.empty((len(indices), *shape), dtype=torch.float32)
     gen = torch.Generator(device="cpu")
     for row, index in enumerate(indices):
-        gen.manual_seed(sample_seed(seed, image_id, index))
+        gen.manual_seed(sample_seed(seed, image_id, index, stream))
         out[row] = torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
     return out
 

@@ -108,7 +108,7 @@ class AblationCam(AttributionMethod):
             for start in range(0, rows * channels, self.params["batch"]):
                 b = pair_row[start:start + self.params["batch"]]
                 c = pair_channel[start:start + self.params["batch"]]
-                inputs = act[b].clone()
+                inputs = act[b]  # advanced indexing: a copy
                 inputs[torch.arange(len(b), device=act.device), c] = 0
                 logits = view.forward(inputs, *(ctx[b] for ctx in view.context))
                 ablated[start:start + len(b)] = target_logits(logits, target[b])

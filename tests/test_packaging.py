@@ -1,0 +1,51 @@
+"""Project layout and metadata: environment.yml and pyproject.toml declare the same dependencies."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_and_pyproject_agree():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r): r.replace(" ", "") for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_reqs = {_name(r): r.replace(" ", "") for r in pip if not r.startswith("-e")}
+    assert env_reqs == declared  # same names and the same version specifiers
+
+
+def test_layout_and_console_script():
+    for path in ("book", "certattr", "notebooks", "_config.yml", "_toc.yml", "environment.yml", "tests", "README.md",
+                 "pyproject.toml", ".ci/run"):
+        assert (ROOT / path).exists(), path
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["certattr"] == "certattr.cli:main"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make test" in ci and "make book" in readme
+
+
+def test_every_toc_chapter_has_a_notebook_and_is_registered():
+    from certattr.book import CHAPTERS
+
+    toc = (ROOT / "_toc.yml").read_text()
+    listed = re.findall(r"file: book/chapters/(\w+)", toc)
+    assert listed == CHAPTERS
+    for chapter in CHAPTERS:
+        text = (ROOT / "notebooks" / f"{chapter}.md").read_text()
+        assert ":tags: [parameters" in text and "format_name: myst" in text
+
+
+def test_nothing_reads_the_shared_folder():
+    for path in list((ROOT / "certattr").rglob("*.py")) + list((ROOT / "notebooks").glob("*.md")):
+        assert "../shared" not in path.read_text() and "/work/shared" not in path.read_text(), path

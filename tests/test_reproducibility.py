@@ -1,0 +1,39 @@
+"""Bounded memory whatever n, and CPU thread counts (float tolerance, not bitwise)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "benchmarks"))
+from bench_memory import peak_rss_mb  # noqa: E402
+
+BOUND_MB = 3000  # the README's stated bound for EfficientNet-Lite0 on CPU, chunk_size 10
+
+
+@pytest.mark.slow
+def test_peak_rss_is_bounded_and_flat_in_n():
+    _, peak_100, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 100, 10)
+    _, peak_20, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 20, 10)
+    assert peak_100 < BOUND_MB
+    assert peak_100 - peak_20 < 200  # the chunk, not n, sets the memory (the 100 maps are 20 MB)
+
+
+_THREADS = r"""
+import sys, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+from certattr.smoothing import SmoothedAttribution
+from certattr.testing import tiny_model
+image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(7))
+maps = SmoothedAttribution(tiny_model(0), "grad", "input", 0.25, n=100, progress=False).sample(image, "t", 3)
+np.save(sys.argv[2], maps)
+"""
+
+
+def test_one_and_two_threads_agree_to_float_tolerance(tmp_path):
+    outs = []
+    for threads in (1, 2):
+        path = tmp_path / f"maps{threads}.npy"
+        subprocess.run([sys.executable, "-c", _THREADS, str(threads), str(path)], check=True)
+        outs.append(np.load(path))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-8)
