@@ -14,12 +14,16 @@ predicted class never changes:
   times, else no step). P = radial projection onto the ball, then clipping to the box (clipping never
   increases ||delta|| since x is in the box; a final exact check in float64 keeps ||delta|| <= eps);
 * noise for smoothed surrogates is drawn per (seed, image id, restart, step, sample) from its own
-  streams; every evaluation uses the pipeline's noise (:mod:`certattr.noise`).
+  streams (:func:`certattr.noise.gaussian_noise` with ``stream="attack-noise|restart|step"``); every
+  evaluation uses the pipeline's noise, and every certification goes through the pipeline's engine
+  (:class:`certattr.smoothing.SmoothedAttribution`, optionally with its sample cache);
+* the real objective is memoised per evaluated point, so the clean map and the chosen candidate are
+  computed once.
 
 Objectives (the attacker minimises): (a) :func:`attack_topk`, the top-k overlap of the unsmoothed map or
 of Sparsified SmoothGrad (surrogate: its relaxed variant); (b) :func:`attack_cosine`, the cosine of the
 uniformly smoothed (or unsmoothed) map; (c) :func:`attack_certified`, the top-K membership of the pixels
-certified by :func:`certattr.certify.certify_maps`.
+certified by :class:`certattr.smoothing.SmoothedAttribution` (SPEC §1).
 
 **What (c) is checked against.** If the clean certificate is right (probability >= 1 - alpha), every
 certified pixel keeps its label with probability > 1/2 at every x + delta with ||delta|| <= R =
@@ -31,6 +35,7 @@ uncertified pixels are not covered by any guarantee; they are counted to show th
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -41,18 +46,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .certify import certify_maps
+from .cache import DEFAULT_CHUNK
 from .cosine_certificate import bound_norm, check_radius, check_threshold, uniform_ball_noise
 from .models import LoadedModel, check_layer
-from .noise import noisy_copies, sample_seed
+from .noise import gaussian_noise, sample_seed
 from .result import ABSTAIN, Certificate
+from .smoothing import SmoothedAttribution
 from .sparsify import upsample_maps
 from .topk_certificate import _order, check_eps, check_fraction, check_k, relaxed_sparsify
 from .validation import (CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_ks,
                          check_n, check_positive_int, check_sigma, check_tau)
 
 __all__ = ["SmoothReLU6", "smooth_surrogate", "differentiable_maps", "predicted_class", "AttackResult",
-           "attack_topk", "attack_cosine", "attack_certified", "certify_image", "DIFFERENTIABLE_METHODS"]
+           "attack_topk", "attack_cosine", "attack_certified", "DIFFERENTIABLE_METHODS"]
 
 DIFFERENTIABLE_METHODS = ("grad", "ixg")
 
@@ -209,6 +215,18 @@ class _Attack:
             delta = real * (1 - 1e-7)
         return self.x.clone()
 
+    def memoised(self, fn: Callable) -> Callable:
+        """fn(x_adv) computed once per distinct x_adv (keyed by its bytes): the real objective is deterministic."""
+        memo = {}
+
+        def wrapped(x_adv):
+            key = hashlib.blake2b(x_adv.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+            if key not in memo:
+                memo[key] = fn(x_adv)
+            return memo[key]
+
+        return wrapped
+
     def generator(self, restart: int, stream: str) -> torch.Generator:
         return torch.Generator(device="cpu").manual_seed(sample_seed(self.seed, self.image_id, restart, stream))
 
@@ -278,13 +296,8 @@ class _Attack:
 
 
 def _attack_noise(shape, sigma, seed, image_id, restart, step, count) -> torch.Tensor:
-    """Gaussian noise (count, *shape) for the surrogate at (restart, step), from its own stream."""
-    out = torch.empty((count, *shape), dtype=torch.float32)
-    gen = torch.Generator(device="cpu")
-    for j in range(count):
-        gen.manual_seed(sample_seed(seed, image_id, (restart * 1_000_003 + step) * 4096 + j, stream="attack-noise"))
-        out[j] = torch.randn(tuple(shape), generator=gen)
-    return sigma * out
+    """Gaussian noise sigma * eps_j (count, *shape) for the surrogate at (restart, step), from its own stream."""
+    return sigma * gaussian_noise(shape, seed, image_id, range(count), stream=f"attack-noise|{restart}|{step}")
 
 
 def _common(model, method, layer):
@@ -326,6 +339,7 @@ def attack_topk(model: LoadedModel, image, *, k: int, eps: float, method: str = 
         def real_map(x_adv):
             return np.abs(_registry_maps(model, x_adv.unsqueeze(0), label, method, layer)[0].double().numpy())
 
+    real_map = att.memoised(real_map)
     clean = real_map(att.x)
     k = check_k(k, clean.size)
     top = torch.from_numpy(_order(clean.ravel()[None])[0][:k].copy())
@@ -381,6 +395,7 @@ def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = No
         return smooth_uniform(model, x_adv.cpu(), label, method=method, layer=layer, r=r, N=N, M=M, seed=seed,
                               image_id=image_id, batch_size=batch_size).h_hat.ravel()
 
+    real_map = att.memoised(real_map)
     clean = real_map(att.x)
     clean_t = torch.from_numpy(clean).float()
 
@@ -393,8 +408,8 @@ def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = No
         if r is None:
             m = differentiable_maps(att.surrogate, x_adv.unsqueeze(0), target, method, layer)[0].flatten()
         else:
-            gen_id = f"{image_id}|attack|{restart}|{step}"
-            noise = uniform_ball_noise(x_adv.shape, r, seed, gen_id, range(n_attack)).to(x_adv.device)
+            noise = uniform_ball_noise(x_adv.shape, r, seed, image_id, range(n_attack),
+                                       stream=f"attack-ball|{restart}|{step}").to(x_adv.device)
             maps = differentiable_maps(att.surrogate, x_adv.unsqueeze(0) + noise, target.expand(n_attack), method,
                                        layer)
             m = bound_norm(maps, M).mean(dim=0).flatten()
@@ -410,28 +425,6 @@ def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = No
 
 
 # --- (c) certified pixels --------------------------------------------------------------------------------
-def certify_image(model: LoadedModel, image, target: int, *, method: str, layer: str, ks: Sequence[float],
-                  sigma: float, n: int = 100, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
-                  correction: str = "bonferroni", seed: int = 0, image_id: str = "",
-                  batch_size: int = 32) -> Certificate:
-    """The pipeline's certificate (SPEC §1) of one image: maps of n noisy copies (certattr.noise), upsampled
-    to H x W, then :func:`certattr.certify.certify_maps` (as SmoothedAttribution.certify, without a cache)."""
-    from .methods import get_method
-
-    image = check_image(image)
-    n, n0 = check_n(n, n0)
-    attr = get_method(method)
-    out = []
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(n, start + batch_size)))
-        batch = noisy_copies(image, sigma, seed, image_id, idx)
-        out.append(attr.attribute(model, batch, target, layer, seed=seed, image_id=image_id).cpu())
-    maps = upsample_maps(torch.cat(out), image.shape[1:]).numpy()
-    return certify_maps(maps, ks, sigma=sigma, n0=n0, tau=tau, alpha=alpha, correction=correction,
-                        metadata={"method": attr.name, "layer": layer, "target": int(target), "seed": seed,
-                                  "image_id": image_id})
-
-
 def _changes(clean: Certificate, adv: Certificate) -> dict:
     cert = clean.labels != ABSTAIN
     adv_cert = adv.labels != ABSTAIN
@@ -457,12 +450,16 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
                      alpha: float = 0.001, correction: str = "bonferroni", n_attack: int = 8,
                      temperature: float = 0.1, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
                      beta: float = 10.0, seed: int = 0, recertify_seed: int | None = None, image_id: str = "",
-                     batch_size: int = 32, control: bool = True, max_backtracks: int = 10, init_tries: int = 10,
-                     progress: bool = True) -> AttackResult:
+                     chunk_size: int = DEFAULT_CHUNK, cache=None, control: bool = True, max_backtracks: int = 10,
+                     init_tries: int = 10, progress: bool = True) -> AttackResult:
     """Try to flip the top-K membership of the pixels certified at x, then recertify x + delta with fresh
     seeds (``recertify_seed``, default seed + 1) and count what changed (``details``: per K and in total,
     certified_flipped / certified_abstained / certified_majority_changed / uncertified_majority_changed;
     with ``control``, the same counts for delta = 0 recertified with the fresh seeds).
+
+    Every certificate is :meth:`certattr.smoothing.SmoothedAttribution.certify` (chunks of ``chunk_size``
+    samples, ``cache`` a folder or SampleCache or None): with the chapter's cache and chunk size, the clean
+    certificate is the one the pipeline computed for x (and n may differ: samples are per index).
 
     Surrogate loss: over n_attack fresh noisy copies, the mean soft agreement sigmoid(+-(|a_p| - t_K) /
     (temperature * mean|a|)) of each certified pixel with its certified label (t_K: the (100-K)-th
@@ -487,9 +484,14 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
                   progress=progress, desc=f"certified-pixel attack {image_id}")
     label = att.label
     target = torch.tensor([label])
-    kwargs = dict(method=method, layer=layer, ks=ks, sigma=sigma, n=n, n0=n0, tau=tau, alpha=alpha,
-                  correction=correction, image_id=image_id, batch_size=batch_size)
-    clean = certify_image(model, att.x.cpu(), label, seed=seed, **kwargs)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+
+    def certify(x, cert_seed) -> Certificate:
+        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=cert_seed, chunk_size=chunk_size,
+                                     cache=cache, progress=progress)
+        return engine.certify(x.cpu(), image_id, label, ks=ks, tau=tau, alpha=alpha, correction=correction)
+
+    clean = certify(att.x, seed)
     labels = torch.from_numpy(clean.labels.astype(np.int64))  # (len(ks), H, W)
     certified = labels != ABSTAIN
     want_one = (labels == 1).float()
@@ -511,10 +513,10 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
 
     ctrl_changes = None
     if control:
-        ctrl = certify_image(model, att.x.cpu(), label, seed=recertify_seed, **kwargs)
+        ctrl = certify(att.x, recertify_seed)
         ctrl_changes = _changes(clean, ctrl)
     x_adv, scores, history = att.run(loss_fn, None, select="loss")
-    adv = certify_image(model, x_adv.cpu(), label, seed=recertify_seed, **kwargs)
+    adv = certify(x_adv, recertify_seed)
     changes = _changes(clean, adv)
     details = {"method": method, "layer": layer, "ks": ks, "sigma": sigma, "n": n, "n0": n0, "tau": tau,
                "alpha": alpha, "radius": clean.radius, "within_radius": att.eps <= clean.radius,

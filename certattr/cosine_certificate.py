@@ -80,11 +80,12 @@ def _check_dim(d) -> int:
 
 
 # --- sampling -----------------------------------------------------------------------------------------
-def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices) -> torch.Tensor:
+def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices, stream: str = "ball") -> torch.Tensor:
     """Exact uniform samples of the l2 ball B(0; r) in prod(shape) dimensions: (len(indices), *shape) float32.
 
     Row j is r * U^(1/d) * z/||z|| with z ~ N(0, I), U ~ Uniform(0, 1), drawn (in float64) from a generator
-    seeded by (seed, image_id, indices[j]) alone (streams "ball-direction" and "ball-radius").
+    seeded by (seed, image_id, indices[j], stream) alone (streams "<stream>-direction" and "<stream>-radius";
+    another ``stream`` name gives independent samples for another purpose, e.g. an attack's steps).
     """
     r = check_radius(r)
     shape = tuple(int(s) for s in shape)
@@ -92,9 +93,9 @@ def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices) -> to
     out = torch.empty((len(indices), *shape), dtype=torch.float32)
     gen = torch.Generator(device="cpu")
     for row, index in enumerate(indices):
-        gen.manual_seed(sample_seed(seed, image_id, index, stream="ball-direction"))
+        gen.manual_seed(sample_seed(seed, image_id, index, stream=f"{stream}-direction"))
         z = torch.randn(d, generator=gen, dtype=torch.float64)
-        gen.manual_seed(sample_seed(seed, image_id, index, stream="ball-radius"))
+        gen.manual_seed(sample_seed(seed, image_id, index, stream=f"{stream}-radius"))
         u = torch.rand((), generator=gen, dtype=torch.float64)
         radius = r * float(u) ** (1.0 / d)
         out[row] = (z * (radius / float(z.norm()))).reshape(shape).float()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .validation import CertattrError, check_finite_number, check_image, check_positive_int
+from .models import model_device
 
 __all__ = ["Grid", "QualifiedImage", "Qualification", "cell_mask", "cell_slices", "qualify_images", "build_grids",
            "make_grid"]
@@ -224,16 +225,6 @@ def _model_list(models) -> list[Callable]:
     return models
 
 
-def _device_of(model) -> torch.device:
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
-
-
 def _top1(model, images: list[torch.Tensor], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 class and its softmax probability for each image, batched by equal size, float64 softmax."""
     labels = np.empty(len(images), dtype=np.int64)
@@ -241,7 +232,7 @@ def _top1(model, images: list[torch.Tensor], batch_size: int) -> tuple[np.ndarra
     by_size: dict = {}
     for i, im in enumerate(images):
         by_size.setdefault(tuple(im.shape), []).append(i)
-    device = _device_of(model)
+    device = model_device(model)
     with torch.no_grad():
         for idx in by_size.values():
             for start in range(0, len(idx), batch_size):

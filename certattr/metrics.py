@@ -23,6 +23,7 @@ import torch
 from .grids import _check_layout, cell_mask
 from .result import ABSTAIN, Certificate
 from .validation import CertattrError, check_image, check_ks
+from .models import model_device
 
 __all__ = ["label_counts", "pooled_fractions", "certified_fractions", "GridPG", "certified_gridpg", "gridpg",
            "certificate_gridpg", "summarize_gridpg", "fill_value", "deletion_masks", "DeletionCurve",
@@ -216,8 +217,8 @@ def fill_value(model, fill="mean") -> torch.Tensor:
         if not hasattr(model, "normalize"):
             raise CertattrError("fill='mean' needs a model with a normalize method; give a float fill instead")
         with torch.no_grad():
-            zero = model.normalize(torch.zeros(1, 3, 1, 1, device=_device_of(model))).detach().cpu().double().view(3)
-            one = model.normalize(torch.ones(1, 3, 1, 1, device=_device_of(model))).detach().cpu().double().view(3)
+            zero = model.normalize(torch.zeros(1, 3, 1, 1, device=model_device(model))).detach().cpu().double().view(3)
+            one = model.normalize(torch.ones(1, 3, 1, 1, device=model_device(model))).detach().cpu().double().view(3)
         if not bool(torch.all(one != zero)):
             raise CertattrError("the model's normalize is constant in a channel: cannot find the mean colour")
         return (-zero / (one - zero)).float()
@@ -229,16 +230,6 @@ def fill_value(model, fill="mean") -> torch.Tensor:
     if len(values) != 3 or not all(math.isfinite(v) and 0 <= v <= 1 for v in values):
         raise CertattrError(f"fill={fill!r} is not allowed: pixel fill values lie in [0, 1] (one or three of them)")
     return torch.tensor(values, dtype=torch.float32)
-
-
-def _device_of(model) -> torch.device:
-    dev = getattr(model, "device", None)
-    if isinstance(dev, torch.device):
-        return dev
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
 
 
 def deletion_masks(labels, ks) -> tuple[tuple[float, ...], np.ndarray]:
@@ -326,7 +317,7 @@ def deletion_curve(model, image, target: int, certificate: Certificate, *, ks=No
     ks_up, masks = deletion_masks(np.stack([certificate.label_map(k) for k in ks]), ks)
     m = torch.from_numpy(masks).unsqueeze(1)  # (J, 1, H, W)
     deleted = torch.where(m, colour.view(1, 3, 1, 1), image.unsqueeze(0))
-    batch = torch.cat([image.unsqueeze(0), deleted]).to(_device_of(model))
+    batch = torch.cat([image.unsqueeze(0), deleted]).to(model_device(model))
     with torch.no_grad():
         logits = model(batch)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch.shape[0]:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from .validation import CertattrError, check_choice
 
-__all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_names"]
+__all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
 
 LAYERS = ("input", "final")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -278,6 +278,17 @@ class _NetOnNormalized(nn.Module):
 
     def forward(self, xn):
         return self.net(xn)
+
+
+def model_device(model) -> torch.device:
+    """The device of a LoadedModel, any nn.Module, or a plain callable (then the CPU)."""
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
 
 
 def check_layer(layer: str) -> str:

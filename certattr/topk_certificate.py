@@ -386,12 +386,49 @@ def _resolve_target(model, image: torch.Tensor, target) -> int:
     return int(target)
 
 
+def _layer_map_batches(model, image, target, attr, layer, sigma, n, seed, image_id, batch_size, cache):
+    """Yield the layer-resolution maps (B, h, w) of noisy samples 0..n-1 in order, batch by batch.
+
+    Without a cache: batches of ``batch_size`` exact indices. With a cache: the chunks of
+    :class:`certattr.smoothing.SmoothedAttribution` (chunk size = ``batch_size``), read from the cache when
+    present and written to it otherwise; the samples are the same (same noise, same maps).
+    """
+    if cache is None:
+        for start in range(0, n, batch_size):
+            idx = list(range(start, min(n, start + batch_size)))
+            batch = noisy_copies(image, sigma, seed, image_id, idx)
+            yield attr.attribute(model, batch, target, layer, seed=seed, image_id=image_id).cpu().numpy()
+        return
+    from .cache import cache_key
+    from .smoothing import SmoothedAttribution
+
+    engine = SmoothedAttribution(model, attr, layer, sigma, n=max(n, 2), n0=1, seed=seed, chunk_size=batch_size,
+                                 cache=cache, progress=False)
+    identity = engine.identity(image, image_id, target)
+    key = cache_key(identity)
+    if engine.cache.enabled:
+        engine.cache.write_manifest(key, identity)
+    for chunk in range(-(-n // batch_size)):
+        maps = engine.cache.load_chunk(key, chunk, batch_size)
+        if maps is None:
+            maps = engine.attribute_chunk(image, image_id, target, chunk)
+            engine.cache.save_chunk(key, chunk, maps)
+        yield maps[: n - chunk * batch_size]
+
+
 def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", layer: str = "input",
                           sigma: float, n: int, tau_frac: float = 0.1, gamma_frac: float | None = None,
-                          seed: int = 0, image_id: str = "", batch_size: int = 32,
+                          seed: int = 0, image_id: str = "", batch_size: int = 32, cache=None,
                           progress: bool = False) -> SmoothedTopK:
     """s_hat = mean over j < n of g(|method(x + sigma*eps_j)|) at the layer's resolution (streamed: the n
-    maps are never held at once). ``gamma_frac`` None: hard top-k_s; else the relaxed variant."""
+    maps are never held at once). ``gamma_frac`` None: hard top-k_s; else the relaxed variant.
+
+    The noisy copies are the pipeline's (:mod:`certattr.noise`, the same seed gives the same x + sigma*eps_j
+    as :class:`certattr.smoothing.SmoothedAttribution`). With ``cache`` (a folder or SampleCache) the maps
+    are read from and written to the pipeline's sample cache, in chunks of ``batch_size`` samples: a
+    certificate of the same model, method, layer, sigma, seed, image and chunk size shares them, and a
+    larger n reuses the samples of a smaller one.
+    """
     from .methods import get_method
 
     image = check_image(image)
@@ -400,20 +437,19 @@ def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", la
     batch_size = check_positive_int("batch_size", batch_size)
     attr = get_method(method)
     target = _resolve_target(model, image, target)
-    total, k_s = None, None
+    total = None
     with tqdm(total=n, unit="sample", desc=f"sparsified smoothgrad {image_id}", disable=not progress,
               leave=False) as bar:
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(n, start + batch_size)))
-            batch = noisy_copies(image, sigma, seed, image_id, idx)
-            maps = attr.attribute(model, batch, target, layer, seed=seed, image_id=image_id).cpu().double()
+        for maps in _layer_map_batches(model, image, target, attr, layer, sigma, n, seed, image_id, batch_size,
+                                       cache):
+            maps = torch.as_tensor(maps).double()
             if gamma_frac is None:
                 g = sparsify_topk(maps.numpy(), tau_frac)
             else:
                 g = relaxed_sparsify(maps, tau_frac, gamma_frac).numpy()
             part = g.sum(axis=0)
             total = part if total is None else total + part
-            bar.update(len(idx))
+            bar.update(len(maps))
     k_s = topk_count(total.size, tau_frac)
     return SmoothedTopK(s_hat=total / n, n=n, sigma=sigma, tau_frac=tau_frac, gamma_frac=gamma_frac, k_s=k_s,
                         method=attr.name, layer=layer, target=target, seed=seed, image_id=image_id)
@@ -443,12 +479,12 @@ def certify_topk(s_hat, k: int, *, eps: float, sigma: float, n: int, eta: float 
 def topk_certificate(model, image, target=None, *, k: int, eps: float, sigma: float, n: int,
                      eta: float = 0.95, method: str = "grad", layer: str = "input", tau_frac: float = 0.1,
                      gamma_frac: float | None = None, seed: int = 0, image_id: str = "", batch_size: int = 32,
-                     progress: bool = False) -> TopKCertificate:
+                     cache=None, progress: bool = False) -> TopKCertificate:
     """Sparsified SmoothGrad of ``image`` and its top-k certificate at ``eps`` (one call)."""
     eps, eta = check_eps(eps), check_eta(eta)
     sm = sparsified_smoothgrad(model, image, target, method=method, layer=layer, sigma=sigma, n=n,
                                tau_frac=tau_frac, gamma_frac=gamma_frac, seed=seed, image_id=image_id,
-                               batch_size=batch_size, progress=progress)
+                               batch_size=batch_size, cache=cache, progress=progress)
     meta = {"method": sm.method, "layer": sm.layer, "target": sm.target, "seed": seed, "image_id": image_id,
             "tau_frac": tau_frac, "gamma_frac": gamma_frac}
     return certify_topk(sm.s_hat, k, eps=eps, sigma=sigma, n=n, eta=eta, k_s=sm.k_s, metadata=meta)

@@ -127,6 +127,22 @@ def test_attack_inside_the_certified_radius_flips_no_certified_pixel(model, imag
     assert far.after < far.before
 
 
+def test_attack_certified_uses_the_pipeline_engine_and_its_cache(model, image, tmp_path):
+    """The clean certificate is SmoothedAttribution.certify's (read from its cache); eps = 0 changes nothing."""
+    from certattr.smoothing import SmoothedAttribution
+
+    kw = dict(ks=(50,), tau=0.75, alpha=0.001)
+    engine = SmoothedAttribution(model, "grad", "input", 0.25, n=100, n0=10, seed=0, chunk_size=10, cache=tmp_path,
+                                 progress=False)
+    label = int(predicted_class(model, image[None])[0])
+    ref = engine.certify(image, "img", label, **kw)
+    res = attack_certified(model, image, eps=0.0, method="grad", layer="input", ks=(50,), sigma=0.25, n=100,
+                           steps=1, restarts=1, seed=0, image_id="img", chunk_size=10, cache=tmp_path, progress=False)
+    clean = res.details["clean_certificate"]
+    assert (clean.labels == ref.labels).all() and (clean.counts == ref.counts).all()
+    assert res.details["changes"] == res.details["control_changes"]  # x + 0 recertified = the control
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda m, x: attack_topk(m, x, k=10, eps=-0.1, progress=False), "eps=-0.1"),
     (lambda m, x: attack_topk(m, x, k=10, eps=0.1, steps=0, progress=False), "steps=0"),

@@ -30,6 +30,9 @@ def test_uniform_ball_noise_is_uniform_in_the_ball_and_seeded_per_index():
     again = uniform_ball_noise((d,), r, seed=1, image_id="a", indices=[7, 3])
     torch.testing.assert_close(again, eta[[7, 3]].float())
     assert not torch.equal(uniform_ball_noise((d,), r, 2, "a", [7]), again[:1])
+    # another stream name: independent samples of the same ball
+    other = uniform_ball_noise((d,), r, seed=1, image_id="a", indices=[7], stream="attack")
+    assert not torch.equal(other, again[:1]) and float(other.norm()) <= r * (1 + 1e-6)
 
 
 @pytest.mark.parametrize("d", [2, 3, 5])

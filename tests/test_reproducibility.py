@@ -13,10 +13,10 @@ BOUND_MB = 3000  # the README's stated bound for EfficientNet-Lite0 on CPU, chun
 
 @pytest.mark.slow
 def test_peak_rss_is_bounded_and_flat_in_n():
-    _, peak_100, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 100, 10)
-    _, peak_20, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 20, 10)
-    assert peak_100 < BOUND_MB
-    assert peak_100 - peak_20 < 200  # the chunk, not n, sets the memory (the 100 maps are 20 MB)
+    _, peak_40, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 40, 10)
+    _, peak_10, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 10, 10)
+    assert peak_40 < BOUND_MB
+    assert peak_40 - peak_10 < 150  # the chunk, not n, sets the memory (benchmarks/bench_memory.py: up to n = 200)
 
 
 _THREADS = r"""

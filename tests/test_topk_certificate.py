@@ -250,6 +250,33 @@ def test_sparsified_smoothgrad_reproducible_and_certificate_states_its_parameter
     assert certify_topk(a.s_hat, 5, eps=0.0, sigma=0.1, n=10**15).overlap == sum(s[i] > s[9 - i] for i in range(5))
 
 
+def test_sparsified_smoothgrad_shares_the_pipeline_samples_through_the_cache(tmp_path, monkeypatch):
+    """Same noise as SmoothedAttribution: with a cache, the chunks the pipeline wrote are read back (no model call),
+    and the estimate equals the uncached one."""
+    from certattr.smoothing import SmoothedAttribution
+
+    model, x = tiny_model(), _image()
+    plain = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,
+                                  image_id="img", batch_size=10)
+    engine = SmoothedAttribution(model, "ixg", "final", 0.1, n=30, n0=10, seed=3, chunk_size=10, cache=tmp_path,
+                                 progress=False)
+    engine.sample(x, "img", 2)
+
+    def no_model_call(*args, **kwargs):
+        raise AssertionError("a chunk was recomputed although the pipeline had cached it")
+
+    with monkeypatch.context() as m:
+        m.setattr(SmoothedAttribution, "attribute_chunk", no_model_call)
+        cached = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=25, tau_frac=0.2,
+                                       seed=3, image_id="img", batch_size=10, cache=tmp_path)
+    again = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=25, tau_frac=0.2, seed=3,
+                                  image_id="img", batch_size=10)
+    np.testing.assert_allclose(cached.s_hat, again.s_hat, atol=1e-12)
+    np.testing.assert_allclose(
+        sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,
+                              image_id="img", batch_size=10, cache=tmp_path).s_hat, plain.s_hat, atol=1e-12)
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: population_floor(0.5, -0.1, 0.25), "eps=-0.1"),
     (lambda: population_floor(0.5, 0.1, 0.0), "sigma=0.0"),
