@@ -21,7 +21,7 @@ from certattr.data import bundled_photo
 from certattr.smoothing import SmoothedAttribution
 m = load_model({model!r}); im = bundled_photo('coffee')
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-e = SmoothedAttribution(m, {method!r}, {layer!r}, 0.25, n={n}, chunk_size={chunk}, cache=None, progress=False)
+e = SmoothedAttribution(m, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk}, cache=None, progress=False)
 maps = e.sample(im.tensor, im.id, 967)
 print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, maps.nbytes / 2**20)
 """

@@ -273,7 +273,7 @@ class _Attack:
                         self.counts["rejected_steps"] += 1
                 bar.update(1)
             final_loss = math.nan
-            if self.eps > 0:
+            if self.eps > 0 and select == "loss" and self.restarts > 1:  # only to choose among restarts
                 final_loss = float(loss_fn(x_adv.clone().requires_grad_(True), restart, self.steps).detach())
             history.append(losses)
             candidates.append((x_adv, final_loss))

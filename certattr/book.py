@@ -30,7 +30,7 @@ __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_b
 ROOT = Path(__file__).resolve().parent.parent
 
 #: chapter stems in book order (``notebooks/<stem>.md`` -> ``book/chapters/<stem>.ipynb``)
-CHAPTERS = ["method"]
+CHAPTERS = ["method", "robustness", "localization", "tradeoff", "faithfulness", "vit", "gallery", "certificates"]
 
 _COMMON = {
     "smoke": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
@@ -48,14 +48,94 @@ _COMMON = {
 
 #: per profile, per chapter: parameters on top of the profile's common ones
 PROFILES: dict[str, dict[str, dict]] = {
-    "smoke": {"method": {"photo": "coffee", "sigma": 0.15, "methods": ["grad", "ixg", "gradcam"],
+    "smoke": {"certificates": {"photo": "coffee", "sigma": 0.15, "method": "ixg", "layer": "final",
+                               "ks": [50, 25, 5], "topk_ns": [50, 100], "cos_N": 16, "attack_eps": [1],
+                               "attack_n": 80, "attack_steps": 1, "attack_restarts": 1, "attack_n_attack": 2,
+                               "topk_attack_steps": 1, "topk_attack_n_eval": 10},
+              "method": {"photo": "coffee", "sigma": 0.15, "methods": ["grad", "ixg", "gradcam"],
                          "layers": ["final"], "focus_method": "gradcam", "focus_layer": "final",
                          "ks": [50, 25, 5]}},
-    "cpu": {"method": {"photo": "chelsea", "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
+    "cpu": {"certificates": {"photo": "chelsea", "sigma": 0.15, "method": "ixg", "layer": "final",
+                             "ks": [50, 25, 5], "topk_ns": [50, 100, 200], "cos_N": 64, "attack_eps": [1, 10],
+                             "attack_n": 100, "attack_steps": 4, "attack_restarts": 1, "attack_n_attack": 2,
+                             "topk_attack_steps": 6, "topk_attack_n_eval": 20},
+            "method": {"photo": "chelsea", "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
                        "focus_method": "gradcam", "focus_layer": "final", "ks": [50, 25, 5]}},
-    "paper": {"method": {"photo": None, "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
+    "paper": {"certificates": {"photo": None, "sigma": 0.15, "method": "ixg", "layer": "final",
+                               "ks": [50, 25, 5], "topk_ns": [100, 1000, 8192], "cos_N": 8192,
+                               "attack_eps": [1, 2, 5, 10], "attack_n": 100, "attack_steps": 20,
+                               "attack_restarts": 2, "attack_n_attack": 8, "topk_attack_steps": 20,
+                               "topk_attack_n_eval": 64},
+              "method": {"photo": None, "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
                          "focus_method": "rise", "focus_layer": "input", "ks": [50, 25, 5]}},
 }
+
+
+# --- the evaluation chapters (robustness, localization, tradeoff, faithfulness, vit, gallery) -----------------
+#: the paper's five models (rebuttal); the paper profile's evaluation chapters run them all
+_PAPER_MODELS = ["resnet18", "wide_resnet50_2", "resnet152", "vgg11", "vit_b_16"]
+_SMOKE_CHEAP = {"methods": ["grad", "gradcam"], "layers": ["final"]}
+#: cpu: grids from the bundled photos (threshold lowered: few reach 0.99), 256x256 so that the 8x8 Final map
+#: splits evenly into the 2x2 cells; methods per layer and sigma sized for the 40-minute budget
+_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 256}
+_CPU_LOC_METHODS = {"input": ["grad", "gradcam", "rise"], "final": "all"}
+
+_EVALUATION_PROFILES = {
+    "smoke": {
+        # one photo, two cheap methods at the Final layer (sigma = 0.15 shares the method chapter's samples)
+        "robustness": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigmas": [0.15, 0.33], "ks": [50, 30, 10]},
+        "localization": {"photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 128, **_SMOKE_CHEAP,
+                         "sigmas": [0.15], "ks": [50, 30, 20, 10]},
+        "tradeoff": {"photos": ["coffee"], "grid_photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 128,
+                     **_SMOKE_CHEAP, "sigma": 0.15, "ks": [50, 30, 10]},
+        "faithfulness": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
+        "vit": {"model": "vit_b_16", "weights": "random", "photos": ["coffee"], "methods": ["gradcam"],
+                "layers": ["final"], "sigma": 0.15, "ks": [50, 30, 10], "method_overrides": {}},
+        "gallery": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigma": 0.15, "ks": [50, 30, 10]},
+    },
+    "cpu": {
+        # sigma = 0.15 on chelsea reuses the method chapter's samples; the costly Input-layer methods are
+        # certified at sigma = 0.15 only (each chapter states it)
+        "robustness": {"photos": ["chelsea"], "methods": "all", "layers": ["input", "final"],
+                       "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
+                       "first_sigma_only": ["intgrad@input", "lrp@input", "rise@input", "occlusion@input",
+                                            "ablationcam@input"]},
+        "localization": {"photos": None, **{k: v for k, v in _CPU_GRIDS.items() if k != "grid_photos"},
+                         "methods": _CPU_LOC_METHODS, "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33],
+                         "ks": [50, 30, 20, 10],
+                         "first_sigma_only": ["ixg", "gb", "intgrad", "lrp", "cam", "gradcampp", "ablationcam",
+                                              "occlusion", "rise@input", "gradcam@input", "grad@input"]},
+        "tradeoff": {"photos": ["chelsea"], **_CPU_GRIDS, "methods": _CPU_LOC_METHODS, "layers": ["input", "final"],
+                     "sigma": 0.15, "ks": [50, 30, 10]},
+        "faithfulness": {"photos": ["chelsea"], "methods": "all", "layers": ["input", "final"], "sigma": 0.15,
+                         "ks": [10, 30, 50], "fill": "mean"},
+        "vit": {"model": "vit_b_16", "weights": "random", "photos": ["coffee"],
+                "methods": ["grad", "gradcam", "layercam", "rise"], "layers": ["final"], "sigma": 0.15,
+                "ks": [50, 30, 10], "method_overrides": {"rise@final": {"n_masks": 50}}},
+        "gallery": {"photos": ["chelsea", "coffee"], "methods": "all", "layers": ["final"], "sigma": 0.15,
+                    "ks": [50, 30, 10]},
+    },
+    "paper": {
+        # five models, the paper's ImageNet images (seed-73 order), every method at both layers,
+        # R = 0.10/0.17/0.22, K = 50/30/10, 500 grids at confidence 0.99 for VGG-11 and ResNet-18
+        "robustness": {"models": _PAPER_MODELS, "n_images": 100, "methods": "all", "layers": ["input", "final"],
+                       "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10]},
+        "localization": {"models": _PAPER_MODELS, "qualify_models": ["vgg11", "resnet18"], "n_images": 5000,
+                         "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
+                         "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10]},
+        "tradeoff": {"models": _PAPER_MODELS, "n_images": 100, "qualify_models": ["vgg11", "resnet18"],
+                     "grid_n_images": 5000, "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
+                     "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10]},
+        "faithfulness": {"models": ["resnet18", "vgg11"], "n_images": 100, "methods": "all",
+                         "layers": ["input", "final"], "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
+        "vit": {"model": "vit_b_16", "weights": "pretrained", "n_images": 3, "methods": "all",
+                "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10], "method_overrides": {}},
+        "gallery": {"model": "resnet18", "n_images": 3, "methods": "all", "layers": ["input", "final"],
+                    "sigma": 0.15, "ks": [50, 30, 10]},
+    },
+}
+for _profile, _entries in _EVALUATION_PROFILES.items():
+    PROFILES[_profile].update(_entries)
 
 
 def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None, root: Path = ROOT) -> dict:

@@ -13,10 +13,10 @@ BOUND_MB = 3000  # the README's stated bound for EfficientNet-Lite0 on CPU, chun
 
 @pytest.mark.slow
 def test_peak_rss_is_bounded_and_flat_in_n():
-    _, peak_40, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 40, 10)
+    _, peak_50, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 50, 10)
     _, peak_10, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 10, 10)
-    assert peak_40 < BOUND_MB
-    assert peak_40 - peak_10 < 150  # the chunk, not n, sets the memory (benchmarks/bench_memory.py: up to n = 200)
+    assert peak_50 < BOUND_MB
+    assert peak_50 - peak_10 < 150  # the chunk, not n, sets the memory (benchmarks/bench_memory.py: up to n = 200)
 
 
 _THREADS = r"""
