@@ -1,6 +1,7 @@
 """The twelve attribution methods against oracles on the tiny test models, and their contracts:
 defined/undefined combinations, batch-size invariance, hyperparameter checks, real-model shapes."""
 import math
+import os
 
 import pytest
 import torch
@@ -356,3 +357,29 @@ def test_guided_backprop_reaches_relu6_and_gelu(name, kind, layer):
     assert any(isinstance(m, kind) for m in model.view(model.normalize(x), layer).module.modules())
     gb, grad = (get_method(m).attribute(model, x, 0, layer) for m in ("gb", "grad"))
     assert torch.isfinite(gb).all() and grad.abs().sum() > 0 and not torch.allclose(gb, grad, rtol=1e-3, atol=0)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.parametrize("name", ["lrp", "gb", "gradcampp", "rise"])
+def test_memory_and_hooks_flat_over_repeated_calls(name):
+    """Hooks and canonizers are removed after every call: resident memory does not grow with calls."""
+    import gc
+
+    model = tiny_model(seed=3)
+    method = get_method(name, **({"n_masks": 20} if name == "rise" else {}))
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    hooks = lambda: sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks)
+                        for m in model.modules())
+    for _ in range(5):  # warm-up: allocator pools, lazy imports
+        method.attribute(model, x, 1, "input")
+    gc.collect()
+    before, hooks_before = _rss_mb(), hooks()
+    for _ in range(30):
+        method.attribute(model, x, 1, "input")
+    gc.collect()
+    assert hooks() == hooks_before == 0
+    assert _rss_mb() - before < 15, f"RSS grew by {_rss_mb() - before:.1f} MB over 30 calls"
