@@ -202,17 +202,25 @@ class _Attack:
         return int(predicted_class(self.model, x_adv.unsqueeze(0))[0]) == self.label
 
     def project(self, x_cand: torch.Tensor) -> torch.Tensor:
-        """A point of the eps-ball around x and of the box near x_cand; ||x_adv - x|| <= eps exactly."""
+        """A point of the eps-ball around x and of the box near x_cand; ||x_adv - x|| <= eps exactly.
+
+        Rounding x + delta to float32 can push ||x_adv - x|| just past eps, and shrinking delta by less than
+        the float32 spacing of its coordinates rounds back to the same point; so the radius aimed at is
+        eps (1 - margin), the margin doubling from 1e-7 until the rounded point is inside (at most 0.5).
+        """
         delta = x_cand.double() - self.x64
+        margin = 0.0
         for _ in range(60):
             norm = float(delta.norm())
-            if norm > self.eps:
-                delta = delta * (self.eps / norm)
+            radius = self.eps * (1.0 - margin)
+            if norm > radius:
+                delta = delta * (radius / norm)
             x_adv = (self.x64 + delta).clamp(0.0, 1.0).to(torch.float32)
             real = x_adv.double() - self.x64
             if float(real.norm()) <= self.eps:
                 return x_adv
-            delta = real * (1 - 1e-7)
+            delta = real
+            margin = min(0.5, 2 * margin if margin else 1e-7)
         return self.x.clone()
 
     def memoised(self, fn: Callable) -> Callable:

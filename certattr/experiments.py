@@ -108,9 +108,15 @@ def layer_methods(methods, layers: Sequence[str]) -> dict:
     return {layer: names for layer in layers}
 
 
-def _at_first_sigma_only(name: str, layer: str, first_sigma_only) -> bool:
-    spec = set(first_sigma_only or ())
+def _listed(name: str, layer: str, specs) -> bool:
+    """Is (name, layer) named in ``specs`` (method names or ``name@layer`` strings)?"""
+    spec = set(specs or ())
     return name in spec or f"{name}@{layer}" in spec
+
+
+def run_list(methods, layers: Sequence[str], skip=()) -> dict:
+    """``{layer: [method names run there]}``: :func:`layer_methods` without the ``skip`` combinations."""
+    return {layer: [m for m in names if not _listed(m, layer, skip)] for layer, names in layer_methods(methods, layers).items()}
 
 
 @_dataclass(frozen=True)
@@ -143,10 +149,12 @@ def grid_jobs(grids, cells="all") -> list[Job]:
 def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Sequence[str], sigmas: Sequence[float],
                  ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
                  correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10, cache_dir: str | None = None,
-                 method_overrides: dict | None = None, first_sigma_only=(), progress: bool = False, log: list | None = None):
+                 method_overrides: dict | None = None, first_sigma_only=(), skip=(), progress: bool = False,
+                 log: list | None = None):
     """Certify every (job, method, layer, sigma), like :func:`certify_many` but with per-layer method lists
     (:func:`layer_methods`), per-layer overrides (:func:`method_for`), combinations computed only at
-    ``sigmas[0]`` (``first_sigma_only``: names or ``name@layer``) and explicit targets per job.
+    ``sigmas[0]`` (``first_sigma_only``: names or ``name@layer``), combinations not run at all (``skip``: names or
+    ``name@layer``) and explicit targets per job.
 
     Returns ``(certificates, undefined)`` with ``certificates[(job.key, method, layer, sigma)]`` and
     ``undefined[(method, layer)] = reason``. ``log``, if given, receives one dict per engine run with
@@ -156,13 +164,15 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
     per_layer = layer_methods(methods, layers)
     for layer in layers:
         for name in per_layer[layer]:
+            if _listed(name, layer, skip):
+                continue
             method = method_for(name, layer, method_overrides)
             reason = method.undefined_reason(model, layer)
             if reason:
                 undefined[(name, layer)] = reason
                 continue
             for i, sigma in enumerate(sigmas):
-                if i > 0 and _at_first_sigma_only(name, layer, first_sigma_only):
+                if i > 0 and _listed(name, layer, first_sigma_only):
                     continue
                 engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
                                              cache=cache_dir, progress=progress)
@@ -192,7 +202,7 @@ def robustness_rows(model: LoadedModel, certificates: dict) -> list[dict]:
 
 
 def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_overrides: dict | None = None,
-                      raw_gridpg: bool = True) -> list[dict]:
+                      raw_gridpg: bool = True, seed: int = 0) -> list[dict]:
     """Tidy Certified GridPG rows (one per grid x target cell x method x layer x sigma x K) from
     :func:`certify_jobs` output on :func:`grid_jobs`; with ``raw_gridpg`` also the uncertified GridPG of the
     clean grid's raw attribution map for the same target (one extra attribution per (grid, cell, method, layer))."""
@@ -211,7 +221,7 @@ def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_o
             rk = (grid_id, cell, name, layer)
             if rk not in raw_cache:
                 method = method_for(name, layer, method_overrides)
-                amap = method.attribute(model, grid.tensor[None], target, layer, seed=0, image_id=grid_id)
+                amap = method.attribute(model, grid.tensor[None], target, layer, seed=seed, image_id=grid_id)
                 raw_cache[rk] = upsample_maps(amap.cpu(), grid.tensor.shape[1:])[0].numpy()
             raw = raw_cache[rk]
         rows.extend(_clean_row(r) for r in gridpg_rows(
@@ -221,6 +231,27 @@ def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_o
             cell_image=grid.image_ids[cell]))
     return rows
 
+
+def grids_for_model(grids, model: LoadedModel) -> list:
+    """The grids as ``model`` can take them: unchanged for models that accept any input size (CNNs), resized
+    (bilinear, antialiased) to the fixed input size of a model that has one (ViT-B/16: 224x224), with the size
+    appended to the grid id (so the noise and the cache entries differ from the full-size grid's)."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    size = getattr(getattr(model, "net", None), "image_size", None)
+    if not size:
+        return list(grids)
+    out = []
+    for grid in grids:
+        if grid.size == (size, size):
+            out.append(grid)
+            continue
+        tensor = F.interpolate(grid.tensor[None], size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True)[0].clamp(0, 1)
+        out.append(dataclasses.replace(grid, tensor=tensor, grid_id=f"{grid.grid_id}-{size}px"))
+    return out
 
 def grid_sources(photos=None, imagenet_dir: str | None = None, n_images: int | None = None) -> list[tuple]:
     """(image_id, tensor, label) triples for :func:`certattr.grids.build_grids` from the chapter's image set."""
@@ -260,30 +291,50 @@ def certificate_subset(cert, ks: Sequence[float]):
                                ks=tuple(float(cert.ks[i]) for i in idx))
 
 
-_PAPER_SETTINGS = {"rise": "1000 masks", "occlusion": "a 16x16 window with stride 8 at the Input layer, 5x5 with stride 2 "
-                   "at the Final layer", "intgrad": "20 steps"}
+_REFERENCE_SETTINGS = {"rise": "1000 masks", "occlusion@input": "a 16x16 window, stride 8",
+                       "occlusion@final": "a 5x5 window, stride 2",
+                       "occlusion": "16x16/8 at the Input layer, 5x5/2 at the Final layer", "intgrad": "20 steps"}
 
 
-def describe_settings(method_overrides: dict | None = None, first_sigma_only=(), sigmas: Sequence[float] = ()) -> str:
-    """One sentence stating the reduced settings of a run (for the chapter text), or that there are none."""
+def _spec_titles(specs) -> str:
+    """"IxG and GB at the Input layer; LRP at both layers" from ["ixg@input", "gb@input", "lrp"]."""
+    groups: dict = {}
+    for spec in specs:
+        name, _, layer = str(spec).partition("@")
+        groups.setdefault(layer, []).append(get_method(name).title)
+    parts = []
+    for layer, titles in groups.items():
+        listed = titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+        parts.append(f"{listed} at {'the ' + layer.capitalize() + ' layer' if layer else 'both layers'}")
+    return "; ".join(parts)
+
+
+def describe_settings(method_overrides: dict | None = None, first_sigma_only=(), sigmas: Sequence[float] = (),
+                      skip=(), run: dict | None = None) -> str:
+    """A few sentences stating the reduced settings of a run (for the chapter text), or that there are none.
+
+    ``run`` (``{layer: [method names]}``, e.g. from :func:`run_list`) limits the statement to what was run."""
+    def ran(name, layer):
+        return run is None or any(name in names for lay, names in run.items() if not layer or lay == layer)
+
     parts = []
     for key, params in (method_overrides or {}).items():
         name, _, layer = str(key).partition("@")
+        if not ran(name, layer):
+            continue
         where = f" at the {layer.capitalize()} layer" if layer else ""
         values = ", ".join(f"{k} = {v}" for k, v in params.items())
-        ref = _PAPER_SETTINGS.get(name)
-        parts.append(f"{get_method(name).title}{where} uses {values}" + (f" (the paper: {ref})" if ref else ""))
-    text = "; ".join(parts) + "." if parts else "Every method uses the paper's settings."
+        ref = _REFERENCE_SETTINGS.get(key, _REFERENCE_SETTINGS.get(name))
+        parts.append(f"{get_method(name).title}{where} uses {values}"
+                     + (f" (the reference setting: {ref})" if ref else ""))
+    text = "; ".join(parts) + "." if parts else "Every method uses its reference settings."
+    if skip:
+        text += f" To fit the compute budget, this run leaves out {_spec_titles(skip)}."
     if first_sigma_only and len(sigmas) > 1:
-        names = []
-        for spec in first_sigma_only:
-            name, _, layer = str(spec).partition("@")
-            names.append(get_method(name).title + (f" at the {layer.capitalize()} layer" if layer else ""))
-        text += (f" To fit the compute budget, {', '.join(names)} {'is' if len(names) == 1 else 'are'} certified at "
-                 f"σ = {sigmas[0]:g} only.")
+        text += f" It certifies {_spec_titles(first_sigma_only)} at σ = {sigmas[0]:g} only."
     return text[0].upper() + text[1:]
 
 
 __all__ += ["model_list", "layer_methods", "Job", "photo_jobs", "grid_jobs", "certify_jobs",
             "robustness_rows", "localization_rows", "grid_sources", "undefined_table", "pooled",
-            "certificate_subset", "describe_settings"]
+            "certificate_subset", "describe_settings", "run_list", "grids_for_model"]

@@ -64,6 +64,24 @@ def test_topk_attack_on_raw_map_is_not_vacuous_and_respects_the_constraints(mode
     assert len(res.loss_history) == 2 and len(res.loss_history[0]) == 12
 
 
+def test_projection_stays_on_the_sphere_despite_float32_rounding():
+    """At ImageNet size a candidate projected to exactly eps can round (float32) to just outside the ball; the
+    projection must still return a point near the sphere, not fall back to x (regression: it used to)."""
+    from certattr.attack import _Attack
+
+    att = _Attack.__new__(_Attack)
+    gen = torch.Generator().manual_seed(0)
+    att.x = 0.25 + 0.5 * torch.rand(3, 224, 224, generator=gen)  # away from the box: no clipping
+    att.x64 = att.x.double()
+    for eps in (0.0331, 0.1011734625, 1.0):
+        att.eps = eps
+        for trial in range(5):
+            z = torch.randn(3, 224, 224, generator=gen, dtype=torch.float64)
+            out = att.project(att.x64 + z * (1.1 * eps / float(z.norm())))
+            norm = float((out.double() - att.x64).norm())
+            assert 0.999 * eps <= norm <= eps
+
+
 def _near_boundary(model, x):
     """A point on the segment from x to the black image, just on x's side of the decision boundary."""
     label = int(predicted_class(model, x[None])[0])

@@ -1,0 +1,106 @@
+"""The book's chapters: every profile's parameters fit every chapter's ``parameters`` cell, and the paper
+profile runs end to end (robustness chapter) on a tiny ImageNet-format folder with locally made weights."""
+from __future__ import annotations
+
+import ast
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from certattr.book import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
+
+
+def _parameter_names(chapter: str) -> set[str]:
+    import jupytext
+
+    notebook = jupytext.read(ROOT / "notebooks" / f"{chapter}.md")
+    cells = [c for c in notebook.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{chapter}: expected exactly one cell tagged 'parameters', found {len(cells)}"
+    names = set()
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_profile_parameters_match_the_parameters_cell(profile, chapter):
+    params = chapter_parameters(profile, chapter)
+    unknown = sorted(set(params) - _parameter_names(chapter))
+    assert not unknown, (f"profile {profile!r} gives chapter {chapter!r} parameters its parameters cell does not "
+                         f"define: {unknown}")
+
+
+def test_every_chapter_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    for chapter in CHAPTERS:
+        assert f"book/chapters/{chapter}" in toc, chapter
+
+
+@pytest.fixture()
+def tiny_imagenet(tmp_path):
+    """Four random 64x64 JPEGs and labels.txt ('<file> <class>')."""
+    from PIL import Image
+
+    folder = tmp_path / "val"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, label in enumerate([1, 207, 409, 530]):
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / name, format="JPEG")
+        lines.append(f"{name} {label}")
+    (folder / "labels.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture()
+def resnet18_weights(tmp_path, monkeypatch):
+    """A TORCH_HOME holding a (random) ResNet-18 state_dict under the file name torchvision expects, so that
+    ``weights="pretrained"`` loads it without a download (the papermill kernel inherits the environment)."""
+    import torchvision
+    from torchvision.models import ResNet18_Weights
+
+    home = tmp_path / "torch_home"
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    filename = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    torch.save(net.state_dict(), checkpoints / filename)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return checkpoints / filename
+
+
+def test_paper_profile_runs_the_robustness_chapter(tmp_path, tiny_imagenet, resnet18_weights):
+    root = tmp_path / "book_root"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / "robustness.md", root / "notebooks" / "robustness.md")
+    overrides = {"models": ["resnet18"], "device": "cpu", "imagenet_dir": str(tiny_imagenet), "n_images": 2,
+                 "methods": ["grad", "gradcam"], "layers": ["input", "final"], "sigmas": [0.15, 0.25],
+                 "ks": [50, 10], "n": 12, "n0": 2, "chunk_size": 6}
+    params = chapter_parameters("paper", "robustness", overrides, root=root)
+    # the paper profile's own choices survive the overrides
+    assert params["weights"] == "pretrained" and params["tau"] == 0.75 and params["alpha"] == 0.001
+    out = run_chapter("robustness", params, force=True, root=root)
+    assert out.exists()
+    table = pd.read_csv(root / "book" / "chapters" / "results" / "paper" / "robustness.csv")
+    assert set(table.model) == {"resnet18"}
+    assert table.image_id.nunique() == 2
+    assert set(table.layer) == {"input", "final"} and set(table.method) == {"grad", "gradcam"}
+    assert sorted(table.sigma.unique()) == [0.15, 0.25] and sorted(table.k.unique()) == [10.0, 50.0]
+    # targets are the folder's labels (ImageNet mode), not the model's top-1
+    labels = dict(line.split() for line in (tiny_imagenet / "labels.txt").read_text().splitlines())
+    by_stem = {name.rsplit(".", 1)[0]: int(c) for name, c in labels.items()}
+    assert all(by_stem[i] == t for i, t in zip(table.image_id, table.target))
+    # one row per image x method x layer x sigma x K, fractions summing to one
+    assert len(table) == 2 * 2 * 2 * 2 * 2
+    np.testing.assert_allclose(table[["certified_1", "certified_0", "abstain"]].sum(axis=1), 1.0)
+    # the samples went to the chapter's cache, under the temporary root
+    assert any((root / ".cache" / "samples").rglob("chunk_*.npz"))
