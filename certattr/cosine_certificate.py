@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .noise import sample_seed
 from .topk_certificate import check_eps
-from .validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_positive_int
+from .validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval, check_positive_int
 
 __all__ = [
     "check_radius", "check_threshold", "uniform_ball_noise", "ball_symdiff_fraction", "ball_overlap_fraction",
@@ -52,17 +52,11 @@ BOUNDS = ("corrected", "paper")
 
 # --- checks -------------------------------------------------------------------------------------------
 def check_radius(r, name: str = "r") -> float:
-    value = check_finite_number(name, r)
-    if value <= 0:
-        raise CertattrError(f"{name}={r!r} is not allowed: the smoothing radius must be > 0 (l2, [0,1] pixel units)")
-    return value
+    return check_interval(name, r, 0, what="the smoothing radius", unit="(l2, [0,1] pixel units)")
 
 
 def check_threshold(T) -> float:
-    value = check_finite_number("T", T)
-    if not 0 < value < 1:
-        raise CertattrError(f"T={T!r} is not allowed: the cosine threshold must satisfy 0 < T < 1")
-    return value
+    return check_interval("T", T, 0, 1, what="the cosine threshold")
 
 
 def _check_norm_ratio(norm_h, M) -> tuple[float, float]:

@@ -48,7 +48,7 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from .noise import noisy_copies
-from .validation import CertattrError, check_finite_number, check_image, check_positive_int, check_sigma
+from .validation import CertattrError, check_finite_number, check_image, check_interval, check_positive_int, check_sigma
 
 __all__ = [
     "check_eps", "check_eta", "check_fraction", "check_k",
@@ -62,26 +62,16 @@ __all__ = [
 # --- parameter checks (one-line CertattrError naming parameter, value and what is allowed) ------------
 def check_eps(eps, name: str = "eps") -> float:
     """An l2 perturbation size in [0,1] pixel units: finite and >= 0."""
-    value = check_finite_number(name, eps)
-    if value < 0:
-        raise CertattrError(f"{name}={eps!r} is not allowed: the perturbation size must be >= 0 "
-                            f"(l2 norm in [0,1] pixel units)")
-    return value
+    return check_interval(name, eps, 0, low_open=False, what="the perturbation size",
+                          unit="(l2 norm in [0,1] pixel units)")
 
 
 def check_eta(eta) -> float:
-    value = check_finite_number("eta", eta)
-    if not 0 < value < 1:
-        raise CertattrError(f"eta={eta!r} is not allowed: the success probability must satisfy 0 < eta < 1")
-    return value
+    return check_interval("eta", eta, 0, 1, what="the success probability")
 
 
 def check_fraction(name: str, value, *, upper_open: bool = False) -> float:
-    v = check_finite_number(name, value)
-    if not (0 < v < 1 if upper_open else 0 < v <= 1):
-        allowed = "0 < {0} < 1" if upper_open else "0 < {0} <= 1"
-        raise CertattrError(f"{name}={value!r} is not allowed: it must satisfy {allowed.format(name)}")
-    return v
+    return check_interval(name, value, 0, 1, high_open=upper_open)
 
 
 def check_k(k, d: int, name: str = "k") -> int:

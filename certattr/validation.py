@@ -23,6 +23,7 @@ __all__ = [
     "check_choice",
     "check_image",
     "check_finite_number",
+    "check_interval",
 ]
 
 CORRECTIONS = ("bonferroni", "holm")
@@ -46,26 +47,36 @@ def check_finite_number(name: str, value) -> float:
     return float(value)
 
 
+def check_interval(name: str, value, low: float, high: float | None = None, *, low_open: bool = True,
+                   high_open: bool = True, what: str = "it", unit: str = "") -> float:
+    """A finite number in an interval; ``high=None`` means no upper bound. Returns it as a float.
+
+    The message reads e.g. "tau=0.3 is not allowed: the certification threshold must satisfy 0.5 <= tau < 1".
+    """
+    v = check_finite_number(name, value)
+    above = v > low if low_open else v >= low
+    below = high is None or (v < high if high_open else v <= high)
+    if not (above and below):
+        lo = f"{low:g} {'<' if low_open else '<='} {name}"
+        if high is None:
+            bounds = f"be {'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f"satisfy {lo} {'<' if high_open else '<='} {high:g}"
+        raise CertattrError(f"{name}={value!r} is not allowed: {what} must {bounds}{' ' + unit if unit else ''}")
+    return v
+
+
 def check_sigma(sigma) -> float:
     """Noise level in [0,1] pixel units: finite and > 0."""
-    value = check_finite_number("sigma", sigma)
-    if value <= 0:
-        raise CertattrError(f"sigma={sigma!r} is not allowed: the noise level must be > 0 (pixel units of [0,1] images)")
-    return value
+    return check_interval("sigma", sigma, 0, what="the noise level", unit="(pixel units of [0,1] images)")
 
 
 def check_tau(tau) -> float:
-    value = check_finite_number("tau", tau)
-    if not 0.5 <= value < 1:
-        raise CertattrError(f"tau={tau!r} is not allowed: the certification threshold must satisfy 0.5 <= tau < 1")
-    return value
+    return check_interval("tau", tau, 0.5, 1, low_open=False, what="the certification threshold")
 
 
 def check_alpha(alpha) -> float:
-    value = check_finite_number("alpha", alpha)
-    if not 0 < value < 1:
-        raise CertattrError(f"alpha={alpha!r} is not allowed: the failure probability must satisfy 0 < alpha < 1")
-    return value
+    return check_interval("alpha", alpha, 0, 1, what="the failure probability")
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
