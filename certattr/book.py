@@ -121,14 +121,15 @@ _EVALUATION_PROFILES = {
     },
     "paper": {
         # five models, the paper's ImageNet images (seed-73 order), every method at both layers,
-        # R = 0.10/0.17/0.22, K = 50/30/10, 500 grids at confidence 0.99 for VGG-11 and ResNet-18
+        # R = 0.10/0.17/0.22, K = 50/30/10, 500 grids (from the first 2000 images) at confidence 0.99 for VGG-11
+        # and ResNet-18; every cell of every grid is a target (2000 grid targets per model, method, layer, sigma)
         "robustness": {"models": _PAPER_MODELS, "n_images": 100, "methods": "all", "layers": ["input", "final"],
                        "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10]},
-        "localization": {"models": _PAPER_MODELS, "qualify_models": ["vgg11", "resnet18"], "n_images": 5000,
+        "localization": {"models": _PAPER_MODELS, "qualify_models": ["vgg11", "resnet18"], "n_images": 2000,
                          "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
                          "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10]},
         "tradeoff": {"models": _PAPER_MODELS, "n_images": 100, "qualify_models": ["vgg11", "resnet18"],
-                     "grid_n_images": 5000, "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
+                     "grid_n_images": 2000, "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
                      "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10]},
         "faithfulness": {"models": ["resnet18", "vgg11"], "n_images": 100, "methods": "all",
                          "layers": ["input", "final"], "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
