@@ -51,7 +51,7 @@ class SmoothedAttribution:
     call and cached as one file: memory is bounded by the chunk, whatever n. A chunk's maps depend only
     on its indices, so certificates are bit-for-bit identical whatever the order in which chunks are
     computed, whether the run was interrupted and resumed, or how n is split; a different ``chunk_size``
-    (a different model batch) changes the maps only at float rounding (about 1e-9 relative), which is
+    (a different model batch) changes the maps only at float rounding (up to about 1e-6 relative on CPU), which is
     why it is part of the cache key.
     """
 

@@ -61,6 +61,33 @@ def test_reference_defaults():
     assert OCCLUSION_DEFAULTS == {"input": (16, 8), "final": (5, 2)}
 
 
+def test_auto_pass_batch_fits_the_device_budget():
+    from certattr.methods.base import PASS_ELEMENTS, pass_batch
+
+    image_rows = torch.zeros(10, 3, 224, 224)
+    assert pass_batch(None, image_rows) == PASS_ELEMENTS["cpu"] // (3 * 224 * 224) == 8
+    assert pass_batch(None, torch.zeros(2, 1280, 7, 7)) == PASS_ELEMENTS["cpu"] // (1280 * 49)
+    assert pass_batch(None, torch.zeros(1, 10 ** 7)) == 1  # never 0
+    assert pass_batch(3, image_rows) == 3  # an explicit batch wins
+    for name, key in [("rise", "forward_batch"), ("occlusion", "forward_batch"), ("intgrad", "batch"),
+                      ("ablationcam", "batch")]:
+        assert get_method(name).params[key] is None
+
+
+@pytest.mark.parametrize("name", ["rise", "occlusion", "intgrad", "ablationcam"])
+def test_auto_pass_batch_gives_the_maps_of_an_explicit_one(name):
+    """On the 32x32 tiny model the CPU budget means all rows in one pass: compare with 1 row per pass."""
+    model, x = tiny_model(), images(4, seed=3)
+    key = "batch" if name in ("intgrad", "ablationcam") else "forward_batch"
+    fixed = {"rise": {"n_masks": 20}}.get(name, {})
+    for layer in LAYERS:
+        if get_method(name).undefined_reason(model, layer):
+            continue
+        auto = get_method(name, **fixed).attribute(model, x, 2, layer, image_id="a")
+        one = get_method(name, **fixed, **{key: 1}).attribute(model, x, 2, layer, image_id="a")
+        torch.testing.assert_close(auto, one, rtol=1e-4, atol=1e-6 * one.abs().max().item())
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_unknown_hyperparameter_is_rejected(name):
     with pytest.raises(CertattrError, match=f"{name}: unknown hyperparameter.*bogus"):
@@ -71,7 +98,7 @@ def test_unknown_hyperparameter_is_rejected(name):
     ("intgrad", "steps", 0), ("intgrad", "steps", 2.5), ("intgrad", "batch", -1), ("lrp", "epsilon", 0.0),
     ("lrp", "epsilon", float("inf")), ("ablationcam", "batch", 0), ("rise", "n_masks", 0), ("rise", "grid", True),
     ("rise", "p", 0.0), ("rise", "p", 1.5), ("rise", "p", "0.1"), ("rise", "forward_batch", 0),
-    ("occlusion", "window", 0), ("occlusion", "stride", 1.0), ("occlusion", "forward_batch", None),
+    ("occlusion", "window", 0), ("occlusion", "stride", 1.0), ("occlusion", "forward_batch", 2.5),
 ])
 def test_bad_hyperparameter_values_are_rejected(name, param, value):
     with pytest.raises(CertattrError, match=f"^{param}={value!r} is not allowed") as info:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..validation import UndefinedAttribution, check_positive_int
-from .base import AttributionMethod, input_gradient, register, target_logits
+from ..validation import UndefinedAttribution
+from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register, target_logits
 
 
 def _weighted_map(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -88,26 +88,28 @@ class AblationCam(AttributionMethod):
     """ReLU(sum_c w_c A_c) with w_c = (y - y_{A_c=0}) / y (w = 0 for rows whose y is exactly 0).
 
     The B*C ablated copies (one channel set to 0 in the layer's space) go through the model from the
-    layer on, ``batch`` copies per forward pass, under ``torch.inference_mode``.
+    layer on, ``batch`` copies per forward pass (None: a per-device budget, see ``pass_batch``), under
+    ``torch.inference_mode``.
     """
 
     name, title, family = "ablationcam", "AblationCam", "activation"
-    defaults = {"batch": 128}
+    defaults = {"batch": None}
 
     def validate_params(self):
-        check_positive_int("batch", self.params["batch"])
+        check_pass_batch("batch", self.params["batch"])
 
     def explain(self, view, target, *, seed, image_id):
         act = view.inputs
         rows, channels = act.shape[:2]
+        batch = pass_batch(self.params["batch"], act)
         with torch.inference_mode():
             y = target_logits(view.forward(act), target)
             pair_row = torch.arange(rows, device=act.device).repeat_interleave(channels)
             pair_channel = torch.arange(channels, device=act.device).repeat(rows)
             ablated = torch.empty(rows * channels, device=act.device)
-            for start in range(0, rows * channels, self.params["batch"]):
-                b = pair_row[start:start + self.params["batch"]]
-                c = pair_channel[start:start + self.params["batch"]]
+            for start in range(0, rows * channels, batch):
+                b = pair_row[start:start + batch]
+                c = pair_channel[start:start + batch]
                 inputs = act[b]  # advanced indexing: a copy
                 inputs[torch.arange(len(b), device=act.device), c] = 0
                 logits = view.forward(inputs, *(ctx[b] for ctx in view.context))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from ..validation import check_positive_int
-from .base import AttributionMethod, input_gradient, register
+from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register
 
 
 def _captum_args(view, target) -> dict:
@@ -120,18 +120,19 @@ class IntGrad(AttributionMethod):
 
     The baseline is 0 in the layer's space: the normalized image 0 (the dataset mean colour) at the Input
     layer, the zero activation at the Final layer. ``steps`` Gauss-Legendre nodes; at most ``batch`` path
-    points are evaluated per forward/backward pass (rows are chunked so that a chunk's steps fit).
+    points are evaluated per forward/backward pass (None: a per-device budget, see ``pass_batch``; rows are
+    chunked so that a chunk's steps fit).
     """
 
     name, title, family = "intgrad", "IntGrad", "backprop"
-    defaults = {"steps": 20, "batch": 64}
+    defaults = {"steps": 20, "batch": None}
 
     def validate_params(self):
-        for key in ("steps", "batch"):
-            check_positive_int(key, self.params[key])
+        check_positive_int("steps", self.params["steps"])
+        check_pass_batch("batch", self.params["batch"])
 
     def explain(self, view, target, *, seed, image_id):
-        steps, batch = self.params["steps"], self.params["batch"]
+        steps, batch = self.params["steps"], pass_batch(self.params["batch"], view.inputs)
         ig = IntegratedGradients(view.forward)
         rows = min(batch, view.inputs.shape[0])
         parts = []

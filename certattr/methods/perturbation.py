@@ -14,23 +14,25 @@ import torch.nn.functional as F
 
 from ..noise import sample_seed
 from ..validation import CertattrError, check_finite_number, check_positive_int
-from .base import AttributionMethod, register, target_logits
+from .base import AttributionMethod, check_pass_batch, pass_batch, register, target_logits
 
 #: Occlusion (window, stride) per layer when not overridden (the reference settings).
 OCCLUSION_DEFAULTS = {"input": (16, 8), "final": (5, 2)}
 
 
 def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
-                    forward_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Logits of every row of A times every mask, at most ``forward_batch`` images per forward pass.
+                    forward_batch: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits of every row of A times every mask, at most ``forward_batch`` images per forward pass (None:
+    the device's budget, see ``pass_batch``).
 
     ``masks(start, stop)`` returns masks ``start..stop-1`` as (k, h, w). Yields ``(masks (k, h, w),
     logits (B, k, classes))`` for consecutive mask chunks, so callers reduce as they go (bounded memory).
     """
     act = view.inputs
     rows = act.shape[0]
+    forward_batch = pass_batch(forward_batch, act)
     per_chunk = max(1, forward_batch // rows)  # masks per chunk
-    row_step = min(rows, forward_batch)
+    row_step = math.ceil(rows / math.ceil(rows / forward_batch))  # equal parts of at most forward_batch rows
     for start in range(0, count, per_chunk):
         chunk = masks(start, min(start + per_chunk, count)).to(act)
         k = chunk.shape[0]
@@ -76,16 +78,18 @@ class Rise(AttributionMethod):
     """RISE: sum_i softmax(f(A * M_i))_y M_i / (N p) over N = ``n_masks`` random masks.
 
     The masks are drawn at the layer's resolution from ``(seed, image_id)`` (stream "rise"), so every
-    noisy copy of an image is explained with the same masks. ``forward_batch`` bounds the images per pass.
+    noisy copy of an image is explained with the same masks. ``forward_batch`` bounds the images per pass
+    (None: the device's budget, see ``pass_batch``).
     """
 
     name, title, family = "rise", "RISE", "perturbation"
-    defaults = {"n_masks": 1000, "grid": 6, "p": 0.1, "forward_batch": 128}
+    defaults = {"n_masks": 1000, "grid": 6, "p": 0.1, "forward_batch": None}
     uses_seed = True
 
     def validate_params(self):
-        for key in ("n_masks", "grid", "forward_batch"):
+        for key in ("n_masks", "grid"):
             check_positive_int(key, self.params[key])
+        check_pass_batch("forward_batch", self.params["forward_batch"])
         p = check_finite_number("p", self.params["p"])
         if not 0 < p <= 1:
             raise CertattrError(f"p={self.params['p']!r} is not allowed: the keep probability must satisfy 0 < p <= 1")
@@ -122,13 +126,13 @@ class Occlusion(AttributionMethod):
     """
 
     name, title, family = "occlusion", "Occlusion", "perturbation"
-    defaults = {"window": None, "stride": None, "forward_batch": 128}
+    defaults = {"window": None, "stride": None, "forward_batch": None}
 
     def validate_params(self):
         for key in ("window", "stride"):
             if self.params[key] is not None:
                 check_positive_int(key, self.params[key])
-        check_positive_int("forward_batch", self.params["forward_batch"])
+        check_pass_batch("forward_batch", self.params["forward_batch"])
 
     def windows(self, layer: str, size: tuple[int, int]) -> tuple[int, int, Callable[[int, int], torch.Tensor]]:
         """The windows at ``layer`` on an (h, w) map: ``(count, area, keep)`` with ``keep(start, stop)`` the
