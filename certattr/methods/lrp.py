@@ -24,7 +24,7 @@ from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedRes
 from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
 from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
 from zennit.layer import Sum
-from zennit.core import ParamMod
+from zennit.core import BasicHook, ParamMod, RemovableHandleList
 from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
@@ -113,40 +113,113 @@ def canonizers() -> list:
             AttributeCanonizer(_canonical_attributes)]
 
 
-class NonNegativeZPlus(ZPlus):
-    """zennit's ZPlus, computed with one modified pass instead of two where the layer's input is >= 0.
+class RelayedRule:
+    """A zennit rule, wired so that autograd runs only the rule.
 
-    ZPlus sums two terms, x+ through W+ and x- through W- (bias zeroed); after a ReLU/ReLU6 the input has
-    no negative part, the second term is exactly zero and its forward and gradient passes are skipped.
-    The result is the same as ZPlus's (tested); signed inputs take zennit's two-term path.
+    zennit's hooks let autograd compute each layer's ordinary gradient and then replace it with the rule's
+    relevance: one wasted backward pass per layer. Here the layer runs on a detached copy of its input and
+    its output is returned through :class:`_Relay`, whose backward *is* the rule: the relevance of the
+    layer's input from the relevance of its output, computed with the rule's own modifiers, mapper and
+    reducer (zennit's ``BasicHook`` recipe), or passed through unchanged for ``Pass``. Same relevance as
+    zennit's wiring (tested), about half the work.
+
+    ZPlus sums two terms, x+ through W+ and x- through W- (bias zeroed). After a ReLU/ReLU6 the input has no
+    negative part and the second term is exactly zero, so it is skipped (one modified pass instead of two).
     """
 
-    def backward(self, module, grad_input, grad_output):
-        original_input = self.stored_tensors["input"][0]
-        if (original_input < 0).any():
-            return super().backward(module, grad_input, grad_output)
-        inputs = original_input.clone().requires_grad_()
-        with ParamMod.ensure(self.param_modifiers[0])(module) as modified, torch.autograd.enable_grad():
-            output = modified.forward(inputs)
-        (gradient,) = torch.autograd.grad(output, inputs, grad_outputs=self.gradient_mapper(grad_output[0], [output])[0],
-                                          create_graph=grad_output[0].requires_grad)
-        relevance = inputs * gradient
-        return tuple(relevance if original.shape == relevance.shape else None for original in grad_input)
+    def __init__(self, rule):
+        self.rule = rule
+
+    def copy(self):
+        return RelayedRule(self.rule.copy())
+
+    def terms(self, x: torch.Tensor) -> range:
+        """Which of the rule's (input, param, output) modifier triples contribute for input ``x``."""
+        if isinstance(self.rule, ZPlus) and bool(x.min() >= 0):
+            return range(1)
+        return range(len(self.rule.input_modifiers))
+
+    def relevance(self, module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.rule, BasicHook):  # Pass
+            return grad_out
+        rule, inputs, outputs = self.rule, [], []
+        terms = self.terms(x)
+        with torch.enable_grad():
+            for i in terms:
+                term_input = rule.input_modifiers[i](x).requires_grad_()
+                with ParamMod.ensure(rule.param_modifiers[i])(module) as modified:
+                    outputs.append(rule.output_modifiers[i](modified.forward(term_input)))
+                inputs.append(term_input)
+            if len(terms) == len(rule.input_modifiers):
+                gradients = torch.autograd.grad(outputs, inputs, grad_outputs=rule.gradient_mapper(grad_out, outputs))
+                return rule.reducer(inputs, gradients)
+            # ZPlus with its x- term dropped: the mapper's first grad_output, the reducer's first product
+            (gradient,) = torch.autograd.grad(outputs, inputs, grad_outputs=rule.gradient_mapper(grad_out, outputs)[:1])
+        return inputs[0] * gradient
+
+    def register(self, module: nn.Module) -> RemovableHandleList:
+        stack = []
+
+        in_place = getattr(module, "inplace", False)
+
+        def pre_forward(module, args):
+            stack.append(args[0])
+            detached = args[0].detach()
+            return (detached.clone() if in_place else detached, *args[1:])  # in place must not touch the original
+
+        def post_forward(module, args, output):
+            x = stack.pop()
+            if not x.requires_grad:
+                return output
+            return _Relay.apply(x, output.detach(), lambda x, grad_out: self.relevance(module, x, grad_out))
+
+        return RemovableHandleList([module.register_forward_pre_hook(pre_forward),
+                                    module.register_forward_hook(post_forward)])
 
 
-def composite(view, epsilon: float):
-    """The zennit composite for ``view``: ZBox on the first convolution at the Input layer only."""
+class _Relay(torch.autograd.Function):
+    """Identity on a layer's output; its backward maps the output's relevance to the input's by the rule."""
+
+    @staticmethod
+    def forward(ctx, x, output, relevance):
+        ctx.save_for_backward(x)
+        ctx.relevance = relevance
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return ctx.relevance(x.detach(), grad_out), None, None
+
+
+def stabilizer(epsilon: float):
+    """zennit's default stabilizer, x + eps * (sign(x) + (x == 0)), in two passes over x instead of five
+    (bit for bit the same values: x + eps where x >= 0, x - eps where x < 0)."""
+    def stabilize(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x + epsilon, x - epsilon)
+
+    return stabilize
+
+
+def composite(view, epsilon: float, *, relayed: bool = True):
+    """The zennit composite for ``view``: ZBox on the first convolution at the Input layer only.
+
+    ``relayed=False`` gives zennit's own wiring and stabilizers of the same rules (slower; the tests'
+    reference)."""
+    wrap = RelayedRule if relayed else (lambda rule: rule)
+    stab = {"stabilizer": stabilizer(1e-6)} if relayed else {}
     layer_map = [
-        (Activation, Pass()),
-        (Sum, Norm()),
-        (AvgPool, Norm()),
-        (BatchNorm, Pass()),
-        (Convolution, NonNegativeZPlus()),
-        (nn.Linear, Epsilon(epsilon=epsilon)),
+        (Activation, wrap(Pass())),
+        (Sum, wrap(Norm(**stab))),
+        (AvgPool, wrap(Norm(**stab))),
+        (BatchNorm, wrap(Pass())),
+        (Convolution, wrap(ZPlus(**stab))),
+        (nn.Linear, wrap(Epsilon(epsilon=stabilizer(epsilon) if relayed else epsilon))),
     ]
     if view.layer == "input":
         low, high = (bound.expand_as(view.inputs) for bound in view.model.input_bounds())
-        return SpecialFirstLayerMapComposite(layer_map, [(Convolution, ZBox(low, high))], canonizers=canonizers())
+        return SpecialFirstLayerMapComposite(layer_map, [(Convolution, wrap(ZBox(low, high, **stab)))],
+                                             canonizers=canonizers())
     return LayerMapComposite(layer_map, canonizers=canonizers())
 
 
