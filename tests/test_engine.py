@@ -43,13 +43,13 @@ def test_certificates_identical_whatever_the_order_of_chunks(tiny, tiny_image, m
 
 def test_cache_reuse_and_other_k_tau_alpha_do_not_resample(tiny, tiny_image, tmp_path, monkeypatch):
     e = engine(tiny, tmp_path)
-    first = e.certify(tiny_image, "t", 1)
+    first = e.certify(tiny_image, "t", 1, tau=0.6, alpha=0.05)
     calls = []
     original = SmoothedAttribution.attribute_chunk
     monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
                         lambda self, *a: calls.append(a[-1]) or original(self, *a))
     e2 = engine(tiny, tmp_path)
-    again = e2.certify(tiny_image, "t", 1)
+    again = e2.certify(tiny_image, "t", 1, tau=0.6, alpha=0.05)
     other = e2.certify(tiny_image, "t", 1, ks=[30], tau=0.6, alpha=0.01, correction="holm")
     assert calls == [] and again == first and other.ks == (30.0,)
     # a larger n reuses the first chunks and computes only the new ones
