@@ -4,8 +4,8 @@ For each model, layer and method, the script attributes ``n`` Gaussian copies (s
 photo (the "coffee" photo, target = the model's top-1), ``batch_size`` copies per call, and reports:
 
 * ``maps/s``: noisy maps per second, batched;
-* ``x model``: that rate over the model's own throughput measured in the same run, on the same copies
-  and batch size: the batched forward pass (images/s, no grad) for forward-only methods (RISE, Occlusion,
+* ``x model``: that rate over the model's own throughput measured in the same run, right before the
+  method (best of repeats for both), on the same copies and batch size: the batched forward pass (images/s, no grad) for forward-only methods (RISE, Occlusion,
   AblationCam, Cam), the forward + input-gradient pass for the others. RISE and Occlusion need many
   forwards per map, so their ratio is far below 1; Final-layer methods that backpropagate through the head
   only can exceed 1;
@@ -59,15 +59,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def timed(fn) -> float:
-    """Seconds for one call of ``fn``."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def timed(fn, min_total: float = 3.0, max_repeats: int = 7) -> float:
+    """Seconds for one call of ``fn``: the best of repeated calls (at least 3 unless one call takes longer
+    than ``min_total``; repeated until ``min_total`` seconds have passed), as timeit does, so that one
+    short, disturbed measurement does not set a ratio."""
+    times = []
+    while len(times) < max_repeats and (len(times) < 3 or sum(times) < min_total):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if times[0] > min_total:
+            break
+    return min(times)
 
 
 def model_rates(model, copies, batch_size) -> dict:
-    """The model's own images/s on the copies: forward (no grad), and forward + input gradient."""
+    """Measurements of the model's own images/s on the copies: forward (no grad), forward + input gradient.
+    Each row measures its reference right before the method, so that drift of the machine's speed during
+    the run does not enter the ratio."""
     def forward():
         with torch.inference_mode():
             for chunk in copies.split(batch_size):
@@ -79,7 +88,8 @@ def model_rates(model, copies, batch_size) -> dict:
             torch.autograd.grad(model(x)[:, 0].sum(), x)
 
     forward_backward()  # warm-up
-    return {"forward": len(copies) / timed(forward), "forward_backward": len(copies) / timed(forward_backward)}
+    return {"forward": lambda: len(copies) / timed(forward),
+            "forward_backward": lambda: len(copies) / timed(forward_backward)}
 
 
 def overrides(name: str, layer: str, args) -> dict:
@@ -119,9 +129,9 @@ def bench(args) -> list[dict]:
         with torch.no_grad():
             target = int(model(image[None]).argmax())
         copies = noisy_copies(image, 0.15, 0, "coffee", range(args.n))
-        rates = model_rates(model, copies, args.batch_size)
-        print(f"{model_name}: forward {rates['forward']:.1f} img/s, forward+backward {rates['forward_backward']:.1f} img/s",
-              flush=True)
+        measure = model_rates(model, copies, args.batch_size)
+        print(f"{model_name}: forward {measure['forward']():.1f} img/s, "
+              f"forward+backward {measure['forward_backward']():.1f} img/s", flush=True)
         for layer in args.layers:
             for name in args.methods:
                 method = get_method(name, **overrides(name, layer, args))
@@ -139,9 +149,10 @@ def bench(args) -> list[dict]:
                         method.attribute(model, copy, target, layer, image_id="coffee")
 
                 method.attribute(model, copies[:1], target, layer, image_id="coffee")  # warm-up
+                reference = "forward" if name in FORWARD_ONLY else "forward_backward"
+                rates = {reference: measure[reference]()}
                 rate = args.n / timed(batched)
                 single_rate = min(args.single, args.n) / timed(single)
-                reference = "forward" if name in FORWARD_ONLY else "forward_backward"
                 passes = passes_per_map(name, layer, method.params, image.shape[-1])
                 rows.append({"model": model_name, "layer": layer, "method": name, "params": method.params,
                              "maps_per_s": rate, "reference": reference, "model_rate": rates[reference],
