@@ -410,3 +410,24 @@ def test_memory_and_hooks_flat_over_repeated_calls(name):
     gc.collect()
     assert hooks() == hooks_before == 0
     assert _rss_mb() - before < 15, f"RSS grew by {_rss_mb() - before:.1f} MB over 30 calls"
+
+
+@pytest.mark.parametrize("name", ["rise", "occlusion", "ablationcam"])
+def test_gap_linear_closed_form_equals_head_passes(name, monkeypatch):
+    """At the Final layer of a GAP->linear head, RISE/Occlusion/AblationCam take the head in closed form
+    (W . mean(A * M) + b); the same maps as running the head once per mask or channel."""
+    import certattr.methods.cam as cam_module
+    import certattr.methods.perturbation as perturbation_module
+
+    model, x = tiny_model(), images(3, seed=5)
+    method = get_method(name, **({"n_masks": 30} if name == "rise" else {}))
+    closed = method.attribute(model, x, torch.tensor([1, 4, 7]), "final", image_id="a")
+
+    class NotAHead:  # nothing is an instance: every mask/channel goes through the head
+        pass
+
+    monkeypatch.setattr(perturbation_module, "GapLinearHead", NotAHead)
+    monkeypatch.setattr(cam_module, "GapLinearHead", NotAHead)
+    passes = method.attribute(model, x, torch.tensor([1, 4, 7]), "final", image_id="a")
+    torch.testing.assert_close(closed, passes, rtol=1e-4, atol=1e-6 * passes.abs().max().item())
+    assert passes.abs().max() > 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..models import GapLinearHead
 from ..validation import UndefinedAttribution
 from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register, target_logits
 
@@ -104,6 +105,11 @@ class AblationCam(AttributionMethod):
         batch = pass_batch(self.params["batch"], act)
         with torch.inference_mode():
             y = target_logits(view.forward(act), target)
+            if isinstance(view.module, GapLinearHead) and not view.context:
+                # closed form: zeroing channel c removes W[y, c] * mean_hw(A_c) from the logit
+                drop = view.module.linear.weight[target] * act.mean(dim=(2, 3))
+                weights = _divide_or_zero(drop, y[:, None])
+                return _weighted_map(weights, act)
             pair_row = torch.arange(rows, device=act.device).repeat_interleave(channels)
             pair_channel = torch.arange(channels, device=act.device).repeat(rows)
             ablated = torch.empty(rows * channels, device=act.device)
