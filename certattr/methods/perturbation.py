@@ -52,13 +52,15 @@ def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
 def _gap_linear_forwards(act: torch.Tensor, linear: torch.nn.Linear, count: int,
                          masks: Callable[[int, int], torch.Tensor], per_chunk: int = 256):
     """masked_forwards for a GAP->linear head, in closed form: the logits of A * M are
-    W . mean_hw(A * M) + b, so all masks of a chunk take one einsum and one matmul instead of a pass each
-    (same values up to float summation order)."""
+    W . mean_hw(A * M) + b = sum_p M_p (W . A_p) / hw + b, so W . A_p is computed once per position and each
+    chunk of masks takes one matmul, instead of the linear layer once per mask (same values up to float
+    summation order)."""
     h, w = act.shape[2:]
+    per_position = act.flatten(2).transpose(1, 2) @ linear.weight.T / (h * w)  # (B, hw, classes)
+    bias = linear.bias if linear.bias is not None else 0
     for start in range(0, count, per_chunk):
         chunk = masks(start, min(start + per_chunk, count)).to(act)
-        pooled = torch.einsum("bchw,khw->bkc", act, chunk) / (h * w)
-        yield chunk, linear(pooled)
+        yield chunk, chunk.flatten(1) @ per_position + bias  # (B, k, classes)
 
 
 def _per_target(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
