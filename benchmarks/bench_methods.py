@@ -4,8 +4,8 @@ For each model, layer and method, the script attributes ``n`` Gaussian copies (s
 photo (the "coffee" photo, target = the model's top-1), ``batch_size`` copies per call, and reports:
 
 * ``maps/s``: noisy maps per second, batched;
-* ``x model``: that rate over the model's own throughput measured in the same run, right before the
-  method (best of repeats for both), on the same copies and batch size: the batched forward pass (images/s, no grad) for forward-only methods (RISE, Occlusion,
+* ``x model``: that rate over the model's own throughput measured in the same run, in alternation with
+  the method (best of the rounds for both), on the same copies and batch size: the batched forward pass (images/s, no grad) for forward-only methods (RISE, Occlusion,
   AblationCam, Cam), the forward + input-gradient pass for the others. RISE and Occlusion need many
   forwards per map, so their ratio is far below 1; Final-layer methods that backpropagate through the head
   only can exceed 1;
@@ -55,6 +55,8 @@ def parse_args(argv=None):
     parser.add_argument("--occlusion-input", type=int, nargs=2, default=(56, 28), metavar=("WINDOW", "STRIDE"),
                         help="Occlusion window and stride at the Input layer (reference: 16 8)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--min-seconds", type=float, default=6.0,
+                        help="time each method and its reference in alternation for at least this long (best of the rounds)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "methods.json"))
     return parser.parse_args(argv)
 
@@ -63,20 +65,27 @@ def timed(fn, min_total: float = 3.0, max_repeats: int = 7) -> float:
     """Seconds for one call of ``fn``: the best of repeated calls (at least 3 unless one call takes longer
     than ``min_total``; repeated until ``min_total`` seconds have passed), as timeit does, so that one
     short, disturbed measurement does not set a ratio."""
-    times = []
-    while len(times) < max_repeats and (len(times) < 3 or sum(times) < min_total):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        if times[0] > min_total:
+    return paired([fn], min_total, max_repeats)[0]
+
+
+def paired(fns, min_total: float = 3.0, max_rounds: int = 7) -> list[float]:
+    """Best-of seconds for one call of each of ``fns``, called in alternation round after round (at least
+    3 rounds unless one round takes longer than ``min_total``; until ``min_total`` seconds have passed), so
+    that drift of the machine's speed during the run hits a method and its reference alike."""
+    times = [[] for _ in fns]
+    while len(times[0]) < max_rounds and (len(times[0]) < 3 or sum(map(sum, times)) < min_total):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+        if sum(t[0] for t in times) > min_total:
             break
-    return min(times)
+    return [min(t) for t in times]
 
 
-def model_rates(model, copies, batch_size) -> dict:
-    """Measurements of the model's own images/s on the copies: forward (no grad), forward + input gradient.
-    Each row measures its reference right before the method, so that drift of the machine's speed during
-    the run does not enter the ratio."""
+def model_passes(model, copies, batch_size) -> dict:
+    """The model's own passes over the copies, the references of the ratios: forward (no grad), and
+    forward + input gradient."""
     def forward():
         with torch.inference_mode():
             for chunk in copies.split(batch_size):
@@ -88,8 +97,7 @@ def model_rates(model, copies, batch_size) -> dict:
             torch.autograd.grad(model(x)[:, 0].sum(), x)
 
     forward_backward()  # warm-up
-    return {"forward": lambda: len(copies) / timed(forward),
-            "forward_backward": lambda: len(copies) / timed(forward_backward)}
+    return {"forward": forward, "forward_backward": forward_backward}
 
 
 def overrides(name: str, layer: str, args) -> dict:
@@ -129,9 +137,9 @@ def bench(args) -> list[dict]:
         with torch.no_grad():
             target = int(model(image[None]).argmax())
         copies = noisy_copies(image, 0.15, 0, "coffee", range(args.n))
-        measure = model_rates(model, copies, args.batch_size)
-        print(f"{model_name}: forward {measure['forward']():.1f} img/s, "
-              f"forward+backward {measure['forward_backward']():.1f} img/s", flush=True)
+        passes = model_passes(model, copies, args.batch_size)
+        forward, forward_backward = (args.n / t for t in paired([passes["forward"], passes["forward_backward"]], args.min_seconds))
+        print(f"{model_name}: forward {forward:.1f} img/s, forward+backward {forward_backward:.1f} img/s", flush=True)
         for layer in args.layers:
             for name in args.methods:
                 method = get_method(name, **overrides(name, layer, args))
@@ -150,14 +158,14 @@ def bench(args) -> list[dict]:
 
                 method.attribute(model, copies[:1], target, layer, image_id="coffee")  # warm-up
                 reference = "forward" if name in FORWARD_ONLY else "forward_backward"
-                rates = {reference: measure[reference]()}
-                rate = args.n / timed(batched)
+                reference_time, batched_time = paired([passes[reference], batched], min_total=args.min_seconds)
+                model_rate, rate = args.n / reference_time, args.n / batched_time
                 single_rate = min(args.single, args.n) / timed(single)
-                passes = passes_per_map(name, layer, method.params, image.shape[-1])
+                per_map = passes_per_map(name, layer, method.params, image.shape[-1])
                 rows.append({"model": model_name, "layer": layer, "method": name, "params": method.params,
-                             "maps_per_s": rate, "reference": reference, "model_rate": rates[reference],
-                             "ratio_to_model": rate / rates[reference], "passes_per_map": passes,
-                             "pass_ratio": rate * passes / rates[reference], "single_maps_per_s": single_rate,
+                             "maps_per_s": rate, "reference": reference, "model_rate": model_rate,
+                             "ratio_to_model": rate / model_rate, "passes_per_map": per_map,
+                             "pass_ratio": rate * per_map / model_rate, "single_maps_per_s": single_rate,
                              "speedup_vs_single": rate / single_rate})
                 print(f"  {layer:5s} {name:11s} {rate:8.2f} maps/s  x{rate / single_rate:.2f} vs one at a time",
                       flush=True)

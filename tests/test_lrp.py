@@ -144,6 +144,8 @@ def test_real_architectures_conserve_and_canonize(name):
     target, logit = target_logit(model, x)
     blocks = [m for m in model.modules() if isinstance(m, (DepthwiseSeparableConv, InvertedResidual))]
     skips = [m.has_skip for m in blocks]
+    in_place = [getattr(m, "inplace", None) for m in model.modules()]
+    assert True in in_place  # in-place activations, run out of place while hooked
     view = model.view(model.normalize(x), "input")
     with lrp_module.composite(view, 1e-6).context(view.module), torch.no_grad():
         canonized = view.forward(view.inputs)
@@ -155,6 +157,7 @@ def test_real_architectures_conserve_and_canonize(name):
     for layer in LAYERS:
         relevance = get_method("lrp").attribute(model, x, target, layer)
         torch.testing.assert_close(relevance.sum(dim=(1, 2)), logit, rtol=1e-3, atol=1e-5)
+    assert [getattr(m, "inplace", None) for m in model.modules()] == in_place
 
 
 @pytest.mark.parametrize("name,layer", [("tiny", "input"), ("tiny", "final"), ("tiny_vgg", "input"),
@@ -167,12 +170,50 @@ def test_relayed_rules_equal_zennits_own_wiring(name, layer, monkeypatch):
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     target, _ = target_logit(model, x)
     terms = []
-    original = lrp_module.RelayedRule.terms
-    monkeypatch.setattr(lrp_module.RelayedRule, "terms", lambda self, x: terms.append(original(self, x)) or terms[-1])
+    original = lrp_module.RelayedZPlus.terms
+    monkeypatch.setattr(lrp_module.RelayedZPlus, "terms", lambda self, x: terms.append(original(self, x)) or terms[-1])
     fast = get_method("lrp").attribute(model, x, target, layer)
-    assert layer == "final" and name.startswith("tiny") or any(len(t) == 1 for t in terms)
+    assert layer == "final" and name.startswith("tiny") or {len(t) for t in terms} >= {1}
     assert hook_count(model) == 0
     real = lrp_module.composite
     monkeypatch.setattr(lrp_module, "composite", lambda view, eps: real(view, eps, relayed=False))
     reference = get_method("lrp").attribute(model, x, target, layer)
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-6 * reference.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stabilizer_equals_zennits_bit_for_bit(dtype):
+    """The fast stabilizer gives zennit's values exactly, signed zeros and values near +-eps included."""
+    from zennit.core import Stabilizer
+    special = torch.tensor([0.0, -0.0, 1e-7, -1e-7, 1e-6, -1e-6, 5e-7, -5e-7], dtype=dtype)
+    x = torch.cat([torch.randn(4096, dtype=dtype, generator=torch.Generator().manual_seed(0)), special])
+    ours, theirs = lrp_module.stabilizer(1e-6)(x), Stabilizer(1e-6)(x)
+    assert ours.dtype == dtype
+    assert torch.equal(ours, theirs) and torch.equal(torch.signbit(ours), torch.signbit(theirs))
+
+
+@pytest.mark.parametrize("kind,groups,signed", [("conv", 1, True), ("conv", 4, True), ("conv", 8, True),
+                                                ("conv", 4, False), ("same", 1, True), ("same", 8, False)])
+def test_relayed_zplus_equals_zennits_on_one_convolution(kind, groups, signed):
+    """One convolution with a bias: the stacked [x+, x-] path (signed inputs, any groups, timm's Conv2dSame)
+    and the one-term path give zennit's ZPlus relevance."""
+    from timm.layers import Conv2dSame
+    from zennit.rules import ZPlus
+    torch.manual_seed(groups)
+    make = {"conv": lambda: nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=groups),
+            "same": lambda: Conv2dSame(8, 16, 3, stride=2, groups=groups)}[kind]
+    conv = make()
+    x = torch.randn(2, 8, 9, 9) if signed else torch.rand(2, 8, 9, 9)
+    grad = torch.randn(2, 16, 5, 5)
+
+    def relevance(rule):
+        handles = rule.register(conv)
+        try:
+            inputs = x.clone().requires_grad_(True)
+            return torch.autograd.grad(conv(inputs), inputs, grad)[0]
+        finally:
+            handles.remove()
+
+    ours, theirs = relevance(lrp_module.RelayedZPlus(1e-6)), relevance(ZPlus())
+    assert (ours[x < 0] != 0).any() if signed else (x >= 0).all()  # the x- term is there
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6 * theirs.abs().max().item())
