@@ -67,3 +67,19 @@ def test_bad_chapter_parameters_are_rejected_before_running(profile, tmp_path):
         params = chapter_parameters(profile, "method", {name: value}, tmp_path)
         with pytest.raises(CertattrError, match=re.escape(message)):
             run_chapter("method", params, root=tmp_path)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_papermill_reads_every_parameter_each_profile_passes(chapter, tmp_path):
+    """papermill parses each chapter's parameters cell completely (``papermill --help-notebook`` lists them,
+    and it warns "Passed unknown parameter" for a line it cannot parse, e.g. one with '=' in its comment),
+    and every parameter a profile passes is one the chapter declares."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    path = tmp_path / f"{chapter}.ipynb"
+    nbformat.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.md"), path)
+    declared = papermill.inspect_notebook(str(path))
+    for profile in PROFILES:
+        assert set(chapter_parameters(profile, chapter)) <= set(declared), (profile, sorted(set(chapter_parameters(profile, chapter)) - set(declared)))
