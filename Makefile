@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 
-.PHONY: setup book test smoke clean
+.PHONY: setup book test smoke clean chromium
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,13 @@ book: setup
 smoke: setup
 	$(VENV)/bin/certattr book --profile smoke
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
+
+# headless Chromium for the book test (MathJax typesets offline); installed with apt-get where missing, as root
+chromium:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || echo "chromium is not installed (not root): the book's browser test will skip"
 
 clean:
 	rm -rf _build book/chapters

@@ -26,7 +26,7 @@ uniformly smoothed (or unsmoothed) map; (c) :func:`attack_certified`, the top-K 
 certified by :class:`certattr.smoothing.SmoothedAttribution` (SPEC §1).
 
 **What (c) is checked against.** If the clean certificate is right (probability >= 1 - alpha), every
-certified pixel keeps its label with probability > 1/2 at every x + delta with ||delta|| <= R =
+certified pixel keeps its label with probability > 1/2 at every x + delta with ||delta|| < R =
 sigma Phi^-1(tau); recertifying x + delta with fresh seeds then certifies the opposite label only by a
 false rejection (probability <= alpha, Bonferroni). So for an attack inside R, P(any certified pixel is
 certified with the opposite label at x + delta) <= 2 alpha. Abstentions at x + delta and changes of
@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from .cache import DEFAULT_CHUNK
 from .cosine_certificate import bound_norm, check_radius, check_threshold, uniform_ball_noise
 from .models import LoadedModel, check_layer
-from .noise import gaussian_noise, sample_seed
+from .noise import gaussian_noise, numpy_generator
 from .result import ABSTAIN, Certificate
 from .smoothing import SmoothedAttribution
 from .sparsify import upsample_maps
@@ -235,8 +235,9 @@ class _Attack:
 
         return wrapped
 
-    def generator(self, restart: int, stream: str) -> torch.Generator:
-        return torch.Generator(device="cpu").manual_seed(sample_seed(self.seed, self.image_id, restart, stream))
+    def generator(self, restart: int, stream: str) -> np.random.Generator:
+        """NumPy PCG64 keyed by the whole 128-bit hash of (seed, image id, restart, stream)."""
+        return numpy_generator(self.seed, self.image_id, restart, stream)
 
     def run(self, loss_fn: Callable, score_fn: Callable, select: str = "score"):
         """Minimise loss_fn(x_adv, restart, step) (surrogate, differentiable); score_fn(x_adv) -> float on the
@@ -249,7 +250,7 @@ class _Attack:
                 gen = self.generator(restart, "attack-init")
                 radius = self.eps
                 for _ in range(self.init_tries):
-                    z = torch.randn(self.x.shape, generator=gen, dtype=torch.float64).to(self.x.device)
+                    z = torch.from_numpy(gen.standard_normal(tuple(self.x.shape))).to(self.x.device)
                     cand = self.project(self.x64 + z * (radius / float(z.norm())))
                     if self.keeps_class(cand):
                         x_adv = cand

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .execution import record_execution, write_execution_page
 from .validation import CertattrError, check_chapter_parameters, check_choice
 
 __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT"]
@@ -190,6 +191,7 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     tmp_in, tmp_out = output_dir / f".{chapter}.in.ipynb", output_dir / f".{chapter}.out.ipynb"
     nbformat.write(notebook, tmp_in)
     stamp.unlink(missing_ok=True)
+    (output_dir / f".{chapter}.run.json").unlink(missing_ok=True)  # the record of the last execution (execution page)
     start = time.time()
     try:
         papermill.execute_notebook(str(tmp_in), str(tmp_out), parameters=params, kernel_name="python3",
@@ -201,7 +203,9 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
         tmp_in.unlink(missing_ok=True)
     tmp_out.replace(out)
     stamp.write_text(digest)
-    print(f"[certattr book] {chapter}: executed in {time.time() - start:.0f} s")
+    seconds = time.time() - start
+    record_execution(output_dir, chapter, seconds, profile=params.get("profile"))
+    print(f"[certattr book] {chapter}: executed in {seconds:.0f} s")
     return out
 
 
@@ -218,6 +222,8 @@ def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, forc
     for chapter in chapters:
         run_chapter(chapter, chapter_parameters(profile, chapter, overrides, root), force=force, root=root)
     print(f"[certattr book] chapters done in {time.time() - start:.0f} s (profile {profile})")
+    # book/chapters/execution.md (in _toc.yml): date, hardware, versions, per-chapter execution time
+    write_execution_page(root, profile, CHAPTERS, ran=chapters, since=start, overrides=overrides)
     if not build_html:
         return 0
     missing = [c for c in CHAPTERS if not (root / "book" / "chapters" / f"{c}.ipynb").exists()]

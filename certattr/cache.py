@@ -21,7 +21,7 @@ from .result import atomic_write_bytes
 __all__ = ["DEFAULT_CHUNK", "SampleCache", "cache_key", "default_cache_dir"]
 
 DEFAULT_CHUNK = 10  #: samples per model call and per chunk file
-SAMPLES_VERSION = 1  #: bump when a change to certattr changes the samples it computes
+SAMPLES_VERSION = 2  #: bump when a change to certattr changes the samples it computes
 
 
 def default_cache_dir() -> Path:

@@ -10,7 +10,17 @@ For each pixel p of a top-K map and n binary samples h_K(x + sigma*eps_i):
    certifies a superset), otherwise abstain.
 
 Guarantee: with probability >= 1 - alpha (over the sampling), every certified pixel's label equals the
-label of the smoothed map, which is constant for all perturbations ||delta||_2 <= R = sigma * Phi^-1(tau).
+label of the smoothed map, which is constant for all perturbations ||delta||_2 < R = sigma * Phi^-1(tau)
+(strict: at ||delta||_2 = R the bound only gives a probability >= 1/2, which does not decide the label).
+
+**Per-pixel radius** (Cohen et al. 2019's rule, per pixel): from the same counts, pixel p certifies its
+label m_p for every ||delta||_2 < R_p = sigma * Phi^-1(p_lower), p_lower the one-sided Clopper-Pearson
+lower bound of c_p successes out of n - n0 at level alpha/P (:func:`clopper_pearson_lower`); R_p = 0 where
+p_lower <= 1/2 (no radius). With probability >= 1 - alpha all P lower bounds hold together (Bonferroni),
+and on that event every fixed-tau claim holds as well: P(Bin(n - n0, tau) >= c_p) <= alpha/P exactly when
+p_lower >= tau, so R_p >= R at every pixel the Bonferroni certificate certifies. Holm's step-down
+certificate uses the same alpha/P level for its radii (valid, since simultaneous confidence bounds need the
+Bonferroni level; Holm's step-down does not give them), so a pixel that only Holm certifies may have R_p < R.
 """
 from __future__ import annotations
 
@@ -19,13 +29,13 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import binom, norm
+from scipy.stats import beta, binom, norm
 
 from .result import ABSTAIN, Certificate
 from .sparsify import sparsify
 from .validation import CertattrError, check_alpha, check_correction, check_ks, check_n, check_sigma, check_tau
 
-__all__ = ["certified_radius", "binomial_pvalues", "min_samples_to_certify", "certify_binary", "certify_maps",
+__all__ = ["certified_radius", "clopper_pearson_lower", "pixel_radius_table", "binomial_pvalues", "min_samples_to_certify", "certify_binary", "certify_maps",
            "CertificationWarning"]
 
 
@@ -36,6 +46,21 @@ class CertificationWarning(UserWarning):
 def certified_radius(sigma: float, tau: float) -> float:
     """R = sigma * Phi^-1(tau), in [0,1] pixel units (l2 norm over all 3*H*W values)."""
     return check_sigma(sigma) * float(norm.ppf(check_tau(tau)))
+
+
+def clopper_pearson_lower(successes, trials: int, level: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower confidence bound at level ``level`` (coverage 1 - level):
+    the p with P(Bin(trials, p) >= c) = level, i.e. Beta(level; c, trials - c + 1); 0 for c = 0."""
+    c = np.asarray(successes, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        out = beta.ppf(level, np.maximum(c, 1), trials - c + 1)
+    return np.where(c > 0, out, 0.0)
+
+
+def pixel_radius_table(n_test: int, sigma: float, level: float) -> np.ndarray:
+    """R(c) = sigma * Phi^-1(p_lower(c)) for c = 0..n_test agreeing samples, 0 where p_lower <= 1/2."""
+    p_lower = clopper_pearson_lower(np.arange(n_test + 1), n_test, level)
+    return np.where(p_lower > 0.5, float(sigma) * norm.ppf(np.clip(p_lower, 0.5, 1.0)), 0.0)
 
 
 def binomial_pvalues(n_test: int, tau: float) -> np.ndarray:

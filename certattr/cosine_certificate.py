@@ -37,7 +37,7 @@ import torch
 from scipy.special import betainc, betaincc, betaincinv
 from tqdm.auto import tqdm
 
-from .noise import sample_seed
+from .noise import numpy_generator
 from .topk_certificate import check_eps
 from .validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval, check_positive_int
 
@@ -77,22 +77,20 @@ def _check_dim(d) -> int:
 def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices, stream: str = "ball") -> torch.Tensor:
     """Exact uniform samples of the l2 ball B(0; r) in prod(shape) dimensions: (len(indices), *shape) float32.
 
-    Row j is r * U^(1/d) * z/||z|| with z ~ N(0, I), U ~ Uniform(0, 1), drawn (in float64) from a generator
-    seeded by (seed, image_id, indices[j], stream) alone (streams "<stream>-direction" and "<stream>-radius";
-    another ``stream`` name gives independent samples for another purpose, e.g. an attack's steps).
+    Row j is r * U^(1/d) * z/||z|| with z ~ N(0, I), U ~ Uniform(0, 1), drawn (in float64) from NumPy PCG64
+    generators keyed by the whole 128-bit BLAKE2b hash of (seed, image_id, indices[j], stream) alone
+    (:func:`certattr.noise.numpy_generator`, streams "<stream>-direction" and "<stream>-radius"; another
+    ``stream`` name gives independent samples for another purpose, e.g. an attack's steps).
     """
     r = check_radius(r)
     shape = tuple(int(s) for s in shape)
     d = int(np.prod(shape))
     out = torch.empty((len(indices), *shape), dtype=torch.float32)
-    gen = torch.Generator(device="cpu")
     for row, index in enumerate(indices):
-        gen.manual_seed(sample_seed(seed, image_id, index, stream=f"{stream}-direction"))
-        z = torch.randn(d, generator=gen, dtype=torch.float64)
-        gen.manual_seed(sample_seed(seed, image_id, index, stream=f"{stream}-radius"))
-        u = torch.rand((), generator=gen, dtype=torch.float64)
+        z = numpy_generator(seed, image_id, index, stream=f"{stream}-direction").standard_normal(d)
+        u = numpy_generator(seed, image_id, index, stream=f"{stream}-radius").random()
         radius = r * float(u) ** (1.0 / d)
-        out[row] = (z * (radius / float(z.norm()))).reshape(shape).float()
+        out[row] = torch.from_numpy(z * (radius / float(np.linalg.norm(z)))).reshape(shape).float()
     return out
 
 

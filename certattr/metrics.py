@@ -27,7 +27,7 @@ from .models import model_device
 
 __all__ = ["label_counts", "pooled_fractions", "certified_fractions", "GridPG", "certified_gridpg", "gridpg",
            "certificate_gridpg", "summarize_gridpg", "fill_value", "deletion_masks", "DeletionCurve",
-           "deletion_curve", "certificate_rows", "gridpg_rows", "deletion_rows", "to_frame", "FRACTION_COLUMNS"]
+           "deletion_curve", "certified_components", "certificate_rows", "gridpg_rows", "deletion_rows", "to_frame", "FRACTION_COLUMNS"]
 
 FRACTION_COLUMNS = ("certified_1", "certified_0", "abstain")
 
@@ -346,6 +346,16 @@ def _cert_params(cert: Certificate) -> dict:
             "correction": cert.correction, "radius": cert.radius}
 
 
+def certified_components(label_map: np.ndarray) -> dict:
+    """The 4-connected components of the certified-'1' pixels of one label map (H, W): their number
+    ``n_components_1`` and mean size in pixels ``mean_component_px_1`` (0 when there is none)."""
+    from scipy import ndimage
+
+    ones = np.asarray(label_map) == 1
+    labelled, count = ndimage.label(ones)
+    return {"n_components_1": int(count), "mean_component_px_1": float(ones.sum() / count) if count else 0.0}
+
+
 def certificate_rows(certificate: Certificate, **metadata) -> list[dict]:
     """One row per K (largest K first) for a data frame of %certified.
 
@@ -354,7 +364,8 @@ def certificate_rows(certificate: Certificate, **metadata) -> list[dict]:
     ``k``, ``sigma``, ``tau``, ``alpha``, ``n``, ``n0``, ``correction``, ``radius`` (R = sigma*Phi^-1(tau)),
     ``height``, ``width``, ``n_pixels``, ``n_certified_1``, ``n_certified_0``, ``n_abstain`` (counts),
     ``certified_1``, ``certified_0``, ``abstain`` (fractions of this image, summing to 1) and
-    ``robustness`` = 1 - abstain. To pool over images, sum the ``n_*`` columns before dividing.
+    ``robustness`` = 1 - abstain, ``n_components_1`` and ``mean_component_px_1`` (the certified-'1'
+    components, :func:`certified_components`). To pool over images, sum the ``n_*`` columns before dividing.
     """
     if not isinstance(certificate, Certificate):
         raise CertattrError(f"certificate of type {type(certificate).__name__} is not allowed: give a Certificate")
@@ -366,6 +377,7 @@ def certificate_rows(certificate: Certificate, **metadata) -> list[dict]:
                     "certified_1": c["n_certified_1"] / c["n_pixels"], "certified_0": c["n_certified_0"] / c["n_pixels"],
                     "abstain": c["n_abstain"] / c["n_pixels"]}
         computed["robustness"] = 1.0 - computed["abstain"]
+        computed.update(certified_components(certificate.label_map(k)))
         rows.append(_merge(dict(certificate.metadata), metadata, computed))
     return rows
 

@@ -199,6 +199,53 @@ class LayerView:
         return attributions.sum(dim=1)
 
 
+class FinalActivationMemo:
+    """A bounded LRU of Final-layer activations, keyed by the BLAKE2b hash of the normalized input batch
+    (bytes, shape, dtype, device) and the module's training flag. At most ``max_bytes`` are kept; the
+    activations are read-only by contract (methods copy before changing them)."""
+
+    def __init__(self, max_bytes: int = 512 * 2 ** 20):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes, self.hits, self.misses = max_bytes, 0, 0, 0
+        self.entries: "OrderedDict[str, tuple]" = OrderedDict()
+
+    @staticmethod
+    def key(xn: torch.Tensor, training: bool) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{tuple(xn.shape)}|{xn.dtype}|{xn.device}|{bool(training)}".encode())
+        h.update(xn.detach().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    @staticmethod
+    def _size(value) -> int:
+        act, context = value
+        return act.numel() * act.element_size() + sum(c.numel() * c.element_size() for c in context)
+
+    def get(self, key: str):
+        value = self.entries.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value) -> None:
+        size = self._size(value)
+        if size > self.max_bytes:
+            return
+        self.entries[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= self._size(old)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+
 class LoadedModel(nn.Module):
     """A network with its preprocessing, split at its Final layer. ``forward`` takes [0,1] images."""
 
@@ -251,14 +298,26 @@ class LoadedModel(nn.Module):
         return (0 - self.mean) / self.std, (1 - self.mean) / self.std
 
     def view(self, xn: torch.Tensor, layer: str) -> LayerView:
-        """What a method at ``layer`` explains, for normalized images xn (B, 3, H, W)."""
+        """What a method at ``layer`` explains, for normalized images xn (B, 3, H, W).
+
+        The Final activation of a batch is kept in a small in-memory memo keyed by the batch's exact bytes
+        (see :class:`FinalActivationMemo`): the twelve methods at the Final layer, and the four target cells
+        of a grid, explain the same noisy copies, so the body runs once for all of them (same values bit
+        for bit: the memo returns what the same forward pass computed).
+        """
         layer = check_layer(layer)
         if layer == "input":
             return LayerView("input", xn.detach(), _NetOnNormalized(self.net), (), "sum", None, self)
-        with torch.no_grad():
-            act, context = self.features(xn)
-        return LayerView("final", act.detach(), self.head, tuple(c.detach() for c in context),
-                         self.spec.final_reduce, self.gap_linear, self)
+        memo = self.__dict__.setdefault("_final_memo", FinalActivationMemo())
+        key = memo.key(xn, self.training)
+        found = memo.get(key)
+        if found is None:
+            with torch.no_grad():
+                act, context = self.features(xn)
+            found = (act.detach(), tuple(c.detach() for c in context))
+            memo.put(key, found)
+        act, context = found
+        return LayerView("final", act, self.head, context, self.spec.final_reduce, self.gap_linear, self)
 
     def fingerprint(self) -> str:
         """A hash of the architecture name and every weight: part of each sample-cache key."""

@@ -13,7 +13,8 @@ from scipy.stats import norm
 __all__ = ["ABSTAIN", "Certificate", "atomic_write_bytes"]
 
 ABSTAIN = -1  #: label of an abstained pixel (the paper's ⊘)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  #: 2 adds the per-pixel radii; files of format 1 still load (their radii are recomputed)
+READABLE_FORMATS = (1, 2)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -36,6 +37,10 @@ class Certificate:
     ``majority``: the label chosen on the first n0 samples; ``counts``: c_p, agreeing test samples out
     of n - n0; ``pvalues``: P(Bin(n - n0, tau) >= c_p); ``mean_sparsified``: the mean of the n binary
     top-K maps (the "SS" map of the paper).
+    ``radii``: float64, the per-pixel certified radius R_p = sigma Phi^-1(p_lower) of label ``majority``
+    (p_lower: one-sided Clopper-Pearson bound of c_p out of n - n0 at level alpha/P), 0 where
+    p_lower <= 1/2 (no radius; :meth:`pixel_radius_certified` is the boolean). Computed from the counts
+    when not given (see :mod:`certattr.certify`).
     """
 
     labels: np.ndarray
@@ -51,12 +56,29 @@ class Certificate:
     n0: int
     correction: str
     metadata: dict = field(default_factory=dict)
+    radii: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.radii is None:
+            self.radii = self.compute_radii()
+
+    def compute_radii(self) -> np.ndarray:
+        """R_p from the counts (float64, (len(ks), H, W)): sigma Phi^-1(p_lower), 0 where p_lower <= 1/2."""
+        from .certify import pixel_radius_table
+
+        table = pixel_radius_table(int(self.n) - int(self.n0), self.sigma, self.radius_level)
+        return table[np.asarray(self.counts, dtype=np.int64)]
 
     # --- derived quantities -------------------------------------------------------------------
     @property
     def radius(self) -> float:
         """Certified l2 radius R = sigma * Phi^-1(tau), in [0,1] pixel units."""
         return float(self.sigma * norm.ppf(self.tau))
+
+    @property
+    def radius_level(self) -> float:
+        """alpha/P: the level of each pixel's Clopper-Pearson bound (Bonferroni, also for Holm certificates)."""
+        return float(self.alpha) / self.n_pixels
 
     @property
     def n_pixels(self) -> int:
@@ -70,6 +92,17 @@ class Certificate:
 
     def label_map(self, k: float) -> np.ndarray:
         return self.labels[self.index(k)]
+
+    def pixel_radii(self, k: float) -> np.ndarray:
+        """(H, W) float64: the largest radius R_p each pixel certifies for its label ``majority`` at this K
+        (0 = none). With probability >= 1 - alpha, simultaneously for every pixel, the smoothed label is
+        ``majority`` for all ||delta||_2 < R_p; R_p >= R wherever a Bonferroni certificate certifies."""
+        return self.radii[self.index(k)]
+
+    def pixel_radius_certified(self, k: float) -> np.ndarray:
+        """(H, W) bool: pixels with a positive radius (p_lower > 1/2), a superset of the fixed-tau
+        Bonferroni-certified ones."""
+        return self.pixel_radii(k) > 0
 
     def fractions(self) -> dict:
         """Per K: fractions of pixels certified '1', certified '0' and abstained (they sum to 1)."""
@@ -97,9 +130,13 @@ class Certificate:
                 "holm": f"Holm's step-down over the P = {self.n_pixels} pixels"}[self.correction]
         text = (f"For each K, with probability at least 1 - alpha = {1 - self.alpha:g} over the {self.n} noise samples, "
                 f"every certified pixel keeps its label (top-K or not) under every perturbation with "
-                f"||delta||_2 <= R = {self.radius:.3f} ([0,1] pixel units; sigma = {self.sigma:g}, tau = {self.tau:g}); "
+                f"||delta||_2 < R = {self.radius:.3f} ([0,1] pixel units; sigma = {self.sigma:g}, tau = {self.tau:g}; "
+                f"strict: at ||delta||_2 = R the bound only gives probability >= 1/2); "
                 f"family-wise error controlled by {corr}, n0 = {self.n0} selection samples. "
-                f"Abstained pixels carry no claim.")
+                f"Abstained pixels carry no claim. Per pixel, the radius R_p = sigma Phi^-1(p_lower) "
+                f"(one-sided Clopper-Pearson bound at level alpha/P = {self.radius_level:.3g}, the Bonferroni level"
+                f"{' also for this Holm certificate' if self.correction == 'holm' else ''}) is certified for "
+                f"||delta||_2 < R_p, for all pixels at once with the same probability; R_p = 0 means no radius.")
         if m > 1:
             text += (f" The overlay of the {m} K values read as one claim holds with probability at least "
                      f"1 - {m}*alpha = {1 - m * self.alpha:g} (union bound).")
@@ -110,11 +147,19 @@ class Certificate:
         return {"ks": [float(k) for k in self.ks], "sigma": self.sigma, "tau": self.tau, "alpha": self.alpha,
                 "n": self.n, "n0": self.n0, "correction": self.correction, "radius": self.radius,
                 "n_pixels": self.n_pixels, "union_bound_alpha": len(self.ks) * self.alpha,
+                "pixel_radius_level": self.radius_level,
+                "pixel_radii": {str(float(k)): self._radius_summary(i) for i, k in enumerate(self.ks)},
                 "guarantee": self.statement(), "fractions": {str(k): v for k, v in self.fractions().items()},
                 "metadata": self.metadata}
 
+    def _radius_summary(self, i: int) -> dict:
+        r = self.radii[i]
+        pos = r[r > 0]
+        return {"fraction_with_radius": float((r > 0).mean()), "median_positive": float(np.median(pos)) if pos.size
+                else 0.0, "max": float(r.max())}
+
     # --- persistence ----------------------------------------------------------------------------
-    _ARRAYS = ("labels", "majority", "counts", "pvalues", "mean_sparsified")
+    _ARRAYS = ("labels", "majority", "counts", "pvalues", "mean_sparsified", "radii")
 
     def to_bytes(self) -> bytes:
         params = {"format": FORMAT_VERSION, "ks": [float(k) for k in self.ks], "sigma": self.sigma, "tau": self.tau,
@@ -132,11 +177,15 @@ class Certificate:
 
     @classmethod
     def load(cls, path) -> "Certificate":
+        """Load a saved certificate; format 1 files (before per-pixel radii) get their radii from the counts."""
         with np.load(path, allow_pickle=False) as data:
             params = json.loads(bytes(data["params"]).decode())
-            arrays = {name: data[name] for name in cls._ARRAYS}
-        if params.pop("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: certificate format not understood by this certattr version")
+            fmt = params.pop("format", None)
+            if fmt not in READABLE_FORMATS:
+                raise ValueError(f"{path}: certificate format {fmt!r} is not understood by this certattr version "
+                                 f"(it reads formats {list(READABLE_FORMATS)}); recompute the certificate or "
+                                 f"load it with the certattr version that wrote it")
+            arrays = {name: data[name] for name in cls._ARRAYS if name in data.files}
         params["ks"] = tuple(params["ks"])
         return cls(**arrays, **params)
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from html.parser import HTMLParser
+
 import pytest
 
 from certattr.book import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
@@ -17,8 +19,9 @@ def _copy_book(dst: Path) -> Path:
         shutil.copy(ROOT / name, dst / name)
     shutil.copytree(ROOT / "notebooks", dst / "notebooks")
     (dst / "book").mkdir()
-    for md in (ROOT / "book").glob("*.md"):
-        shutil.copy(md, dst / "book" / md.name)
+    for path in (ROOT / "book").iterdir():  # the pages, references.bib, ...; not the generated book/chapters/
+        if path.is_file():
+            shutil.copy(path, dst / "book" / path.name)
     return dst
 
 
@@ -28,11 +31,18 @@ def _certattr(*args, cwd=None):
                           env=env, timeout=3000)
 
 
-@pytest.mark.slow
-def test_smoke_book_builds_offline_with_warnings_as_errors_then_warm(tmp_path):
-    root = _copy_book(tmp_path)
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """The smoke book, built once (cold) for every test of this module that needs it: (root, cold run)."""
+    root = _copy_book(tmp_path_factory.mktemp("smoke_book"))
     cold = _certattr("book", "--profile", "smoke", "--root", str(root))
     assert cold.returncode == 0, cold.stdout[-3000:] + cold.stderr[-3000:]
+    return root, cold
+
+
+@pytest.mark.slow
+def test_smoke_book_builds_offline_with_warnings_as_errors_then_warm(smoke_book):
+    root, cold = smoke_book
     html = root / "_build" / "html" / "book" / "chapters" / "method.html"
     text = html.read_text()
     for chapter in CHAPTERS:
@@ -40,9 +50,123 @@ def test_smoke_book_builds_offline_with_warnings_as_errors_then_warm(tmp_path):
     # the numbers in the text come from the run (glue): R for sigma = 0.15, tau = 0.75
     assert re.search(r"R = σ·Φ⁻¹\(τ\) = (<[^>]+>)*0\.101", text)
     assert "{glue" not in text and "{glue" not in (root / "_build" / "html" / "book" / "mathematics.html").read_text()
+    execution = (root / "_build" / "html" / "book" / "chapters" / "execution.html").read_text()
+    assert execution.count("executed in this run in") == len(CHAPTERS), execution[-3000:]
     warm = _certattr("book", "--profile", "smoke", "--root", str(root))
     assert warm.returncode == 0
     assert warm.stdout.count("up to date, not re-executed") == len(CHAPTERS)
+    execution = (root / "_build" / "html" / "book" / "chapters" / "execution.html").read_text()
+    assert execution.count("up to date (executed on") == len(CHAPTERS), execution[-3000:]
+    assert "executed in this run" not in execution
+
+
+class _Assets(HTMLParser):
+    """The script/link/img/... references of one HTML page, and the bodies of its inline scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs, self.images, self.inline_scripts, self._in_script = [], [], [], False
+
+    #: the tags whose references the browser loads (an <a href> is a link the reader may follow, not an asset)
+    LOADED = {"script", "link", "img", "iframe", "source", "video", "audio", "embed", "object", "input"}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in self.LOADED:
+            self.refs += [(tag, name, attrs[name]) for name in ("src", "href", "data", "poster", "srcset")
+                          if attrs.get(name)]
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        self._in_script = tag == "script" and not attrs.get("src")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.inline_scripts.append(data)
+
+
+_REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
+
+
+def _decodes(page: Path, src: str) -> str | None:
+    """None if the image ``src`` of ``page`` is a readable, decodable image, else why not."""
+    import base64
+    import io
+    from urllib.parse import unquote, urlsplit
+    from xml.etree import ElementTree
+
+    from PIL import Image
+
+    if src.startswith("data:"):
+        header, _, payload = src.partition(",")
+        data = base64.b64decode(payload) if ";base64" in header else unquote(payload).encode()
+        name = "inline." + header.split("/")[-1].split(";")[0]
+    else:
+        path = (page.parent / unquote(urlsplit(src).path)).resolve()
+        if not path.is_file():
+            return f"{src}: no such file {path}"
+        data, name = path.read_bytes(), path.name
+    try:
+        if name.endswith(("svg", "svg+xml")):
+            ElementTree.fromstring(data)
+        else:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                assert image.size[0] > 0 and image.size[1] > 0
+    except Exception as err:  # noqa: BLE001 - report which image and why
+        return f"{src}: not a decodable image ({type(err).__name__}: {err})"
+    return None
+
+
+@pytest.mark.slow
+def test_smoke_book_renders_math_offline_with_local_assets_only(smoke_book, tmp_path):
+    """MathJax (served from _static, no CDN) typesets every formula in headless Chromium; no page loads a
+    script, stylesheet or image from a remote host; every <img> is a file of the build that decodes."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed: `make test` installs it as root "
+                    "(apt-get update && apt-get install -y chromium)")
+    root, _ = smoke_book
+    html = root / "_build" / "html"
+    pages = sorted(html.rglob("*.html"))
+    assert len(pages) > len(CHAPTERS)
+    problems = []
+    for page in pages:
+        parser = _Assets()
+        parser.feed(page.read_text())
+        rel = page.relative_to(html)
+        problems += [f"{rel}: <{tag} {name}={value!r}> is remote" for tag, name, value in parser.refs
+                     if _REMOTE.match(value)]
+        problems += [f"{rel}: an inline script names a remote URL: {body.strip()[:200]!r}"
+                     for body in parser.inline_scripts if re.search(r"(https?:)?//[\w.-]+\.[a-z]{2,}/", body)]
+        problems += [f"{rel}: {why}" for src in parser.images if (why := _decodes(page, src))]
+    for css in html.rglob("*.css"):
+        problems += [f"{css.relative_to(html)}: remote {ref}"
+                     for ref in re.findall(r"(?:@import|url\()\s*['\"]?(?:https?:)?//[^)'\";]+", css.read_text())]
+    assert not problems, "\n".join(problems[:50])
+
+    math_page = html / "book" / "mathematics.html"
+    static = math_page.read_text()
+    assert "_static/mathjax/tex-chtml.js" in static and (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    n_math = len(re.findall(r'class="math notranslate nohighlight"', static))
+    n_display = len(re.findall(r'<div class="math notranslate nohighlight"', static))
+    assert n_display >= 8 and n_math > n_display  # the labelled equations and the inline formulas
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000", "--dump-dom",
+           math_page.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+    typeset = len(re.findall(r"<mjx-container\b", dom))
+    assert typeset >= n_math, (typeset, n_math, dom[-2000:])
+    assert len(re.findall(r'<mjx-container\b[^>]*display="true"', dom)) >= n_display
+    assert "<mjx-merror" not in dom  # no TeX error
+    text = re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)
+    assert not re.search(r"\\\(|\\\[|\$\$", text), "raw TeX left in the page"
+    # the equation references and the citations resolved (-W -n would also have failed the build)
+    assert 'href="#equation-eq-radius"' in static and 'href="bibliography.html#' in static
 
 
 def test_a_failing_chapter_stops_the_build_naming_chapter_and_cell(tmp_path):
@@ -83,3 +207,27 @@ def test_papermill_reads_every_parameter_each_profile_passes(chapter, tmp_path):
     declared = papermill.inspect_notebook(str(path))
     for profile in PROFILES:
         assert set(chapter_parameters(profile, chapter)) <= set(declared), (profile, sorted(set(chapter_parameters(profile, chapter)) - set(declared)))
+
+
+def test_execution_page_reports_hardware_versions_and_each_chapters_run(tmp_path):
+    from certattr.execution import PACKAGES, record_execution, write_execution_page
+
+    out = tmp_path / "book" / "chapters"
+    out.mkdir(parents=True)
+    start = 1_800_000_000.0
+    record_execution(out, "method", 53.24, profile="smoke", finished=start + 60)       # executed by this build
+    record_execution(out, "robustness", 412.0, profile="smoke", finished=start - 3600)  # up to date, from before
+    record_execution(out, "vit", 7.0, profile="cpu", finished=start - 60)              # not run by this build (--only)
+    page = write_execution_page(tmp_path, "smoke", CHAPTERS, ran=["method", "robustness"], since=start,
+                                overrides={"sigma": 0.25}, now=start + 100).read_text()
+    assert page.startswith("# Execution of this build") and "2027-01-15 08:01 UTC" in page
+    assert "profile **`smoke`**, with the overrides `sigma = 0.25`" in page
+    for item in ("| CPU |", "| cores |", "| memory |", "| GPU |", "| Python |"):
+        assert item in page
+    for package in PACKAGES:
+        assert f"| {package} |" in page
+    assert "| {doc}`method` | executed in this run in 53 s, profile `smoke` |" in page
+    assert "| {doc}`robustness` | up to date (executed on 2027-01-15 07:00 UTC in 412 s (6.9 min)), profile `smoke` |" in page
+    assert "| {doc}`vit` | not run in this build (executed on 2027-01-15 07:59 UTC in 7 s), profile `cpu` |" in page
+    assert "| {doc}`gallery` | not executed |" in page
+    assert page.count("| {doc}`") == len(CHAPTERS)

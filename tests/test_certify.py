@@ -113,3 +113,112 @@ def test_certificate_roundtrip_and_overlay(tmp_path):
         assert np.array_equal(ov == k, expected)
     text = cert.statement()
     assert "1 - 3*alpha" in text and "Bonferroni" in text and "R = 0.169" in text
+
+
+# --- per-pixel certified radius ------------------------------------------------------------------------------
+def bisection_lower_bound(c, m, level, iters=200):
+    """The p in [0, 1] with P(Bin(m, p) >= c) = level, by bisection on binom.sf (increasing in p)."""
+    if c == 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if binom.sf(c - 1, m, mid) < level:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def test_clopper_pearson_lower_bound_against_bisection_and_closed_form():
+    from certattr.certify import clopper_pearson_lower
+
+    for m, level in [(90, 0.001 / 224 ** 2), (40, 0.05), (7, 0.2)]:
+        got = clopper_pearson_lower(np.arange(m + 1), m, level)
+        want = [bisection_lower_bound(c, m, level) for c in range(m + 1)]
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        assert got[m] == pytest.approx(level ** (1 / m), rel=1e-12)  # c = m: p^m = level
+        assert np.all(np.diff(got) > 0)
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "holm"])
+def test_pixel_radii_match_an_independent_computation(correction):
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(11)
+    base = rng.random((10, 12))
+    maps = base[None] + 0.05 * rng.standard_normal((120, 10, 12))
+    sigma, tau, alpha = 0.25, 0.75, 0.01
+    cert = certify_maps(maps, [50, 20], sigma=sigma, n0=10, tau=tau, alpha=alpha, correction=correction)
+    m, P = 110, 120
+    for i, k in enumerate(cert.ks):
+        radii = cert.pixel_radii(k)
+        assert radii.shape == (10, 12) and radii.dtype == np.float64
+        for idx in np.ndindex(10, 12):
+            p_lower = bisection_lower_bound(int(cert.counts[i][idx]), m, alpha / P)
+            want = sigma * norm.ppf(p_lower) if p_lower > 0.5 else 0.0
+            assert radii[idx] == pytest.approx(want, rel=1e-7, abs=1e-12), (k, idx)
+        np.testing.assert_array_equal(cert.pixel_radius_certified(k), radii > 0)
+        bonferroni = cert.pvalues[i] <= alpha / P
+        assert bonferroni.any() and (radii[bonferroni] >= cert.radius).all()
+        if correction == "bonferroni":  # every certified pixel certifies at least R; abstaining ones less
+            certified = cert.labels[i] != ABSTAIN
+            assert (radii[certified] >= cert.radius).all() and (radii[~certified] < cert.radius).all()
+        assert (radii > 0).sum() >= bonferroni.sum()  # p_lower > 1/2 is weaker than p_lower >= tau
+
+
+def test_pixel_radius_at_the_paper_defaults():
+    """n = 100, n0 = 10, alpha = 0.001, P = 224^2: 90/90 agreeing gives p_lower = (alpha/P)^(1/90) and the
+    largest radius; 88/90 (the fewest that certify at tau = 0.75) gives R_p >= R; 50/90 gives none."""
+    from scipy.stats import norm
+
+    P = 224 ** 2
+    counts = np.full((1, 224, 224), 50, np.int32)
+    counts[0, 0, :3] = [90, 88, 87]
+    shape = counts.shape
+    cert = Certificate(labels=np.full(shape, ABSTAIN, np.int8), majority=np.ones(shape, np.int8), counts=counts,
+                       pvalues=binom.sf(counts - 1, 90, 0.75), mean_sparsified=np.zeros(shape, np.float32),
+                       ks=(50.0,), sigma=0.25, tau=0.75, alpha=0.001, n=100, n0=10, correction="bonferroni")
+    r = cert.pixel_radii(50)
+    assert r[0, 0] == pytest.approx(0.25 * norm.ppf((0.001 / P) ** (1 / 90)), rel=1e-12)
+    assert r[0, 1] >= cert.radius > r[0, 2] > 0 and r[1, 1] == 0
+    assert not cert.pixel_radius_certified(50)[1, 1]
+
+
+def test_pixel_radii_are_saved_and_old_files_still_load(tmp_path):
+    import io
+    import json
+
+    rng = np.random.default_rng(3)
+    maps = rng.random((8, 8))[None] + 0.01 * rng.standard_normal((100, 8, 8))
+    cert = certify_maps(maps, [50, 10], sigma=0.15)
+    again = Certificate.load(cert.save(tmp_path / "c.npz"))
+    assert again == cert
+    np.testing.assert_array_equal(again.radii, cert.radii)
+    with np.load(tmp_path / "c.npz") as data:
+        assert "radii" in data.files
+    # a format-1 file (written before per-pixel radii): no radii array; they are recomputed from the counts
+    with np.load(tmp_path / "c.npz") as data:
+        params = json.loads(bytes(data["params"]).decode())
+        arrays = {k: data[k] for k in data.files if k not in ("params", "radii")}
+    params["format"] = 1
+    buf = io.BytesIO()
+    np.savez_compressed(buf, params=np.frombuffer(json.dumps(params).encode(), dtype=np.uint8), **arrays)
+    (tmp_path / "old.npz").write_bytes(buf.getvalue())
+    old = Certificate.load(tmp_path / "old.npz")
+    np.testing.assert_array_equal(old.radii, cert.radii)
+    params["format"] = 99
+    buf = io.BytesIO()
+    np.savez_compressed(buf, params=np.frombuffer(json.dumps(params).encode(), dtype=np.uint8), **arrays)
+    (tmp_path / "future.npz").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match=r"format 99 is not understood.*reads formats \[1, 2\]"):
+        Certificate.load(tmp_path / "future.npz")
+
+
+def test_statement_says_strict_radius_and_per_pixel_level():
+    cert = certify_maps(np.random.default_rng(0).random((100, 6, 6)), [50], sigma=0.25)
+    text = cert.statement()
+    assert "||delta||_2 < R = 0.169" in text and "<= R" not in text
+    assert "alpha/P" in text and "R_p" in text
+    holm = certify_maps(np.random.default_rng(0).random((100, 6, 6)), [50], sigma=0.25, correction="holm")
+    assert "Bonferroni level also for this Holm certificate" in holm.statement()

@@ -3,6 +3,7 @@ defined/undefined combinations, batch-size invariance, hyperparameter checks, re
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -289,8 +290,8 @@ def test_rise_masks_follow_the_recipe():
     """cell = ceil(size / s); a grid upsampled to (s + 1) cells and shifted by less than a cell: every
     mask is a crop of a bilinear upsampling of its grid."""
     masks = rise_masks(50, 4, 0.5, (8, 8), seed=0)(0, 50)  # cell 2, upsampled 10x10
-    gen = torch.Generator().manual_seed(0)
-    grids = (torch.rand(50, 1, 4, 4, generator=gen) < 0.5).float()
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(0)))  # the documented generator
+    grids = torch.from_numpy(rng.random((50, 1, 4, 4)) < 0.5).float()
     up = nn.functional.interpolate(grids, size=(10, 10), mode="bilinear", align_corners=False)[:, 0]
     for mask, full in zip(masks, up):
         assert any(torch.equal(mask, full[dy:dy + 8, dx:dx + 8]) for dy in range(2) for dx in range(2))
@@ -336,15 +337,62 @@ def test_occlusion_against_a_loop(layer, window, stride):
     h, w = act.shape[2:]
     size, step = window or OCCLUSION_DEFAULTS[layer][0], stride or OCCLUSION_DEFAULTS[layer][1]
     wh, ww = min(size, h), min(size, w)
-    expected = torch.zeros(2, h, w)
+    total, covered = torch.zeros(2, h, w), torch.zeros(h, w)
     with torch.no_grad():
         y = forward(act)[:, target]
         for y0 in window_starts(h, wh, step):
             for x0 in window_starts(w, ww, step):
                 occluded = act.clone()
                 occluded[:, :, y0:y0 + wh, x0:x0 + ww] = 0
-                expected[:, y0:y0 + wh, x0:x0 + ww] += ((y - forward(occluded)[:, target]) / (wh * ww))[:, None, None]
-    torch.testing.assert_close(occlusion.attribute(model, x, target, layer), expected, rtol=1e-5, atol=1e-7)
+                total[:, y0:y0 + wh, x0:x0 + ww] += (y - forward(occluded)[:, target])[:, None, None]
+                covered[y0:y0 + wh, x0:x0 + ww] += 1
+    assert (covered > 0).all()
+    torch.testing.assert_close(occlusion.attribute(model, x, target, layer), total / covered, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("window,stride", [(4, 2), (5, 3), (8, 4)])
+def test_occlusion_equals_captum_at_the_input_layer(window, stride):
+    """captum.attr.Occlusion on the normalized image (windows over all channels, baseline 0) gives every
+    channel of a position the mean drop of the target logit over the windows covering it: ours, per channel.
+    The sizes are chosen so that captum's windows (starts 0, s, 2s, ... that fit) are ours (no flush window)."""
+    from captum.attr import Occlusion as CaptumOcclusion
+
+    model, x, target = tiny_vgg_model(), images(2), 6
+    act, forward = layer_input(model, x, "input")
+    h, w = act.shape[2:]
+    assert window_starts(h, window, stride) == list(range(0, h - window + 1, stride))
+    theirs = CaptumOcclusion(forward).attribute(act, sliding_window_shapes=(act.shape[1], window, window),
+                                                strides=(act.shape[1], stride, stride), baselines=0, target=target)
+    ours = get_method("occlusion", window=window, stride=stride, forward_batch=9).attribute(model, x, target, "input")
+    for c in range(act.shape[1]):
+        torch.testing.assert_close(theirs[:, c], ours, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(theirs.sum(dim=1), act.shape[1] * ours, rtol=1e-5, atol=1e-5)
+
+
+class _ConstantDrop(nn.Module):
+    """A 'head' whose target logit drops by exactly 1 whenever anything is occluded: logit 0 =
+    1[all of A is nonzero] (A > 0 everywhere here)."""
+
+    def forward(self, a):
+        whole = (a != 0).flatten(1).all(dim=1).float()
+        return torch.stack([whole, torch.zeros_like(whole)], dim=1)
+
+
+def test_occlusion_at_a_7x7_final_layer_has_no_centre_bias():
+    """5x5 windows at stride 2 on 7x7 (4 windows; the centre 3x3 is covered by all 4, the corners by 1): a
+    model whose logit drops by the same amount for every window gives a constant map. Dividing the sum by
+    the window area instead (the reference) would give 4/25 at the centre 3x3 and 1/25 at the corners."""
+    from types import SimpleNamespace
+
+    act = torch.rand(3, 8, 7, 7) + 0.5
+    view = SimpleNamespace(inputs=act, layer="final", module=_ConstantDrop(), context=(),
+                           forward=_ConstantDrop())
+    occlusion = get_method("occlusion", forward_batch=4)
+    count, _, keep = occlusion.windows("final", (7, 7))
+    covered = (1 - keep(0, count)).sum(dim=0)
+    assert count == 4 and covered[3, 3] == 4 and covered[0, 0] == 1 and covered[2:5, 2:5].eq(4).all()
+    saliency = occlusion.explain(view, torch.zeros(3, dtype=torch.long), seed=0, image_id="")
+    torch.testing.assert_close(saliency, torch.ones(3, 7, 7), rtol=0, atol=0)
 
 
 # --- the registered architectures (random weights except EfficientNet-Lite0; batch 1 each) --------
@@ -431,3 +479,42 @@ def test_gap_linear_closed_form_equals_head_passes(name, monkeypatch):
     passes = method.attribute(model, x, torch.tensor([1, 4, 7]), "final", image_id="a")
     torch.testing.assert_close(closed, passes, rtol=1e-4, atol=1e-6 * passes.abs().max().item())
     assert passes.abs().max() > 0
+
+
+@pytest.mark.parametrize("name", ["rise", "occlusion"])
+@pytest.mark.parametrize("layer", ["input", "final"])
+def test_masked_passes_are_shared_across_targets_bit_for_bit(name, layer):
+    """The masked passes of RISE/Occlusion do not depend on the target: a second target on the same noisy
+    copies replays them from the memo, and gives exactly the maps of a fresh computation."""
+    from certattr.methods.perturbation import MASKED_LOGITS
+
+    model, x = tiny_model(seed=4), images(3, seed=6)
+    method = get_method(name, **({"n_masks": 12} if name == "rise" else {}))
+    MASKED_LOGITS.entries.clear(); MASKED_LOGITS.bytes = 0
+    first = method.attribute(model, x, 1, layer, seed=0, image_id="g")
+    hits = MASKED_LOGITS.hits
+    second = method.attribute(model, x, 2, layer, seed=0, image_id="g")
+    assert MASKED_LOGITS.hits == hits + 1
+    MASKED_LOGITS.entries.clear(); MASKED_LOGITS.bytes = 0
+    assert torch.equal(second, method.attribute(model, x, 2, layer, seed=0, image_id="g"))
+    assert torch.equal(first, method.attribute(model, x, 1, layer, seed=0, image_id="g"))
+    assert not torch.equal(first, second)
+    # other copies or other masks are not confused with these
+    other = method.attribute(model, x + 0.01, 2, layer, seed=0, image_id="g")
+    assert not torch.equal(other, second)
+
+
+def test_final_activation_memo_returns_the_forward_it_stands_for():
+    model, x = tiny_model(seed=4), images(3, seed=6)
+    xn = model.normalize(x)
+    a = model.view(xn, "final")
+    b = model.view(xn.clone(), "final")
+    assert b.inputs is a.inputs  # the memo hit: the same tensor
+    with torch.no_grad():
+        fresh, _ = model.features(xn)
+    assert torch.equal(a.inputs, fresh)
+    c = model.view(model.normalize(images(3, seed=7)), "final")
+    assert not torch.equal(c.inputs, a.inputs)
+    for name in ("grad", "gradcam", "lrp", "ablationcam"):  # no method changes the shared activation
+        get_method(name).attribute(model, x, 1, "final")
+    assert torch.equal(model.view(xn, "final").inputs, fresh)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +20,72 @@ from .base import AttributionMethod, check_pass_batch, pass_batch, register, tar
 
 #: Occlusion (window, stride) per layer when not overridden (the reference settings).
 OCCLUSION_DEFAULTS = {"input": (16, 8), "final": (5, 2)}
+
+
+class MaskedLogitsMemo:
+    """A bounded LRU of the logits of masked forward passes, keyed by the exact bytes of the layer's tensor
+    (and context), the model's weight fingerprint, the module and a description of the masks.
+
+    The passes of RISE and Occlusion do not depend on the target class: the four target cells of a 2x2 grid
+    (same noisy copies) share them, so each grid pays for its masked passes once instead of four times
+    (the same logits bit for bit, since they are the logits the first target's passes computed)."""
+
+    def __init__(self, max_bytes: int = 256 * 2 ** 20):
+        from collections import OrderedDict
+
+        self.max_bytes, self.bytes, self.hits, self.misses = max_bytes, 0, 0, 0
+        self.entries: "OrderedDict[str, list]" = OrderedDict()
+
+    @staticmethod
+    def key(view, masks_id: tuple) -> str:
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        model = getattr(view, "model", None)
+        weights = model.fingerprint() if hasattr(model, "fingerprint") else str(id(view.module))
+        h.update(repr((masks_id, weights, view.layer, type(view.module).__name__, bool(view.module.training))).encode())
+        for t in (view.inputs, *view.context):
+            h.update(f"{tuple(t.shape)}|{t.dtype}|{t.device}".encode())
+            h.update(t.detach().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def get(self, key: str):
+        value = self.entries.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: list) -> None:
+        size = sum(m.numel() * m.element_size() + l.numel() * l.element_size() for m, l in value)
+        if size > self.max_bytes // 4:  # too large to be worth keeping (e.g. 1000 masks at 224x224)
+            return
+        self.entries[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, old) = self.entries.popitem(last=False)
+            self.bytes -= old
+
+
+MASKED_LOGITS = MaskedLogitsMemo()
+
+
+def shared_masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor], forward_batch: int | None,
+                           masks_id: tuple) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`masked_forwards` through :data:`MASKED_LOGITS`: a repeated call on the same tensor and masks
+    (another target of the same noisy copies) replays the stored (masks, logits) chunks."""
+    key = MASKED_LOGITS.key(view, (masks_id, count, forward_batch))
+    found = MASKED_LOGITS.get(key)
+    if found is not None:
+        yield from found[0]
+        return
+    kept = []
+    for chunk, logits in masked_forwards(view, count, masks, forward_batch):
+        kept.append((chunk, logits))
+        yield chunk, logits
+    MASKED_LOGITS.put(key, kept)
 
 
 def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
@@ -74,15 +141,18 @@ def rise_masks(count: int, grid: int, p: float, size: tuple[int, int], seed: int
 
     Each mask is a (grid x grid) binary grid with P(1) = p, upsampled bilinearly (align_corners=False)
     to (grid + 1) * cell with cell = ceil(size / grid), then cropped to ``size`` at a random shift in
-    [0, cell). The grids and shifts of all ``count`` masks are drawn at once from ``seed`` on the CPU, so a
-    mask does not depend on the chunking.
+    [0, cell). The grids and shifts of all ``count`` masks are drawn at once on the CPU from NumPy's
+    ``Generator(PCG64(SeedSequence(seed)))`` (the whole seed is used, e.g. the 128-bit
+    :func:`certattr.noise.sample_seed`; torch's CPU generator would keep only its low 32 bits): the grids
+    first (``random((count, 1, grid, grid)) < p``), then the row and the column shifts. A mask does not
+    depend on the chunking.
     """
     h, w = size
     cell = (math.ceil(h / grid), math.ceil(w / grid))
     up = ((grid + 1) * cell[0], (grid + 1) * cell[1])
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    grids = (torch.rand(count, 1, grid, grid, generator=gen) < p).float()
-    shifts = torch.stack([torch.randint(0, c, (count,), generator=gen) for c in cell], dim=1)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed))))
+    grids = torch.from_numpy(rng.random((count, 1, grid, grid)) < p).float()
+    shifts = torch.from_numpy(np.stack([rng.integers(0, c, count) for c in cell], axis=1))
 
     def masks(start: int, stop: int) -> torch.Tensor:
         upsampled = F.interpolate(grids[start:stop], size=up, mode="bilinear", align_corners=False)[:, 0]
@@ -118,7 +188,8 @@ class Rise(AttributionMethod):
         masks = rise_masks(n, self.params["grid"], p, size, sample_seed(seed, image_id, 0, stream="rise"))
         saliency = view.inputs.new_zeros((view.inputs.shape[0], *size))
         with torch.inference_mode():
-            for chunk, logits in masked_forwards(view, n, masks, self.params["forward_batch"]):
+            masks_id = ("rise", n, self.params["grid"], p, sample_seed(seed, image_id, 0, stream="rise"))
+            for chunk, logits in shared_masked_forwards(view, n, masks, self.params["forward_batch"], masks_id):
                 probs = _per_target(logits.softmax(dim=-1), target)
                 saliency += torch.einsum("bk,khw->bhw", probs, chunk)
         return saliency / (n * p)
@@ -136,9 +207,13 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 @register
 class Occlusion(AttributionMethod):
-    """Sum over the windows covering a pixel of (y - y_occluded) / window area; y = target logit.
+    """Per pixel, the mean over the windows covering it of y - y_occluded; y = the target logit.
 
-    A square window of side ``window`` (clipped to the map) slides with ``stride``; occluding sets all
+    This is captum's convention (``captum.attr.Occlusion`` divides the summed drops by the number of windows
+    that covered each position; tested against it). The reference divided the sum by the window *area*
+    instead, so on a 7x7 Final map with 5x5 windows at stride 2 (4 windows) the centre 3x3, covered by all 4
+    windows, outranked every other pixel whatever the image (SPEC §2). Pixels no window covers get 0 (with
+    :func:`window_starts` every pixel is covered). A square window of side ``window`` (clipped to the map) slides with ``stride``; occluding sets all
     channels inside it to 0 in the layer's space. ``window``/``stride`` None mean the layer's reference
     setting: 16/8 at the Input layer, 5/2 at the Final layer.
     """
@@ -172,9 +247,12 @@ class Occlusion(AttributionMethod):
     def explain(self, view, target, *, seed, image_id):
         count, area, keep = self.windows(view.layer, tuple(view.inputs.shape[2:]))
         saliency = view.inputs.new_zeros((view.inputs.shape[0], *view.inputs.shape[2:]))
+        coverage = view.inputs.new_zeros(tuple(view.inputs.shape[2:]))  # windows covering each pixel
         with torch.inference_mode():
             y = target_logits(view.forward(view.inputs), target)
-            for chunk, logits in masked_forwards(view, count, keep, self.params["forward_batch"]):
+            masks_id = ("occlusion", view.layer, count, area, self.params["window"], self.params["stride"])
+            for chunk, logits in shared_masked_forwards(view, count, keep, self.params["forward_batch"], masks_id):
                 drop = y[:, None] - _per_target(logits, target)
                 saliency += torch.einsum("bk,khw->bhw", drop, 1 - chunk)
-        return saliency / area
+                coverage += (1 - chunk).sum(dim=0)
+        return torch.where(coverage > 0, saliency / coverage.clamp_min(1), torch.zeros_like(saliency))

@@ -1,0 +1,185 @@
+"""The book's "Execution of this build" page: when, on what hardware, with which software, how long each chapter took.
+
+``run_chapter`` records each successful execution beside the executed notebook, in
+``book/chapters/.<chapter>.run.json`` (seconds, date, profile); ``build_book`` then calls
+:func:`write_execution_page`, which writes ``book/chapters/execution.md`` before the book is built (the page is
+in ``_toc.yml``, so it must exist for every profile). A chapter that was not re-executed because it was up to
+date shows the date and duration of the run that produced its notebook.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["PACKAGES", "record_execution", "read_execution", "hardware", "software", "write_execution_page"]
+
+#: the distributions whose versions the page lists (PyPI names)
+PACKAGES = ["torch", "torchvision", "captum", "zennit", "timm", "numpy", "scipy", "pandas", "matplotlib", "seaborn",
+            "papermill", "jupytext", "jupyter-book", "sphinx", "myst-nb", "sphinx-mathjax-offline",
+            "sphinxcontrib-bibtex", "certattr"]
+
+
+def _record_path(output_dir: Path, chapter: str) -> Path:
+    return Path(output_dir) / f".{chapter}.run.json"
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def record_execution(output_dir: Path, chapter: str, seconds: float, *, profile: str | None = None,
+                     finished: float | None = None) -> Path:
+    """Write the record of one successful execution of ``chapter`` (``finished`` defaults to now)."""
+    path = _record_path(output_dir, chapter)
+    finished = time.time() if finished is None else finished
+    path.write_text(json.dumps({"chapter": chapter, "seconds": round(float(seconds), 1), "finished": finished,
+                                "date": _date(finished), "profile": profile}, indent=1))
+    return path
+
+
+def read_execution(output_dir: Path, chapter: str) -> dict | None:
+    """The record of the last successful execution of ``chapter``, or None (never run, failed, or unreadable)."""
+    path = _record_path(output_dir, chapter)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _memory_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "unknown"
+
+
+def _gpu() -> str:
+    try:
+        import torch
+    except Exception as err:  # torch missing or broken: say so rather than fail the book
+        return f"unknown (torch not importable: {type(err).__name__})"
+    if not torch.cuda.is_available():
+        return "none (torch.cuda.is_available() is False)"
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ", ".join(names) + f" (CUDA {torch.version.cuda})"
+
+
+def hardware() -> list[tuple[str, str]]:
+    """(item, value) rows: CPU model, cores, memory, GPU, operating system."""
+    cores = os.cpu_count() or 0
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = cores
+    return [("CPU", _cpu_model()),
+            ("cores", f"{cores}" + (f" ({usable} usable by this process)" if usable != cores else "")),
+            ("memory", _memory_gib()),
+            ("GPU", _gpu()),
+            ("operating system", platform.platform())]
+
+
+def software(packages=PACKAGES) -> list[tuple[str, str]]:
+    """(package, version) rows, Python first; 'not installed' for a missing distribution."""
+    rows = [("Python", sys.version.split()[0] + f" ({platform.python_implementation()})")]
+    for name in packages:
+        try:
+            rows.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            rows.append((name, "not installed"))
+    return rows
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: tuple[str, str], rows) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {_cell(a)} | {_cell(b)} |" for a, b in rows]
+    return "\n".join(lines)
+
+
+def _seconds(seconds) -> str:
+    seconds = float(seconds)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+
+
+def chapter_rows(output_dir: Path, chapters, *, ran=(), since: float | None = None) -> list[tuple[str, str]]:
+    """Per chapter: executed in this run (seconds), up to date (date and seconds of the run that made it), or not run.
+
+    ``ran``: the chapters this build ran (executed or found up to date); ``since``: when this build started, so
+    a record written after it is an execution of this run.
+    """
+    rows = []
+    for chapter in chapters:
+        record = read_execution(output_dir, chapter)
+        if record is None:
+            executed = (Path(output_dir) / f"{chapter}.ipynb").exists()
+            status = "executed (no timing recorded)" if executed else "not executed"
+        elif since is not None and chapter in ran and record.get("finished", 0) >= since:
+            status = f"executed in this run in {_seconds(record['seconds'])}"
+        elif chapter in ran:
+            status = f"up to date (executed on {record['date']} in {_seconds(record['seconds'])})"
+        else:
+            status = f"not run in this build (executed on {record['date']} in {_seconds(record['seconds'])})"
+        if record is not None and record.get("profile"):
+            status += f", profile `{record['profile']}`"
+        rows.append((f"{{doc}}`{chapter}`", status))
+    return rows
+
+
+def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: float | None = None,
+                         overrides: dict | None = None, now: float | None = None) -> Path:
+    """Write ``<root>/book/chapters/execution.md`` and return its path."""
+    output_dir = Path(root) / "book" / "chapters"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time() if now is None else now
+    override_text = (", with the overrides " + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in overrides.items())
+                     if overrides else "")
+    total = sum(float(r["seconds"]) for c in chapters
+                if (r := read_execution(output_dir, c)) and since is not None and c in ran and r.get("finished", 0) >= since)
+    page = "\n".join([
+        "# Execution of this build",
+        "",
+        f"This book was built on **{_date(now)}** with the profile **`{profile}`**{override_text} "
+        "(each chapter lists its parameters in its first cell). The chapters were executed with papermill by "
+        "`certattr book`; a chapter whose notebook, parameters and `certattr` sources had not changed since its "
+        "last run was not executed again, and its row gives the date and duration of the run that produced it.",
+        "",
+        "## Hardware",
+        "",
+        _table(("item", "value"), hardware()),
+        "",
+        "## Software",
+        "",
+        _table(("package", "version"), software()),
+        "",
+        "## Chapters",
+        "",
+        _table(("chapter", "execution"), chapter_rows(output_dir, chapters, ran=ran, since=since)),
+        "",
+        f"Chapters executed in this run: {_seconds(total)} in all.",
+        "",
+    ])
+    path = output_dir / "execution.md"
+    path.write_text(page)
+    return path

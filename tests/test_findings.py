@@ -1,0 +1,228 @@
+"""Verdicts on the paper's findings: each check agrees on data built to agree, disagrees on data built
+to disagree, and is inconclusive or 'not tested' where the data cannot decide."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest, spearmanr
+
+from certattr import findings as F
+from certattr.experiments import pooled
+from certattr.metrics import certified_components, pooled_fractions
+
+RNG = np.random.default_rng(0)
+
+
+def rob_rows(values, *, sigmas=(0.15,), ks=(50.0,), taus=(0.75,), n_pixels=10000, components=None):
+    """values(image, method, layer, sigma, k, tau) -> (certified_1 fraction, abstain fraction)."""
+    rows = []
+    for image in [f"im{i}" for i in range(8)]:
+        for method in ("grad", "ixg", "lrp", "rise", "occlusion"):
+            for layer in ("input", "final"):
+                for sigma in sigmas:
+                    for tau in taus:
+                        for k in ks:
+                            c1, ab = values(image, method, layer, sigma, k, tau)
+                            n1, na = int(round(c1 * n_pixels)), int(round(ab * n_pixels))
+                            row = {"image_id": image, "model": "m", "method": method, "layer": layer, "sigma": sigma,
+                                   "tau": tau, "k": k, "radius": sigma * 0.6745, "n_pixels": n_pixels,
+                                   "n_certified_1": n1, "n_abstain": na, "n_certified_0": n_pixels - n1 - na,
+                                   "certified_1": n1 / n_pixels, "abstain": na / n_pixels, "robustness": 1 - na / n_pixels}
+                            if components:
+                                row.update(components(image, method, layer, k, n1))
+                            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_sign_test_and_bootstrap_match_independent_computations():
+    d = np.array([1.0, 2.0, -0.5, 3.0, 0.0, 4.0, 1.5])
+    pos, neg, p = F.sign_test(d)
+    assert (pos, neg) == (5, 1) and math.isclose(p, binomtest(5, 6, 0.5).pvalue)
+    x = RNG.normal(1.0, 1.0, 400)
+    est, low, high = F.bootstrap_interval(x, np.mean)
+    se = x.std(ddof=1) / math.sqrt(len(x))
+    assert est == pytest.approx(x.mean()) and low == pytest.approx(x.mean() - 1.96 * se, abs=0.03)
+    assert high == pytest.approx(x.mean() + 1.96 * se, abs=0.03)
+    assert F.bootstrap_interval(x, np.mean) == (est, low, high)  # seeded
+
+
+@pytest.mark.parametrize("shift, expected", [(0.05, "agrees"), (-0.05, "disagrees"), (0.0, "inconclusive")])
+def test_direction_verdict(shift, expected):
+    d = shift + np.random.default_rng(1).normal(0, 0.02, 60)
+    if shift == 0.0:
+        d = np.r_[d[:30], -d[:30]]  # symmetric: no direction
+    assert F.direction_verdict(d)[0] == expected
+
+
+@pytest.mark.parametrize("slope, expected", [(-0.2, "agrees"), (0.2, "disagrees")])
+def test_sigma_trend(slope, expected):
+    def values(image, method, layer, sigma, k, tau):
+        base = 0.5 + 0.01 * RNG.normal()
+        return 0.1, float(np.clip(0.4 - slope * (sigma - 0.15) * 5 + 0.005 * RNG.normal(), 0, 0.9))
+    rob = rob_rows(values, sigmas=(0.15, 0.33))
+    v = F.check_sigma_trend(rob)
+    assert v.verdict == expected and v.statistics["units"] == 8 * 5 * 2
+    assert "nan" not in v.measured
+
+
+def test_sigma_trend_not_tested_with_one_sigma():
+    rob = rob_rows(lambda *a: (0.1, 0.2))
+    assert F.check_sigma_trend(rob).verdict == "not tested"
+
+
+def test_tau_trend_agrees_when_more_abstain_at_larger_tau():
+    rob = rob_rows(lambda im, m, l, s, k, tau: (0.1, 0.2 + (tau - 0.75) * 2 + 0.01 * RNG.random()), taus=(0.75, 0.9))
+    assert F.check_tau_trend(rob).verdict == "agrees"
+
+
+@pytest.mark.parametrize("share, expected", [(0.01, "agrees"), (0.4, "disagrees")])
+def test_gradient_input(share, expected):
+    def values(image, method, layer, sigma, k, tau):
+        c1 = share * k / 100 if method in ("grad", "ixg") else 0.3
+        return float(np.clip(c1 * (1 + 0.1 * RNG.normal()), 0, 1)), 0.5
+    v = F.check_gradient_input(rob_rows(values))
+    assert v.verdict == expected
+    assert v.statistics["share"] == pytest.approx(share, rel=0.1)
+
+
+def test_gradient_input_not_tested_without_gradient_methods():
+    rob = rob_rows(lambda *a: (0.1, 0.2))
+    assert F.check_gradient_input(rob[~rob.method.isin(["grad", "ixg"])]).verdict == "not tested"
+
+
+@pytest.mark.parametrize("small_px, expected", [(20.0, "agrees"), (5000.0, "disagrees")])
+def test_small_k_detail(small_px, expected):
+    def comps(image, method, layer, k, n1):
+        size = (small_px if k == 10 else 1000.0) * (1 + 0.2 * RNG.random())
+        return {"n_components_1": 3, "mean_component_px_1": size}
+    rob = rob_rows(lambda im, m, l, s, k, t: (k / 200, 0.3), ks=(50.0, 10.0), components=comps)
+    assert F.check_small_k_detail(rob).verdict == expected
+
+
+def test_small_k_detail_disagrees_when_small_k_certifies_nothing():
+    rob = rob_rows(lambda im, m, l, s, k, t: (0.0 if k == 10 else 0.2, 0.3), ks=(50.0, 10.0),
+                   components=lambda im, m, l, k, n1: {"n_components_1": int(n1 > 0),
+                                                       "mean_component_px_1": 100.0 if n1 else 0.0})
+    assert F.check_small_k_detail(rob).verdict == "disagrees"
+
+
+def loc_rows(gridpg, *, methods=("grad", "gb", "ixg", "lrp", "rise", "occlusion"), layers=("input", "final"),
+             n_targets=40, robustness=0.95):
+    rows = []
+    for t in range(n_targets):
+        for m in methods:
+            for layer in layers:
+                g = float(np.clip(gridpg(m, layer) + 0.05 * RNG.normal(), 0, 1))
+                rows.append({"grid_id": f"g{t // 4}", "target_cell": t % 4, "model": "m", "method": m, "layer": layer,
+                             "sigma": 0.15, "k": 50.0, "certified_gridpg": g, "robustness": robustness})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("value, expected", [(0.25, "agrees"), (0.0, "disagrees"), (0.8, "disagrees")])
+def test_gradgb_final(value, expected):
+    loc = loc_rows(lambda m, l: value if m in ("grad", "gb") else 0.5)
+    rob = rob_rows(lambda *a: (0.2, 0.02))
+    assert F.check_gradgb_final(loc, rob).verdict == expected
+
+
+def test_gradgb_final_disagrees_when_not_robust():
+    loc = loc_rows(lambda m, l: 0.25)
+    assert F.check_gradgb_final(loc, rob_rows(lambda *a: (0.2, 0.5))).verdict == "disagrees"
+
+
+def faith_rows(score, methods=("grad", "ixg", "lrp", "rise", "occlusion")):
+    rows = []
+    for i in range(8):
+        for m in methods:
+            for layer in ("input", "final"):
+                rel = float(np.clip(1 - score(m) + 0.02 * RNG.normal(), 0, 2))
+                for step in (0, 1):
+                    rows.append({"model": "m", "image_id": f"im{i}", "method": m, "layer": layer, "step": step,
+                                 "relative_probability": 1.0 if step == 0 else rel})
+    return pd.DataFrame(rows)
+
+
+ORDER = {"grad": 0.1, "ixg": 0.2, "occlusion": 0.3, "lrp": 0.6, "rise": 0.7}
+
+
+@pytest.mark.parametrize("sign, expected", [(1, "agrees"), (-1, "disagrees")])
+def test_localization_faithfulness(sign, expected):
+    loc = loc_rows(lambda m, l: ORDER.get(m, 0.25), methods=tuple(ORDER))
+    faith = faith_rows(lambda m: 0.5 + sign * (ORDER[m] - 0.4))
+    v = F.check_localization_faithfulness(loc, faith)
+    assert v.verdict == expected
+    g = loc[(loc.layer == "input")].groupby("method").certified_gridpg.mean()
+    f = F.faithfulness_scores(faith)
+    f = f[f.layer == "input"].groupby("method").faithfulness.mean()
+    assert v.statistics["rho"] == pytest.approx(spearmanr(g[sorted(ORDER)], f[sorted(ORDER)]).statistic)
+
+
+def test_spearman_permutation_p_is_exact():
+    rho, p_pos, _ = F._spearman_permutation(np.arange(5.0), np.arange(5.0))
+    assert rho == pytest.approx(1.0) and p_pos == pytest.approx(1 / 120)
+
+
+@pytest.mark.parametrize("leaders, expected", [(("rise", "lrp"), "agrees"), (("occlusion", "grad"), "disagrees")])
+def test_rise_lrp_balance(leaders, expected):
+    good = lambda m: 0.8 if m in leaders else 0.3
+    rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 1 - good(m)))
+    loc = loc_rows(lambda m, l: good(m), methods=("grad", "ixg", "lrp", "rise", "occlusion"))
+    faith = faith_rows(good)
+    v = F.check_rise_lrp_balance(rob, loc, faith)
+    assert v.verdict == expected, v.measured
+
+
+def test_rise_lrp_balance_not_tested_without_rise():
+    rob = rob_rows(lambda *a: (0.1, 0.2))
+    loc = loc_rows(lambda m, l: 0.3, methods=("grad", "ixg", "lrp"))
+    assert F.check_rise_lrp_balance(rob, loc, faith_rows(lambda m: 0.4)).verdict == "not tested"
+
+
+def test_summary_lists_every_finding_and_reads_saved_verdicts(tmp_path):
+    rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 0.2 + s), sigmas=(0.15, 0.33))
+    F.write_findings([F.check_sigma_trend(rob)], tmp_path, "robustness")
+    text = F.summary_markdown(tmp_path, "cpu")
+    for finding in F.FINDINGS.values():
+        assert finding.title in text
+    assert "**agrees**" in text and text.count("not run in this build") == len(F.FINDINGS) - 1
+    assert "nan" not in text.lower().replace("finan", "")
+
+
+def test_certified_components_against_a_brute_force_flood_fill():
+    lab = (RNG.random((30, 30)) < 0.3).astype(np.int8)
+    seen, sizes = np.zeros_like(lab, bool), []
+    for y in range(30):
+        for x in range(30):
+            if lab[y, x] == 1 and not seen[y, x]:
+                stack, size = [(y, x)], 0
+                seen[y, x] = True
+                while stack:
+                    cy, cx = stack.pop()
+                    size += 1
+                    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                        ny, nx = cy + dy, cx + dx
+                        if 0 <= ny < 30 and 0 <= nx < 30 and lab[ny, nx] == 1 and not seen[ny, nx]:
+                            seen[ny, nx] = True
+                            stack.append((ny, nx))
+                sizes.append(size)
+    out = certified_components(lab)
+    assert out["n_components_1"] == len(sizes) and out["mean_component_px_1"] == pytest.approx(np.mean(sizes))
+    assert certified_components(np.zeros((4, 4))) == {"n_components_1": 0, "mean_component_px_1": 0.0}
+
+
+def test_pooled_frame_equals_pooled_fractions_of_the_label_maps():
+    """The one pooling function of the chapters (experiments.pooled, on tidy rows) against metrics'
+    pooled_fractions on the label maps themselves."""
+    maps = [RNG.choice([-1, 0, 1], size=(8, 9 + i)) for i in range(4)]  # images of different sizes
+    rows = []
+    for i, lm in enumerate(maps):
+        rows.append({"image_id": i, "method": "grad", "n_pixels": lm.size, "n_certified_1": int((lm == 1).sum()),
+                     "n_certified_0": int((lm == 0).sum()), "n_abstain": int((lm == -1).sum())})
+    out = pooled(pd.DataFrame(rows), ["method"]).iloc[0]
+    ref = pooled_fractions(maps)
+    for col in ("certified_1", "certified_0", "abstain", "robustness"):
+        assert out[col] == pytest.approx(ref[col])
+    assert out.n_images == 4
