@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 
-.PHONY: setup book test smoke clean chromium
+.PHONY: setup book test smoke clean chromium grading assignments
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,20 @@ book: setup
 smoke: setup
 	$(VENV)/bin/certattr book --profile smoke
 
-test: setup chromium
+test: setup chromium grading
 	$(PY) -m pytest -q
+
+# nbgrader (the optional [grading] extra) for the tests that run the grader on the instructor notebooks
+grading: $(VENV)/.grading
+
+$(VENV)/.grading: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,grading]"
+	touch $@
+
+# student and instructor (nbgrader) notebooks of every chapter: ASSIGNMENTS=<folder> to choose where
+ASSIGNMENTS ?= _build/assignments
+assignments: setup
+	$(VENV)/bin/certattr assignments --out $(ASSIGNMENTS)
 
 # headless Chromium for the book test (MathJax typesets offline); installed with apt-get where missing, as root
 chromium:

@@ -214,8 +214,9 @@ def _samples(seed: int, n: int = 60, size: int = 12) -> np.ndarray:
 # --- method ------------------------------------------------------------------------------------------------------
 def _method_tau(fn):
     name = "radius_and_abstain"
-    cases = [(_samples(0), 50, 0.15, 0.75, 10, 0.05), (_samples(0), 50, 0.15, 0.9, 10, 0.05),
-             (_samples(1), 25, 0.25, 0.6, 5, 0.1), (_samples(2, n=80), 30, 0.33, 0.9, 20, 0.01)]
+    wide = _samples(3, n=150, size=8)
+    cases = [(_samples(0), 50, 0.15, 0.75, 10, 0.05), (wide, 50, 0.15, 0.75, 10, 0.05), (wide, 50, 0.15, 0.9, 10, 0.05),
+             (wide, 30, 0.25, 0.9, 10, 0.05), (_samples(1), 25, 0.25, 0.6, 5, 0.1)]
     for samples, k, sigma, tau, n0, alpha in cases:
         got = _call(fn, name, samples.copy(), k, sigma, tau, n0, alpha)
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
@@ -924,25 +925,25 @@ def _strip_links(text: str) -> str:
     return "\n\n".join(p for p in paragraphs if "{download}" not in p and "{ref}" not in p and "{numref}" not in p)
 
 
-def _header(chapter: str, profile: str, instructor: bool) -> str:
+def _header(chapter: str, profile: str) -> str:
+    """The note at the top of both versions (the same text, so that nbgrader's release of the instructor
+    notebook is the student notebook; it must not name nbgrader's solution delimiters, which its
+    ClearSolutions looks for in every cell)."""
     exs = EXERCISES[chapter]
     total = sum(e.points for e in exs)
-    lines = [f"**{'Instructor' if instructor else 'Student'} notebook** of the chapter `{chapter}`, made by "
-             f"`certattr assignments` from `notebooks/{chapter}.md`. It runs on the `{profile}` settings (written into "
-             f"the parameters cell below): about {STUDENT_MINUTES.get(chapter, '?')} minutes from top to bottom on a "
-             f"laptop CPU with the offline default model (EfficientNet-Lite0) and bundled photos; later chapters "
-             f"reuse the noisy samples in `cache_dir`.",
-             "",
-             f"{len(exs)} exercises at the end ({total} points): "
-             + "; ".join(f"{i + 1}. {e.title} ({e.minutes} min, "
-                         f"{e.points} pt{'s' if e.points > 1 else ''})" for i, e in enumerate(exs))
-             + ". Write each function where it says `# YOUR CODE HERE`; the cell after it checks your function "
-               "on inputs of its own and prints what is still wrong (it never raises, so the notebook always runs "
-               "to the end). Numbers in the text appear as `{glue:text}` placeholders here; the book shows them."]
-    if instructor:
-        lines += ["", "The solutions sit between `### BEGIN SOLUTION` and `### END SOLUTION` (nbgrader's markers); "
-                      "nbgrader's `generate_assignment` turns this notebook into the student notebook."]
-    return "\n".join(lines)
+    return "\n".join([
+        f"**Course edition** of the chapter `{chapter}`, made by `certattr assignments` from `notebooks/{chapter}.md`. "
+        f"It runs on the `{profile}` settings (written into the parameters cell below): about "
+        f"{STUDENT_MINUTES.get(chapter, '?')} minutes from top to bottom on a laptop CPU with the offline default "
+        f"model (EfficientNet-Lite0) and bundled photos; the other chapters reuse the noisy samples in `cache_dir`.",
+        "",
+        f"{len(exs)} exercises at the end ({total} points): "
+        + "; ".join(f"{i + 1}. {e.title} ({e.minutes} min, {e.points} point{'s' if e.points > 1 else ''})"
+                    for i, e in enumerate(exs))
+        + ". Write each function where it says `# YOUR CODE HERE`; the cell after it checks your function on "
+          "inputs of its own and prints what is still wrong (it never raises, so the notebook always runs to the "
+          "end). Numbers in the text appear as `{glue:text}` placeholders here; the book shows them. (In the "
+          "instructor version each solution sits inside its stub, between nbgrader's two `###` marker lines.)"])
 
 
 def _chapter_notebook(chapter: str, root: Path):
@@ -968,7 +969,7 @@ def _assignment(chapter: str, *, instructor: bool, profile: str = "smoke", root:
     params.update(cache_dir=cache_dir, results_dir=results_dir)
     by_text = {e.text: e for e in exercises}
     skip = {i for e in exercises for i in (e.solution_start, e.solution, e.solution_end)}
-    cells = []
+    cells, setup = [], 0
     for i, cell in enumerate(nb.cells):
         if i in skip:
             continue
@@ -1003,11 +1004,12 @@ def _assignment(chapter: str, *, instructor: bool, profile: str = "smoke", root:
             cell.metadata["nbgrader"] = _nbgrader(f"{e.exercise.label}-check", grade=True, locked=True,
                                                   points=e.exercise.points)
         elif cell.cell_type == "code":
-            cell.metadata["nbgrader"] = _nbgrader(f"{chapter}-exercises-setup-{i}", locked=True)
+            setup += 1
+            cell.metadata["nbgrader"] = _nbgrader(f"{chapter}-setup{setup if setup > 1 else ''}", locked=True)
         if cell.cell_type == "markdown" and not cell.source.strip():
             continue
         cells.append(cell)
-    header = nbformat.v4.new_markdown_cell(_header(chapter, profile, instructor))
+    header = nbformat.v4.new_markdown_cell(_header(chapter, profile))
     cells.insert(1, header)
     out = nbformat.v4.new_notebook(cells=cells)
     out.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -1015,9 +1017,10 @@ def _assignment(chapter: str, *, instructor: bool, profile: str = "smoke", root:
     for cell in out.cells:
         cell.metadata.pop("jupytext", None)
         grader = cell.metadata.get("nbgrader")
-        if grader and grader["locked"]:  # what nbgrader's LockCells does to read-only and grade cells
+        if grader:  # what nbgrader's LockCells does: nothing graded can be deleted, nothing locked edited
             cell.metadata["deletable"] = False
-            cell.metadata["editable"] = False
+            if grader["locked"]:
+                cell.metadata["editable"] = False
     nbformat.validate(out)
     return out
 

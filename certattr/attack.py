@@ -105,6 +105,14 @@ def smooth_surrogate(model: LoadedModel, beta: float = 10.0) -> LoadedModel:
     return sur.eval()
 
 
+def _no_surrogate(model: LoadedModel) -> LoadedModel:
+    """The model itself as the attack's differentiable model (``beta=None``): right when the attribution is
+    first-order in the input (IxG at the Final layer of a GAP->linear head is linear in the features), where
+    a softplus copy would only bias the gradient."""
+    model.swapped = 0
+    return model
+
+
 # --- differentiable attribution ------------------------------------------------------------------------
 def differentiable_maps(model: LoadedModel, images: torch.Tensor, target: torch.Tensor, method: str,
                         layer: str) -> torch.Tensor:
@@ -193,7 +201,7 @@ class _Attack:
         self.image_id = image_id
         self.max_backtracks = check_positive_int("max_backtracks", max_backtracks, 0)
         self.init_tries = check_positive_int("init_tries", init_tries, 0)
-        self.surrogate = smooth_surrogate(model, beta)
+        self.surrogate = smooth_surrogate(model, beta) if beta is not None else _no_surrogate(model)
         self.label = int(predicted_class(model, self.x.unsqueeze(0))[0])
         self.progress, self.desc = progress, desc
         self.counts = {"init_halvings": 0, "init_failed": 0, "backtracks": 0, "rejected_steps": 0}
@@ -434,109 +442,204 @@ def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = No
 
 
 # --- (c) certified pixels --------------------------------------------------------------------------------
-def _changes(clean: Certificate, adv: Certificate) -> dict:
-    cert = clean.labels != ABSTAIN
-    adv_cert = adv.labels != ABSTAIN
-    maj_clean = clean.mean_sparsified > 0.5
-    maj_adv = adv.mean_sparsified > 0.5
-    per_k = {}
-    for i, k in enumerate(clean.ks):
-        c, a = cert[i], adv_cert[i]
-        per_k[float(k)] = {
-            "certified": int(c.sum()),
-            "certified_flipped": int((c & a & (clean.labels[i] != adv.labels[i])).sum()),
-            "certified_abstained": int((c & ~a).sum()),
-            "certified_majority_changed": int((c & (maj_adv[i] != (clean.labels[i] == 1))).sum()),
-            "uncertified": int((~c).sum()),
-            "uncertified_majority_changed": int((~c & (maj_adv[i] != maj_clean[i])).sum()),
-        }
-    total = {key: sum(v[key] for v in per_k.values()) for key in next(iter(per_k.values()))}
-    return {"per_k": per_k, **total}
+TARGET_GROUPS = ("certified", "uncertified")
+import os
+LOSS = os.environ.get("ATTACK_LOSS", "sigmoid")
+
+
+def smoothed_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str, k: float,
+                        sigma: float, n: int, seed: int, image_id: str, chunk_size: int = DEFAULT_CHUNK,
+                        cache=None, progress: bool = False) -> np.ndarray:
+    """(H, W) float64: the fraction of ``n`` noisy copies (seed ``seed``, the pipeline's noise and engine) in
+    which each pixel is in the top K%: the Monte-Carlo estimate of the smoothed top-K probability."""
+    from .sparsify import sparsify
+
+    n = check_positive_int("eval_n", n, 2)
+    engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=1, seed=seed, chunk_size=chunk_size,
+                                 cache=cache, progress=progress)
+    maps = engine.sample(image.cpu(), image_id, target)
+    return sparsify(maps, [k])[0].mean(axis=0, dtype=np.float64)
+
+
+def plain_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str,
+                     k: float) -> np.ndarray:
+    """(H, W) float64 in {0, 1}: the top-K membership of the plain (unsmoothed) map, upsampled to H x W."""
+    from .sparsify import sparsify
+
+    size = tuple(image.shape[1:])
+    maps = upsample_maps(_registry_maps(model, image.unsqueeze(0), target, method, layer).float(), size)
+    return sparsify(maps.numpy(), [k])[0, 0].astype(np.float64)
+
+
+def choose_targets(cert: Certificate, k: float, group: str = "certified", count: int = 32) -> np.ndarray:
+    """Flat pixel indices of the ``count`` pixels of ``group`` nearest their decision boundary at this K.
+
+    "certified": certified pixels with the fewest agreeing test samples c_p (the smallest per-pixel
+    radius R_p), then the mean sparsified value nearest 1/2, then the index. "uncertified": abstained
+    pixels with the *most* agreeing samples (a clear majority that narrowly missed certification, the
+    fairest comparison), same tie-breaks.
+    """
+    group = check_choice("group", group, TARGET_GROUPS)
+    count = check_positive_int("count", count)
+    i = cert.index(k)
+    labels, counts = cert.labels[i].ravel(), cert.counts[i].ravel().astype(np.int64)
+    closeness = np.abs(cert.mean_sparsified[i].ravel().astype(np.float64) - 0.5)
+    pool = np.flatnonzero(labels != ABSTAIN if group == "certified" else labels == ABSTAIN)
+    primary = counts[pool] if group == "certified" else -counts[pool]
+    order = np.lexsort((pool, closeness[pool], primary))
+    return pool[order[:count]]
+
+
+def _flip_counts(agree_count: np.ndarray, n_eval: int, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(flipped, confidently flipped) for agree counts out of n_eval: flipped = the estimate no longer keeps
+    the label (at most half of the samples agree); confident = a one-sided binomial test rejects
+    P(agree) >= 1/2 at ``level`` (P(Bin(n_eval, 1/2) <= agree) <= level)."""
+    from scipy.stats import binom
+
+    flipped = 2 * agree_count <= n_eval
+    confident = binom.cdf(agree_count, n_eval, 0.5) <= level
+    return flipped, confident
 
 
 def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ixg", layer: str = "final",
-                     ks: Sequence[float] = (50,), sigma: float = 0.25, n: int = 100, n0: int = 10, tau: float = 0.75,
-                     alpha: float = 0.001, correction: str = "bonferroni", n_attack: int = 8,
-                     temperature: float = 0.1, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
-                     beta: float = 10.0, seed: int = 0, recertify_seed: int | None = None, image_id: str = "",
-                     chunk_size: int = DEFAULT_CHUNK, cache=None, control: bool = True, max_backtracks: int = 10,
-                     init_tries: int = 10, progress: bool = True) -> AttackResult:
-    """Try to flip the top-K membership of the pixels certified at x, then recertify x + delta with fresh
-    seeds (``recertify_seed``, default seed + 1) and count what changed (``details``: per K and in total,
-    certified_flipped / certified_abstained / certified_majority_changed / uncertified_majority_changed;
-    with ``control``, the same counts for delta = 0 recertified with the fresh seeds).
+                     ks: Sequence[float] = (50,), k: float | None = None, sigma: float = 0.25, n: int = 100,
+                     n0: int = 10, tau: float = 0.75, alpha: float = 0.001, correction: str = "bonferroni",
+                     group: str = "certified", n_targets: int = 32, smoothed: bool = True, n_attack: int = 8,
+                     temperature: float = 0.25, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
+                     beta: float = 10.0, seed: int = 0, eval_n: int = 1000, eval_seed: int | None = None,
+                     eval_alpha: float | None = None, image_id: str = "", chunk_size: int = DEFAULT_CHUNK,
+                     cache=None, clean: Certificate | None = None, random_control: bool = True,
+                     eval_clean: bool = False,
+                     max_backtracks: int = 10, init_tries: int = 10, progress: bool = True) -> AttackResult:
+    """Attack the top-K labels of the pixels nearest their decision boundary, and measure what flipped.
 
-    Every certificate is :meth:`certattr.smoothing.SmoothedAttribution.certify` (chunks of ``chunk_size``
-    samples, ``cache`` a folder or SampleCache or None): with the chapter's cache and chunk size, the clean
-    certificate is the one the pipeline computed for x (and n may differ: samples are per index).
+    1. The clean certificate at x (:meth:`certattr.smoothing.SmoothedAttribution.certify`, seed ``seed``,
+       ``cache``; or ``clean``). Targets (:func:`choose_targets`): the ``n_targets`` pixels of ``group`` at
+       K = ``k`` (default: the largest of ``ks``) nearest their boundary; reference labels: the certificate's
+       label (majority m_p for uncertified pixels).
+    2. Attack (``smoothed=True``): maximise the smoothed soft top-K disagreement at the targets: per step,
+       ``n_attack`` **fresh** noisy copies x + delta + sigma eps (streams "attack-noise|restart|step"), per copy
+       the soft membership sigmoid((|a_p| - t_K) / (temperature * std|a|)), t_K the linear (100-K)-th
+       percentile of the copy's map; its mean over the copies is the smoothed soft membership, and the loss
+       is the mean agreement with the reference labels at the targets. ``smoothed=False`` attacks the plain
+       map instead (one copy, no noise; reference = the plain map's labels at x). Restarts, the eps-ball
+       and [0,1] box projection and the class kept as in every attack here; the returned restart is the
+       one with the lowest final surrogate loss (chosen without the evaluation noise).
+    3. Evaluation with fresh noise (seed ``eval_seed``, default seed + 1000; ``eval_n`` samples, more than the
+       certification used): the fraction of the eval copies of x + delta agreeing with the reference label
+       at each target. A target is **flipped** when at most half agree (the estimate of the smoothed label
+       no longer gives the label), **confidently flipped** when a one-sided binomial test rejects
+       P(agree) >= 1/2 at level ``eval_alpha`` / n_targets (default eval_alpha = alpha). With
+       ``random_control``, the same for x + a random direction of the same norm (projected on the box);
+       with ``eval_clean``, the same at x itself (``before``; NaN otherwise).
 
-    Surrogate loss: over n_attack fresh noisy copies, the mean soft agreement sigmoid(+-(|a_p| - t_K) /
-    (temperature * mean|a|)) of each certified pixel with its certified label (t_K: the (100-K)-th
-    percentile, linear, as in sparsification). The returned restart is the one with the lowest final
-    surrogate loss, so that the recertification noise plays no part in choosing it (the <= 2 alpha
-    statement of the module docstring holds for the returned x + delta when eps <= R).
+    What is guaranteed (certified group, ``smoothed=True``): if the clean certificate is right (probability
+    >= 1 - alpha), every certified target has P(agree) > 1/2 at every x + delta with ||delta||_2 < R_p
+    (>= R, Bonferroni), and >= 1/2 at ||delta||_2 = R_p; so for eps <= R, P(any confidently flipped certified
+    target) <= alpha + eval_alpha (``details["failure_probability"]``). "Flipped" without confidence can
+    also come from the evaluation's sampling error for a target whose probability is near 1/2. Nothing is
+    guaranteed for uncertified pixels, for the plain map, or beyond R_p.
     """
     method, layer = _common(model, method, layer)
     ks = check_ks(ks)
+    k = ks[0] if k is None else float(check_ks([k])[0])
+    if k not in ks:
+        raise CertattrError(f"k={k:g} is not allowed: it must be one of the certified ks {list(ks)}")
     sigma, tau, alpha = check_sigma(sigma), check_tau(tau), check_alpha(alpha)
     n, n0 = check_n(n, n0)
+    group = check_choice("group", group, TARGET_GROUPS)
+    n_targets = check_positive_int("n_targets", n_targets)
     n_attack = check_positive_int("n_attack", n_attack)
     temperature = check_finite_number("temperature", temperature)
     if temperature <= 0:
         raise CertattrError(f"temperature={temperature!r} is not allowed: it must be > 0")
-    recertify_seed = seed + 1 if recertify_seed is None else check_positive_int("recertify_seed", recertify_seed, 0)
-    if recertify_seed == seed:
-        raise CertattrError(f"recertify_seed={recertify_seed} is not allowed: it must differ from seed={seed} "
-                            f"(the recertification needs fresh noise)")
+    eval_n = check_positive_int("eval_n", eval_n, 2)
+    eval_seed = seed + 1000 if eval_seed is None else check_positive_int("eval_seed", eval_seed, 0)
+    if eval_seed == seed:
+        raise CertattrError(f"eval_seed={eval_seed} is not allowed: it must differ from seed={seed} "
+                            f"(the evaluation needs fresh noise)")
+    eval_alpha = alpha if eval_alpha is None else check_alpha(eval_alpha)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
     att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
                   image_id=image_id, beta=beta, max_backtracks=max_backtracks, init_tries=init_tries,
                   progress=progress, desc=f"certified-pixel attack {image_id}")
     label = att.label
     target = torch.tensor([label])
-    chunk_size = check_positive_int("chunk_size", chunk_size)
-
-    def certify(x, cert_seed) -> Certificate:
-        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=cert_seed, chunk_size=chunk_size,
-                                     cache=cache, progress=progress)
-        return engine.certify(x.cpu(), image_id, label, ks=ks, tau=tau, alpha=alpha, correction=correction)
-
-    clean = certify(att.x, seed)
-    labels = torch.from_numpy(clean.labels.astype(np.int64))  # (len(ks), H, W)
-    certified = labels != ABSTAIN
-    want_one = (labels == 1).float()
-    qs = torch.tensor([(100.0 - k) / 100.0 for k in ks], dtype=torch.float32)
     size = tuple(att.x.shape[1:])
 
+    if clean is None:
+        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
+                                     cache=cache, progress=progress)
+        clean = engine.certify(att.x.cpu(), image_id, label, ks=ks, tau=tau, alpha=alpha, correction=correction)
+    i = clean.index(k)
+    targets = choose_targets(clean, k, group, n_targets)
+    if smoothed:
+        reference = np.where(clean.labels[i].ravel() == ABSTAIN, clean.majority[i].ravel(),
+                             clean.labels[i].ravel())[targets].astype(np.int64)
+    else:
+        reference = plain_membership(model, att.x.cpu(), label, method=method, layer=layer, k=k).ravel()[targets]
+        reference = reference.astype(np.int64)
+    want_one = torch.from_numpy(reference == 1).float()
+    index = torch.from_numpy(targets)
+    q = torch.tensor([(100.0 - k) / 100.0], dtype=torch.float32)
+
     def loss_fn(x_adv, restart, step):
-        if not bool(certified.any()):
+        if len(targets) == 0:
             return (x_adv * 0).sum()
-        noise = _attack_noise(x_adv.shape, sigma, seed, image_id, restart, step, n_attack).to(x_adv.device)
-        maps = differentiable_maps(att.surrogate, x_adv.unsqueeze(0) + noise, target.expand(n_attack), method, layer)
-        a = upsample_maps(maps, size).abs().flatten(1).cpu()  # (n_attack, H*W)
-        scale = a.mean(dim=1, keepdim=True).clamp_min(1e-12)
-        t = torch.quantile(a, qs, dim=1, interpolation="linear").T  # (n_attack, len(ks))
-        soft = torch.sigmoid((a[:, None, :] - t[:, :, None]) / (temperature * scale[:, :, None])).mean(dim=0)
-        soft = soft.reshape(len(ks), *size)
-        agree = want_one * soft + (1 - want_one) * (1 - soft)
-        return agree[certified].mean()
+        if smoothed:
+            noise = _attack_noise(x_adv.shape, sigma, seed, image_id, restart, step, n_attack).to(x_adv.device)
+            batch = x_adv.unsqueeze(0) + noise
+        else:
+            batch = x_adv.unsqueeze(0)
+        maps = differentiable_maps(att.surrogate, batch, target.expand(batch.shape[0]), method, layer)
+        a = upsample_maps(maps, size).abs().flatten(1).cpu()  # (copies, H*W)
+        t = torch.quantile(a, q, dim=1, interpolation="linear").T  # (copies, 1)
+        scale = a.std(dim=1, keepdim=True).clamp_min(1e-12)
+        margin = (a[:, index] - t) / scale * (2 * want_one - 1)  # > 0: the copy agrees with the label
+        if LOSS == "sigmoid":
+            agree = torch.sigmoid(margin / temperature).mean(dim=0)  # (targets,)
+        else:
+            agree = F.softplus(margin / temperature + 1.0).mean(dim=0) * temperature
+        return agree.mean()
 
-    ctrl_changes = None
-    if control:
-        ctrl = certify(att.x, recertify_seed)
-        ctrl_changes = _changes(clean, ctrl)
     x_adv, scores, history = att.run(loss_fn, None, select="loss")
-    adv = certify(x_adv, recertify_seed)
-    changes = _changes(clean, adv)
-    details = {"method": method, "layer": layer, "ks": ks, "sigma": sigma, "n": n, "n0": n0, "tau": tau,
-               "alpha": alpha, "radius": clean.radius, "within_radius": att.eps <= clean.radius,
-               "recertify_seed": recertify_seed, "clean_certificate": clean, "adv_certificate": adv,
-               "changes": changes, "failure_probability": 2 * alpha}
-    if ctrl_changes is not None:
-        details["control_changes"] = ctrl_changes
 
-    def changed(ch):  # the attacker minimises minus the number of pixels whose majority label changed
-        return -float(ch["certified_majority_changed"] + ch["uncertified_majority_changed"])
+    def measure(x_eval) -> np.ndarray:
+        if smoothed:
+            member = smoothed_membership(model, x_eval, label, method=method, layer=layer, k=k, sigma=sigma,
+                                         n=eval_n, seed=eval_seed, image_id=image_id, chunk_size=chunk_size)
+            ones = np.rint(member.ravel()[targets] * eval_n).astype(np.int64)
+            return np.where(reference == 1, ones, eval_n - ones)
+        member = plain_membership(model, x_eval, label, method=method, layer=layer, k=k).ravel()[targets]
+        return np.where(reference == 1, member, 1 - member).astype(np.int64)
 
-    before = changed(ctrl_changes) if ctrl_changes is not None else 0.0
-    return att.result("minus #pixels whose top-K majority changed", x_adv, before, changed(changes), scores,
-                      history, details)
+    n_eval = eval_n if smoothed else 1
+    level = eval_alpha / max(len(targets), 1)
+
+    def summary(agree) -> dict:
+        flipped, confident = _flip_counts(agree, n_eval, level)
+        if not smoothed:
+            confident = flipped
+        return {"agree": agree, "flipped": int(flipped.sum()), "confidently_flipped": int(confident.sum()),
+                "fraction_flipped": float(flipped.mean()) if len(targets) else 0.0,
+                "fraction_confidently_flipped": float(confident.mean()) if len(targets) else 0.0,
+                "flipped_mask": flipped, "confident_mask": confident}
+
+    attacked = summary(measure(x_adv))
+    details = {"method": method, "layer": layer, "k": k, "ks": ks, "sigma": sigma, "n": n, "n0": n0, "tau": tau,
+               "alpha": alpha, "group": group, "smoothed": smoothed, "radius": clean.radius,
+               "within_radius": att.eps <= clean.radius, "targets": targets, "reference": reference,
+               "target_counts": clean.counts[i].ravel()[targets], "target_radii": clean.radii[i].ravel()[targets],
+               "eval_n": n_eval, "eval_seed": eval_seed, "eval_alpha": eval_alpha,
+               "failure_probability": alpha + eval_alpha, "clean_certificate": clean, "attacked": attacked}
+    if random_control:
+        z = torch.from_numpy(att.generator(0, "attack-random").standard_normal(tuple(att.x.shape)))
+        x_rand = att.project(att.x64 + z.to(att.x64.device) * (att.eps / float(z.norm()))) if att.eps > 0 else att.x
+        details["random"] = {**summary(measure(x_rand)), "delta_norm": float((x_rand.double() - att.x64).norm()),
+                             "class_kept": att.keeps_class(x_rand)}
+    before = math.nan
+    if eval_clean:
+        details["clean"] = summary(measure(att.x))
+        before = details["clean"]["fraction_flipped"]
+    name = "flipped fraction of targeted pixels" + ("" if smoothed else " (plain map)")
+    return att.result(name, x_adv, before, attacked["fraction_flipped"], scores, history, details)

@@ -26,12 +26,13 @@ import yaml
 from .execution import record_execution, write_execution_page
 from .validation import CertattrError, check_chapter_parameters, check_choice
 
-__all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT"]
+__all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT",
+           "write_findings_page"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: chapter stems in book order (``notebooks/<stem>.md`` -> ``book/chapters/<stem>.ipynb``)
-CHAPTERS = ["method", "robustness", "localization", "tradeoff", "faithfulness", "vit", "gallery", "certificates"]
+CHAPTERS = ["method", "robustness", "localization", "faithfulness", "tradeoff", "vit", "gallery", "certificates"]
 
 _COMMON = {
     "smoke": {"model": "efficientnet_lite0", "weights": "pretrained", "device": "cpu", "n": 100, "n0": 10,
@@ -62,7 +63,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                              "attack_n": 100, "attack_steps": 4, "attack_restarts": 1, "attack_n_attack": 2,
                              "topk_attack_steps": 6, "topk_attack_n_eval": 20},
             "method": {"photo": "chelsea", "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
-                       "focus_method": "gradcam", "focus_layer": "final", "ks": [50, 25, 5]}},
+                       "focus_method": "lrp", "focus_layer": "input", "ks": [50, 25, 5]}},
     "paper": {"certificates": {"photo": None, "sigma": 0.15, "method": "ixg", "layer": "final",
                                "ks": [50, 25, 5], "topk_ns": [100, 1000, 8192], "cos_N": 8192,
                                "attack_eps": [1, 2, 5, 10], "attack_n": 100, "attack_steps": 20,
@@ -81,14 +82,21 @@ _SMOKE_CHEAP = {"methods": ["grad", "gradcam"], "layers": ["final"]}
 #: that splits evenly into the 2x2 cells), because every grid has four targets. Costs per 100 samples of a 224x224
 #: image on 2 idle cores: gradients 3-12 s (Input) and 2-5 s (Final), LRP 17 s, AblationCam 25-90 s, and at the
 #: Input layer with the reduced settings IntGrad 100 s, Occlusion 100 s, RISE 190 s; 5-15x more on a busy machine.
-_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 192}
-_CPU_LOC_SKIP = ["ablationcam", "ixg@input", "gb@input", "intgrad@input", "gradcampp@input", "layercam@input",
-                 "rise@input", "occlusion@input"]
+_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 12, "grid_size": 128}
+#: the Input-layer methods of the evaluation chapters on photos (RISE, LRP, Occlusion, the gradient family
+#: and GradCam, which the paper's findings name); on grids a little fewer
+_CPU_INPUT = ["grad", "gb", "ixg", "lrp", "gradcam", "rise", "occlusion"]
+_CPU_GRID_INPUT = ["grad", "ixg", "lrp", "gradcam", "rise", "occlusion"]
+_CPU_TREND_PHOTOS = ["chelsea", "coffee", "camera"]
+#: on 128x128 grids the Input-layer Occlusion window is scaled with the image (3x3 windows as on the photos)
+_CPU_GRID_OVERRIDES = {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 16},
+                       "occlusion@input": {"window": 43, "stride": 43}}
 
 _EVALUATION_PROFILES = {
     "smoke": {
         # one photo, two cheap methods at the Final layer (sigma = 0.15 shares the method chapter's samples)
-        "robustness": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigmas": [0.15, 0.33], "ks": [50, 30, 10]},
+        "robustness": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigmas": [0.15, 0.33], "ks": [50, 30, 10],
+                       "taus": [0.75, 0.9]},
         "localization": {"photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 128, **_SMOKE_CHEAP,
                          "sigmas": [0.15], "ks": [50, 30, 20, 10]},
         "tradeoff": {"photos": ["coffee"], "grid_photos": None, "threshold": 0.35, "n_grids": 1, "grid_size": 128,
@@ -99,25 +107,31 @@ _EVALUATION_PROFILES = {
         "gallery": {"photos": ["coffee"], **_SMOKE_CHEAP, "sigma": 0.15, "ks": [50, 30, 10]},
     },
     "cpu": {
-        # sigma = 0.15 on chelsea reuses the method chapter's samples (every method, both layers); the radius
-        # sweep (sigma = 0.25, 0.33) covers the cheaper methods (each chapter states which)
-        "robustness": {"photos": ["chelsea"], "methods": "all", "layers": ["input", "final"],
-                       "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
-                       "first_sigma_only": ["ixg@input", "gb@input", "intgrad", "gradcampp", "layercam@input",
-                                            "ablationcam", "rise@input", "occlusion@input"]},
+        # Where the budget goes (2 CPU cores, cold build <= 40 min): every bundled photo at sigma = 0.15 for the
+        # headline comparisons (robustness, faithfulness, trade-off) with the Input-layer methods the findings need
+        # and every Final-layer method; the sigma sweep on three photos with the cheap methods; twelve 128x128
+        # grids (every cell a target) for localization. Each chapter states what was reduced.
+        "robustness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
+                       "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
+                       "trend_photos": _CPU_TREND_PHOTOS, "taus": [0.75, 0.9],
+                       "first_sigma_only": ["gb@input", "gradcam@input", "rise@input", "occlusion@input", "intgrad",
+                                            "gradcampp", "ablationcam", "cam"]},
         "localization": {"photos": None, **{k: v for k, v in _CPU_GRIDS.items() if k != "grid_photos"},
-                         "methods": "all", "skip": _CPU_LOC_SKIP, "layers": ["input", "final"],
+                         "methods": {"input": _CPU_GRID_INPUT, "final": "all"}, "layers": ["input", "final"],
                          "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10],
-                         "first_sigma_only": ["ixg", "gb", "intgrad", "cam", "gradcampp", "occlusion", "grad@input",
-                                              "lrp@input", "gradcam@input"]},
-        "tradeoff": {"photos": ["chelsea"], **_CPU_GRIDS, "methods": "all", "skip": _CPU_LOC_SKIP,
-                     "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10]},
-        "faithfulness": {"photos": ["chelsea"], "methods": "all", "layers": ["input", "final"], "sigma": 0.15,
-                         "ks": [10, 30, 50], "fill": "mean"},
+                         "method_overrides": _CPU_GRID_OVERRIDES,
+                         "first_sigma_only": ["grad@input", "ixg@input", "lrp@input", "gradcam@input", "rise@input",
+                                              "occlusion@input", "intgrad", "gradcampp", "ablationcam", "cam",
+                                              "ixg", "layercam"]},
+        "faithfulness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
+                         "layers": ["input", "final"], "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
+        "tradeoff": {"photos": None, **_CPU_GRIDS, "methods": {"input": _CPU_GRID_INPUT, "final": "all"},
+                     "layers": ["input", "final"], "sigma": 0.15, "ks": [50, 30, 10],
+                     "grid_method_overrides": _CPU_GRID_OVERRIDES},
         "vit": {"model": "vit_b_16", "weights": "random", "photos": ["coffee"], "methods": ["gradcam", "rise"],
                 "layers": ["final"], "sigma": 0.15, "ks": [50, 30, 10],
                 "method_overrides": {"rise@final": {"n_masks": 20}}},
-        "gallery": {"photos": ["chelsea", "coffee"], "methods": "all", "layers": ["final"], "sigma": 0.15,
+        "gallery": {"photos": ["chelsea", "coffee"], "methods": "all", "layers": ["input", "final"], "sigma": 0.15,
                     "ks": [50, 30, 10]},
     },
     "paper": {
@@ -201,12 +215,37 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
                             f"the executed notebook with the traceback is {tmp_out}") from None
     finally:
         tmp_in.unlink(missing_ok=True)
+    _fold_injected_parameters(tmp_out)
     tmp_out.replace(out)
     stamp.write_text(digest)
     seconds = time.time() - start
     record_execution(output_dir, chapter, seconds, profile=params.get("profile"))
     print(f"[certattr book] {chapter}: executed in {seconds:.0f} s")
     return out
+
+
+def _fold_injected_parameters(path: Path) -> None:
+    """The cell papermill injects (this run's parameters) stays in the book, folded behind a toggle."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
+
+
+def write_findings_page(profile: str, overrides: dict | None = None, root: Path = ROOT) -> Path:
+    """``book/chapters/findings.md``: the introduction's findings table, assembled from the verdicts the
+    chapters of this profile saved in their results folder (see :mod:`certattr.findings`)."""
+    from .findings import summary_markdown
+    from .result import atomic_write_bytes
+
+    results_dir = Path(chapter_parameters(profile, "robustness", overrides, root)["results_dir"])
+    path = Path(root) / "book" / "chapters" / "findings.md"
+    atomic_write_bytes(path, summary_markdown(results_dir, profile).encode())
+    return path
 
 
 def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, force: bool = False,
@@ -229,6 +268,10 @@ def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, forc
     missing = [c for c in CHAPTERS if not (root / "book" / "chapters" / f"{c}.ipynb").exists()]
     if missing:
         raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
+    write_findings_page(profile, overrides, root)
+    from .assignments import build_assignments  # the student notebooks each chapter links for download
+
+    build_assignments(root / "book" / "chapters" / "assignments", root=root, course=False)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"]
     result = subprocess.run(cmd, cwd=root)
     if result.returncode != 0:

@@ -1,4 +1,4 @@
-"""Command line: ``certattr certify``, ``certattr list`` and ``certattr book``."""
+"""Command line: ``certattr certify``, ``certattr list``, ``certattr book`` and ``certattr assignments``."""
 from __future__ import annotations
 
 import argparse
@@ -135,6 +135,39 @@ def _book(args) -> int:
                       overrides=parse_overrides(args.parameter), root=args.root or ROOT)
 
 
+def _add_assignments(sub):
+    from .book import CHAPTERS, PROFILES
+
+    p = sub.add_parser("assignments", help="write the student and instructor (nbgrader) notebooks of every chapter",
+                       description="Write <chapter>-student.ipynb (stubs and checks, no solutions) and "
+                                   "<chapter>-instructor.ipynb (solutions between nbgrader's BEGIN/END SOLUTION "
+                                   "markers, nbgrader cell metadata) for every chapter into --out, and an nbgrader "
+                                   "course folder --out/nbgrader (see the README, 'For instructors').")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--profile", default="smoke", choices=list(PROFILES),
+                   help="the parameters written into each notebook's parameters cell (default: smoke, minutes "
+                        "on a laptop CPU)")
+    p.add_argument("--only", nargs="*", default=None, choices=CHAPTERS, metavar="CHAPTER",
+                   help="only these chapters (file stems)")
+    p.add_argument("--cache-dir", default="certattr-cache",
+                   help="the sample cache the notebooks use, relative to the folder they run in or absolute "
+                        "(default: certattr-cache)")
+    p.add_argument("--no-course", action="store_true", help="do not write the nbgrader course folder")
+    p.add_argument("--root", default=None, help="the book's folder (default: this repository)")
+    p.set_defaults(func=_assignments)
+
+
+def _assignments(args) -> int:
+    from .assignments import build_assignments
+
+    written = build_assignments(args.out, chapters=args.only, profile=args.profile, root=args.root,
+                                cache_dir=args.cache_dir, course=not args.no_course)
+    students = [p for p in written if p.name.endswith("-student.ipynb") and p.parent == Path(args.out)]
+    print(f"wrote {len(students)} student and {len(students)} instructor notebooks into {args.out}"
+          + ("" if args.no_course else f", and the nbgrader course {Path(args.out) / 'nbgrader'}"))
+    return 0
+
+
 def main(argv=None) -> int:
     from .validation import CertattrError
 
@@ -143,6 +176,7 @@ def main(argv=None) -> int:
     _add_certify(sub)
     _add_list(sub)
     _add_book(sub)
+    _add_assignments(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

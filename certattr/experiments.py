@@ -11,6 +11,7 @@ from .data import Image, ImageNetFolder, bundled_photos
 from .methods import get_method, method_names
 from .models import LoadedModel
 from .metrics import certificate_rows
+from .certify import certify_maps
 from .smoothing import SmoothedAttribution, predict
 from .validation import CertattrError, UndefinedAttribution
 
@@ -150,7 +151,7 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
                  ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
                  correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10, cache_dir: str | None = None,
                  method_overrides: dict | None = None, first_sigma_only=(), skip=(), progress: bool = False,
-                 log: list | None = None):
+                 log: list | None = None, taus: Sequence[float] = (), tau_out: dict | None = None):
     """Certify every (job, method, layer, sigma), like :func:`certify_many` but with per-layer method lists
     (:func:`layer_methods`), per-layer overrides (:func:`method_for`), combinations computed only at
     ``sigmas[0]`` (``first_sigma_only``: names or ``name@layer``), combinations not run at all (``skip``: names or
@@ -158,7 +159,9 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
 
     Returns ``(certificates, undefined)`` with ``certificates[(job.key, method, layer, sigma)]`` and
     ``undefined[(method, layer)] = reason``. ``log``, if given, receives one dict per engine run with
-    its wall-clock ``seconds`` (cache hits are nearly free).
+    its wall-clock ``seconds`` (cache hits are nearly free). With ``taus`` and a dict ``tau_out``, the same
+    samples are also certified at each of those tau (no resampling):
+    ``tau_out[(job.key, method, layer, sigma, tau)] = Certificate``.
     """
     certificates, undefined = {}, {}
     per_layer = layer_methods(methods, layers)
@@ -180,6 +183,13 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
                     start = _time.time()
                     certificates[(job.key, name, layer, sigma)] = engine.certify(
                         job.tensor, job.image_id, job.target, ks=ks, tau=tau, alpha=alpha, correction=correction)
+                    if taus and tau_out is not None:
+                        maps = engine.sample(job.tensor, job.image_id, job.target)
+                        meta = dict(certificates[(job.key, name, layer, sigma)].metadata)
+                        for t in taus:
+                            tau_out[(job.key, name, layer, sigma, float(t))] = certify_maps(
+                                maps, ks, sigma=sigma, n0=n0, tau=float(t), alpha=alpha, correction=correction,
+                                metadata=meta)
                     if log is not None:
                         log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
                                     "key": str(job.key), "seconds": _time.time() - start})
@@ -338,3 +348,48 @@ def describe_settings(method_overrides: dict | None = None, first_sigma_only=(),
 __all__ += ["model_list", "layer_methods", "Job", "photo_jobs", "grid_jobs", "certify_jobs",
             "robustness_rows", "localization_rows", "grid_sources", "undefined_table", "pooled",
             "certificate_subset", "describe_settings", "run_list", "grids_for_model"]
+
+
+def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int = 0):
+    """Mean Certified GridPG per group of localization rows, with a percentile bootstrap interval over the
+    rows (grid targets) of the group: columns ``by`` + value, low, high, targets, gridpg (uncertified mean,
+    NaN where not computed) and no_certified (share of targets with nothing certified '1')."""
+    import pandas as pd
+
+    from .findings import bootstrap_interval
+
+    out = []
+    for key, g in frame.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high = bootstrap_interval(g.certified_gridpg.to_numpy(float), np.mean, n_boot=n_boot, seed=seed)
+        out.append({**dict(zip(by, key)), "value": mean, "low": low, "high": high, "targets": int(len(g)),
+                    "gridpg": float(g.gridpg.mean()) if "gridpg" in g else float("nan"),
+                    "no_certified": float(g.no_certified.mean()) if "no_certified" in g else float("nan")})
+    return pd.DataFrame(out)
+
+
+def tradeoff_points(rob, loc, faith=None):
+    """One row per (model, method, layer) present in both tables: ``robustness`` (pooled over images per K,
+    then the mean over K), ``certified_gridpg`` (mean over grid targets and K), ``grid_robustness``, and with
+    deletion rows ``faithfulness`` (:func:`certattr.findings.faithfulness_scores`, mean over images);
+    ``balance`` = sqrt(robustness x GridPG) and, with faithfulness, ``balance3`` = the cube root of the product
+    of the three (negative values clipped to 0)."""
+    from .findings import faithfulness_scores
+
+    keys = ["model", "method", "layer"]
+    rob_pooled = pooled(rob, keys + ["k"]).groupby(keys).agg(robustness=("robustness", "mean"),
+                                                              n_images=("n_images", "max")).reset_index()
+    loc_mean = loc.groupby(keys).agg(certified_gridpg=("certified_gridpg", "mean"),
+                                     n_targets=("certified_gridpg", "size"),
+                                     grid_robustness=("robustness", "mean")).reset_index()
+    points = rob_pooled.merge(loc_mean, on=keys, how="inner")
+    points["balance"] = np.sqrt(points.robustness.clip(lower=0) * points.certified_gridpg.clip(lower=0))
+    if faith is not None and len(faith):
+        fscore = faithfulness_scores(faith).groupby(keys).faithfulness.mean().reset_index()
+        points = points.merge(fscore, on=keys, how="left")
+        points["balance3"] = np.cbrt(points.robustness.clip(lower=0) * points.certified_gridpg.clip(lower=0)
+                                     * points.faithfulness.clip(lower=0))
+    return points
+
+
+__all__ += ["gridpg_intervals", "tradeoff_points"]

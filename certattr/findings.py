@@ -28,7 +28,7 @@ __all__ = ["Finding", "Verdict", "FINDINGS", "bootstrap_interval", "sign_test", 
            "check_gradient_input", "check_sigma_trend", "check_tau_trend", "check_small_k_detail",
            "check_gradgb_final", "check_rise_lrp_balance", "check_localization_faithfulness",
            "faithfulness_scores", "findings_frame", "write_findings", "read_findings", "summary_markdown",
-           "CONFIDENCE", "GRADIENT_METHODS"]
+           "CONFIDENCE", "GRADIENT_METHODS", "findings_html"]
 
 CONFIDENCE = 0.95  #: level of every bootstrap interval
 TEST_LEVEL = 0.05  #: significance level of every sign / permutation test
@@ -173,6 +173,10 @@ def _not_tested(finding_id: str, reason: str) -> Verdict:
     return Verdict(FINDINGS[finding_id], "not tested", f"not measured: {reason}", reason[0].upper() + reason[1:] + ".")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _titles(methods) -> str:
     names = [TITLES.get(m, m) for m in methods]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -210,7 +214,7 @@ def check_gradient_input(rob, *, seed: int = 0) -> Verdict:
     other_text = ("; for comparison " + ", ".join(f"{TITLES.get(m, m)} {100 * r.n_certified_1 / r.n_pixels / budget:.1f}%"
                                                   for m, r in others.iterrows())) if len(others) else ""
     measured = (f"{100 * share:.1f}% of the top-{k:g}% budget certified '1' (95% CI {100 * low:.1f}-{100 * high:.1f}%, "
-                f"{len(c1)} images; {detail}{other_text})")
+                f"{_count(len(c1), 'image')}; {detail}{other_text})")
     stats = {"share": share, "ci_low": low, "ci_high": high, "images": int(len(c1)), "k": k, "sigma": sigma0,
              "threshold": 0.10, "confidence": CONFIDENCE}
     if high < 0.10:
@@ -246,7 +250,7 @@ def check_sigma_trend(rob, *, seed: int = 0) -> Verdict:
     units = joined.reset_index()
     measured = (f"R {r_small:.2f} -> {r_large:.2f} (σ {s_small:g} -> {s_large:g}); certified robustness at K = "
                 f"{k:g}% falls in {stats['positive']} and rises in {stats['negative']} of {len(diffs)} (image, method, "
-                f"layer) units ({units.image_id.nunique()} images, {units.method.nunique()} methods); mean drop "
+                f"layer) units ({_count(units.image_id.nunique(), 'image')}, {_count(units.method.nunique(), 'method')}); mean drop "
                 f"{100 * stats['mean']:.1f} points (95% CI {100 * stats['ci_low']:.1f} to {100 * stats['ci_high']:.1f}), "
                 f"sign test p = {_fmt_p(stats['sign_test_p'])}")
     why = {"agrees": "More noise makes each pixel's top-K membership less stable, so fewer pixels pass the test.",
@@ -439,7 +443,8 @@ def check_rise_lrp_balance(rob, loc, faith, *, layer: str = "input", seed: int =
     methods = sorted(set(r.method) & set(l.method) & set(f.method))
     if not {"rise", "lrp"} <= set(methods):
         missing = _titles(sorted({"rise", "lrp"} - set(methods)))
-        return _not_tested(fid, f"{missing} lacks one of the three measures at the {layer.capitalize()} layer")
+        verb = "lacks" if len({"rise", "lrp"} - set(methods)) == 1 else "lack"
+        return _not_tested(fid, f"{missing} {verb} one of the three measures at the {layer.capitalize()} layer")
     if len(methods) < 3:
         return _not_tested(fid, "no third method to compare with")
     images = sorted(set(r.image_id) & set(f.image_id))
@@ -520,18 +525,38 @@ def _cell(text: str) -> str:
 def summary_markdown(results_dir, profile: str) -> str:
     """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts."""
     saved = read_findings(results_dir)
-    lines = [f"Profile **{profile}**. Each verdict is computed in the chapter named in the last column from that "
+    lines = [f"Profile **{profile}**. Each verdict is computed in the chapter named in the first column from that "
              f"run's numbers, with the criterion stated there (bootstrap intervals at {CONFIDENCE:.0%}, tests at "
-             f"level {TEST_LEVEL}).", "",
-             "| finding | the paper reported | this run measured | verdict | why | chapter |",
-             "|---|---|---|---|---|---|"]
+             f"level {TEST_LEVEL}).", "", "```{div} full-width", "",
+             "| finding (chapter) | the paper reported | this run measured | verdict: why |",
+             "|---|---|---|---|"]
     for fid, finding in FINDINGS.items():
         row = saved.get(fid)
-        chapter_link = f"{{doc}}`{finding.chapter} <chapters/{finding.chapter}>`"
+        name = f"**{_cell(finding.title)}** ({{doc}}`{finding.chapter} <chapters/{finding.chapter}>`)"
         if row is None:
-            lines.append(f"| {_cell(finding.title)} | {_cell(finding.paper)} | not run in this build | "
-                         f"**{VERDICT_LABEL['not tested']}** | The chapter was not executed. | {chapter_link} |")
+            lines.append(f"| {name} | {_cell(finding.paper)} | not run in this build | "
+                         f"**{VERDICT_LABEL['not tested']}**: the chapter was not executed. |")
             continue
-        lines.append(f"| {_cell(finding.title)} | {_cell(finding.paper)} | {_cell(row['measured'])} | "
-                     f"**{VERDICT_LABEL[row['verdict']]}** | {_cell(row['why'])} | {chapter_link} |")
+        why = row["why"]
+        lines.append(f"| {name} | {_cell(finding.paper)} | {_cell(row['measured'])} | "
+                     f"**{VERDICT_LABEL[row['verdict']]}**: {_cell(why)} |")
+    lines += ["", "```"]
     return "\n".join(lines) + "\n"
+
+
+def findings_html(verdicts: Sequence[Verdict], caption: str = "Findings checked in this chapter"):
+    """The chapter's rows of the findings table as HTML (IPython ``HTML``): finding, what the paper reported,
+    what this run measured, the verdict with its reason, and under each row the criterion that decided it."""
+    from html import escape
+
+    from IPython.display import HTML
+
+    rows = []
+    for v in verdicts:
+        rows.append(f"<tr><td><b>{escape(v.finding.title)}</b></td><td>{escape(v.finding.paper)}</td>"
+                    f"<td>{escape(v.measured)}</td><td><b>{VERDICT_LABEL[v.verdict]}</b>: {escape(v.why)}</td></tr>")
+        rows.append(f"<tr class='certattr-criterion'><td colspan='4'><i>Criterion:</i> {escape(v.finding.criterion)}"
+                    f"</td></tr>")
+    return HTML(f"<table class='certattr-findings'><caption>{escape(caption)}</caption><thead><tr><th>finding</th>"
+                f"<th>the paper reported</th><th>this run measured</th><th>verdict: why</th></tr></thead><tbody>"
+                + "".join(rows) + "</tbody></table>")

@@ -172,7 +172,13 @@ def check_chapter_parameters(params: dict) -> dict:
     for m in [models] if isinstance(models, str) else models:
         check_choice("model", m, MODELS)
     methods = p.get("methods", [])
-    if methods != "all":
+    if isinstance(methods, dict):  # {layer: "all" | [names]}
+        for layer, names in methods.items():
+            check_layer(layer)
+            if names != "all":
+                for m in [names] if isinstance(names, str) else names:
+                    get_method(m)
+    elif methods != "all":
         for m in [methods] if isinstance(methods, str) else methods:
             get_method(m)
     for layer in p.get("layers", []) or []:

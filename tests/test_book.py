@@ -18,10 +18,13 @@ def _copy_book(dst: Path) -> Path:
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(ROOT / name, dst / name)
     shutil.copytree(ROOT / "notebooks", dst / "notebooks")
+    shutil.copytree(ROOT / "_static", dst / "_static")
     (dst / "book").mkdir()
     for path in (ROOT / "book").iterdir():  # the pages, references.bib, ...; not the generated book/chapters/
         if path.is_file():
             shutil.copy(path, dst / "book" / path.name)
+        elif path.is_dir() and path.name != "chapters":
+            shutil.copytree(path, dst / "book" / path.name)
     return dst
 
 
@@ -167,6 +170,28 @@ def test_smoke_book_renders_math_offline_with_local_assets_only(smoke_book, tmp_
     assert not re.search(r"\\\(|\\\[|\$\$", text), "raw TeX left in the page"
     # the equation references and the citations resolved (-W -n would also have failed the build)
     assert 'href="#equation-eq-radius"' in static and 'href="bibliography.html#' in static
+
+
+@pytest.mark.slow
+def test_smoke_book_numbers_the_exercises_folds_the_solutions_and_links_the_student_notebooks(smoke_book):
+    """sphinx-exercise numbers and labels each chapter's exercises, folds each solution ("Solution to Exercise
+    N", a dropdown), every check passes on the solution, and the chapter links its student notebook."""
+    from certattr.assignments import EXERCISES
+
+    root, _ = smoke_book
+    html = root / "_build" / "html"
+    for chapter in CHAPTERS:
+        text = (html / "book" / "chapters" / f"{chapter}.html").read_text()
+        exercises = EXERCISES[chapter]
+        for number, ex in enumerate(exercises, 1):
+            assert f'id="{ex.label}"' in text and f"Exercise {number}" in text, (chapter, ex.label)
+            assert re.search(rf'Solution to<a class="reference internal" href="#{ex.label}">\s*Exercise {number} ', text)
+        assert text.count('class="solution dropdown admonition"') == len(exercises), chapter
+        assert text.count("certattr-score-pass") == len(exercises) and "certattr-score-fail" not in text, chapter
+        link = re.search(rf'href="(\.\./\.\./_downloads/[0-9a-f]+/{chapter}-student\.ipynb)"', text)
+        assert link, chapter
+        student = (html / "book" / "chapters" / link.group(1)).resolve().read_text()
+        assert "BEGIN SOLUTION" not in student and "NotImplementedError" in student
 
 
 def test_a_failing_chapter_stops_the_build_naming_chapter_and_cell(tmp_path):

@@ -187,7 +187,7 @@ def test_summary_lists_every_finding_and_reads_saved_verdicts(tmp_path):
     text = F.summary_markdown(tmp_path, "cpu")
     for finding in F.FINDINGS.values():
         assert finding.title in text
-    assert "**agrees**" in text and text.count("not run in this build") == len(F.FINDINGS) - 1
+    assert "**agrees**:" in text and text.count("not run in this build") == len(F.FINDINGS) - 1
     assert "nan" not in text.lower().replace("finan", "")
 
 
@@ -226,3 +226,32 @@ def test_pooled_frame_equals_pooled_fractions_of_the_label_maps():
     for col in ("certified_1", "certified_0", "abstain", "robustness"):
         assert out[col] == pytest.approx(ref[col])
     assert out.n_images == 4
+
+
+def test_tradeoff_points_against_a_loop():
+    from certattr.experiments import tradeoff_points
+
+    rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 0.1 + 0.05 * ("rise", "lrp", "grad", "ixg", "occlusion").index(m)),
+                   ks=(50.0, 10.0))
+    loc = loc_rows(lambda m, l: ORDER.get(m, 0.25), methods=tuple(ORDER))
+    faith = faith_rows(lambda m: ORDER[m])
+    points = tradeoff_points(rob, loc, faith).set_index(["method", "layer"])
+    for (m, layer), p in points.iterrows():
+        r = rob[(rob.method == m) & (rob.layer == layer)]
+        by_k = [1 - g.n_abstain.sum() / g.n_pixels.sum() for _, g in r.groupby("k")]
+        g = loc[(loc.method == m) & (loc.layer == layer)].certified_gridpg.mean()
+        f = faith[(faith.method == m) & (faith.layer == layer) & (faith.step == 1)]
+        fa = np.clip(1 - f.relative_probability, 0, 1).mean()
+        assert p.robustness == pytest.approx(np.mean(by_k)) and p.certified_gridpg == pytest.approx(g)
+        assert p.faithfulness == pytest.approx(fa)
+        assert p.balance3 == pytest.approx((np.mean(by_k) * g * fa) ** (1 / 3))
+
+
+def test_gridpg_intervals_cover_the_mean_and_shrink_with_more_targets():
+    from certattr.experiments import gridpg_intervals
+
+    few = gridpg_intervals(loc_rows(lambda m, l: 0.5, n_targets=8), ["method", "layer"])
+    many = gridpg_intervals(loc_rows(lambda m, l: 0.5, n_targets=200), ["method", "layer"])
+    assert ((few.low <= few.value) & (few.value <= few.high)).all()
+    assert (many.high - many.low).mean() < (few.high - few.low).mean() / 2
+    assert many.value.sub(0.5).abs().max() < 0.02 and (many.targets == 200).all()

@@ -45,14 +45,22 @@ def test_ties_at_the_threshold_are_not_important():
 
 
 def test_saturation_does_not_empty_the_topk_set():
-    """The reference clipped at the clean map's 99.5th percentile; a saturated noisy map then selected nothing.
-    Ranking the raw |a| keeps the largest values selectable."""
+    """The reference clipped each noisy map at the clean map's 99.5th percentile (and so at 1.0 after
+    normalising by it): a noisy map above that level then tied at the clip value and selected nothing.
+    Ranking the raw |a|: whatever the scale of a map and however little of it lies below a clean map's
+    range, the selection is exactly the set of pixels above the exact percentile, counted independently
+    (brute force in fractions, and the plain top-count by sorting for distinct values), also at a K
+    smaller than the 0.5% that a clip at the 99.5th percentile would tie."""
     rng = np.random.default_rng(1)
     clean = rng.random((32, 32))
-    noisy = clean * 10  # most of it would exceed the clean map's 99.5th percentile
-    clipped = np.minimum(noisy, np.percentile(clean, 99.5))
-    assert sparsify(clipped, [25])[0].sum() == 0  # the reference behaviour: empty set
-    assert sparsify(noisy, [25])[0].sum() == 256  # ours: exactly 25%
+    for scale in (10.0, 1e3, 1e-3):
+        noisy = clean * scale + scale  # every value above the clean map's range
+        for k, count in (("25", 256), ("0.4", 5)):  # q = (100 - K)/100 * 1023: lo = 767 and 1018
+            sel = sparsify(noisy, [float(k)])[0, 0]
+            want, _ = brute_force_selection(noisy, k)
+            assert np.array_equal(sel, want) and sel.sum() == count, (scale, k)
+            largest = np.argsort(noisy, axis=None)[-count:]
+            assert set(np.flatnonzero(sel)) == set(largest.tolist()), (scale, k)
 
 
 def test_constant_map_selects_nothing():

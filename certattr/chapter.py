@@ -1,0 +1,92 @@
+"""What every chapter of the book does before its first figure, in one place: warnings, the figure style
+(fonts that stay legible at the page's width), the results folder, and display names for tables.
+
+A chapter starts with ``start = certattr.chapter.setup(results_dir)``. Figure widths are in inches at
+:data:`DPI`; the book shows a figure at its pixel width up to the text column (about :data:`TEXT_WIDTH`
+inches) or, in a cell tagged ``full-width``, up to :data:`WIDE_WIDTH` inches, so fonts of at least 8 pt stay
+at least 8 pt on the page.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["setup", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure",
+           "NOT_RUN", "elapsed"]
+
+DPI = 100  #: figure.dpi of the inline backend: 1 inch = 100 px on the page
+TEXT_WIDTH = 7.4  #: inches that fit the text column unscaled
+WIDE_WIDTH = 10.5  #: inches that fit a full-width cell unscaled
+NOT_RUN = "not run"
+
+
+def setup(results_dir, *, style: str = "whitegrid") -> float:
+    """Silence the known third-party notices, set the figure style, make ``results_dir``; returns the start
+    time (for the chapter's own timing)."""
+    import matplotlib
+    import pandas as pd
+    import seaborn as sns
+    import torch
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+    if hasattr(pd.errors, "Pandas4Warning"):
+        warnings.filterwarnings("ignore", category=pd.errors.Pandas4Warning)
+    sns.set_theme(context="paper", style=style, rc={
+        "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+        "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": 10, "figure.dpi": DPI,
+        "savefig.dpi": DPI})
+    matplotlib.rcParams["figure.max_open_warning"] = 0
+    torch.manual_seed(0)
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    return time.time()
+
+
+def elapsed(start: float) -> float:
+    return float(time.time() - start)
+
+
+def method_title(name: str) -> str:
+    """The display name of a method id ("gradcampp" -> "GradCam++")."""
+    from .methods import get_method
+
+    try:
+        return get_method(name).title
+    except Exception:  # not a method id: leave it
+        return str(name)
+
+
+def layer_title(layer: str) -> str:
+    return {"input": "Input", "final": "Final"}.get(str(layer), str(layer))
+
+
+def k_text(k) -> str:
+    """K as the book writes it: an integer when it is one (50, not 50.0)."""
+    k = float(k)
+    return f"{int(k)}" if k.is_integer() else f"{k:g}"
+
+
+def display_frame(frame, *, missing: str = NOT_RUN):
+    """A copy for display: method ids -> titles, layers capitalized, NaN -> ``missing``."""
+    out = frame.copy()
+    for col in out.columns:
+        if col in ("method", "method_title"):
+            out[col] = out[col].map(method_title)
+        elif col == "layer":
+            out[col] = out[col].map(layer_title)
+    return out.astype(object).where(out.notna(), missing)
+
+
+def glue_figure(name: str, fig=None, *, note: str | None = None) -> None:
+    """Glue ``fig`` under ``name`` for a numbered ``{glue:figure}`` with a caption in the chapter's text; with
+    no figure (nothing of it was run in this profile), a small figure that says so, so that every profile's
+    book builds with the same captions."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    if fig is None:
+        fig, ax = plt.subplots(figsize=(5.0, 0.8))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, note or "not run in this profile", ha="center", va="center", fontsize=10, color="0.35")
+    glue(name, fig, display=False)
+    plt.close(fig)
