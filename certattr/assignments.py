@@ -44,13 +44,14 @@ import numpy as np
 
 from .validation import CertattrError
 
-__all__ = ["Exercise", "EXERCISES", "Score", "check", "exercise", "chapter_exercises", "student_notebook",
-           "instructor_notebook", "build_assignments", "clear_solutions", "STUDENT_MINUTES"]
+__all__ = ["Exercise", "EXERCISES", "Score", "check", "exercise", "exercise_number", "chapter_exercises",
+           "student_notebook", "instructor_notebook", "build_assignments", "clear_solutions", "STUDENT_MINUTES"]
 
-#: measured wall time (minutes) of a student notebook run top to bottom on the smoke settings, cold sample cache,
-#: on a 2-core CPU (the project's CI machine; a laptop is similar or faster). See the README, "For instructors".
-STUDENT_MINUTES = {"method": 2, "robustness": 2, "localization": 3, "tradeoff": 3, "faithfulness": 2, "vit": 4,
-                   "gallery": 2, "certificates": 4}
+#: measured wall time (minutes, rounded up) of each student notebook run top to bottom on the smoke settings, in book
+#: order with one shared cold sample cache, on a 2-core CPU with other builds running beside it (an idle laptop
+#: is faster). See the README, "For instructors".
+STUDENT_MINUTES = {"method": 2, "robustness": 1, "localization": 1, "faithfulness": 1, "tradeoff": 1, "vit": 4,
+                   "gallery": 1, "certificates": 15}
 
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -102,23 +103,6 @@ def _call(fn, name: str, *args, **kwargs):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fn(*args, **kwargs)
-
-
-def _describe(args) -> str:
-    parts = []
-    for a in args:
-        if isinstance(a, np.ndarray):
-            parts.append(f"an array of shape {a.shape}")
-        elif hasattr(a, "shape") and hasattr(a, "dtype") and not isinstance(a, (int, float)):
-            parts.append(f"a {type(a).__name__} of shape {tuple(a.shape)}")
-        elif hasattr(a, "columns"):
-            parts.append(f"a DataFrame of {len(a)} rows")
-        elif isinstance(a, float):
-            parts.append(f"{a:g}")
-        else:
-            text = repr(a)
-            parts.append(text if len(text) < 40 else f"a {type(a).__name__}")
-    return ", ".join(parts)
 
 
 def _short(value) -> str:
@@ -378,7 +362,8 @@ def _localization_empty(fn):
             expected = math.fsum(values) / len(values) if values else math.nan
             got = _call(fn, name, frame.copy(), drop)
             if not _close(got, expected):
-                what = "every target empty" if frame.no_certified.all() else f"{int(frame.no_certified.sum())} empty targets"
+                n_empty = int(frame.no_certified.sum())
+                what = "every target empty" if n_empty == len(frame) else f"{n_empty} empty targets"
                 raise NotYet(f"{name}(a table of {len(frame)} rows with {what}, drop_empty={drop}) returned "
                              f"{_short(got)}.")
 
@@ -437,9 +422,10 @@ def _points(seed: int):
                              "robustness": float(gen.uniform(0, 1)), "certified_gridpg": float(gen.uniform(0, 1))})
     frame = pd.DataFrame(rows)
     # a lopsided method: the best geometric mean at the final layer, not the best harmonic one
-    frame.loc[(frame.layer == "final") & (frame.method_title == "Grad"), ["robustness", "certified_gridpg"]] = [0.99, 0.36]
-    frame.loc[(frame.layer == "final") & (frame.method_title == "RISE"), ["robustness", "certified_gridpg"]] = [0.58, 0.58]
-    frame.loc[(frame.layer == "final") & (frame.method_title.isin(["GradCam", "LRP"])), "certified_gridpg"] = 0.1
+    final, axes = frame.layer == "final", ["robustness", "certified_gridpg"]
+    frame.loc[final & (frame.method_title == "Grad"), axes] = [0.99, 0.36]
+    frame.loc[final & (frame.method_title == "RISE"), axes] = [0.58, 0.58]
+    frame.loc[final & (frame.method_title.isin(["GradCam", "LRP"])), "certified_gridpg"] = 0.1
     frame.loc[0, ["robustness", "certified_gridpg"]] = [0.0, 0.0]
     return frame
 
@@ -759,6 +745,15 @@ EXERCISES: dict[str, list[Exercise]] = {
 _BY_LABEL = {ex.label: ex for exs in EXERCISES.values() for ex in exs}
 
 
+def exercise_number(label: str) -> int:
+    """The exercise's number in the book: sphinx-exercise numbers the exercises of the whole book in one sequence
+    (the toctree is not numbered), chapter after chapter in the book's order."""
+    from .book import CHAPTERS
+
+    labels = [ex.label for chapter in CHAPTERS for ex in EXERCISES.get(chapter, [])]
+    return labels.index(exercise(label).label) + 1
+
+
 def exercise(label: str) -> Exercise:
     try:
         return _BY_LABEL[label]
@@ -767,9 +762,11 @@ def exercise(label: str) -> Exercise:
 
 
 # --- reading a chapter's exercises --------------------------------------------------------------------------------
-_EXERCISE_RE = re.compile(r"^:::\{exercise\}[ \t]*(?P<title>[^\n]*)\n(?P<opts>(?::[\w-]+:[^\n]*\n)*)(?P<body>.*?)^:::[ \t]*$",
+_EXERCISE_RE = re.compile(r"^:::\{exercise\}[ \t]*(?P<title>[^\n]*)\n(?P<opts>(?::[\w-]+:[^\n]*\n)*)"
+                          r"(?P<body>.*?)^:::[ \t]*$",
                           re.S | re.M)
-_SOLUTION_START_RE = re.compile(r"^```\{solution-start\}[ \t]*(?P<label>[\w-]+)[ \t]*\n(?::[\w-]+:[^\n]*\n)*```[ \t]*$", re.M)
+_SOLUTION_START_RE = re.compile(r"^```\{solution-start\}[ \t]*(?P<label>[\w-]+)[ \t]*\n(?::[\w-]+:[^\n]*\n)*"
+                                r"```[ \t]*$", re.M)
 _SOLUTION_END_RE = re.compile(r"^```\{solution-end\}\s*\n```\s*$", re.M)
 _CHECK_RE = re.compile(r"^check\(\"(?P<label>[\w-]+)\", (?P<name>\w+)\)$")
 
@@ -830,8 +827,8 @@ def chapter_exercises(nb, chapter: str) -> list[ExerciseCells]:
             raise CertattrError(f"{where}: the solution-start directive needs ':class: dropdown'")
         index = len(found)
         if index >= len(expected) or expected[index].label != label:
-            raise CertattrError(f"{where}: expected exercise {expected[index].label if index < len(expected) else None!r} "
-                                f"here (certattr.assignments.EXERCISES[{chapter!r}])")
+            wanted = expected[index].label if index < len(expected) else None
+            raise CertattrError(f"{where}: expected exercise {wanted!r} here (certattr.assignments.EXERCISES[{chapter!r}])")
         ex = expected[index]
         check_match = _CHECK_RE.match(cells[i + 5].source.strip())
         if not check_match or check_match.group("label") != label or check_match.group("name") != ex.answer:
@@ -845,8 +842,8 @@ def chapter_exercises(nb, chapter: str) -> list[ExerciseCells]:
                 raise CertattrError(f"{where}: the exercise text needs {needle}")
         if f"{ex.minutes} minutes" not in match.group("body"):
             raise CertattrError(f"{where}: the text must state the estimated time '{ex.minutes} minutes'")
-        found.append(ExerciseCells(ex, index + 1, match.group("title").strip(), match.group("body").strip(), i, i + 1,
-                                   i + 2, i + 3, i + 4, i + 5))
+        found.append(ExerciseCells(ex, exercise_number(label), match.group("title").strip(),
+                                   match.group("body").strip(), i, i + 1, i + 2, i + 3, i + 4, i + 5))
     if [f.exercise.label for f in found] != [ex.label for ex in expected]:
         raise CertattrError(f"{chapter}: found exercises {[f.exercise.label for f in found]}, expected "
                             f"{[ex.label for ex in expected]}")
@@ -920,9 +917,14 @@ def _nbgrader(grade_id: str, *, solution=False, grade=False, locked=False, point
 
 
 def _strip_links(text: str) -> str:
-    """Drop the paragraphs that only work in the built book (download links, cross-references)."""
-    paragraphs = re.split(r"\n\s*\n", text)
-    return "\n\n".join(p for p in paragraphs if "{download}" not in p and "{ref}" not in p and "{numref}" not in p)
+    """Plain Markdown for Jupyter: drop the paragraphs with a download link (it only works in the built book) and
+    write a cross-reference to an exercise as "Exercise N (title)"."""
+    def ref(match):
+        label = match.group(2)
+        return f"Exercise {exercise_number(label)} ({exercise(label).title})" if label in _BY_LABEL else f"`{label}`"
+
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if "{download}" not in p]
+    return re.sub(r"\{(ref|numref)\}`([\w-]+)`", ref, "\n\n".join(paragraphs))
 
 
 def _header(chapter: str, profile: str) -> str:
@@ -930,16 +932,20 @@ def _header(chapter: str, profile: str) -> str:
     notebook is the student notebook; it must not name nbgrader's solution delimiters, which its
     ClearSolutions looks for in every cell)."""
     exs = EXERCISES[chapter]
-    total = sum(e.points for e in exs)
+    total, minutes = sum(e.points for e in exs), STUDENT_MINUTES.get(chapter)
+    if profile == "smoke" and minutes:
+        cost = (f"about {minutes} minute{'s' if minutes != 1 else ''} from top to bottom on a laptop CPU with the "
+                f"offline default model (EfficientNet-Lite0) and bundled photos")
+    else:
+        cost = "longer than on the `smoke` settings (see the README's \"For instructors\")"
     return "\n".join([
         f"**Course edition** of the chapter `{chapter}`, made by `certattr assignments` from `notebooks/{chapter}.md`. "
-        f"It runs on the `{profile}` settings (written into the parameters cell below): about "
-        f"{STUDENT_MINUTES.get(chapter, '?')} minutes from top to bottom on a laptop CPU with the offline default "
-        f"model (EfficientNet-Lite0) and bundled photos; the other chapters reuse the noisy samples in `cache_dir`.",
+        f"It runs on the `{profile}` settings (written into the parameters cell below): {cost}; the other chapters "
+        f"reuse the noisy samples in `cache_dir`.",
         "",
         f"{len(exs)} exercises at the end ({total} points): "
-        + "; ".join(f"{i + 1}. {e.title} ({e.minutes} min, {e.points} point{'s' if e.points > 1 else ''})"
-                    for i, e in enumerate(exs))
+        + "; ".join(f"{exercise_number(e.label)}. {e.title} ({e.minutes} min, {e.points} point"
+                    f"{'s' if e.points > 1 else ''})" for e in exs)
         + ". Write each function where it says `# YOUR CODE HERE`; the cell after it checks your function on "
           "inputs of its own and prints what is still wrong (it never raises, so the notebook always runs to the "
           "end). Numbers in the text appear as `{glue:text}` placeholders here; the book shows them. (In the "
@@ -1035,7 +1041,7 @@ def instructor_notebook(chapter: str, **kwargs):
     return _assignment(chapter, instructor=True, **kwargs)
 
 
-NBGRADER_CONFIG = '''# nbgrader course configuration written by `certattr assignments` (see the README, "For instructors").
+NBGRADER_CONFIG = '''# nbgrader course configuration written by `certattr assignments` (README: "For instructors").
 c = get_config()  # noqa: F821
 c.CourseDirectory.root = "."
 # the chapters compute noisy attribution maps: give each cell time (the default is 30 s)
@@ -1065,7 +1071,8 @@ def build_assignments(out, *, chapters=None, profile: str = "smoke", root: Path 
     for chapter in chapters:
         kw = dict(profile=profile, root=root, cache_dir=cache_dir)
         student, instructor = student_notebook(chapter, **kw), instructor_notebook(chapter, **kw)
-        for nb, path in [(student, out / f"{chapter}-student.ipynb"), (instructor, out / f"{chapter}-instructor.ipynb")]:
+        for nb, name in [(student, f"{chapter}-student.ipynb"), (instructor, f"{chapter}-instructor.ipynb")]:
+            path = out / name
             nbformat.write(nb, path)
             written.append(path)
         if course:

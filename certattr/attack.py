@@ -10,8 +10,8 @@ predicted class never changes:
   criterion on the real model;
 * start of each restart: a uniform direction on the eps-sphere (halved until the class is kept, at most
   ``init_tries`` times; else delta = 0); step t: delta <- P(delta - lr_t g/||g||), lr_t =
-  step_size*eps/(1 + t/2); if the real class changes the step is halved (at most ``max_backtracks``
-  times, else no step). P = radial projection onto the ball, then clipping to the box (clipping never
+  step_size*eps/(1 + t/2) (:func:`attack_certified`: a constant step along a momentum-averaged direction);
+  if the real class changes the step is halved (at most ``max_backtracks`` times, else no step). P = radial projection onto the ball, then clipping to the box (clipping never
   increases ||delta|| since x is in the box; a final exact check in float64 keeps ||delta|| <= eps);
 * noise for smoothed surrogates is drawn per (seed, image id, restart, step, sample) from its own
   streams (:func:`certattr.noise.gaussian_noise` with ``stream="attack-noise|restart|step"``); every
@@ -22,15 +22,17 @@ predicted class never changes:
 
 Objectives (the attacker minimises): (a) :func:`attack_topk`, the top-k overlap of the unsmoothed map or
 of Sparsified SmoothGrad (surrogate: its relaxed variant); (b) :func:`attack_cosine`, the cosine of the
-uniformly smoothed (or unsmoothed) map; (c) :func:`attack_certified`, the top-K membership of the pixels
-certified by :class:`certattr.smoothing.SmoothedAttribution` (SPEC §1).
+uniformly smoothed (or unsmoothed) map; (c) :func:`attack_certified`, the smoothed (or plain) top-K
+agreement of the certified pixels nearest their decision boundary (SPEC §1), measured afterwards with
+fresh noise and more samples than certification used.
 
 **What (c) is checked against.** If the clean certificate is right (probability >= 1 - alpha), every
 certified pixel keeps its label with probability > 1/2 at every x + delta with ||delta|| < R =
-sigma Phi^-1(tau); recertifying x + delta with fresh seeds then certifies the opposite label only by a
-false rejection (probability <= alpha, Bonferroni). So for an attack inside R, P(any certified pixel is
-certified with the opposite label at x + delta) <= 2 alpha. Abstentions at x + delta and changes of
-uncertified pixels are not covered by any guarantee; they are counted to show the attack is not vacuous.
+sigma Phi^-1(tau) (and with probability >= 1/2 at ||delta|| = R); a one-sided binomial test on fresh
+samples then finds it flipped only by a false rejection (probability <= eval_alpha). So for an attack
+inside R, P(any certified target confidently flipped) <= alpha + eval_alpha. Uncertified pixels and the
+plain map carry no guarantee; the attack is shown strong on them (and beyond R) so that "nothing flipped
+inside R" means something.
 """
 from __future__ import annotations
 
@@ -54,8 +56,8 @@ from .result import ABSTAIN, Certificate
 from .smoothing import SmoothedAttribution
 from .sparsify import upsample_maps
 from .topk_certificate import _order, check_eps, check_fraction, check_k, relaxed_sparsify
-from .validation import (CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_ks,
-                         check_n, check_positive_int, check_sigma, check_tau)
+from .validation import (CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval,
+                         check_ks, check_n, check_positive_int, check_sigma, check_tau)
 
 __all__ = ["SmoothReLU6", "smooth_surrogate", "differentiable_maps", "predicted_class", "AttackResult",
            "attack_topk", "attack_cosine", "attack_certified", "DIFFERENTIABLE_METHODS"]
@@ -187,8 +189,11 @@ class AttackResult:
 
 class _Attack:
     def __init__(self, model, image, *, eps, steps, restarts, step_size, seed, image_id, beta, max_backtracks,
-                 init_tries, progress, desc):
+                 init_tries, progress, desc, momentum=0.0, decay=True):
         self.model = model
+        self.momentum = check_interval("momentum", momentum, 0, 1, low_open=False,
+                                       what="the momentum of the normalised gradients")
+        self.decay = bool(decay)
         self.x = check_image(image).to(model.device)
         self.x64 = self.x.double()
         self.eps = check_eps(eps)
@@ -268,6 +273,7 @@ class _Attack:
                 else:
                     self.counts["init_failed"] += self.init_tries > 0
             losses = []
+            velocity = None
             for t in range(self.steps):
                 if self.eps == 0:
                     bar.update(1)
@@ -278,9 +284,13 @@ class _Attack:
                 losses.append(float(loss.detach()))
                 gnorm = float(grad.double().norm())
                 if gnorm > 0 and math.isfinite(gnorm):
-                    lr = self.step_size * self.eps / (1 + t / 2)
+                    direction = grad / gnorm
+                    if self.momentum > 0:  # a running sum of normalised (noisy) gradients, renormalised
+                        velocity = direction if velocity is None else self.momentum * velocity + direction
+                        direction = velocity / velocity.norm().clamp_min(1e-30)
+                    lr = self.step_size * self.eps / (1 + t / 2 if self.decay else 1)
                     for _ in range(self.max_backtracks + 1):
-                        cand = self.project(x_adv - lr * grad / gnorm)
+                        cand = self.project(x_adv - lr * direction)
                         if self.keeps_class(cand):
                             x_adv = cand
                             break
@@ -443,8 +453,6 @@ def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = No
 
 # --- (c) certified pixels --------------------------------------------------------------------------------
 TARGET_GROUPS = ("certified", "uncertified")
-import os
-LOSS = os.environ.get("ATTACK_LOSS", "sigmoid")
 
 
 def smoothed_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str, k: float,
@@ -461,33 +469,110 @@ def smoothed_membership(model: LoadedModel, image: torch.Tensor, target: int, *,
     return sparsify(maps, [k])[0].mean(axis=0, dtype=np.float64)
 
 
-def plain_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str,
-                     k: float) -> np.ndarray:
-    """(H, W) float64 in {0, 1}: the top-K membership of the plain (unsmoothed) map, upsampled to H x W."""
-    from .sparsify import sparsify
+def plain_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str, k: float,
+                     margins: bool = False):
+    """(H, W) float64 in {0, 1}: the top-K membership of the plain (unsmoothed) map, upsampled to H x W; with
+    ``margins``, also (|a_p| - t_K) / std|a| (the distance to the plain map's threshold, in its std)."""
+    from .sparsify import sparsify, topk_thresholds
 
     size = tuple(image.shape[1:])
-    maps = upsample_maps(_registry_maps(model, image.unsqueeze(0), target, method, layer).float(), size)
-    return sparsify(maps.numpy(), [k])[0, 0].astype(np.float64)
+    maps = upsample_maps(_registry_maps(model, image.unsqueeze(0), target, method, layer).float(), size).numpy()
+    member = sparsify(maps, [k])[0, 0].astype(np.float64)
+    if not margins:
+        return member
+    a = np.abs(maps[0].astype(np.float64))
+    return member, (a - topk_thresholds(maps, [k])[0, 0]) / max(float(a.std()), 1e-300)
 
 
-def choose_targets(cert: Certificate, k: float, group: str = "certified", count: int = 32) -> np.ndarray:
-    """Flat pixel indices of the ``count`` pixels of ``group`` nearest their decision boundary at this K.
+def choose_targets(cert: Certificate, k: float, group: str = "certified", count: int = 32, seed: int = 0,
+                   image_id: str = "", extra_agree: np.ndarray | None = None) -> np.ndarray:
+    """Flat pixel indices of ``count`` target pixels of ``group`` at this K.
 
-    "certified": certified pixels with the fewest agreeing test samples c_p (the smallest per-pixel
-    radius R_p), then the mean sparsified value nearest 1/2, then the index. "uncertified": abstained
-    pixels with the *most* agreeing samples (a clear majority that narrowly missed certification, the
-    fairest comparison), same tie-breaks.
+    "certified": the certified pixels nearest their decision boundary, i.e. with the fewest agreeing samples:
+    c_p of the n - n0 test samples, plus, with ``extra_agree`` ((H, W) or flat, the number of further fresh
+    samples agreeing with the certified label, e.g. from :func:`smoothed_membership` with another seed), those
+    too, which ranks the many pixels that tie on c_p. Remaining ties are broken by the distance to an anchor
+    (a seeded random pixel among the weakest), so that tied targets form one compact region.
+    "uncertified": a seeded random sample of the abstained pixels whose majority m_p the test samples
+    confirm (2 c_p > n - n0): a label the map does give, without a certificate.
     """
     group = check_choice("group", group, TARGET_GROUPS)
     count = check_positive_int("count", count)
     i = cert.index(k)
     labels, counts = cert.labels[i].ravel(), cert.counts[i].ravel().astype(np.int64)
-    closeness = np.abs(cert.mean_sparsified[i].ravel().astype(np.float64) - 0.5)
-    pool = np.flatnonzero(labels != ABSTAIN if group == "certified" else labels == ABSTAIN)
-    primary = counts[pool] if group == "certified" else -counts[pool]
-    order = np.lexsort((pool, closeness[pool], primary))
-    return pool[order[:count]]
+    shuffle = numpy_generator(seed, image_id, 0, f"attack-targets|{group}|{float(k):g}").permutation(labels.size)
+    if group == "uncertified":
+        pool = (labels == ABSTAIN) & (2 * counts > int(cert.n) - int(cert.n0))
+        return shuffle[pool[shuffle]][:count]
+    pool = np.flatnonzero(labels != ABSTAIN)
+    if pool.size == 0:
+        return pool
+    agree = counts[pool] + (0 if extra_agree is None else np.asarray(extra_agree).ravel().astype(np.int64)[pool])
+    weakest = pool[agree == agree.min()]
+    anchor = weakest[np.argmin(np.argsort(shuffle)[weakest])]  # the first of the weakest in the seeded order
+    w = cert.labels.shape[2]
+    dist2 = (pool // w - anchor // w) ** 2 + (pool % w - anchor % w) ** 2
+    return pool[np.lexsort((pool, dist2, agree))][:count]
+
+
+def target_flips(member: np.ndarray, targets, reference, n_eval: int, eval_alpha: float) -> dict:
+    """Which targets flipped, from ``member`` ((H, W) or flat: the fraction of ``n_eval`` evaluation samples in
+    the top K, or the plain map's 0/1 membership with n_eval = 1) and the reference labels (0/1) of the targets.
+
+    ``agree``: samples agreeing with the reference; ``flipped``: at most half agree; ``confidently_flipped``:
+    a one-sided binomial test rejects P(agree) >= 1/2 at level eval_alpha / len(targets) (for the plain map,
+    n_eval = 1, the same as flipped). Counts, fractions and the two masks."""
+    targets = np.asarray(targets, dtype=np.int64)
+    reference = np.asarray(reference, dtype=np.int64)
+    ones = np.rint(np.asarray(member, dtype=np.float64).ravel()[targets] * n_eval).astype(np.int64)
+    agree = np.where(reference == 1, ones, n_eval - ones)
+    flipped, confident = _flip_counts(agree, n_eval, eval_alpha / max(len(targets), 1))
+    if n_eval == 1:
+        confident = flipped
+    m = max(len(targets), 1)
+    return {"agree": agree, "flipped": int(flipped.sum()), "confidently_flipped": int(confident.sum()),
+            "fraction_flipped": float(flipped.sum() / m), "fraction_confidently_flipped": float(confident.sum() / m),
+            "flipped_mask": flipped, "confident_mask": confident}
+
+
+def random_perturbation(image: torch.Tensor, eps: float, seed: int = 0, image_id: str = "") -> torch.Tensor:
+    """x + a uniformly random direction of norm eps (stream "attack-random"), clipped to the [0,1] box (so the
+    norm may end slightly below eps): the control of :func:`attack_certified`, for any eps."""
+    x = check_image(image)
+    eps = check_eps(eps)
+    if eps == 0:
+        return x.clone()
+    z = numpy_generator(seed, image_id, 0, "attack-random").standard_normal(tuple(x.shape))
+    delta = torch.from_numpy(z * (eps / float(np.linalg.norm(z))))
+    margin = 0.0
+    while True:  # float32 rounding can leave the ball: shrink by a margin doubling from 1e-7 until inside
+        out = (x.double() + delta * (1 - margin)).clamp(0.0, 1.0).to(torch.float32)
+        if float((out.double() - x.double()).norm()) <= eps or margin >= 0.5:
+            return out
+        margin = 2 * margin if margin else 1e-7
+
+
+def select_seed(seed: int) -> int:
+    """The seed of the fresh samples that rank the targets (neither the certification's nor the evaluation's)."""
+    return int(seed) + 2000
+
+
+def selection_agreement(model, image, target, cert: Certificate, k: float, *, method, layer, sigma, n, seed,
+                        image_id, chunk_size=DEFAULT_CHUNK, cache=None) -> np.ndarray:
+    """(H*W,) int: how many of ``n`` fresh samples (seed ``seed``) agree with the certificate's label (its
+    majority where it abstains) at each pixel: the extra samples :func:`choose_targets` ranks by."""
+    member = smoothed_membership(model, image.cpu(), target, method=method, layer=layer, k=k, sigma=sigma, n=n,
+                                 seed=seed, image_id=image_id, chunk_size=chunk_size, cache=cache).ravel()
+    i = cert.index(k)
+    label = np.where(cert.labels[i] == ABSTAIN, cert.majority[i], cert.labels[i]).ravel()
+    ones = np.rint(member * n).astype(np.int64)
+    return np.where(label == 1, ones, n - ones)
+
+
+def first_order(model: LoadedModel, method: str, layer: str) -> bool:
+    """Whether the map is a first-order function of the input, so its gradient needs no surrogate: IxG at the
+    Final layer of a GAP->linear head (d logit / d A = W_y / hw is constant, the map is linear in A)."""
+    return method == "ixg" and layer == "final" and getattr(model, "gap_linear", None) is not None
 
 
 def _flip_counts(agree_count: np.ndarray, n_eval: int, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -505,31 +590,41 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
                      ks: Sequence[float] = (50,), k: float | None = None, sigma: float = 0.25, n: int = 100,
                      n0: int = 10, tau: float = 0.75, alpha: float = 0.001, correction: str = "bonferroni",
                      group: str = "certified", n_targets: int = 32, smoothed: bool = True, n_attack: int = 8,
-                     temperature: float = 0.25, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
-                     beta: float = 10.0, seed: int = 0, eval_n: int = 1000, eval_seed: int | None = None,
+                     temperature: float = 1.0, steps: int = 20, restarts: int = 2, step_size: float = 0.25,
+                     beta: float | None | str = "auto", seed: int = 0, eval_n: int = 1000, eval_seed: int | None = None,
                      eval_alpha: float | None = None, image_id: str = "", chunk_size: int = DEFAULT_CHUNK,
                      cache=None, clean: Certificate | None = None, random_control: bool = True,
-                     eval_clean: bool = False,
+                     eval_clean: bool = False, targets: Sequence[int] | None = None, select_n: int = 0,
+                     momentum: float = 0.9,
+                     decay: bool = False,
                      max_backtracks: int = 10, init_tries: int = 10, progress: bool = True) -> AttackResult:
     """Attack the top-K labels of the pixels nearest their decision boundary, and measure what flipped.
 
     1. The clean certificate at x (:meth:`certattr.smoothing.SmoothedAttribution.certify`, seed ``seed``,
-       ``cache``; or ``clean``). Targets (:func:`choose_targets`): the ``n_targets`` pixels of ``group`` at
-       K = ``k`` (default: the largest of ``ks``) nearest their boundary; reference labels: the certificate's
-       label (majority m_p for uncertified pixels).
-    2. Attack (``smoothed=True``): maximise the smoothed soft top-K disagreement at the targets: per step,
-       ``n_attack`` **fresh** noisy copies x + delta + sigma eps (streams "attack-noise|restart|step"), per copy
-       the soft membership sigmoid((|a_p| - t_K) / (temperature * std|a|)), t_K the linear (100-K)-th
-       percentile of the copy's map; its mean over the copies is the smoothed soft membership, and the loss
-       is the mean agreement with the reference labels at the targets. ``smoothed=False`` attacks the plain
-       map instead (one copy, no noise; reference = the plain map's labels at x). Restarts, the eps-ball
-       and [0,1] box projection and the class kept as in every attack here; the returned restart is the
-       one with the lowest final surrogate loss (chosen without the evaluation noise).
+       ``cache``; or ``clean``). Targets (:func:`choose_targets`, or ``targets`` as flat pixel indices): the
+       ``n_targets`` pixels of ``group`` at K = ``k`` (default: the largest of ``ks``), the certified ones
+       ranked by their agreeing samples, with ``select_n`` > 0 also counted on that many fresh samples of
+       their own seed (:func:`select_seed`); reference labels: the certificate's label (the majority m_p for
+       uncertified pixels).
+    2. Attack (``smoothed=True``): maximise the smoothed soft top-K disagreement at the targets. At every step
+       ``n_attack`` **fresh** noisy copies x + delta + sigma eps (streams "attack-noise|restart|step": an
+       expectation over the smoothing noise); per copy the margin m_p = +-(|a_p| - t_K) / std|a| (+ for
+       label 1; t_K the linear (100-K)-th percentile of the copy's map), and the loss is the mean over
+       copies and targets of T softplus(m_p / T + 1), T = ``temperature`` (a soft hinge: it keeps pushing a
+       target until its margin is about -T in every copy). Normalised gradient steps of ``step_size`` * eps
+       with ``momentum`` (a running sum of the normalised noisy gradients), ``decay`` (the step shrinks as
+       1/(1 + t/2)) off by default, ``restarts`` random starts on the eps-sphere, projection on the eps-ball
+       and the [0,1] box, the real model's class kept (backtracking); the returned restart has the lowest
+       final surrogate loss (chosen without the evaluation noise). The gradient is taken through the model
+       itself when the map is first-order in the input (IxG at the Final layer of a GAP->linear head:
+       ``beta="auto"``), else through the softplus surrogate (``beta``). ``smoothed=False`` attacks the plain
+       map instead (one copy, no noise; reference = the plain map's labels at x; default targets: the pixels
+       nearest the plain map's threshold).
     3. Evaluation with fresh noise (seed ``eval_seed``, default seed + 1000; ``eval_n`` samples, more than the
        certification used): the fraction of the eval copies of x + delta agreeing with the reference label
        at each target. A target is **flipped** when at most half agree (the estimate of the smoothed label
        no longer gives the label), **confidently flipped** when a one-sided binomial test rejects
-       P(agree) >= 1/2 at level ``eval_alpha`` / n_targets (default eval_alpha = alpha). With
+       P(agree) >= 1/2 at level ``eval_alpha`` / (number of targets) (default eval_alpha = alpha). With
        ``random_control``, the same for x + a random direction of the same norm (projected on the box);
        with ``eval_clean``, the same at x itself (``before``; NaN otherwise).
 
@@ -560,9 +655,11 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
                             f"(the evaluation needs fresh noise)")
     eval_alpha = alpha if eval_alpha is None else check_alpha(eval_alpha)
     chunk_size = check_positive_int("chunk_size", chunk_size)
+    if isinstance(beta, str) and beta == "auto":
+        beta = None if first_order(model, method, layer) else 10.0
     att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
                   image_id=image_id, beta=beta, max_backtracks=max_backtracks, init_tries=init_tries,
-                  progress=progress, desc=f"certified-pixel attack {image_id}")
+                  progress=progress, desc=f"certified-pixel attack {image_id}", momentum=momentum, decay=decay)
     label = att.label
     target = torch.tensor([label])
     size = tuple(att.x.shape[1:])
@@ -572,13 +669,25 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
                                      cache=cache, progress=progress)
         clean = engine.certify(att.x.cpu(), image_id, label, ks=ks, tau=tau, alpha=alpha, correction=correction)
     i = clean.index(k)
-    targets = choose_targets(clean, k, group, n_targets)
+    if targets is not None:
+        targets = np.asarray(targets, dtype=np.int64).ravel()
+        if targets.size and (targets.min() < 0 or targets.max() >= clean.n_pixels):
+            raise CertattrError(f"targets are not allowed outside 0..{clean.n_pixels - 1}: give flat pixel indices")
     if smoothed:
+        if targets is None:
+            extra = None
+            if select_n and group == "certified":
+                extra = selection_agreement(model, att.x, label, clean, k, method=method, layer=layer, sigma=sigma,
+                                            n=select_n, seed=select_seed(seed), image_id=image_id,
+                                            chunk_size=chunk_size, cache=cache)
+            targets = choose_targets(clean, k, group, n_targets, seed, image_id, extra)
         reference = np.where(clean.labels[i].ravel() == ABSTAIN, clean.majority[i].ravel(),
                              clean.labels[i].ravel())[targets].astype(np.int64)
-    else:
-        reference = plain_membership(model, att.x.cpu(), label, method=method, layer=layer, k=k).ravel()[targets]
-        reference = reference.astype(np.int64)
+    else:  # default targets: the plain map's own boundary, the pixels nearest its threshold t_K
+        member, margin = plain_membership(model, att.x.cpu(), label, method=method, layer=layer, k=k, margins=True)
+        if targets is None:
+            targets = np.argsort(np.abs(margin.ravel()), kind="stable")[:n_targets]
+        reference = member.ravel()[targets].astype(np.int64)
     want_one = torch.from_numpy(reference == 1).float()
     index = torch.from_numpy(targets)
     q = torch.tensor([(100.0 - k) / 100.0], dtype=torch.float32)
@@ -596,36 +705,21 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
         t = torch.quantile(a, q, dim=1, interpolation="linear").T  # (copies, 1)
         scale = a.std(dim=1, keepdim=True).clamp_min(1e-12)
         margin = (a[:, index] - t) / scale * (2 * want_one - 1)  # > 0: the copy agrees with the label
-        if LOSS == "sigmoid":
-            agree = torch.sigmoid(margin / temperature).mean(dim=0)  # (targets,)
-        else:
-            agree = F.softplus(margin / temperature + 1.0).mean(dim=0) * temperature
-        return agree.mean()
+        return (temperature * F.softplus(margin / temperature + 1.0)).mean()
 
     x_adv, scores, history = att.run(loss_fn, None, select="loss")
 
-    def measure(x_eval) -> np.ndarray:
+    n_eval = eval_n if smoothed else 1
+
+    def measure(x_eval) -> dict:
         if smoothed:
             member = smoothed_membership(model, x_eval, label, method=method, layer=layer, k=k, sigma=sigma,
                                          n=eval_n, seed=eval_seed, image_id=image_id, chunk_size=chunk_size)
-            ones = np.rint(member.ravel()[targets] * eval_n).astype(np.int64)
-            return np.where(reference == 1, ones, eval_n - ones)
-        member = plain_membership(model, x_eval, label, method=method, layer=layer, k=k).ravel()[targets]
-        return np.where(reference == 1, member, 1 - member).astype(np.int64)
+        else:
+            member = plain_membership(model, x_eval, label, method=method, layer=layer, k=k)
+        return target_flips(member, targets, reference, n_eval, eval_alpha)
 
-    n_eval = eval_n if smoothed else 1
-    level = eval_alpha / max(len(targets), 1)
-
-    def summary(agree) -> dict:
-        flipped, confident = _flip_counts(agree, n_eval, level)
-        if not smoothed:
-            confident = flipped
-        return {"agree": agree, "flipped": int(flipped.sum()), "confidently_flipped": int(confident.sum()),
-                "fraction_flipped": float(flipped.mean()) if len(targets) else 0.0,
-                "fraction_confidently_flipped": float(confident.mean()) if len(targets) else 0.0,
-                "flipped_mask": flipped, "confident_mask": confident}
-
-    attacked = summary(measure(x_adv))
+    attacked = measure(x_adv)
     details = {"method": method, "layer": layer, "k": k, "ks": ks, "sigma": sigma, "n": n, "n0": n0, "tau": tau,
                "alpha": alpha, "group": group, "smoothed": smoothed, "radius": clean.radius,
                "within_radius": att.eps <= clean.radius, "targets": targets, "reference": reference,
@@ -633,13 +727,12 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
                "eval_n": n_eval, "eval_seed": eval_seed, "eval_alpha": eval_alpha,
                "failure_probability": alpha + eval_alpha, "clean_certificate": clean, "attacked": attacked}
     if random_control:
-        z = torch.from_numpy(att.generator(0, "attack-random").standard_normal(tuple(att.x.shape)))
-        x_rand = att.project(att.x64 + z.to(att.x64.device) * (att.eps / float(z.norm()))) if att.eps > 0 else att.x
-        details["random"] = {**summary(measure(x_rand)), "delta_norm": float((x_rand.double() - att.x64).norm()),
+        x_rand = random_perturbation(att.x.cpu(), att.eps, seed, image_id).to(att.x.device)
+        details["random"] = {**measure(x_rand), "delta_norm": float((x_rand.double() - att.x64).norm()),
                              "class_kept": att.keeps_class(x_rand)}
     before = math.nan
     if eval_clean:
-        details["clean"] = summary(measure(att.x))
+        details["clean"] = measure(att.x)
         before = details["clean"]["fraction_flipped"]
     name = "flipped fraction of targeted pixels" + ("" if smoothed else " (plain map)")
     return att.result(name, x_adv, before, attacked["fraction_flipped"], scores, history, details)

@@ -42,7 +42,7 @@ _COMMON = {
             # The costly methods at the Input layer, reduced so that the book builds on 2 CPU cores (each
             # chapter states these settings); the Final layer keeps the reference settings.
             # Measured at n = 100 on 2 cores (EfficientNet-Lite0): RISE with 30 masks 258 s, Occlusion 56/56 156 s.
-            "method_overrides": {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 16},
+            "method_overrides": {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 12},
                                  "occlusion@input": {"window": 75, "stride": 75}}},
     "paper": {"model": "resnet18", "weights": "pretrained", "device": "cuda", "n": 100, "n0": 10,
               "tau": 0.75, "alpha": 0.001, "correction": "bonferroni", "seed": 0, "chunk_size": 50,
@@ -82,14 +82,14 @@ _SMOKE_CHEAP = {"methods": ["grad", "gradcam"], "layers": ["final"]}
 #: that splits evenly into the 2x2 cells), because every grid has four targets. Costs per 100 samples of a 224x224
 #: image on 2 idle cores: gradients 3-12 s (Input) and 2-5 s (Final), LRP 17 s, AblationCam 25-90 s, and at the
 #: Input layer with the reduced settings IntGrad 100 s, Occlusion 100 s, RISE 190 s; 5-15x more on a busy machine.
-_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 12, "grid_size": 128}
-#: the Input-layer methods of the evaluation chapters on photos (RISE, LRP, Occlusion, the gradient family
-#: and GradCam, which the paper's findings name); on grids a little fewer
-_CPU_INPUT = ["grad", "gb", "ixg", "lrp", "gradcam", "rise", "occlusion"]
-_CPU_GRID_INPUT = ["grad", "ixg", "lrp", "gradcam", "rise", "occlusion"]
+_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 10, "grid_size": 128}
+#: the Input-layer methods of the evaluation chapters (RISE, LRP, Occlusion and two of the gradient family, which
+#: the paper's findings name; the method chapter and the gallery run every method at the Input layer)
+_CPU_INPUT = ["grad", "ixg", "lrp", "rise", "occlusion"]
+_CPU_GRID_INPUT = ["grad", "ixg", "lrp", "rise", "occlusion"]
 _CPU_TREND_PHOTOS = ["chelsea", "coffee", "camera"]
 #: on 128x128 grids the Input-layer Occlusion window is scaled with the image (3x3 windows as on the photos)
-_CPU_GRID_OVERRIDES = {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 16},
+_CPU_GRID_OVERRIDES = {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 12},
                        "occlusion@input": {"window": 43, "stride": 43}}
 
 _EVALUATION_PROFILES = {
@@ -109,7 +109,7 @@ _EVALUATION_PROFILES = {
     "cpu": {
         # Where the budget goes (2 CPU cores, cold build <= 40 min): every bundled photo at sigma = 0.15 for the
         # headline comparisons (robustness, faithfulness, trade-off) with the Input-layer methods the findings need
-        # and every Final-layer method; the sigma sweep on three photos with the cheap methods; twelve 128x128
+        # and every Final-layer method; the sigma sweep on three photos with the cheap methods; ten 128x128
         # grids (every cell a target) for localization. Each chapter states what was reduced.
         "robustness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
                        "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
@@ -120,9 +120,9 @@ _EVALUATION_PROFILES = {
                          "methods": {"input": _CPU_GRID_INPUT, "final": "all"}, "layers": ["input", "final"],
                          "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10],
                          "method_overrides": _CPU_GRID_OVERRIDES,
-                         "first_sigma_only": ["grad@input", "ixg@input", "lrp@input", "gradcam@input", "rise@input",
-                                              "occlusion@input", "intgrad", "gradcampp", "ablationcam", "cam",
-                                              "ixg", "layercam"]},
+                         # the R sweep on the grids: Grad, GB, GradCam and RISE at the Final layer
+                         "first_sigma_only": ["grad@input", "ixg", "lrp", "gradcam@input", "rise@input",
+                                              "occlusion", "intgrad", "gradcampp", "ablationcam", "cam", "layercam"]},
         "faithfulness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
                          "layers": ["input", "final"], "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
         "tradeoff": {"photos": None, **_CPU_GRIDS, "methods": {"input": _CPU_GRID_INPUT, "final": "all"},

@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-__all__ = ["setup", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure",
+__all__ = ["setup", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
            "NOT_RUN", "elapsed"]
 
 DPI = 100  #: figure.dpi of the inline backend: 1 inch = 100 px on the page
@@ -90,3 +90,44 @@ def glue_figure(name: str, fig=None, *, note: str | None = None) -> None:
         ax.text(0.5, 0.5, note or "not run in this profile", ha="center", va="center", fontsize=10, color="0.35")
     glue(name, fig, display=False)
     plt.close(fig)
+
+
+def reduction_notes(method_overrides: dict | None, *, offline: bool, methods_run=None) -> list[str]:
+    """What a run reduced from the paper's setting, and what each reduction does to the results (one
+    clause each, for the chapter's text). ``methods_run``: method names the chapter ran (None: all)."""
+    overrides = method_overrides or {}
+    ran = (lambda m: True) if methods_run is None else (lambda m: m in set(methods_run))
+    notes = []
+    if offline:
+        notes.append("the images are the bundled photos, not the paper's ImageNet images, and the target is the "
+                     "model's top-1 class; where two classes are nearly tied (the cat photo splits its probability "
+                     "between two cat breeds) small changes flip the top-1 easily, which makes deletion flips easy and "
+                     "some maps unstable for reasons that have nothing to do with the method")
+
+    def setting(name, key):
+        for spec in (f"{name}@input", name):
+            if key in overrides.get(spec, {}):
+                return overrides[spec][key]
+        return None
+
+    masks = setting("rise", "n_masks")
+    if ran("rise") and masks and masks < 1000:
+        notes.append(f"RISE at the Input layer uses {masks} masks instead of 1000; the masks are shared by every noisy "
+                     "copy of an image, so with few masks every copy is explained by the same coarse blobs and RISE's "
+                     "certified share is inflated compared with the paper's setting")
+    window = setting("occlusion", "window")
+    if ran("occlusion") and window:
+        notes.append(f"Occlusion at the Input layer slides a {window}x{window} window with stride "
+                     f"{setting('occlusion', 'stride')} instead of 16/8, so its maps are coarse blocks that are easy to "
+                     "certify")
+    steps = setting("intgrad", "steps")
+    if ran("intgrad") and steps and steps < 20:
+        notes.append(f"IntGrad at the Input layer takes {steps} steps instead of 20 (even 20 Gauss-Legendre steps miss "
+                     "completeness by up to about 30% on real weights, fewer miss more), so its maps are rougher "
+                     "approximations of the integral")
+    return notes
+
+
+def reduction_text(notes: list[str]) -> str:
+    return ("What this run reduced, and what that does: " + "; ".join(notes) + ".") if notes else \
+        "This run uses the paper's settings."

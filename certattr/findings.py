@@ -236,50 +236,42 @@ def _paired_robustness(frame, by: str, small, large, *, k: float):
     return (joined.a - joined.b).to_numpy(float), joined
 
 
-def check_sigma_trend(rob, *, seed: int = 0) -> Verdict:
-    fid = "sigma_trend"
-    if rob is None or rob.sigma.nunique() < 2:
-        return _not_tested(fid, "the run certified at one σ only")
-    s_small, s_large, k = float(rob.sigma.min()), float(rob.sigma.max()), float(rob.k.max())
-    diffs, joined = _paired_robustness(rob, "sigma", s_small, s_large, k=k)
+def _trend(fid: str, frame, by: str, symbol: str, whys: dict, *, note: str = "", seed: int = 0) -> Verdict:
+    """Paired trend of certified robustness from the smallest to the largest value of column ``by``."""
+    if frame is None or not len(frame) or frame[by].nunique() < 2:
+        return _not_tested(fid, f"the run certified at one {symbol} only")
+    small, large, k = float(frame[by].min()), float(frame[by].max()), float(frame.k.max())
+    diffs, joined = _paired_robustness(frame, by, small, large, k=k)
     if len(diffs) < 2:
-        return _not_tested(fid, "fewer than two (image, method, layer) units were certified at both σ")
+        return _not_tested(fid, f"fewer than two (image, method, layer) units were certified at both {symbol}")
     verdict, stats = direction_verdict(diffs, seed=seed)
-    r_small, r_large = float(rob[np.isclose(rob.sigma, s_small)].radius.iloc[0]), float(
-        rob[np.isclose(rob.sigma, s_large)].radius.iloc[0])
+    r_small = float(frame[np.isclose(frame[by], small)].radius.iloc[0])
+    r_large = float(frame[np.isclose(frame[by], large)].radius.iloc[0])
     units = joined.reset_index()
-    measured = (f"R {r_small:.2f} -> {r_large:.2f} (σ {s_small:g} -> {s_large:g}); certified robustness at K = "
-                f"{k:g}% falls in {stats['positive']} and rises in {stats['negative']} of {len(diffs)} (image, method, "
-                f"layer) units ({_count(units.image_id.nunique(), 'image')}, {_count(units.method.nunique(), 'method')}); mean drop "
-                f"{100 * stats['mean']:.1f} points (95% CI {100 * stats['ci_low']:.1f} to {100 * stats['ci_high']:.1f}), "
-                f"sign test p = {_fmt_p(stats['sign_test_p'])}")
-    why = {"agrees": "More noise makes each pixel's top-K membership less stable, so fewer pixels pass the test.",
-           "disagrees": "Here more pixels certify at the larger σ, against the paper.",
-           "inconclusive": "The paired differences do not have a clear sign at this run's size."}[verdict]
-    return Verdict(FINDINGS[fid], verdict, measured, why, {**stats, "sigma_small": s_small, "sigma_large": s_large})
+    measured = (f"R {r_small:.2f} -> {r_large:.2f} ({symbol} {small:g} -> {large:g}{note}); certified robustness at "
+                f"K = {k:g}% falls in {stats['positive']} and rises in {stats['negative']} of {len(diffs)} (image, "
+                f"method, layer) units ({_count(units.image_id.nunique(), 'image')}, "
+                f"{_count(units.method.nunique(), 'method')}); mean drop {100 * stats['mean']:.1f} points (95% CI "
+                f"{100 * stats['ci_low']:.1f} to {100 * stats['ci_high']:.1f}), sign test p = "
+                f"{_fmt_p(stats['sign_test_p'])}")
+    return Verdict(FINDINGS[fid], verdict, measured, whys[verdict], {**stats, f"{by}_small": small, f"{by}_large": large})
+
+
+def check_sigma_trend(rob, *, seed: int = 0) -> Verdict:
+    return _trend("sigma_trend", rob, "sigma", "σ", {
+        "agrees": "More noise makes each pixel's top-K membership less stable, so fewer pixels pass the test.",
+        "disagrees": "Here more pixels certify at the larger σ, against the paper.",
+        "inconclusive": "The paired differences do not have a clear sign at this run's size."}, seed=seed)
 
 
 def check_tau_trend(rob_tau, *, seed: int = 0) -> Verdict:
     """From rows with a ``tau`` column holding at least two τ for the same samples."""
-    fid = "tau_trend"
-    if rob_tau is None or not len(rob_tau) or rob_tau.tau.nunique() < 2:
-        return _not_tested(fid, "the run certified at one τ only")
-    t_small, t_large, k = float(rob_tau.tau.min()), float(rob_tau.tau.max()), float(rob_tau.k.max())
-    diffs, joined = _paired_robustness(rob_tau, "tau", t_small, t_large, k=k)
-    if len(diffs) < 2:
-        return _not_tested(fid, "fewer than two units were certified at both τ")
-    verdict, stats = direction_verdict(diffs, seed=seed)
-    r_small = float(rob_tau[np.isclose(rob_tau.tau, t_small)].radius.iloc[0])
-    r_large = float(rob_tau[np.isclose(rob_tau.tau, t_large)].radius.iloc[0])
-    measured = (f"R {r_small:.2f} -> {r_large:.2f} (τ {t_small:g} -> {t_large:g}, same samples); certified robustness "
-                f"at K = {k:g}% falls in {stats['positive']} and rises in {stats['negative']} of {len(diffs)} units; "
-                f"mean drop {100 * stats['mean']:.1f} points (95% CI {100 * stats['ci_low']:.1f} to "
-                f"{100 * stats['ci_high']:.1f}), sign test p = {_fmt_p(stats['sign_test_p'])}")
-    why = {"agrees": "A larger τ asks more of the test samples to agree, so fewer pixels pass, and it can never certify "
-                     "a pixel that the smaller τ did not.",
-           "disagrees": "Here more pixels certify at the larger τ, which the test's monotonicity forbids: a bug.",
-           "inconclusive": "Few pixels change status between the two τ at this run's size."}[verdict]
-    return Verdict(FINDINGS[fid], verdict, measured, why, {**stats, "tau_small": t_small, "tau_large": t_large})
+    return _trend("tau_trend", rob_tau, "tau", "τ", {
+        "agrees": "A larger τ asks more of the test samples to agree, so fewer pixels pass, and it can never certify "
+                  "a pixel that the smaller τ did not.",
+        "disagrees": "Here more pixels certify at the larger τ, which the test's monotonicity forbids: a bug.",
+        "inconclusive": "Few pixels change status between the two τ at this run's size."}, note=", same samples",
+        seed=seed)
 
 
 def check_small_k_detail(rob, *, seed: int = 0) -> Verdict:

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from .memo import BoundedMemo, tensor_key
 from .validation import CertattrError, check_choice
 
 __all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
@@ -199,51 +200,14 @@ class LayerView:
         return attributions.sum(dim=1)
 
 
-class FinalActivationMemo:
-    """A bounded LRU of Final-layer activations, keyed by the BLAKE2b hash of the normalized input batch
-    (bytes, shape, dtype, device) and the module's training flag. At most ``max_bytes`` are kept; the
-    activations are read-only by contract (methods copy before changing them)."""
+def _activation_bytes(value) -> int:
+    act, context = value
+    return act.numel() * act.element_size() + sum(c.numel() * c.element_size() for c in context)
 
-    def __init__(self, max_bytes: int = 512 * 2 ** 20):
-        from collections import OrderedDict
 
-        self.max_bytes, self.bytes, self.hits, self.misses = max_bytes, 0, 0, 0
-        self.entries: "OrderedDict[str, tuple]" = OrderedDict()
-
-    @staticmethod
-    def key(xn: torch.Tensor, training: bool) -> str:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(f"{tuple(xn.shape)}|{xn.dtype}|{xn.device}|{bool(training)}".encode())
-        h.update(xn.detach().contiguous().cpu().numpy().tobytes())
-        return h.hexdigest()
-
-    @staticmethod
-    def _size(value) -> int:
-        act, context = value
-        return act.numel() * act.element_size() + sum(c.numel() * c.element_size() for c in context)
-
-    def get(self, key: str):
-        value = self.entries.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self.entries.move_to_end(key)
-        return value
-
-    def put(self, key: str, value) -> None:
-        size = self._size(value)
-        if size > self.max_bytes:
-            return
-        self.entries[key] = value
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, old = self.entries.popitem(last=False)
-            self.bytes -= self._size(old)
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
+def final_activation_memo() -> BoundedMemo:
+    """Final-layer activations (act, context) keyed by the normalized input batch: at most 512 MiB."""
+    return BoundedMemo(_activation_bytes, 512 * 2 ** 20)
 
 
 class LoadedModel(nn.Module):
@@ -301,15 +265,15 @@ class LoadedModel(nn.Module):
         """What a method at ``layer`` explains, for normalized images xn (B, 3, H, W).
 
         The Final activation of a batch is kept in a small in-memory memo keyed by the batch's exact bytes
-        (see :class:`FinalActivationMemo`): the twelve methods at the Final layer, and the four target cells
+        (see :func:`final_activation_memo`): the twelve methods at the Final layer, and the four target cells
         of a grid, explain the same noisy copies, so the body runs once for all of them (same values bit
         for bit: the memo returns what the same forward pass computed).
         """
         layer = check_layer(layer)
         if layer == "input":
             return LayerView("input", xn.detach(), _NetOnNormalized(self.net), (), "sum", None, self)
-        memo = self.__dict__.setdefault("_final_memo", FinalActivationMemo())
-        key = memo.key(xn, self.training)
+        memo = self.__dict__.setdefault("_final_memo", final_activation_memo())
+        key = tensor_key(f"final|{bool(self.training)}", xn)
         found = memo.get(key)
         if found is None:
             with torch.no_grad():

@@ -174,7 +174,9 @@ _PAPER_CHAPTERS = {
     "gallery": {"n_images": 1, "methods": ["grad", "gradcam"], "layers": ["final"], "ks": [50, 10]},
     "certificates": {"ks": [50, 10], "topk_ns": [12, 24], "cos_N": 8, "attack_eps": [1], "attack_n": 12,
                      "attack_steps": 1, "attack_restarts": 1, "attack_n_attack": 2, "topk_attack_steps": 1,
-                     "topk_attack_n_eval": 4},
+                     "topk_attack_n_eval": 4, "pixel_attack_eps": [1, 10], "pixel_attack_targets": 4,
+                     "pixel_attack_steps": 1, "pixel_attack_n_attack": 1, "pixel_attack_eval_n": 4,
+                     "pixel_attack_select_n": 2},
 }
 
 

@@ -490,12 +490,12 @@ def test_masked_passes_are_shared_across_targets_bit_for_bit(name, layer):
 
     model, x = tiny_model(seed=4), images(3, seed=6)
     method = get_method(name, **({"n_masks": 12} if name == "rise" else {}))
-    MASKED_LOGITS.entries.clear(); MASKED_LOGITS.bytes = 0
+    MASKED_LOGITS.clear()
     first = method.attribute(model, x, 1, layer, seed=0, image_id="g")
     hits = MASKED_LOGITS.hits
     second = method.attribute(model, x, 2, layer, seed=0, image_id="g")
     assert MASKED_LOGITS.hits == hits + 1
-    MASKED_LOGITS.entries.clear(); MASKED_LOGITS.bytes = 0
+    MASKED_LOGITS.clear()
     assert torch.equal(second, method.attribute(model, x, 2, layer, seed=0, image_id="g"))
     assert torch.equal(first, method.attribute(model, x, 1, layer, seed=0, image_id="g"))
     assert not torch.equal(first, second)

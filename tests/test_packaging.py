@@ -40,7 +40,8 @@ def test_every_toc_chapter_has_a_notebook_and_is_registered():
 
     toc = (ROOT / "_toc.yml").read_text()
     listed = re.findall(r"file: book/chapters/(\w+)", toc)
-    assert listed == CHAPTERS
+    generated = ["execution"]  # written by certattr.execution at every build, not a chapter notebook
+    assert [c for c in listed if c not in generated] == CHAPTERS and set(generated) <= set(listed)
     for chapter in CHAPTERS:
         text = (ROOT / "notebooks" / f"{chapter}.md").read_text()
         assert ":tags: [parameters" in text and "format_name: myst" in text

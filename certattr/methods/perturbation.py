@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import GapLinearHead
+from ..memo import BoundedMemo, tensor_key
 from ..noise import sample_seed
 from ..validation import CertattrError, check_finite_number, check_positive_int
 from .base import AttributionMethod, check_pass_batch, pass_batch, register, target_logits
@@ -22,64 +23,29 @@ from .base import AttributionMethod, check_pass_batch, pass_batch, register, tar
 OCCLUSION_DEFAULTS = {"input": (16, 8), "final": (5, 2)}
 
 
-class MaskedLogitsMemo:
-    """A bounded LRU of the logits of masked forward passes, keyed by the exact bytes of the layer's tensor
-    (and context), the model's weight fingerprint, the module and a description of the masks.
-
-    The passes of RISE and Occlusion do not depend on the target class: the four target cells of a 2x2 grid
-    (same noisy copies) share them, so each grid pays for its masked passes once instead of four times
-    (the same logits bit for bit, since they are the logits the first target's passes computed)."""
-
-    def __init__(self, max_bytes: int = 256 * 2 ** 20):
-        from collections import OrderedDict
-
-        self.max_bytes, self.bytes, self.hits, self.misses = max_bytes, 0, 0, 0
-        self.entries: "OrderedDict[str, list]" = OrderedDict()
-
-    @staticmethod
-    def key(view, masks_id: tuple) -> str:
-        import hashlib
-
-        h = hashlib.blake2b(digest_size=16)
-        model = getattr(view, "model", None)
-        weights = model.fingerprint() if hasattr(model, "fingerprint") else str(id(view.module))
-        h.update(repr((masks_id, weights, view.layer, type(view.module).__name__, bool(view.module.training))).encode())
-        for t in (view.inputs, *view.context):
-            h.update(f"{tuple(t.shape)}|{t.dtype}|{t.device}".encode())
-            h.update(t.detach().contiguous().cpu().numpy().tobytes())
-        return h.hexdigest()
-
-    def get(self, key: str):
-        value = self.entries.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self.entries.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: list) -> None:
-        size = sum(m.numel() * m.element_size() + l.numel() * l.element_size() for m, l in value)
-        if size > self.max_bytes // 4:  # too large to be worth keeping (e.g. 1000 masks at 224x224)
-            return
-        self.entries[key] = (value, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, old) = self.entries.popitem(last=False)
-            self.bytes -= old
+#: The masked passes of RISE and Occlusion do not depend on the target class: the four target cells of a 2x2
+#: grid (same noisy copies) share them, so each grid pays for its masked passes once instead of four times (the
+#: same logits bit for bit). Keyed by the layer's tensor and context, the weights, the module and the masks;
+#: at most 256 MiB, and an entry over 64 MiB (e.g. 1000 masks at 224x224) is not kept.
+MASKED_LOGITS = BoundedMemo(lambda chunks: sum(m.numel() * m.element_size() + l.numel() * l.element_size()
+                                               for m, l in chunks), 256 * 2 ** 20, 64 * 2 ** 20)
 
 
-MASKED_LOGITS = MaskedLogitsMemo()
+def _masked_key(view, masks_id: tuple) -> str:
+    model = getattr(view, "model", None)
+    weights = model.fingerprint() if hasattr(model, "fingerprint") else str(id(view.module))
+    prefix = repr((masks_id, weights, view.layer, type(view.module).__name__, bool(view.module.training)))
+    return tensor_key(prefix, view.inputs, *view.context)
 
 
 def shared_masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor], forward_batch: int | None,
                            masks_id: tuple) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`masked_forwards` through :data:`MASKED_LOGITS`: a repeated call on the same tensor and masks
     (another target of the same noisy copies) replays the stored (masks, logits) chunks."""
-    key = MASKED_LOGITS.key(view, (masks_id, count, forward_batch))
+    key = _masked_key(view, (masks_id, count, forward_batch))
     found = MASKED_LOGITS.get(key)
     if found is not None:
-        yield from found[0]
+        yield from found
         return
     kept = []
     for chunk, logits in masked_forwards(view, count, masks, forward_batch):
