@@ -60,7 +60,9 @@ from .validation import (CertattrError, check_alpha, check_choice, check_finite_
                          check_ks, check_n, check_positive_int, check_sigma, check_tau)
 
 __all__ = ["SmoothReLU6", "smooth_surrogate", "differentiable_maps", "predicted_class", "AttackResult",
-           "attack_topk", "attack_cosine", "attack_certified", "DIFFERENTIABLE_METHODS"]
+           "attack_topk", "attack_cosine", "attack_certified", "choose_targets", "smoothed_membership",
+           "plain_membership", "target_flips", "random_perturbation", "selection_agreement", "select_seed",
+           "first_order", "DIFFERENTIABLE_METHODS"]
 
 DIFFERENTIABLE_METHODS = ("grad", "ixg")
 
@@ -485,29 +487,34 @@ def plain_membership(model: LoadedModel, image: torch.Tensor, target: int, *, me
 
 
 def choose_targets(cert: Certificate, k: float, group: str = "certified", count: int = 32, seed: int = 0,
-                   image_id: str = "", extra_agree: np.ndarray | None = None) -> np.ndarray:
-    """Flat pixel indices of ``count`` target pixels of ``group`` at this K.
+                   image_id: str = "", extra_agree: np.ndarray | None = None, extra_n: int = 0,
+                   min_agreement: float = 2 / 3) -> np.ndarray:
+    """Flat pixel indices of the ``count`` pixels of ``group`` at this K nearest their decision boundary.
 
-    "certified": the certified pixels nearest their decision boundary, i.e. with the fewest agreeing samples:
-    c_p of the n - n0 test samples, plus, with ``extra_agree`` ((H, W) or flat, the number of further fresh
-    samples agreeing with the certified label, e.g. from :func:`smoothed_membership` with another seed), those
-    too, which ranks the many pixels that tie on c_p. Remaining ties are broken by the distance to an anchor
-    (a seeded random pixel among the weakest), so that tied targets form one compact region.
-    "uncertified": a seeded random sample of the abstained pixels whose majority m_p the test samples
-    confirm (2 c_p > n - n0): a label the map does give, without a certificate.
+    Agreeing samples: c_p of the n - n0 test samples, plus, with ``extra_agree`` ((H, W) or flat: how many of
+    ``extra_n`` further fresh samples agree with the label, e.g. :func:`selection_agreement`), those too, which
+    ranks the many pixels that tie on c_p. The pool: "certified", the certified pixels; "uncertified", the
+    abstained pixels whose majority m_p is clear, at least ``min_agreement`` of the agreeing samples (a label
+    the map does give, though without a certificate; pixels near 1/2 would "flip" under any perturbation and
+    by sampling error alone). Within the pool, the pixels with the fewest agreeing samples; remaining ties
+    are broken by the distance to an anchor (a seeded random pixel among the weakest), so that tied targets
+    form one compact region.
     """
     group = check_choice("group", group, TARGET_GROUPS)
     count = check_positive_int("count", count)
     i = cert.index(k)
     labels, counts = cert.labels[i].ravel(), cert.counts[i].ravel().astype(np.int64)
-    shuffle = numpy_generator(seed, image_id, 0, f"attack-targets|{group}|{float(k):g}").permutation(labels.size)
-    if group == "uncertified":
-        pool = (labels == ABSTAIN) & (2 * counts > int(cert.n) - int(cert.n0))
-        return shuffle[pool[shuffle]][:count]
-    pool = np.flatnonzero(labels != ABSTAIN)
+    extra = np.zeros_like(counts) if extra_agree is None else np.asarray(extra_agree).ravel().astype(np.int64)
+    total = counts + extra
+    if group == "certified":
+        pool = np.flatnonzero(labels != ABSTAIN)
+    else:
+        n_total = int(cert.n) - int(cert.n0) + (int(extra_n) if extra_agree is not None else 0)
+        pool = np.flatnonzero((labels == ABSTAIN) & (total >= min_agreement * n_total))
     if pool.size == 0:
         return pool
-    agree = counts[pool] + (0 if extra_agree is None else np.asarray(extra_agree).ravel().astype(np.int64)[pool])
+    shuffle = numpy_generator(seed, image_id, 0, f"attack-targets|{group}|{float(k):g}").permutation(labels.size)
+    agree = total[pool]
     weakest = pool[agree == agree.min()]
     anchor = weakest[np.argmin(np.argsort(shuffle)[weakest])]  # the first of the weakest in the seeded order
     w = cert.labels.shape[2]
@@ -676,11 +683,11 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
     if smoothed:
         if targets is None:
             extra = None
-            if select_n and group == "certified":
+            if select_n:
                 extra = selection_agreement(model, att.x, label, clean, k, method=method, layer=layer, sigma=sigma,
                                             n=select_n, seed=select_seed(seed), image_id=image_id,
                                             chunk_size=chunk_size, cache=cache)
-            targets = choose_targets(clean, k, group, n_targets, seed, image_id, extra)
+            targets = choose_targets(clean, k, group, n_targets, seed, image_id, extra, select_n)
         reference = np.where(clean.labels[i].ravel() == ABSTAIN, clean.majority[i].ravel(),
                              clean.labels[i].ravel())[targets].astype(np.int64)
     else:  # default targets: the plain map's own boundary, the pixels nearest its threshold t_K

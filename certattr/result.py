@@ -59,7 +59,9 @@ class Certificate:
     radii: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.radii is None:
+        # radii are a function of the counts: computed when absent, and recomputed when their shape no longer
+        # matches (e.g. ``dataclasses.replace`` keeping some K of the counts but not of the radii)
+        if self.radii is None or np.shape(self.radii) != np.shape(self.counts):
             self.radii = self.compute_radii()
 
     def compute_radii(self) -> np.ndarray:

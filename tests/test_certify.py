@@ -222,3 +222,12 @@ def test_statement_says_strict_radius_and_per_pixel_level():
     assert "alpha/P" in text and "R_p" in text
     holm = certify_maps(np.random.default_rng(0).random((100, 6, 6)), [50], sigma=0.25, correction="holm")
     assert "Bonferroni level also for this Holm certificate" in holm.statement()
+
+
+def test_pixel_radii_follow_a_subset_of_ks():
+    import dataclasses
+
+    cert = certify_maps(np.random.default_rng(1).random((100, 6, 6)), [50, 25, 10], sigma=0.25)
+    sub = dataclasses.replace(cert, labels=cert.labels[[1]], majority=cert.majority[[1]], counts=cert.counts[[1]],
+                              pvalues=cert.pvalues[[1]], mean_sparsified=cert.mean_sparsified[[1]], ks=(25.0,))
+    np.testing.assert_array_equal(sub.pixel_radii(25), cert.pixel_radii(25))
