@@ -177,7 +177,8 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
         "",
         _table(("chapter", "execution"), chapter_rows(output_dir, chapters, ran=ran, since=since)),
         "",
-        f"Chapters executed in this run: {_seconds(total)} in all.",
+        (f"Chapters executed by this build: {_seconds(total)} in all." if total > 0 else
+         "No chapter was executed by this build: every chapter was up to date."),
         "",
     ])
     path = output_dir / "execution.md"
