@@ -58,7 +58,7 @@ PROFILES: dict[str, dict[str, dict]] = {
               "method": {"photo": "coffee", "sigma": 0.15, "methods": ["grad", "ixg", "gradcam"],
                          "layers": ["final"], "focus_method": "gradcam", "focus_layer": "final",
                          "ks": [50, 25, 5]}},
-    "cpu": {"certificates": {"photo": "chelsea", "sigma": 0.15, "method": "ixg", "layer": "final",
+    "cpu": {"certificates": {"photo": "coffee", "sigma": 0.15, "method": "ixg", "layer": "final",
                              "ks": [50, 25, 5], "topk_ns": [50, 100, 200], "cos_N": 64, "attack_eps": [1, 10],
                              "attack_n": 100, "attack_steps": 4, "attack_restarts": 1, "attack_n_attack": 2,
                              "topk_attack_steps": 6, "topk_attack_n_eval": 20},
