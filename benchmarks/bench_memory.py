@@ -1,9 +1,12 @@
-"""Peak resident memory of sampling n noisy maps, against n (each run in a fresh process).
+"""Peak resident memory of sampling and of certifying, against n (each measurement in a fresh process).
 
-    .venv/bin/python benchmarks/bench_memory.py --ns 10 50 100 200 --method grad --layer input
+    .venv/bin/python benchmarks/bench_memory.py --ns 20 100 500 1000 --method gradcam --layer final
 
-Memory is bounded by the chunk (``chunk_size`` noisy copies per model call), not by n: the table
-shows peak RSS flat in n. Prints a markdown table and writes benchmarks/results/memory.json.
+Two measurements per n: ``sample`` (the n maps returned at image resolution, uncached: it must hold them,
+n * H * W * 4 bytes) and ``certify`` from a warm cache (the run the issue measured: it streams the chunks,
+so its peak RSS is bounded by one chunk and the image size and is flat in n). The cache is filled once at
+the largest n (chunks do not depend on n) before the certify measurements. Prints a markdown table and
+writes benchmarks/results/memory.json.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 CHILD = """
@@ -21,33 +25,57 @@ from certattr.data import bundled_photo
 from certattr.smoothing import SmoothedAttribution
 m = load_model({model!r}); im = bundled_photo('coffee')
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-e = SmoothedAttribution(m, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk}, cache=None, progress=False)
-maps = e.sample(im.tensor, im.id, 967)
-print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, maps.nbytes / 2**20)
+e = SmoothedAttribution(m, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk}, cache={cache!r}, progress=False)
+if {mode!r} == 'sample':
+    size = e.sample(im.tensor, im.id, 967).nbytes
+else:
+    import warnings
+    warnings.simplefilter('ignore')
+    cert = e.certify(im.tensor, im.id, 967, ks=(50, 25, 5))
+    size = cert.labels.nbytes
+print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, size / 2**20)
 """
 
 
-def peak_rss_mb(model, method, layer, n, chunk, threads=2):
-    code = CHILD.format(model=model, method=method, layer=layer, n=n, chunk=chunk, threads=threads)
+def _child(mode, model, method, layer, n, chunk, cache=None, threads=2):
+    code = CHILD.format(model=model, method=method, layer=layer, n=n, chunk=chunk, threads=threads, cache=cache,
+                        mode=mode)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    before, peak, maps = map(float, out.stdout.split())
-    return before, peak, maps
+    before, peak, size = map(float, out.stdout.split())
+    return before, peak, size
+
+
+def peak_rss_mb(model, method, layer, n, chunk, threads=2):
+    """(RSS after loading the model, peak RSS, MB of the returned maps) of ``sample`` without a cache."""
+    return _child("sample", model, method, layer, n, chunk, None, threads)
+
+
+def peak_rss_certify_mb(model, method, layer, n, chunk, cache, threads=2):
+    """(RSS after loading the model, peak RSS, MB of the labels) of ``certify`` with the cache ``cache``."""
+    return _child("certify", model, method, layer, n, chunk, str(cache), threads)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--method", default="grad")
-    ap.add_argument("--layer", default="input")
-    ap.add_argument("--ns", type=int, nargs="+", default=[10, 50, 100, 200])
+    ap.add_argument("--method", default="gradcam")
+    ap.add_argument("--layer", default="final")
+    ap.add_argument("--ns", type=int, nargs="+", default=[20, 100, 500, 1000])
     ap.add_argument("--chunk-size", type=int, default=10)
+    ap.add_argument("--cache", default=None, help="cache folder (default: a temporary one)")
     args = ap.parse_args()
     rows = []
-    print(f"| n | peak RSS (MB) | after loading the model (MB) | the n maps themselves (MB) |\n|---|---|---|---|")
-    for n in args.ns:
-        before, peak, maps = peak_rss_mb(args.model, args.method, args.layer, n, args.chunk_size)
-        rows.append({"n": n, "peak_rss_mb": peak, "model_loaded_mb": before, "maps_mb": maps})
-        print(f"| {n} | {peak:.0f} | {before:.0f} | {maps:.1f} |", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or tmp
+        _child("certify", args.model, args.method, args.layer, max(args.ns), args.chunk_size, cache)  # fill it
+        print("| n | certify, cached: peak RSS (MB) | sample, uncached: peak RSS (MB) | the n maps sample returns (MB) "
+              "| after loading the model (MB) |\n|---|---|---|---|---|")
+        for n in args.ns:
+            before, peak_c, _ = peak_rss_certify_mb(args.model, args.method, args.layer, n, args.chunk_size, cache)
+            _, peak_s, maps = peak_rss_mb(args.model, args.method, args.layer, n, args.chunk_size)
+            rows.append({"n": n, "certify_cached_peak_rss_mb": peak_c, "sample_peak_rss_mb": peak_s,
+                         "maps_mb": maps, "model_loaded_mb": before})
+            print(f"| {n} | {peak_c:.0f} | {peak_s:.0f} | {maps:.1f} | {before:.0f} |", flush=True)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "memory.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))

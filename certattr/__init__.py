@@ -1,9 +1,9 @@
 """certattr: pixel-level certified attributions via randomized smoothing (Anani et al., ICML 2025)."""
-from .certify import CertificationWarning, certified_radius, certify_maps, min_samples_to_certify
+from .certify import CertificationWarning, DegenerateMapWarning, certified_radius, certify_maps, min_samples_to_certify
 from .result import ABSTAIN, Certificate
 from .validation import CertattrError, UndefinedAttribution
 
 __version__ = "0.1.0"
 
-__all__ = ["ABSTAIN", "Certificate", "CertattrError", "CertificationWarning", "UndefinedAttribution",
+__all__ = ["ABSTAIN", "Certificate", "CertattrError", "CertificationWarning", "DegenerateMapWarning", "UndefinedAttribution",
            "certified_radius", "certify_maps", "min_samples_to_certify", "__version__"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ from .execution import record_execution, write_execution_page
 from .validation import CertattrError, check_chapter_parameters, check_choice
 
 __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT",
-           "write_findings_page"]
+           "write_findings_page", "check_overrides", "declared_parameters", "check_root"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,15 +164,155 @@ def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None
     check_choice("profile", profile, PROFILES)
     check_choice("chapter", chapter, CHAPTERS)
     params = {"profile": profile, **_COMMON[profile], **PROFILES[profile].get(chapter, {})}
-    params["cache_dir"] = str(Path(root) / ".cache" / "samples")
+    # $CERTATTR_CACHE: a sample cache shared with `certattr sweep` (e.g. on a cluster's shared file system)
+    params["cache_dir"] = os.environ.get("CERTATTR_CACHE") or str(Path(root) / ".cache" / "samples")
     params["results_dir"] = str(Path(root) / "book" / "chapters" / "results" / profile)
     params.update(overrides or {})
     return params
 
 
+class _OverrideLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's numbers: 1e-3, 2E5 and .5 are floats (YAML 1.1 reads 1e-3 as a string)."""
+
+
+_OverrideLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def _yaml_value(name: str, value: str):
+    try:
+        out = yaml.load(value, Loader=_OverrideLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise CertattrError(f"-p {name} {value!r}: the value is not valid YAML ({problem}); e.g. -p {name} 0.25, "
+                            f"-p {name} [10, 30] or -p {name} cuda") from None
+    return out
+
+
 def parse_overrides(pairs) -> dict:
-    """[(name, value)] from the command line; values parsed as YAML (so 0.25, [10, 30], cuda, null work)."""
-    return {name: yaml.safe_load(value) for name, value in pairs}
+    """[(name, value)] from the command line -> {name: value}. Values are YAML with YAML 1.2 numbers (0.25,
+    1e-3, [10, 30], cuda, null); a name given twice is an error (it would silently keep one value)."""
+    out = {}
+    for name, value in pairs:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+            raise CertattrError(f"-p {name!r}: a parameter name is a Python identifier (e.g. sigma, ks, device)")
+        if name in out:
+            raise CertattrError(f"-p {name} was given twice ({out[name]!r} and {value!r}); give each parameter once")
+        out[name] = _yaml_value(name, value)
+    return out
+
+
+def declared_parameters(chapter: str, root: Path = ROOT) -> dict:
+    """{name: default} of the chapter's ``parameters`` cell (``<root>/notebooks/<chapter>.md``), read without
+    running it: each top-level ``name = <literal>`` line."""
+    import ast
+
+    path = Path(root) / "notebooks" / f"{chapter}.md"
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise CertattrError(f"chapter {chapter!r}: {str(path)!r} cannot be read ({err.strerror or err})") from None
+    match = re.search(r"```\{code-cell\}[^\n]*\n:tags: \[[^\]]*\bparameters\b[^\]]*\]\n(.*?)```", text, re.S)
+    if match is None:
+        raise CertattrError(f"chapter {chapter!r}: {str(path)!r} has no cell tagged 'parameters'")
+    out = {}
+    for node in ast.parse(match.group(1)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = None
+    return out
+
+
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+_WORDS = {"int": "an integer", "float": "a number", "string": "a string", "list": "a list", "mapping": "a mapping",
+          "bool": "true/false", "null": "null"}
+#: parameters whose chapters accept more kinds than their defaults and profiles show
+_POLYMORPHIC = {"methods": {"string", "list", "mapping"}}
+
+
+def _expected_kinds(name: str, chapter: str, default, root: Path) -> set:
+    kinds = {_kind(default)} | _POLYMORPHIC.get(name, set())
+    for profile in PROFILES:
+        params = chapter_parameters(profile, chapter, None, root)
+        if name in params:
+            kinds.add(_kind(params[name]))
+    return kinds
+
+
+def _hint(name: str, value, kinds: set) -> str:
+    if "list" in kinds and _kind(value) in ("string", "int", "float"):
+        return f"; write a list in brackets, e.g. -p {name} [{value}]"
+    if "string" in kinds and _kind(value) == "list":
+        return f"; e.g. -p {name} {value[0]}" if value else ""
+    return ""
+
+
+def check_overrides(overrides: dict, profile: str, chapters=None, root: Path = ROOT) -> dict:
+    """Check ``-p`` overrides against the parameters cells of the chapters that will run, before any work.
+
+    A name no chapter declares is an error listing the chapters' parameters; a value whose type differs from
+    the chapter's parameter (the kinds of its default and of every profile's value; e.g. a string where a list
+    is expected) is an error; an integral float for an integer parameter (``-p n 1e3``) becomes an int.
+    Returns the overrides.
+    """
+    check_choice("profile", profile, PROFILES)
+    chapters = list(chapters or CHAPTERS)
+    declared = {c: declared_parameters(c, root) for c in chapters}
+    out = dict(overrides)
+    for name, value in overrides.items():
+        owners = [c for c in chapters if name in declared[c]]
+        if not owners:
+            names = sorted(set().union(*(declared[c] for c in chapters)))
+            which = f"chapter {chapters[0]!r}" if len(chapters) == 1 else f"the chapters {', '.join(chapters)}"
+            raise CertattrError(f"-p {name}: no such parameter in {which}; the parameters are: {', '.join(names)}")
+        for chapter in owners:
+            kinds = _expected_kinds(name, chapter, declared[chapter][name], root)
+            got = _kind(value)
+            if kinds == {"null"} or got in kinds:
+                continue
+            if got == "int" and "float" in kinds:
+                continue
+            if got == "float" and "int" in kinds and float(value).is_integer():
+                out[name] = int(value)
+                continue
+            expected = " or ".join(_WORDS.get(k, k) for k in sorted(kinds, key=lambda k: k == "null"))
+            raise CertattrError(f"-p {name} {value!r}: chapter {chapter!r} expects {expected} for {name!r} (its "
+                                f"default is {declared[chapter][name]!r}), not {_WORDS.get(got, got)}"
+                                f"{_hint(name, value, kinds)}")
+    return out
+
+
+def check_root(root) -> Path:
+    """The book's folder must exist and hold ``notebooks/``; one-line CertattrError otherwise."""
+    root = Path(root)
+    if not root.exists():
+        raise CertattrError(f"book root {str(root)!r} does not exist: give the folder with _config.yml and notebooks/")
+    if not root.is_dir():
+        raise CertattrError(f"book root {str(root)!r} is a file, not a folder: give the folder with notebooks/")
+    if not (root / "notebooks").is_dir():
+        raise CertattrError(f"book root {str(root)!r} has no notebooks/ folder: give the book's folder")
+    return root
 
 
 def _source_digest() -> str:

@@ -36,11 +36,19 @@ from .sparsify import sparsify
 from .validation import CertattrError, check_alpha, check_correction, check_ks, check_n, check_sigma, check_tau
 
 __all__ = ["certified_radius", "clopper_pearson_lower", "pixel_radius_table", "binomial_pvalues", "min_samples_to_certify", "certify_binary", "certify_maps",
-           "CertificationWarning"]
+           "CertificationWarning", "DegenerateMapWarning", "MapCounter", "flat_maps", "degenerate_reason"]
+
+FLAT_RTOL = 2.0 ** -16  #: a map whose |a| spreads less than this fraction of its max is constant up to rounding
+DEGENERATE_FRACTION = 0.1  #: a certificate is degenerate when at least this fraction of its n maps are
 
 
 class CertificationWarning(UserWarning):
     """The parameters cannot certify any pixel (n too small for tau, alpha and P)."""
+
+
+class DegenerateMapWarning(UserWarning):
+    """The noisy maps are constant up to float rounding (or select no pixel): the top-K set is decided by
+    rounding or ties, not by the image. The certificate's ``degenerate`` says so too."""
 
 
 def certified_radius(sigma: float, tau: float) -> float:
@@ -90,6 +98,20 @@ def _holm(pvalues: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def _counts_to_labels(ones_select, ones_test, n: int, n0: int, tau: float, alpha: float, correction: str):
+    """Steps 1-4 from the per-pixel counts of '1' among the n0 selection and the n - n0 test samples."""
+    n_test = n - n0
+    majority = (2 * ones_select > n0).astype(np.int8)
+    counts = np.where(majority == 1, ones_test, n_test - ones_test).astype(np.int32)
+    pvalues = binomial_pvalues(n_test, tau)[counts]
+    if correction == "bonferroni":
+        certified = pvalues <= alpha / pvalues.size
+    else:
+        certified = _holm(pvalues.ravel(), alpha).reshape(pvalues.shape)
+    labels = np.where(certified, majority, ABSTAIN).astype(np.int8)
+    return labels, majority, counts, pvalues
+
+
 def certify_binary(binary: np.ndarray, n0: int, tau: float, alpha: float, correction: str = "bonferroni"):
     """Certify each pixel of n binary maps (n, H, W) of one K.
 
@@ -103,18 +125,91 @@ def certify_binary(binary: np.ndarray, n0: int, tau: float, alpha: float, correc
     n, n0 = check_n(n, n0)
     tau, alpha = check_tau(tau), check_alpha(alpha)
     correction = check_correction(correction)
-    n_test = n - n0
-    ones_select = binary[:n0].sum(axis=0, dtype=np.int32)
-    majority = (2 * ones_select > n0).astype(np.int8)
-    ones_test = binary[n0:].sum(axis=0, dtype=np.int32)
-    counts = np.where(majority == 1, ones_test, n_test - ones_test).astype(np.int32)
-    pvalues = binomial_pvalues(n_test, tau)[counts]
-    if correction == "bonferroni":
-        certified = pvalues <= alpha / pvalues.size
-    else:
-        certified = _holm(pvalues.ravel(), alpha).reshape(pvalues.shape)
-    labels = np.where(certified, majority, ABSTAIN).astype(np.int8)
-    return labels, majority, counts, pvalues
+    return _counts_to_labels(binary[:n0].sum(axis=0, dtype=np.int32), binary[n0:].sum(axis=0, dtype=np.int32),
+                             n, n0, tau, alpha, correction)
+
+
+def flat_maps(maps) -> np.ndarray:
+    """bool (n,): maps (n, H, W) whose |a| is constant up to float rounding, max|a| - min|a| <= FLAT_RTOL max|a|
+    (all-zero maps included). Their top-K sets are chosen by rounding (or are empty), not by the image."""
+    a = np.abs(np.asarray(maps, dtype=np.float64).reshape(len(maps), -1))
+    hi, lo = a.max(axis=1), a.min(axis=1)
+    return (hi - lo) <= FLAT_RTOL * hi
+
+
+def degenerate_reason(n: int, ks, flat: int, empty) -> str:
+    """"" unless at least DEGENERATE_FRACTION of the n noisy maps are flat (:func:`flat_maps`) or, at some K,
+    select no pixel (a tie at the top); else one sentence with the counts."""
+    limit = max(1, math.ceil(DEGENERATE_FRACTION * n))
+    empty = [int(e) for e in empty]
+    if flat < limit and all(e < limit for e in empty):
+        return ""
+    parts = []
+    if flat:
+        parts.append(f"{flat} of the {n} noisy maps are constant up to float rounding")
+    bad = [(k, e) for k, e in zip(ks, empty) if e >= limit]
+    if bad:
+        parts.append("; ".join(f"at K = {k:g}% {e} of the {n} maps select no pixel (ties)" for k, e in bad))
+    return ("the top-K set is decided by rounding or ties, not by the image: " + "; ".join(parts))
+
+
+class MapCounter:
+    """Streaming certification: feed the n maps (b, H, W) chunk by chunk, in sample order, then
+    :meth:`certificate`. Memory is that of one chunk plus a few (len(ks), H, W) count arrays, whatever n;
+    the result is bit for bit that of :func:`certify_maps` on all n maps at once."""
+
+    def __init__(self, ks, n: int, n0: int, shape):
+        self.ks, self.n, self.n0 = check_ks(ks), *check_n(n, n0)
+        shape = (len(self.ks), *(int(s) for s in shape))
+        self.ones_select = np.zeros(shape, dtype=np.int32)
+        self.ones_test = np.zeros(shape, dtype=np.int32)
+        self.seen = 0
+        self.flat = 0
+        self.empty = np.zeros(len(self.ks), dtype=np.int64)
+
+    def add(self, maps) -> None:
+        maps = np.asarray(maps)
+        if maps.ndim != 3 or tuple(maps.shape[1:]) != self.ones_test.shape[1:]:
+            raise CertattrError(f"maps of shape {maps.shape} are not allowed: give (b, H, W) = (b, "
+                                f"{', '.join(map(str, self.ones_test.shape[1:]))})")
+        if self.seen + len(maps) > self.n:
+            raise CertattrError(f"{self.seen + len(maps)} maps were given, more than n = {self.n}")
+        binary = sparsify(maps, self.ks)  # (len(ks), b, H, W)
+        cut = min(max(self.n0 - self.seen, 0), len(maps))
+        self.ones_select += binary[:, :cut].sum(axis=1, dtype=np.int32)
+        self.ones_test += binary[:, cut:].sum(axis=1, dtype=np.int32)
+        flat = flat_maps(maps)
+        self.flat += int(flat.sum())
+        self.empty += (~binary.any(axis=(2, 3)) & ~flat[None]).sum(axis=1)
+        self.seen += len(maps)
+
+    def certificate(self, *, sigma: float, tau: float, alpha: float, correction: str,
+                    metadata: dict | None = None) -> Certificate:
+        if self.seen != self.n:
+            raise CertattrError(f"only {self.seen} of the n = {self.n} maps were given")
+        sigma, tau, alpha = check_sigma(sigma), check_tau(tau), check_alpha(alpha)
+        correction = check_correction(correction)
+        n_pixels = self.ones_test.shape[1] * self.ones_test.shape[2]
+        needed = min_samples_to_certify(self.n0, tau, alpha, n_pixels)
+        if self.n < needed:
+            warnings.warn(f"n={self.n} cannot certify any pixel at tau={tau}, alpha={alpha}, P={n_pixels} pixels "
+                          f"(n0={self.n0}): every pixel will abstain; the smallest n that could certify is {needed}",
+                          CertificationWarning, stacklevel=3)
+        parts = [_counts_to_labels(self.ones_select[i], self.ones_test[i], self.n, self.n0, tau, alpha, correction)
+                 for i in range(len(self.ks))]
+        labels, majority, counts, pvalues = (np.stack(p) for p in zip(*parts))
+        ones = self.ones_select + self.ones_test
+        mean = (ones.astype(np.float64) / self.n).astype(np.float32)  # = binary.mean(axis=1, dtype=float32)
+        meta = dict(metadata or {})
+        reason = degenerate_reason(self.n, self.ks, self.flat, self.empty)
+        if reason:
+            where = f"{meta['method']}@{meta['layer']}" if "method" in meta and "layer" in meta else "these maps"
+            image = f" of image {meta['image_id']!r}" if "image_id" in meta else ""
+            warnings.warn(f"{where}{image}: {reason}; its certificate is flagged degenerate", DegenerateMapWarning,
+                          stacklevel=3)
+        return Certificate(labels=labels, majority=majority, counts=counts, pvalues=pvalues, mean_sparsified=mean,
+                           ks=self.ks, sigma=sigma, tau=tau, alpha=alpha, n=self.n, n0=self.n0,
+                           correction=correction, metadata=meta, degenerate=reason)
 
 
 def certify_maps(maps, ks: Sequence[float], *, sigma: float, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
@@ -122,7 +217,9 @@ def certify_maps(maps, ks: Sequence[float], *, sigma: float, n0: int = 10, tau: 
     """Sparsify n attribution maps (n, H, W) at each K and certify every pixel (SPEC §1.3-§1.6).
 
     ``maps`` are the attribution maps of the n noisy copies, already at input resolution, in the order
-    of their sample indices (the first n0 select, the rest test).
+    of their sample indices (the first n0 select, the rest test). When the maps are degenerate (see
+    :func:`degenerate_reason`) the certificate's ``degenerate`` says why and a :class:`DegenerateMapWarning`
+    is emitted.
     """
     ks = check_ks(ks)
     sigma, tau, alpha = check_sigma(sigma), check_tau(tau), check_alpha(alpha)
@@ -130,17 +227,6 @@ def certify_maps(maps, ks: Sequence[float], *, sigma: float, n0: int = 10, tau: 
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise CertattrError(f"maps of shape {maps.shape} are not allowed: give (n, H, W)")
-    n = maps.shape[0]
-    n, n0 = check_n(n, n0)
-    n_pixels = maps.shape[1] * maps.shape[2]
-    needed = min_samples_to_certify(n0, tau, alpha, n_pixels)
-    if n < needed:
-        warnings.warn(f"n={n} cannot certify any pixel at tau={tau}, alpha={alpha}, P={n_pixels} pixels "
-                      f"(n0={n0}): every pixel will abstain; the smallest n that could certify is {needed}",
-                      CertificationWarning, stacklevel=2)
-    binary = sparsify(maps, ks)
-    parts = [certify_binary(binary[i], n0, tau, alpha, correction) for i in range(len(ks))]
-    labels, majority, counts, pvalues = (np.stack(p) for p in zip(*parts))
-    return Certificate(labels=labels, majority=majority, counts=counts, pvalues=pvalues,
-                       mean_sparsified=binary.mean(axis=1, dtype=np.float32), ks=ks, sigma=sigma, tau=tau,
-                       alpha=alpha, n=n, n0=n0, correction=correction, metadata=dict(metadata or {}))
+    counter = MapCounter(ks, maps.shape[0], n0, maps.shape[1:])
+    counter.add(maps)
+    return counter.certificate(sigma=sigma, tau=tau, alpha=alpha, correction=correction, metadata=metadata)

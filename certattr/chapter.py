@@ -8,16 +8,18 @@ at least 8 pt on the page.
 """
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from pathlib import Path
 
-__all__ = ["setup", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
+__all__ = ["setup", "degenerate_note", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
+           "undefined_frame",
            "NOT_RUN", "elapsed"]
 
 DPI = 100  #: figure.dpi of the inline backend: 1 inch = 100 px on the page
-TEXT_WIDTH = 7.4  #: inches that fit the text column unscaled
-WIDE_WIDTH = 10.5  #: inches that fit a full-width cell unscaled
+TEXT_WIDTH = 6.5  #: inches that fit the text column unscaled (650 px; the column is about 655 px at a 1280-px window)
+WIDE_WIDTH = 9.3  #: inches that fit a full-width cell unscaled (the full-width figure is about 930 px there)
 NOT_RUN = "not run"
 
 
@@ -29,7 +31,11 @@ def setup(results_dir, *, style: str = "whitegrid") -> float:
     import seaborn as sns
     import torch
 
+    from .certify import DegenerateMapWarning
+
     warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+    # a degenerate certificate is flagged (cert.degenerate) and named in the text by degenerate_note()
+    warnings.filterwarnings("ignore", category=DegenerateMapWarning)
     if hasattr(pd.errors, "Pandas4Warning"):
         warnings.filterwarnings("ignore", category=pd.errors.Pandas4Warning)
     sns.set_theme(context="paper", style=style, rc={
@@ -40,6 +46,32 @@ def setup(results_dir, *, style: str = "whitegrid") -> float:
     torch.manual_seed(0)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     return time.time()
+
+
+def degenerate_note(certificates) -> str:
+    """One sentence naming the (method, layer) pairs whose certificates are flagged degenerate (their noisy maps
+    are constant up to float rounding, or select no pixel: the top-K set is decided by rounding or ties, not
+    by the image), with how many of their certificates are; "" when none is.
+
+    ``certificates``: Certificates, or a dict whose values are Certificates (e.g. keyed by
+    (image, method, layer, sigma)); method and layer are read from each certificate's metadata.
+    """
+    values = certificates.values() if isinstance(certificates, dict) else certificates
+    total, flagged = {}, {}
+    for cert in values:
+        meta = getattr(cert, "metadata", {}) or {}
+        pair = (str(meta.get("method", "?")), str(meta.get("layer", "?")))
+        total[pair] = total.get(pair, 0) + 1
+        if getattr(cert, "degenerate", ""):
+            flagged[pair] = flagged.get(pair, 0) + 1
+    if not flagged:
+        return ""
+    names = [f"{method_title(m)} at the {layer_title(layer)} layer ({flagged[(m, layer)]} of {total[(m, layer)]} "
+             f"certificates)" for m, layer in sorted(flagged)]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return (f"Degenerate maps: for {listed} the noisy maps are constant up to float rounding (or select no pixel), "
+            f"so the top-K set is decided by rounding, not by the image, and these certificates say nothing about "
+            f"the image.")
 
 
 def elapsed(start: float) -> float:
@@ -131,3 +163,24 @@ def reduction_notes(method_overrides: dict | None, *, offline: bool, methods_run
 def reduction_text(notes: list[str]) -> str:
     return ("What this run reduced, and what that does: " + "; ".join(notes) + ".") if notes else \
         "This run uses the paper's settings."
+
+
+def undefined_frame(rows):
+    """The table of (method, layer) pairs a model does not define, for display: one row per pair with the
+    method's and layer's display names and the reason without the method-id prefix ("cam: ..." -> "...");
+    the model column only when the rows name more than one model. ``rows``: dicts with "method" (id or title),
+    "layer", "why n/a" and optionally "model"."""
+    import pandas as pd
+
+    out = []
+    for row in rows:
+        method = str(row["method"])
+        reason = str(row["why n/a"])
+        reason = re.sub(r"^[a-z0-9_+]+: ", "", reason)  # the registry's messages start with the method id
+        reason = reason[:1].upper() + reason[1:]
+        out.append({"model": row.get("model"), "method": method_title(method), "layer": layer_title(row["layer"]),
+                    "why n/a": reason})
+    frame = pd.DataFrame(out, columns=["model", "method", "layer", "why n/a"]).drop_duplicates()
+    if frame["model"].nunique(dropna=True) <= 1:
+        frame = frame.drop(columns="model")
+    return frame.reset_index(drop=True)

@@ -33,34 +33,36 @@ class Image:
 
 
 def to_tensor(array: np.ndarray, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """uint8 (H, W) or (H, W, 3|4) -> float32 (3, crop, crop) in [0,1]: shorter side to ``resize``, center crop."""
+    """uint8 (H, W) or (H, W, 3|4), or float (H, W, 3) in [0,1] (as :func:`certattr.imagefile.read_image`
+    gives) -> float32 (3, crop, crop) in [0,1]: shorter side to ``resize``, center crop."""
     array = np.asarray(array)
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise CertattrError(f"an image array of shape {array.shape} is not allowed: give (H, W) or (H, W, 3)")
     array = array[..., :3]
-    if array.dtype != np.uint8:
-        raise CertattrError(f"an image array of dtype {array.dtype} is not allowed here: give uint8")
-    x = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise CertattrError("a float image array outside [0, 1] is not allowed: give values in [0, 1]")
+        x = torch.from_numpy(np.array(array, dtype=np.float32, copy=True)).permute(2, 0, 1)
+    elif array.dtype != np.uint8:
+        raise CertattrError(f"an image array of dtype {array.dtype} is not allowed here: give uint8 or float in [0, 1]")
+    else:
+        x = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
     x = TF.resize(x, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     x = TF.center_crop(x, [crop, crop])
     return x.clamp_(0.0, 1.0).contiguous()
 
 
 def load_image_file(path, resize: int = 256, crop: int = 224) -> torch.Tensor:
-    """Read an image file (any PIL format) -> (3, crop, crop) in [0,1]."""
-    from PIL import Image as PILImage, UnidentifiedImageError
+    """Read an image file as a viewer shows it -> (3, crop, crop) float32 in [0,1].
 
-    path = Path(path)
-    if not path.is_file():
-        raise CertattrError(f"image file {str(path)!r} does not exist")
-    try:
-        with PILImage.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise CertattrError(f"image file {str(path)!r} could not be read as an image ({err})") from None
-    return to_tensor(array, resize, crop)
+    Any bit depth by its true range, EXIF orientation applied, transparency over white; a file that cannot
+    be read gets a one-line CertattrError naming it and why (see :mod:`certattr.imagefile`).
+    """
+    from .imagefile import read_image
+
+    return to_tensor(read_image(path), resize, crop)
 
 
 # --- bundled photos (installed with scikit-image, scikit-learn and matplotlib; no download) ---------

@@ -147,6 +147,27 @@ def grid_jobs(grids, cells="all") -> list[Job]:
     return jobs
 
 
+def engine_configs(model: LoadedModel, methods, layers: Sequence[str], sigmas: Sequence[float], *,
+                   method_overrides: dict | None = None, first_sigma_only=(), skip=()):
+    """The (method name, layer, AttributionMethod, sigma) engines :func:`certify_jobs` runs, in its order, and
+    ``undefined[(name, layer)] = reason`` for the pairs the model does not define. :mod:`certattr.plans` lists
+    a chapter's sampling work with this same function, so a sweep and the chapter cannot disagree on it."""
+    configs, undefined = [], {}
+    per_layer = layer_methods(methods, layers)
+    for layer in layers:
+        for name in per_layer[layer]:
+            if _listed(name, layer, skip):
+                continue
+            method = method_for(name, layer, method_overrides)
+            reason = method.undefined_reason(model, layer)
+            if reason:
+                undefined[(name, layer)] = reason
+                continue
+            configs.extend((name, layer, method, sigma) for i, sigma in enumerate(sigmas)
+                           if not (i > 0 and _listed(name, layer, first_sigma_only)))
+    return configs, undefined
+
+
 def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Sequence[str], sigmas: Sequence[float],
                  ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
                  correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10, cache_dir: str | None = None,
@@ -163,36 +184,26 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
     samples are also certified at each of those tau (no resampling):
     ``tau_out[(job.key, method, layer, sigma, tau)] = Certificate``.
     """
-    certificates, undefined = {}, {}
-    per_layer = layer_methods(methods, layers)
-    for layer in layers:
-        for name in per_layer[layer]:
-            if _listed(name, layer, skip):
-                continue
-            method = method_for(name, layer, method_overrides)
-            reason = method.undefined_reason(model, layer)
-            if reason:
-                undefined[(name, layer)] = reason
-                continue
-            for i, sigma in enumerate(sigmas):
-                if i > 0 and _listed(name, layer, first_sigma_only):
-                    continue
-                engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
-                                             cache=cache_dir, progress=progress)
-                for job in jobs:
-                    start = _time.time()
-                    certificates[(job.key, name, layer, sigma)] = engine.certify(
-                        job.tensor, job.image_id, job.target, ks=ks, tau=tau, alpha=alpha, correction=correction)
-                    if taus and tau_out is not None:
-                        maps = engine.sample(job.tensor, job.image_id, job.target)
-                        meta = dict(certificates[(job.key, name, layer, sigma)].metadata)
-                        for t in taus:
-                            tau_out[(job.key, name, layer, sigma, float(t))] = certify_maps(
-                                maps, ks, sigma=sigma, n0=n0, tau=float(t), alpha=alpha, correction=correction,
-                                metadata=meta)
-                    if log is not None:
-                        log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
-                                    "key": str(job.key), "seconds": _time.time() - start})
+    certificates = {}
+    configs, undefined = engine_configs(model, methods, layers, sigmas, method_overrides=method_overrides,
+                                        first_sigma_only=first_sigma_only, skip=skip)
+    for name, layer, method, sigma in configs:
+        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
+                                     cache=cache_dir, progress=progress)
+        for job in jobs:
+            start = _time.time()
+            certificates[(job.key, name, layer, sigma)] = engine.certify(
+                job.tensor, job.image_id, job.target, ks=ks, tau=tau, alpha=alpha, correction=correction)
+            if taus and tau_out is not None:
+                maps = engine.sample(job.tensor, job.image_id, job.target)
+                meta = dict(certificates[(job.key, name, layer, sigma)].metadata)
+                for t in taus:
+                    tau_out[(job.key, name, layer, sigma, float(t))] = certify_maps(
+                        maps, ks, sigma=sigma, n0=n0, tau=float(t), alpha=alpha, correction=correction,
+                        metadata=meta)
+            if log is not None:
+                log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
+                            "key": str(job.key), "seconds": _time.time() - start})
     return certificates, undefined
 
 
@@ -345,7 +356,7 @@ def describe_settings(method_overrides: dict | None = None, first_sigma_only=(),
     return text[0].upper() + text[1:]
 
 
-__all__ += ["model_list", "layer_methods", "Job", "photo_jobs", "grid_jobs", "certify_jobs",
+__all__ += ["model_list", "layer_methods", "engine_configs", "Job", "photo_jobs", "grid_jobs", "certify_jobs",
             "robustness_rows", "localization_rows", "grid_sources", "undefined_table", "pooled",
             "certificate_subset", "describe_settings", "run_list", "grids_for_model"]
 

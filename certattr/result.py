@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,20 +15,38 @@ from scipy.stats import norm
 __all__ = ["ABSTAIN", "Certificate", "atomic_write_bytes"]
 
 ABSTAIN = -1  #: label of an abstained pixel (the paper's ⊘)
-FORMAT_VERSION = 2  #: 2 adds the per-pixel radii; files of format 1 still load (their radii are recomputed)
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3  #: 2 adds the per-pixel radii, 3 the degenerate-map flag; files of format 1-2 still load
+READABLE_FORMATS = (1, 2, 3)
+
+
+def temporary_name(path) -> Path:
+    """A hidden sibling name for ``path`` unique per process, thread and call (``.<name>.<pid>-<tid>-<rand>.tmp``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The bytes go to a temporary sibling (unique per process and thread, so concurrent writers never share
+    one), are fsynced, and replace ``path`` by one rename. On any failure (full disk, read-only folder, ...)
+    the temporary file is removed and the OSError propagates; ``path`` keeps its old content.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 @dataclass
@@ -57,6 +77,9 @@ class Certificate:
     correction: str
     metadata: dict = field(default_factory=dict)
     radii: np.ndarray | None = None
+    #: "" for a normal certificate; otherwise one sentence saying why the top-K sets of the noisy maps are
+    #: decided by float rounding or ties rather than by the image (see :func:`certattr.certify.degenerate_reason`)
+    degenerate: str = ""
 
     def __post_init__(self):
         # radii are a function of the counts: computed when absent, and recomputed when their shape no longer
@@ -142,6 +165,8 @@ class Certificate:
         if m > 1:
             text += (f" The overlay of the {m} K values read as one claim holds with probability at least "
                      f"1 - {m}*alpha = {1 - m * self.alpha:g} (union bound).")
+        if self.degenerate:
+            text += f" Degenerate maps: {self.degenerate}; the certified pixels then reflect that, not the image."
         return text
 
     def summary(self) -> dict:
@@ -152,7 +177,7 @@ class Certificate:
                 "pixel_radius_level": self.radius_level,
                 "pixel_radii": {str(float(k)): self._radius_summary(i) for i, k in enumerate(self.ks)},
                 "guarantee": self.statement(), "fractions": {str(k): v for k, v in self.fractions().items()},
-                "metadata": self.metadata}
+                "degenerate": self.degenerate, "metadata": self.metadata}
 
     def _radius_summary(self, i: int) -> dict:
         r = self.radii[i]
@@ -166,7 +191,7 @@ class Certificate:
     def to_bytes(self) -> bytes:
         params = {"format": FORMAT_VERSION, "ks": [float(k) for k in self.ks], "sigma": self.sigma, "tau": self.tau,
                   "alpha": self.alpha, "n": self.n, "n0": self.n0, "correction": self.correction,
-                  "metadata": self.metadata}
+                  "degenerate": self.degenerate, "metadata": self.metadata}
         buf = io.BytesIO()
         np.savez_compressed(buf, params=np.frombuffer(json.dumps(params).encode(), dtype=np.uint8),
                             **{name: getattr(self, name) for name in self._ARRAYS})
@@ -179,7 +204,8 @@ class Certificate:
 
     @classmethod
     def load(cls, path) -> "Certificate":
-        """Load a saved certificate; format 1 files (before per-pixel radii) get their radii from the counts."""
+        """Load a saved certificate; format 1 files (before per-pixel radii) get their radii from the counts,
+        files before format 3 load with ``degenerate = ""`` (not checked when they were written)."""
         with np.load(path, allow_pickle=False) as data:
             params = json.loads(bytes(data["params"]).decode())
             fmt = params.pop("format", None)
@@ -195,5 +221,5 @@ class Certificate:
         if not isinstance(other, Certificate):
             return NotImplemented
         same_params = all(getattr(self, a) == getattr(other, a)
-                          for a in ("ks", "sigma", "tau", "alpha", "n", "n0", "correction", "metadata"))
+                          for a in ("ks", "sigma", "tau", "alpha", "n", "n0", "correction", "degenerate", "metadata"))
         return same_params and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in self._ARRAYS)

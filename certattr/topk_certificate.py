@@ -389,21 +389,16 @@ def _layer_map_batches(model, image, target, attr, layer, sigma, n, seed, image_
             batch = noisy_copies(image, sigma, seed, image_id, idx)
             yield attr.attribute(model, batch, target, layer, seed=seed, image_id=image_id).cpu().numpy()
         return
-    from .cache import cache_key
     from .smoothing import SmoothedAttribution
 
     engine = SmoothedAttribution(model, attr, layer, sigma, n=max(n, 2), n0=1, seed=seed, chunk_size=batch_size,
                                  cache=cache, progress=False)
-    identity = engine.identity(image, image_id, target)
-    key = cache_key(identity)
-    if engine.cache.enabled:
-        engine.cache.write_manifest(key, identity)
-    for chunk in range(-(-n // batch_size)):
-        maps = engine.cache.load_chunk(key, chunk, batch_size)
-        if maps is None:
-            maps = engine.attribute_chunk(image, image_id, target, chunk)
-            engine.cache.save_chunk(key, chunk, maps)
-        yield maps[: n - chunk * batch_size]
+    seen = 0
+    for maps in engine.layer_chunks(image, image_id, target):  # never computes a sample past max(n, 2)
+        if seen >= n:
+            break
+        yield maps[: n - seen]
+        seen += len(maps)
 
 
 def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", layer: str = "input",

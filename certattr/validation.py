@@ -85,13 +85,27 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+MAX_N = 10_000_000  #: more noise samples than this is refused at once (days of compute and TBs of cache)
+
+
 def check_n(n, n0) -> tuple[int, int]:
-    """n noisy samples of which the first n0 choose each pixel's label: 1 <= n0 < n."""
+    """n noisy samples of which the first n0 choose each pixel's label: 1 <= n0 < n <= MAX_N."""
     n = check_positive_int("n", n, 2)
+    if n > MAX_N:
+        # at the fastest (about 1 ms per sample on a GPU) and 200 KB per 224x224 float32 map
+        raise CertattrError(f"n={n} is not allowed: n must be at most {MAX_N} (at 1 ms per sample this n would take "
+                            f"{_duration(n * 1e-3)} and its 224x224 maps {n * 224 * 224 * 4 / 1e12:.3g} TB)")
     n0 = check_positive_int("n0", n0, 1)
     if n0 >= n:
         raise CertattrError(f"n0={n0} is not allowed with n={n}: the selection samples must satisfy 1 <= n0 < n")
     return n, n0
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= size:
+            return f"about {seconds / size:.3g} {unit}"
+    return f"about {seconds:.3g} seconds"
 
 
 def check_ks(ks) -> tuple[float, ...]:

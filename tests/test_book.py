@@ -63,6 +63,28 @@ def test_smoke_book_builds_offline_with_warnings_as_errors_then_warm(smoke_book)
     assert "executed in this run" not in execution
 
 
+@pytest.mark.slow
+def test_the_smoke_plan_is_exactly_what_the_smoke_chapters_sample(smoke_book):
+    """certattr.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
+    nothing else: a sweep of the plan fills the cache so that the chapters compute no chunk (and the sweep no
+    chunk the chapters do not read)."""
+    from certattr.cache import SampleCache
+    from certattr.plans import book_plan, cache_keys
+
+    root, _ = smoke_book
+    cache = root / ".cache" / "samples"
+    plan = book_plan("smoke", root=root)
+    assert plan.cache_dir == str(cache)
+    samples = SampleCache(cache)
+    planned = {key: {samples.chunk_path(key, c, None if size == w.chunk_size else size).name for c, size in w.chunk_specs}
+               for key, w in cache_keys(plan).items()}
+    written = {entry.name: {p.name for p in entry.glob("chunk_*")} for entry in cache.glob("*/*") if entry.is_dir()}
+    missing = sorted((k, planned[k] - written.get(k, set())) for k in planned if planned[k] - written.get(k, set()))
+    extra = sorted((k, written[k] - planned.get(k, set())) for k in written if written[k] - planned.get(k, set()))
+    assert not missing, f"planned but not sampled by the chapters: {missing[:5]}"
+    assert not extra, f"sampled by the chapters but not planned: {extra[:5]}"
+
+
 class _Assets(HTMLParser):
     """The script/link/img/... references of one HTML page, and the bodies of its inline scripts."""
 
