@@ -18,15 +18,15 @@ from certattr.cache import CacheWarning, SampleCache, cache_key
 from certattr.certify import DegenerateMapWarning, certify_maps
 from certattr.smoothing import ModelModeWarning, SmoothedAttribution
 from certattr.validation import CertattrError
+from test_engine import engine as engine_of_test_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def engine(model, cache=None, **kw):
-    kw.setdefault("n", 40)
-    kw.setdefault("n0", 10)
-    return SmoothedAttribution(model, kw.pop("method", "grad"), kw.pop("layer", "input"), kw.pop("sigma", 0.25),
-                               cache=cache, progress=False, **kw)
+    """test_engine's engine with Grad as the default method."""
+    kw.setdefault("method", "grad")
+    return engine_of_test_engine(model, cache, **kw)
 
 
 def _chunks(folder):
