@@ -1,9 +1,11 @@
 """certattr: pixel-level certified attributions via randomized smoothing (Anani et al., ICML 2025)."""
 from .certify import CertificationWarning, DegenerateMapWarning, certified_radius, certify_maps, min_samples_to_certify
+from .config import CertConfig
+from .noise import Gaussian, UniformBall
 from .result import ABSTAIN, Certificate
 from .validation import CertattrError, UndefinedAttribution
 
 __version__ = "0.1.0"
 
-__all__ = ["ABSTAIN", "Certificate", "CertattrError", "CertificationWarning", "DegenerateMapWarning", "UndefinedAttribution",
+__all__ = ["ABSTAIN", "CertConfig", "Certificate", "CertattrError", "Gaussian", "UniformBall", "CertificationWarning", "DegenerateMapWarning", "UndefinedAttribution",
            "certified_radius", "certify_maps", "min_samples_to_certify", "__version__"]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -48,7 +49,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .cache import DEFAULT_CHUNK
+from .certify import CertificationWarning, DegenerateMapWarning
+from .config import DEFAULT, CertConfig
 from .cosine_certificate import bound_norm, check_radius, check_threshold, uniform_ball_noise
 from .models import LoadedModel, check_layer
 from .noise import gaussian_noise, numpy_generator
@@ -57,7 +59,7 @@ from .smoothing import SmoothedAttribution
 from .sparsify import upsample_maps
 from .topk_certificate import _order, check_eps, check_fraction, check_k, relaxed_sparsify
 from .validation import (CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval,
-                         check_ks, check_n, check_positive_int, check_sigma, check_tau)
+                         check_ks, check_positive_int, check_sigma)
 
 __all__ = ["SmoothReLU6", "smooth_surrogate", "differentiable_maps", "predicted_class", "AttackResult",
            "attack_topk", "attack_cosine", "attack_certified", "choose_targets", "smoothed_membership",
@@ -338,14 +340,14 @@ def _common(model, method, layer):
 def attack_topk(model: LoadedModel, image, *, k: int, eps: float, method: str = "grad", layer: str = "input",
                 smoothing: bool = False, sigma: float = 0.25, tau_frac: float = 0.1, gamma_frac: float = 0.01,
                 n_attack: int = 8, n_eval: int = 64, steps: int = 20, restarts: int = 2, step_size: float = 0.5,
-                beta: float = 10.0, seed: int = 0, image_id: str = "", batch_size: int = 32,
+                beta: float = 10.0, seed: int = 0, image_id: str = "", chunk_size: int = 32,
                 max_backtracks: int = 10, init_tries: int = 10, progress: bool = True) -> AttackResult:
     """Minimise the top-k overlap |X ∩ top-k(map(x + delta))| / k, X = the clean map's top-k (ties: index).
 
     ``smoothing=False``: the registry map |method(x)|; surrogate loss = the share of |map| inside X
     (Ghorbani et al.'s top-k loss). ``smoothing=True``: Sparsified SmoothGrad s_hat with n_eval samples
-    (the pipeline's noise, seed ``seed`` at both x and x + delta), surrogate = the relaxed variant over
-    n_attack fresh noisy copies per step.
+    (the pipeline's noise, seed ``seed`` at both x and x + delta, ``chunk_size`` copies per model call),
+    surrogate = the relaxed variant over n_attack fresh noisy copies per step.
     """
     method, layer = _common(model, method, layer)
     att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
@@ -363,7 +365,7 @@ def attack_topk(model: LoadedModel, image, *, k: int, eps: float, method: str = 
         def real_map(x_adv):
             return sparsified_smoothgrad(model, x_adv.cpu(), label, method=method, layer=layer, sigma=sigma,
                                          n=n_eval, tau_frac=tau_frac, seed=seed, image_id=image_id,
-                                         batch_size=batch_size).s_hat
+                                         chunk_size=chunk_size).s_hat
     else:
         def real_map(x_adv):
             return np.abs(_registry_maps(model, x_adv.unsqueeze(0), label, method, layer)[0].double().numpy())
@@ -399,11 +401,12 @@ def attack_topk(model: LoadedModel, image, *, k: int, eps: float, method: str = 
 def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = None, N: int = 64, M: float = 1.0,
                   n_attack: int = 8, T: float | None = None, method: str = "grad", layer: str = "input",
                   steps: int = 20, restarts: int = 2, step_size: float = 0.5, beta: float = 10.0, seed: int = 0,
-                  image_id: str = "", batch_size: int = 32, max_backtracks: int = 10, init_tries: int = 10,
+                  image_id: str = "", chunk_size: int = 32, max_backtracks: int = 10, init_tries: int = 10,
                   progress: bool = True) -> AttackResult:
     """Minimise cos(map(x), map(x + delta)) for the uniformly smoothed map h_hat (ball radius r, N samples,
     maps normalised to norm M; the same ball samples at x and x + delta) or, with r=None, the raw map.
-    With ``T``, ``details["below_T"]`` says whether the attack pushed the cosine below T."""
+    With ``T``, ``details["below_T"]`` says whether the attack pushed the cosine below T. ``chunk_size``: ball
+    samples per model call of h_hat."""
     from .cosine_certificate import smooth_uniform
 
     method, layer = _common(model, method, layer)
@@ -422,7 +425,7 @@ def attack_cosine(model: LoadedModel, image, *, eps: float, r: float | None = No
         if r is None:
             return _registry_maps(model, x_adv.unsqueeze(0), label, method, layer)[0].double().numpy().ravel()
         return smooth_uniform(model, x_adv.cpu(), label, method=method, layer=layer, r=r, N=N, M=M, seed=seed,
-                              image_id=image_id, batch_size=batch_size).h_hat.ravel()
+                              image_id=image_id, chunk_size=chunk_size).h_hat.ravel()
 
     real_map = att.memoised(real_map)
     clean = real_map(att.x)
@@ -458,17 +461,22 @@ TARGET_GROUPS = ("certified", "uncertified")
 
 
 def smoothed_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str, k: float,
-                        sigma: float, n: int, seed: int, image_id: str, chunk_size: int = DEFAULT_CHUNK,
+                        sigma: float, n: int, seed: int, image_id: str, chunk_size: int = DEFAULT.chunk_size,
                         cache=None, progress: bool = False) -> np.ndarray:
     """(H, W) float64: the fraction of ``n`` noisy copies (seed ``seed``, the pipeline's noise and engine) in
-    which each pixel is in the top K%: the Monte-Carlo estimate of the smoothed top-K probability."""
-    from .sparsify import sparsify
+    which each pixel is in the top K%: the Monte-Carlo estimate of the smoothed top-K probability.
 
+    It is the certificate's ``mean_sparsified`` (the engine's certify, which streams the cached samples; its
+    labels are not used, so its warnings about what n can certify or about degenerate maps are not shown)."""
     n = check_positive_int("eval_n", n, 2)
     engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=1, seed=seed, chunk_size=chunk_size,
                                  cache=cache, progress=progress)
-    maps = engine.sample(image.cpu(), image_id, target)
-    return sparsify(maps, [k])[0].mean(axis=0, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CertificationWarning)
+        warnings.simplefilter("ignore", DegenerateMapWarning)
+        cert = engine.certify(image.cpu(), image_id, target, ks=[k])
+    # mean_sparsified is float32 (the count over n, rounded): the exact count, then count / n in float64
+    return np.rint(cert.mean_sparsified[0].astype(np.float64) * n) / n
 
 
 def plain_membership(model: LoadedModel, image: torch.Tensor, target: int, *, method: str, layer: str, k: float,
@@ -565,7 +573,7 @@ def select_seed(seed: int) -> int:
 
 
 def selection_agreement(model, image, target, cert: Certificate, k: float, *, method, layer, sigma, n, seed,
-                        image_id, chunk_size=DEFAULT_CHUNK, cache=None) -> np.ndarray:
+                        image_id, chunk_size=DEFAULT.chunk_size, cache=None) -> np.ndarray:
     """(H*W,) int: how many of ``n`` fresh samples (seed ``seed``) agree with the certificate's label (its
     majority where it abstains) at each pixel: the extra samples :func:`choose_targets` ranks by."""
     member = smoothed_membership(model, image.cpu(), target, method=method, layer=layer, k=k, sigma=sigma, n=n,
@@ -594,12 +602,14 @@ def _flip_counts(agree_count: np.ndarray, n_eval: int, level: float) -> tuple[np
 
 
 def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ixg", layer: str = "final",
-                     ks: Sequence[float] = (50,), k: float | None = None, sigma: float = 0.25, n: int = 100,
-                     n0: int = 10, tau: float = 0.75, alpha: float = 0.001, correction: str = "bonferroni",
+                     ks: Sequence[float] = (50,), k: float | None = None, sigma: float = 0.25, n: int = DEFAULT.n,
+                     n0: int = DEFAULT.n0, tau: float = DEFAULT.tau, alpha: float = DEFAULT.alpha,
+                     correction: str = DEFAULT.correction,
                      group: str = "certified", n_targets: int = 32, smoothed: bool = True, n_attack: int = 8,
                      temperature: float = 1.0, steps: int = 20, restarts: int = 2, step_size: float = 0.25,
-                     beta: float | None | str = "auto", seed: int = 0, eval_n: int = 1000, eval_seed: int | None = None,
-                     eval_alpha: float | None = None, image_id: str = "", chunk_size: int = DEFAULT_CHUNK,
+                     beta: float | None | str = "auto", seed: int = DEFAULT.seed, eval_n: int = 1000,
+                     eval_seed: int | None = None,
+                     eval_alpha: float | None = None, image_id: str = "", chunk_size: int = DEFAULT.chunk_size,
                      cache=None, clean: Certificate | None = None, random_control: bool = True,
                      eval_clean: bool = False, targets: Sequence[int] | None = None, select_n: int = 0,
                      momentum: float = 0.9,
@@ -647,8 +657,10 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
     k = ks[0] if k is None else float(check_ks([k])[0])
     if k not in ks:
         raise CertattrError(f"k={k:g} is not allowed: it must be one of the certified ks {list(ks)}")
-    sigma, tau, alpha = check_sigma(sigma), check_tau(tau), check_alpha(alpha)
-    n, n0 = check_n(n, n0)
+    sigma = check_sigma(sigma)
+    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
+                        ks=ks)  # the clean certificate's settings, validated
+    n, n0, tau, alpha, chunk_size = config.n, config.n0, config.tau, config.alpha, config.chunk_size
     group = check_choice("group", group, TARGET_GROUPS)
     n_targets = check_positive_int("n_targets", n_targets)
     n_attack = check_positive_int("n_attack", n_attack)
@@ -661,7 +673,6 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
         raise CertattrError(f"eval_seed={eval_seed} is not allowed: it must differ from seed={seed} "
                             f"(the evaluation needs fresh noise)")
     eval_alpha = alpha if eval_alpha is None else check_alpha(eval_alpha)
-    chunk_size = check_positive_int("chunk_size", chunk_size)
     if isinstance(beta, str) and beta == "auto":
         beta = None if first_order(model, method, layer) else 10.0
     att = _Attack(model, image, eps=eps, steps=steps, restarts=restarts, step_size=step_size, seed=seed,
@@ -672,9 +683,8 @@ def attack_certified(model: LoadedModel, image, *, eps: float, method: str = "ix
     size = tuple(att.x.shape[1:])
 
     if clean is None:
-        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
-                                     cache=cache, progress=progress)
-        clean = engine.certify(att.x.cpu(), image_id, label, ks=ks, tau=tau, alpha=alpha, correction=correction)
+        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache, progress=progress)
+        clean = engine.certify(att.x.cpu(), image_id, label)  # at the config's ks, tau, alpha and correction
     i = clean.index(k)
     if targets is not None:
         targets = np.asarray(targets, dtype=np.int64).ravel()

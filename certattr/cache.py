@@ -1,7 +1,9 @@
 """On-disk cache of noisy attribution samples, one entry per (model, method, layer, sigma, seed, image, target).
 
-An entry holds the layer-resolution maps (float32, (m, h, w)) of fixed chunks of sample indices
-[c*m, (c+1)*m), m the engine's chunk size (part of the key). Sample i does not depend on n, so a run with a
+An entry holds fixed chunks of sample indices [c*m, (c+1)*m), m the engine's chunk size (part of the key), each
+stored in one or more encodings (:mod:`certattr.encodings`): the layer-resolution float32 maps (m, h, w) in
+``chunk_<c>.npz`` when they are kept, and compact encodings (bit-packed top-K codes, top-k sets, bounded sums) in
+``chunk_<c>.<tag>.npz``. Sample i does not depend on n, so a run with a
 larger n reuses the chunks of a smaller one. When n is not a multiple of m, the last chunk holds only the
 r = n - c*m samples below n (it is computed as one batch of r, never past n) and is its own file
 ``chunk_<c>_r<r>.npz``; when the full chunk c of a larger n is cached already, the engine uses its first r
@@ -27,14 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .encodings import RAW, Encoding
 from .result import atomic_write_bytes
 from .validation import CertattrError
 
 __all__ = ["DEFAULT_CHUNK", "SampleCache", "CacheWarning", "cache_key", "default_cache_dir", "chunk_checksum"]
 
-DEFAULT_CHUNK = 10  #: samples per model call and per chunk file
+from .config import DEFAULT as _DEFAULT
+
+DEFAULT_CHUNK = _DEFAULT.chunk_size  #: samples per model call and per chunk file
 SAMPLES_VERSION = 3  #: bump when a change to certattr changes the samples it computes or the chunk format
 CHUNK_FORMAT = 3  #: 3: the checksum covers the entry key, the chunk index and the shape
+ENCODED_FORMAT = 1  #: the format of a chunk stored in a compact encoding (:mod:`certattr.encodings`)
 MAX_CHUNK_BYTES = 2 ** 31  #: a chunk file larger than this is damaged (a chunk is a few MB at most)
 
 
@@ -57,6 +63,16 @@ def chunk_checksum(key: str, chunk: int, maps: np.ndarray) -> str:
     maps = np.ascontiguousarray(maps)
     h = hashlib.sha256(f"certattr-chunk|{CHUNK_FORMAT}|{key}|{int(chunk)}|{maps.dtype.str}|{maps.shape}|".encode())
     h.update(maps.tobytes())
+    return h.hexdigest()
+
+
+def encoded_checksum(key: str, chunk: int, encoding: Encoding, arrays: dict) -> str:
+    """SHA-256 of (format, entry key, chunk index, encoding, each array's name, dtype, shape and bytes)."""
+    h = hashlib.sha256(f"certattr-encoded|{ENCODED_FORMAT}|{key}|{int(chunk)}|{encoding.spec}|".encode())
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name], order="C")
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
     return h.hexdigest()
 
 
@@ -109,23 +125,35 @@ class SampleCache:
                 _remove(path)
             self._write(path, json.dumps({"identity": identity}, indent=1, sort_keys=True, default=str).encode())
 
-    def chunk_path(self, key: str, chunk: int, size: int | None = None) -> Path:
-        """The file of a full chunk (``size`` None or the chunk size) or of a partial last chunk of ``size``."""
+    def chunk_path(self, key: str, chunk: int, size: int | None = None, encoding: Encoding = RAW) -> Path:
+        """The file of a full chunk (``size`` None or the chunk size) or of a partial last chunk of ``size``, in
+        ``encoding`` (raw maps: ``chunk_<c>.npz``; others ``chunk_<c>.<tag>.npz``)."""
         suffix = "" if size is None else f"_r{int(size)}"
-        return self.entry(key) / f"chunk_{chunk:05d}{suffix}.npz"
+        tag = f".{encoding.tag}" if encoding.tag else ""
+        return self.entry(key) / f"chunk_{chunk:05d}{suffix}{tag}.npz"
 
-    def _path(self, key: str, chunk: int, size: int, full: int | None) -> Path:
+    def _path(self, key: str, chunk: int, size: int, full: int | None, encoding: Encoding = RAW) -> Path:
         full = self._chunk_sizes.get(key) if full is None else full
-        return self.chunk_path(key, chunk, None if full is None or size == full else size)
+        return self.chunk_path(key, chunk, None if full is None or size == full else size, encoding)
 
-    def load_chunk(self, key: str, chunk: int, size: int, full: int | None = None) -> np.ndarray | None:
-        """The maps (size, h, w) of a chunk, or None if absent or damaged (then it is reported and removed).
+    def has_chunk(self, key: str, chunk: int, size: int, full: int | None = None, encoding: Encoding = RAW) -> bool:
+        """Whether a regular file is in the chunk's place (not whether it is valid: :meth:`load_chunk` checks)."""
+        if not self.enabled:
+            return False
+        try:
+            return stat.S_ISREG(os.lstat(self._path(key, chunk, size, full, encoding)).st_mode)
+        except OSError:
+            return False
+
+    def load_chunk(self, key: str, chunk: int, size: int, full: int | None = None, encoding: Encoding = RAW):
+        """A chunk of ``size`` samples in ``encoding``, or None if absent or damaged (then it is reported and
+        removed): the maps (size, h, w) float32 for raw maps, else the encoding's dict of arrays.
 
         ``full``: the entry's chunk size; a chunk of fewer samples (the last one below n) is a separate file.
         """
         if not self.enabled:
             return None
-        path = self._path(key, chunk, size, full)
+        path = self._path(key, chunk, size, full, encoding)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -151,6 +179,8 @@ class SampleCache:
             return None
         except OSError as err:
             return self._damaged(path, f"{type(err).__name__}: {err}", remove=False)
+        if encoding is not RAW and encoding.tag:
+            return self._decode_encoded(path, blob, key, chunk, size, encoding)
         try:
             with np.load(io.BytesIO(blob), allow_pickle=False) as data:
                 fmt = int(data["format"]) if "format" in data.files else None
@@ -165,6 +195,21 @@ class SampleCache:
         except Exception as err:  # any decoding failure (zipfile, zlib, numpy format, ...) means damaged
             return self._damaged(path, f"{type(err).__name__}: {err}")
 
+    def _decode_encoded(self, path: Path, blob: bytes, key: str, chunk: int, size: int, encoding: Encoding):
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+                meta = {name: data[name] for name in data.files}
+            fmt, spec, digest = int(meta.pop("format")), str(meta.pop("encoding")), str(meta.pop("sha256"))
+            meta.pop("key", None), meta.pop("chunk", None)
+            if fmt != ENCODED_FORMAT or spec != encoding.spec:
+                raise ValueError(f"format {fmt} of encoding {spec!r}, expected {ENCODED_FORMAT} of {encoding.spec!r}")
+            encoding.check(meta, size)
+            if encoded_checksum(key, chunk, encoding, meta) != digest:
+                raise ValueError("checksum mismatch (damaged, or a chunk of another entry or index)")
+            return meta
+        except Exception as err:  # any decoding failure means damaged
+            return self._damaged(path, f"{type(err).__name__}: {err}")
+
     def _damaged(self, path: Path, why: str, remove: bool = True):
         why = " ".join(str(why).split())  # one line
         warnings.warn(f"sample cache: discarding damaged chunk {path} ({why}); it will be recomputed", CacheWarning,
@@ -174,9 +219,24 @@ class SampleCache:
             _remove(path)
         return None
 
-    def save_chunk(self, key: str, chunk: int, maps: np.ndarray, full: int | None = None) -> None:
-        """Write a chunk atomically; ``full``: the entry's chunk size (a smaller chunk gets its own file)."""
+    def save_chunk(self, key: str, chunk: int, maps, full: int | None = None, encoding: Encoding = RAW,
+                   size: int | None = None) -> None:
+        """Write a chunk atomically; ``full``: the entry's chunk size (a smaller chunk gets its own file).
+
+        ``maps``: the float32 maps (b, h, w) for raw maps, else the encoding's arrays (a dict) of ``size`` samples.
+        """
         if not self.enabled:
+            return
+        if encoding is not RAW and encoding.tag:
+            arrays = {k: np.asarray(v, order="C") for k, v in maps.items()}  # (ascontiguousarray makes 0-d 1-d)
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays, sha256=np.array(encoded_checksum(key, chunk, encoding, arrays)),
+                                format=np.array(ENCODED_FORMAT), encoding=np.array(encoding.spec), key=np.array(key),
+                                chunk=np.array(int(chunk)))
+            path = self._path(key, chunk, int(size), full, encoding)
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                _remove(path)
+            self._write(path, buf.getvalue())
             return
         maps = np.ascontiguousarray(maps, dtype=np.float32)
         buf = io.BytesIO()

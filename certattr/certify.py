@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import beta, binom, norm
 
+from .config import DEFAULT
 from .result import ABSTAIN, Certificate
 from .sparsify import sparsify
 from .validation import CertattrError, check_alpha, check_correction, check_ks, check_n, check_sigma, check_tau
@@ -112,7 +113,7 @@ def _counts_to_labels(ones_select, ones_test, n: int, n0: int, tau: float, alpha
     return labels, majority, counts, pvalues
 
 
-def certify_binary(binary: np.ndarray, n0: int, tau: float, alpha: float, correction: str = "bonferroni"):
+def certify_binary(binary: np.ndarray, n0: int, tau: float, alpha: float, correction: str = DEFAULT.correction):
     """Certify each pixel of n binary maps (n, H, W) of one K.
 
     Returns ``(labels, majority, counts, pvalues)``: labels int8 (H, W) in {1, 0, ABSTAIN=-1}; majority
@@ -174,14 +175,25 @@ class MapCounter:
                                 f"{', '.join(map(str, self.ones_test.shape[1:]))})")
         if self.seen + len(maps) > self.n:
             raise CertattrError(f"{self.seen + len(maps)} maps were given, more than n = {self.n}")
-        binary = sparsify(maps, self.ks)  # (len(ks), b, H, W)
-        cut = min(max(self.n0 - self.seen, 0), len(maps))
+        self.add_binary(sparsify(maps, self.ks), flat_maps(maps))
+
+    def add_binary(self, binary, flat) -> None:
+        """Feed the top-K maps of b samples directly: ``binary`` bool (len(ks), b, H, W) = ``sparsify(maps, ks)``
+        and ``flat`` bool (b,) = ``flat_maps(maps)`` (what the compact cache stores, :mod:`certattr.encodings`)."""
+        binary, flat = np.asarray(binary, dtype=bool), np.asarray(flat, dtype=bool)
+        if binary.ndim != 4 or binary.shape[0] != len(self.ks) or binary.shape[2:] != self.ones_test.shape[1:] \
+                or flat.shape != (binary.shape[1],):
+            raise CertattrError(f"top-K maps of shape {binary.shape} with {flat.shape} flags are not allowed: give "
+                                f"({len(self.ks)}, b, {', '.join(map(str, self.ones_test.shape[1:]))}) and (b,)")
+        b = binary.shape[1]
+        if self.seen + b > self.n:
+            raise CertattrError(f"{self.seen + b} maps were given, more than n = {self.n}")
+        cut = min(max(self.n0 - self.seen, 0), b)
         self.ones_select += binary[:, :cut].sum(axis=1, dtype=np.int32)
         self.ones_test += binary[:, cut:].sum(axis=1, dtype=np.int32)
-        flat = flat_maps(maps)
         self.flat += int(flat.sum())
         self.empty += (~binary.any(axis=(2, 3)) & ~flat[None]).sum(axis=1)
-        self.seen += len(maps)
+        self.seen += b
 
     def certificate(self, *, sigma: float, tau: float, alpha: float, correction: str,
                     metadata: dict | None = None) -> Certificate:
@@ -212,8 +224,9 @@ class MapCounter:
                            correction=correction, metadata=meta, degenerate=reason)
 
 
-def certify_maps(maps, ks: Sequence[float], *, sigma: float, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
-                 correction: str = "bonferroni", metadata: dict | None = None) -> Certificate:
+def certify_maps(maps, ks: Sequence[float], *, sigma: float, n0: int = DEFAULT.n0, tau: float = DEFAULT.tau,
+                 alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction,
+                 metadata: dict | None = None) -> Certificate:
     """Sparsify n attribution maps (n, H, W) at each K and certify every pixel (SPEC §1.3-§1.6).
 
     ``maps`` are the attribution maps of the n noisy copies, already at input resolution, in the order

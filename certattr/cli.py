@@ -60,8 +60,10 @@ def _image_arg(value: str):
 
 def _add_certify(sub):
     from .cache import default_cache_dir
+    from .config import DEFAULT
     from .methods import method_names
     from .models import LAYERS, model_names
+    from .validation import CORRECTIONS
 
     p = sub.add_parser("certify", help="certify the top-K pixels of one image's attribution map",
                        description="Certify which pixels are in the top K%% of an attribution map under l2 "
@@ -73,19 +75,26 @@ def _add_certify(sub):
     p.add_argument("--method", action=_Once, default="gradcam", type=str.lower, help="attribution method (see `certattr list`)")
     p.add_argument("--layer", action=_Once, default="final", choices=LAYERS, type=str.lower)
     p.add_argument("--sigma", action=_Once, type=float, default=0.15, help="noise level in [0,1] pixel units (> 0)")
-    p.add_argument("--k", type=float, nargs="+", default=[50, 25, 5], action=_Merge,
-                   help="top-K percentages, 0 < K <= 100 (repeating --k merges the values: --k 50 --k 25 is --k 50 25)")
-    p.add_argument("--n", action=_Once, type=int, default=100, help="noise samples")
-    p.add_argument("--n0", action=_Once, type=int, default=10, help="selection samples (1 <= n0 < n)")
-    p.add_argument("--tau", action=_Once, type=float, default=0.75, help="threshold, 0.5 <= tau < 1")
-    p.add_argument("--alpha", action=_Once, type=float, default=0.001, help="failure probability, 0 < alpha < 1")
-    p.add_argument("--correction", action=_Once, default="bonferroni", choices=["bonferroni", "holm"])
+    # the certificate's defaults are certattr.config.DEFAULT's (written there once)
+    p.add_argument("--k", type=float, nargs="+", default=list(DEFAULT.ks),
+                   action=_Merge, help="top-K percentages, 0 < K <= 100 (repeating --k merges the values: --k 50 "
+                                       "--k 25 is --k 50 25)")
+    p.add_argument("--n", action=_Once, type=int, default=DEFAULT.n, help="noise samples")
+    p.add_argument("--n0", action=_Once, type=int, default=DEFAULT.n0, help="selection samples (1 <= n0 < n)")
+    p.add_argument("--tau", action=_Once, type=float, default=DEFAULT.tau, help="threshold, 0.5 <= tau < 1")
+    p.add_argument("--alpha", action=_Once, type=float, default=DEFAULT.alpha,
+                   help="failure probability, 0 < alpha < 1")
+    p.add_argument("--correction", action=_Once, default=DEFAULT.correction, choices=list(CORRECTIONS))
     p.add_argument("--target", action=_Once, type=int, default=None, help="class index (default: the model's top-1)")
-    p.add_argument("--seed", action=_Once, type=int, default=0)
-    p.add_argument("--chunk-size", action=_Once, type=int, default=10, help="noisy copies per model call and per cache file (bounds memory)")
+    p.add_argument("--seed", action=_Once, type=int, default=DEFAULT.seed)
+    p.add_argument("--chunk-size", action=_Once, type=int, default=DEFAULT.chunk_size,
+                   help="noisy copies per model call and per cache file (bounds memory)")
     p.add_argument("--device", action=_Once, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache", action=_Once, default=str(default_cache_dir()), help="sample cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sample cache")
+    p.add_argument("--keep-maps", action="store_true",
+                   help="also keep the float32 maps in the cache (default: only the compact top-K codes the "
+                        "certificate needs; kept maps let another K be certified without resampling)")
     p.add_argument("--out", action=_Once, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_certify)
@@ -100,11 +109,13 @@ def _certify(args) -> int:
     from .outputs import write_file_set
     from .plotting import save_overlay_png
     from .smoothing import SmoothedAttribution
-    from .validation import CertattrError, check_alpha, check_correction, check_ks, check_n, check_sigma, check_tau
+    from .config import CertConfig
+    from .validation import CertattrError, check_sigma
 
-    # validate everything cheap before loading a model
-    check_sigma(args.sigma), check_tau(args.tau), check_alpha(args.alpha), check_ks(args.k), check_n(args.n, args.n0)
-    check_correction(args.correction)
+    # validate everything cheap before loading a model: the certificate's settings are one CertConfig
+    check_sigma(args.sigma)
+    config = CertConfig(n=args.n, n0=args.n0, tau=args.tau, alpha=args.alpha, correction=args.correction,
+                        seed=args.seed, chunk_size=args.chunk_size, ks=tuple(args.k), keep_maps=args.keep_maps)
     method = get_method(args.method)
     try:
         device = torch.device(args.device)
@@ -118,11 +129,9 @@ def _certify(args) -> int:
     if not args.no_cache:
         SampleCache(args.cache).check_writable()
     model = load_model(args.model, args.weights, device)
-    engine = SmoothedAttribution(model, method, args.layer, args.sigma, n=args.n, n0=args.n0, seed=args.seed,
-                                 chunk_size=args.chunk_size, cache=None if args.no_cache else args.cache,
-                                 progress=not args.quiet)
-    cert = engine.certify(image, image_id, args.target, ks=args.k, tau=args.tau, alpha=args.alpha,
-                          correction=args.correction)
+    engine = SmoothedAttribution(model, method, args.layer, args.sigma, config=config,
+                                 cache=None if args.no_cache else args.cache, progress=not args.quiet)
+    cert = engine.certify(image, image_id, args.target)  # at the config's ks, tau, alpha and correction
     summary = cert.summary()
     title = f"{model.spec.title} {method.title}@{args.layer}, R={cert.radius:.3f}"
     png = io.BytesIO()

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.special import betainc, betaincc, betaincinv
-from tqdm.auto import tqdm
 
-from .noise import numpy_generator
+from .config import DEFAULT
+from .noise import UniformBall, uniform_ball_noise
 from .topk_certificate import check_eps
 from .validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval, check_positive_int
 
@@ -74,26 +74,6 @@ def _check_dim(d) -> int:
 
 
 # --- sampling -----------------------------------------------------------------------------------------
-def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices, stream: str = "ball") -> torch.Tensor:
-    """Exact uniform samples of the l2 ball B(0; r) in prod(shape) dimensions: (len(indices), *shape) float32.
-
-    Row j is r * U^(1/d) * z/||z|| with z ~ N(0, I), U ~ Uniform(0, 1), drawn (in float64) from NumPy PCG64
-    generators keyed by the whole 128-bit BLAKE2b hash of (seed, image_id, indices[j], stream) alone
-    (:func:`certattr.noise.numpy_generator`, streams "<stream>-direction" and "<stream>-radius"; another
-    ``stream`` name gives independent samples for another purpose, e.g. an attack's steps).
-    """
-    r = check_radius(r)
-    shape = tuple(int(s) for s in shape)
-    d = int(np.prod(shape))
-    out = torch.empty((len(indices), *shape), dtype=torch.float32)
-    for row, index in enumerate(indices):
-        z = numpy_generator(seed, image_id, index, stream=f"{stream}-direction").standard_normal(d)
-        u = numpy_generator(seed, image_id, index, stream=f"{stream}-radius").random()
-        radius = r * float(u) ** (1.0 / d)
-        out[row] = torch.from_numpy(z * (radius / float(np.linalg.norm(z)))).reshape(shape).float()
-    return out
-
-
 # --- geometry -----------------------------------------------------------------------------------------
 def ball_symdiff_fraction(eps, r, d):
     """V_U/V_S = 2 I_{eps^2/(4r^2)}(1/2, (d+1)/2): the symmetric difference of B(x; r) and B(x+delta; r),
@@ -263,35 +243,31 @@ class CosineCertificate:
 
 
 def smooth_uniform(model, image, target=None, *, method: str = "grad", layer: str = "input", r: float,
-                   N: int, M: float = 1.0, bound: str = "normalize", seed: int = 0, image_id: str = "",
-                   batch_size: int = 32, progress: bool = False) -> UniformSmoothed:
-    """h_hat = mean_j bound_M(method(x + eta_j)), eta_j uniform in B(0; r) (streamed over batches)."""
+                   N: int, M: float = 1.0, bound: str = "normalize", seed: int = DEFAULT.seed, image_id: str = "",
+                   chunk_size: int = DEFAULT.chunk_size, cache=None, progress: bool = False) -> UniformSmoothed:
+    """h_hat = mean_j bound_M(method(x + eta_j)), eta_j uniform in B(0; r), streamed over the engine's chunks
+    (:meth:`certattr.smoothing.SmoothedAttribution.chunks` with :class:`certattr.noise.UniformBall` noise, the
+    model in eval mode). With ``cache`` the chunks' bounded sums are kept in the pipeline's sample cache."""
+    from .encodings import BoundedSum
     from .methods import get_method
-    from .topk_certificate import _resolve_target
+    from .smoothing import SmoothedAttribution
 
     image = check_image(image)
     r, N = check_radius(r), check_positive_int("N", N)
-    M = check_finite_number("M", M)
-    if M <= 0:
-        raise CertattrError(f"M={M!r} is not allowed: the bound on ||g|| must be > 0")
-    check_choice("bound", bound, ("normalize", "clip"))
-    batch_size = check_positive_int("batch_size", batch_size)
-    attr = get_method(method)
-    target = _resolve_target(model, image, target)
+    encoding = BoundedSum(M, bound)
+    attr = get_method(method) if isinstance(method, str) else method
+    engine = SmoothedAttribution(model, attr, layer, UniformBall(r), n=max(N, 2), n0=1, seed=seed,
+                                 chunk_size=chunk_size, cache=cache, progress=progress)
+    target = engine.resolve_target(image, target)
     total = None
-    with tqdm(total=N, unit="sample", desc=f"uniform smoothing {image_id}", disable=not progress, leave=False) as bar:
-        for start in range(0, N, batch_size):
-            idx = list(range(start, min(N, start + batch_size)))
-            batch = image.unsqueeze(0) + uniform_ball_noise(image.shape, r, seed, image_id, idx)
-            maps = attr.attribute(model, batch, target, layer, seed=seed, image_id=image_id).cpu().double()
-            part = bound_norm(maps, M, bound).sum(dim=0)
-            total = part if total is None else total + part
-            bar.update(len(idx))
-    return UniformSmoothed(h_hat=(total / N).numpy(), N=N, r=r, M=M, bound=bound, d_input=int(image.numel()),
+    for data in engine.chunks(image, image_id, target, encoding, n=N):
+        part = encoding.decode(data)
+        total = part if total is None else total + part
+    return UniformSmoothed(h_hat=total / N, N=N, r=r, M=encoding.M, bound=bound, d_input=int(image.numel()),
                            method=attr.name, layer=layer, target=target, seed=seed, image_id=image_id)
 
 
-def certify_cosine(smoothed: UniformSmoothed, *, eps: float, alpha: float = 0.001, T: float | None = None,
+def certify_cosine(smoothed: UniformSmoothed, *, eps: float, alpha: float = DEFAULT.alpha, T: float | None = None,
                    metadata: dict | None = None) -> CosineCertificate:
     """The cosine certificate of an estimate at ``eps`` (and, with ``T``, the largest eps certified at T)."""
     eps, alpha = check_eps(eps), check_alpha(alpha)

@@ -16,9 +16,12 @@ Model passes, counted per noisy sample (:func:`passes_per_sample`):
 
 **Device time** = full x ``full_s`` + (forward + body) x ``body_s`` + head x ``head_s``, per model and image size, from
 :func:`measure_rates` (one timed batch per model and image size on this machine) or from a rates file written by
-an earlier measurement on the same device (``certattr sweep --dry-run --rates FILE``). **Cache bytes** = float32
-maps at the layer's resolution (h x w) for every sample, times a compression ratio measured on chunk files
-already in the cache (1.0, the uncompressed size, if there are none), plus about 1 KiB per entry.
+an earlier measurement on the same device (``certattr sweep --dry-run --rates FILE``). **Cache bytes** = the
+chunk files of every work in the encodings its readers take (:mod:`certattr.encodings`: 3 bits per input pixel and
+sample for the Input-layer top-K codes of the default ladder, one bit per map element for Sparsified SmoothGrad's
+sets, float32 maps where raw maps are kept or are the smallest), each kind times a compression ratio measured on
+chunk files of that kind already in the cache (1.0, the uncompressed size, where there are none), plus about
+1 KiB per entry; next to it, what float32 maps of every sample would take (the reference code's cache).
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["passes_per_sample", "layer_shape", "measure_rates", "device_label", "compression_ratio", "estimate"]
+__all__ = ["passes_per_sample", "layer_shape", "measure_rates", "device_label", "compression_ratio", "compression_ratios",
+           "work_bytes", "estimate"]
 
 
 #: methods whose extra passes at the Final layer go through a GAP->linear head in closed form
@@ -137,25 +141,61 @@ def measure_rates(model, image_hw: tuple[int, int], batch: int | None = None) ->
             "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def compression_ratio(cache_dir, limit: int = 40) -> tuple[float, str]:
-    """(stored bytes / float32 bytes of the maps, how it was obtained) from up to ``limit`` chunk files in
-    ``cache_dir``; (1.0, ...) when there are none to measure."""
-    stored = raw = 0
-    count = 0
+_META = {"sha256", "format", "encoding", "key", "chunk"}  #: the arrays of a chunk file that are not data
+
+
+def _kind(spec_or_tag: str) -> str:
+    """raw, topk, topset or sum: the kind of an encoding spec (``topk:50,...``) or file tag (``topk-50-...``)."""
+    head = spec_or_tag.replace(":", "-").split("-")[0]
+    return head or "raw"
+
+
+def compression_ratios(cache_dir, limit: int = 40) -> dict:
+    """``{kind: (stored bytes / uncompressed bytes, how it was obtained)}`` per encoding kind, from up to
+    ``limit`` chunk files of each kind in ``cache_dir``; a kind without files is left out (its uncompressed
+    size, an upper bound, is used)."""
+    stored, raw, count = {}, {}, {}
     if cache_dir and Path(cache_dir).is_dir():
-        for path in Path(cache_dir).rglob("*.npz"):
+        for path in Path(cache_dir).rglob("chunk_*.npz"):
+            parts = path.name.split(".")
+            kind = _kind(parts[1]) if len(parts) == 3 else "raw"
+            if count.get(kind, 0) >= limit:
+                continue
             try:
                 with np.load(path, allow_pickle=False) as data:
-                    raw += data["maps"].size * 4
-                stored += path.stat().st_size
-                count += 1
+                    size = sum(data[name].nbytes for name in data.files if name not in _META)
+                stored[kind] = stored.get(kind, 0) + path.stat().st_size
             except (OSError, ValueError, KeyError):
                 continue
-            if count >= limit:
-                break
-    if count == 0 or raw == 0:
+            raw[kind] = raw.get(kind, 0) + size
+            count[kind] = count.get(kind, 0) + 1
+    return {kind: (stored[kind] / raw[kind], f"{kind}: compression {stored[kind] / raw[kind]:.2f} measured on "
+                   f"{count[kind]} chunk files") for kind in raw if raw[kind]}
+
+
+def compression_ratio(cache_dir, limit: int = 40) -> tuple[float, str]:
+    """(stored bytes / float32 bytes, how it was obtained) of the raw-map chunk files in ``cache_dir``."""
+    ratios = compression_ratios(cache_dir, limit)
+    if "raw" not in ratios:
         return 1.0, "no chunk in the cache to measure the compression on: the uncompressed size, an upper bound"
-    return stored / raw, f"compression ratio {stored / raw:.2f} measured on {count} chunk files of {cache_dir}"
+    return ratios["raw"]
+
+
+def work_bytes(work, layer_hw, ratios: dict | None = None) -> tuple[dict, int]:
+    """(``{kind: bytes}`` the work's chunk files take, compressed by ``ratios`` where measured, and the bytes
+    float32 maps of all its samples at the layer's resolution would take)."""
+    from .encodings import encoding_from_spec
+
+    ratios = ratios or {}
+    image_hw = tuple(work.shape[1:])
+    out: dict = {}
+    for _, size, specs in work.chunk_files:
+        for spec in specs:
+            enc = encoding_from_spec(spec)
+            kind = _kind(spec)
+            b = enc.bytes_per_sample(layer_hw, image_hw) * size + getattr(enc, "bytes_per_chunk", lambda hw: 0)(layer_hw)
+            out[kind] = out.get(kind, 0.0) + b * ratios.get(kind, (1.0, ""))[0]
+    return {k: int(v) for k, v in out.items()}, int(work.samples * layer_hw[0] * layer_hw[1] * 4)
 
 
 def _load_rates(path) -> dict:
@@ -182,6 +222,8 @@ def estimate(plan, pool_get, *, rates_file=None, measure: bool = True, device=No
     masked: set = set()  # (group, method, params): RISE's and Occlusion's masked passes, shared by the targets
     per_model: dict = {}
     raw_bytes = 0
+    ratios = compression_ratios(plan.cache_dir)
+    by_kind: dict = {}
     shapes: dict = {}  # (model, method, layer, image size) -> (model, layer (h, w), passes, extra passes)
     bodies: dict = {}  # Final-layer body passes: one per sample of each (model, image, sigma, seed, chunk size)
     for work in plan.works:
@@ -194,7 +236,10 @@ def estimate(plan, pool_get, *, rates_file=None, measure: bool = True, device=No
             shapes[memo_key] = (model, hw, *passes_per_sample(method, model, work.layer, hw))
         model, hw, f, e = shapes[memo_key]
         samples = work.samples
-        raw_bytes += samples * hw[0] * hw[1] * 4
+        kinds, raw = work_bytes(work, hw, ratios)
+        raw_bytes += raw
+        for k, v in kinds.items():
+            by_kind[k] = by_kind.get(k, 0) + v
         mine = {"full": 0, "forward": 0, "body": 0, "head": 0}
         group = (work.model_key, work.image_key, work.sigma, work.seed, work.chunk_size)
         if work.layer == "input":
@@ -228,11 +273,13 @@ def estimate(plan, pool_get, *, rates_file=None, measure: bool = True, device=No
         table[label] = {**table.get(label, {}), **rates}
         Path(rates_file).parent.mkdir(parents=True, exist_ok=True)
         Path(rates_file).write_text(json.dumps(table, indent=1, sort_keys=True))
-    ratio, ratio_text = compression_ratio(plan.cache_dir)
+    stored = sum(by_kind.values()) + 1024 * len(plan.works)
+    ratio_text = "; ".join(text for _, text in ratios.values()) or \
+        "no chunk in the cache to measure the compression on: uncompressed sizes, an upper bound"
     return {"device": label, "full_passes": counts["full"], "forward_passes": counts["forward"],
             "body_passes": counts["body"],
             "head_passes": counts["head"], "closed_form": counts["closed_form"], "seconds": sum(per_model.values()),
             "per_model_seconds": per_model, "rates_measured": measured, "rates_read": read,
             "rates_missing": sorted(missing), "rates_file": str(rates_file) if rates_file else None,
-            "raw_bytes": int(raw_bytes), "ratio": ratio, "ratio_text": ratio_text,
-            "bytes": int(raw_bytes * ratio) + 1024 * len(plan.works)}
+            "raw_bytes": int(raw_bytes), "bytes_by_encoding": by_kind, "ratio_text": ratio_text,
+            "bytes": int(stored), "ratio": stored / raw_bytes if raw_bytes else 1.0}

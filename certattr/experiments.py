@@ -11,7 +11,7 @@ from .data import Image, ImageNetFolder, bundled_photos
 from .methods import get_method, method_names
 from .models import LoadedModel
 from .metrics import certificate_rows
-from .certify import certify_maps
+from .config import DEFAULT, CertConfig
 from .smoothing import SmoothedAttribution, predict
 from .validation import CertattrError, UndefinedAttribution
 
@@ -59,12 +59,15 @@ def method_for(name: str, layer: str, method_overrides: dict | None = None):
 
 
 def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
-                 sigmas: Sequence[float], ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75,
-                 alpha: float = 0.001, correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10,
-                 cache_dir: str | None = None, method_overrides: dict | None = None, progress: bool = False):
+                 sigmas: Sequence[float], ks: Sequence[float], *, n: int = DEFAULT.n, n0: int = DEFAULT.n0,
+                 tau: float = DEFAULT.tau, alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction,
+                 seed: int = DEFAULT.seed, chunk_size: int = DEFAULT.chunk_size, cache_dir: str | None = None,
+                 method_overrides: dict | None = None, progress: bool = False):
     """Certify every (image, method, layer, sigma). Returns ``(certificates, undefined)``:
     ``certificates[(image_id, method, layer, sigma)] = Certificate`` and
     ``undefined[(method, layer)] = reason`` for combinations the method does not define."""
+    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
+                        ks=ks)  # validated before any work
     certificates, undefined = {}, {}
     overrides = method_overrides or {}
     images = list(images)
@@ -75,11 +78,9 @@ def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[
         if reason:
             undefined[(name, layer)] = reason
             continue
-        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
-                                     cache=cache_dir, progress=progress)
+        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache_dir, progress=progress)
         for im in images:
-            certificates[(im.id, name, layer, sigma)] = engine.certify(
-                im.tensor, im.id, targets[im.id], ks=ks, tau=tau, alpha=alpha, correction=correction)
+            certificates[(im.id, name, layer, sigma)] = engine.certify(im.tensor, im.id, targets[im.id])
     return certificates, undefined
 
 
@@ -169,8 +170,9 @@ def engine_configs(model: LoadedModel, methods, layers: Sequence[str], sigmas: S
 
 
 def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Sequence[str], sigmas: Sequence[float],
-                 ks: Sequence[float], *, n: int = 100, n0: int = 10, tau: float = 0.75, alpha: float = 0.001,
-                 correction: str = "bonferroni", seed: int = 0, chunk_size: int = 10, cache_dir: str | None = None,
+                 ks: Sequence[float], *, n: int = DEFAULT.n, n0: int = DEFAULT.n0, tau: float = DEFAULT.tau,
+                 alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction, seed: int = DEFAULT.seed,
+                 chunk_size: int = DEFAULT.chunk_size, cache_dir: str | None = None,
                  method_overrides: dict | None = None, first_sigma_only=(), skip=(), progress: bool = False,
                  log: list | None = None, taus: Sequence[float] = (), tau_out: dict | None = None):
     """Certify every (job, method, layer, sigma), like :func:`certify_many` but with per-layer method lists
@@ -184,23 +186,19 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
     samples are also certified at each of those tau (no resampling):
     ``tau_out[(job.key, method, layer, sigma, tau)] = Certificate``.
     """
+    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
+                        ks=ks)  # validated before any work
+    other_taus = [config.replace(tau=float(t)).tau for t in taus] if tau_out is not None else []  # validated
     certificates = {}
     configs, undefined = engine_configs(model, methods, layers, sigmas, method_overrides=method_overrides,
                                         first_sigma_only=first_sigma_only, skip=skip)
     for name, layer, method, sigma in configs:
-        engine = SmoothedAttribution(model, method, layer, sigma, n=n, n0=n0, seed=seed, chunk_size=chunk_size,
-                                     cache=cache_dir, progress=progress)
+        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache_dir, progress=progress)
         for job in jobs:
             start = _time.time()
-            certificates[(job.key, name, layer, sigma)] = engine.certify(
-                job.tensor, job.image_id, job.target, ks=ks, tau=tau, alpha=alpha, correction=correction)
-            if taus and tau_out is not None:
-                maps = engine.sample(job.tensor, job.image_id, job.target)
-                meta = dict(certificates[(job.key, name, layer, sigma)].metadata)
-                for t in taus:
-                    tau_out[(job.key, name, layer, sigma, float(t))] = certify_maps(
-                        maps, ks, sigma=sigma, n0=n0, tau=float(t), alpha=alpha, correction=correction,
-                        metadata=meta)
+            certificates[(job.key, name, layer, sigma)] = engine.certify(job.tensor, job.image_id, job.target)
+            for t in other_taus:  # the same samples at another tau: the engine re-reads them, never resamples
+                tau_out[(job.key, name, layer, sigma, t)] = engine.certify(job.tensor, job.image_id, job.target, tau=t)
             if log is not None:
                 log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
                             "key": str(job.key), "seconds": _time.time() - start})

@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .config import DEFAULT
+
 __all__ = ["Finding", "Verdict", "FINDINGS", "bootstrap_interval", "sign_test", "direction_verdict",
            "check_gradient_input", "check_sigma_trend", "check_tau_trend", "check_small_k_detail",
            "check_gradgb_final", "check_rise_lrp_balance", "check_localization_faithfulness",
@@ -89,8 +91,8 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
     Finding("tau_trend", "Larger τ likewise gives a larger R and fewer certified pixels",
             "A larger τ certifies a larger radius R = σ·Φ⁻¹(τ) but needs more agreeing samples, so fewer pixels "
             "are certified (paper, Sec. 4).",
-            "The same samples certified at τ = 0.75 and at a larger τ (no resampling), paired over (image, method, "
-            "layer) units at the smallest σ and the largest K; the same sign test and bootstrap rule as for σ.",
+            f"The same samples certified at τ = {DEFAULT.tau:g} and at a larger τ (no resampling), paired over (image, "
+            "method, layer) units at the smallest σ and the largest K; the same sign test and bootstrap rule as for σ.",
             "robustness"),
     Finding("small_k_detail", "A small K certifies fine detail",
             "At a small K (5-10%) the certified important pixels are fine structures of the object, at a large K "

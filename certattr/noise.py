@@ -19,7 +19,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["sample_seed", "numpy_generator", "gaussian_noise", "noisy_copies"]
+from .validation import CertattrError, check_interval, check_sigma
+
+__all__ = ["sample_seed", "numpy_generator", "gaussian_noise", "noisy_copies", "uniform_ball_noise", "Gaussian",
+           "UniformBall", "as_noise"]
 
 SEED_BYTES = 16  #: BLAKE2b digest size of a stream key (128 bits, all of them used by the generator)
 
@@ -54,3 +57,67 @@ def noisy_copies(image: torch.Tensor, sigma: float, seed: int, image_id: str, in
     """x + sigma * eps_i for the given sample indices: (B, 3, H, W) in [0,1] pixel units, not clamped."""
     noise = gaussian_noise(image.shape, seed, image_id, indices)
     return image.unsqueeze(0).cpu() + float(sigma) * noise
+
+
+def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices, stream: str = "ball") -> torch.Tensor:
+    """Exact uniform samples of the l2 ball B(0; r) in prod(shape) dimensions: (len(indices), *shape) float32.
+
+    Row j is r * U^(1/d) * z/||z|| with z ~ N(0, I), U ~ Uniform(0, 1), drawn (in float64) from NumPy PCG64
+    generators keyed by the whole 128-bit BLAKE2b hash of (seed, image_id, indices[j], stream) alone
+    (:func:`numpy_generator`, streams "<stream>-direction" and "<stream>-radius"; another ``stream`` name gives
+    independent samples for another purpose, e.g. an attack's steps).
+    """
+    r = check_interval("r", r, 0, what="the smoothing radius", unit="(l2, [0,1] pixel units)")
+    shape = tuple(int(s) for s in shape)
+    d = int(np.prod(shape))
+    out = torch.empty((len(indices), *shape), dtype=torch.float32)
+    for row, index in enumerate(indices):
+        z = numpy_generator(seed, image_id, index, stream=f"{stream}-direction").standard_normal(d)
+        u = numpy_generator(seed, image_id, index, stream=f"{stream}-radius").random()
+        radius = r * float(u) ** (1.0 / d)
+        out[row] = torch.from_numpy(z * (radius / float(np.linalg.norm(z)))).reshape(shape).float()
+    return out
+
+
+# --- the noise distributions of the engine ----------------------------------------------------------------------
+class Gaussian:
+    """eps ~ N(0, sigma^2 I) in [0,1] pixel units: the paper's smoothing (and Sparsified SmoothGrad's)."""
+
+    def __init__(self, sigma: float):
+        self.sigma = check_sigma(sigma)
+
+    def draw(self, shape, seed: int, image_id: str, indices) -> torch.Tensor:
+        """(len(indices), *shape) float32 on the CPU: sigma * eps_i, each row a function of its index alone."""
+        return float(self.sigma) * gaussian_noise(shape, seed, image_id, indices)
+
+    def identity(self) -> dict:
+        return {"sigma": self.sigma}  # the key of every Gaussian cache entry since the first version
+
+    def __repr__(self) -> str:
+        return f"Gaussian(sigma={self.sigma:g})"
+
+
+class UniformBall:
+    """eta uniform in the l2 ball B(0; r) of the input's 3*H*W dimensions ([0,1] pixel units): the smoothing of
+    the cosine certificate (arXiv 2405.06361)."""
+
+    def __init__(self, r: float):
+        self.r = check_interval("r", r, 0, what="the smoothing radius", unit="(l2, [0,1] pixel units)")
+
+    def draw(self, shape, seed: int, image_id: str, indices) -> torch.Tensor:
+        return uniform_ball_noise(shape, self.r, seed, image_id, indices)
+
+    def identity(self) -> dict:
+        return {"noise": "uniform-ball", "r": self.r}
+
+    def __repr__(self) -> str:
+        return f"UniformBall(r={self.r:g})"
+
+
+def as_noise(noise) -> "Gaussian | UniformBall":
+    """A noise distribution: a number is Gaussian noise of that sigma."""
+    if isinstance(noise, (Gaussian, UniformBall)):
+        return noise
+    if isinstance(noise, (int, float, np.integer, np.floating)) and not isinstance(noise, bool):
+        return Gaussian(noise)
+    raise CertattrError(f"noise={noise!r} is not allowed: give sigma (a number > 0), Gaussian(sigma) or UniformBall(r)")

@@ -9,8 +9,11 @@ from the chapter's parameters (:func:`certattr.book.chapter_parameters`) with th
 chapter then only reads it. ``tests/test_book.py`` checks that the smoke profile's plan is exactly the set of
 chunks the smoke chapters write.
 
-Not in a plan: work that does not go through the sample cache (raw maps, deletion curves, attacks, the cosine
-certificate's uniform samples); it is cheap next to the smoothing samples, and each chapter still does it.
+Each work also says what its readers take from the entry (``reads``: encoding, n pairs; :mod:`certattr.encodings`):
+the certificates' top-K codes, Sparsified SmoothGrad's top-k sets, the cosine certificate's bounded sums (its
+uniform-ball noise is a work of its own), raw maps where a chapter shows them. Not in a plan: work that does not
+go through the sample cache (clean maps, deletion curves, attacks); it is cheap next to the smoothing samples,
+and each chapter still does it.
 
     plan = book_plan("smoke")               # every chapter of the profile, duplicates merged
     plan.summary()                          # {"works": ..., "chunks": ..., "samples": ...}
@@ -48,13 +51,14 @@ class Work:
     layer: str
     sigma: float
     seed: int
-    ns: tuple
+    reads: tuple
     chunk_size: int
     image_id: str
     image_key: str
     target: int
     shape: tuple
     chapters: tuple = ()
+    noise: str = "gaussian"
 
     @property
     def n(self) -> int:
@@ -62,13 +66,37 @@ class Work:
         return max(self.ns)
 
     @property
+    def ns(self) -> tuple:
+        """The sample counts of the entry's readers."""
+        return tuple(sorted({n for _, n in self.reads}))
+
+    def _specs(self, n: int) -> set:
+        return {(c, min(self.chunk_size, n - c * self.chunk_size)) for c in range(-(-n // self.chunk_size))}
+
+    @property
     def chunk_specs(self) -> tuple:
-        """The chunk files the readers need: ``(chunk index, samples in it)``, in order. A reader of n samples
+        """The chunks the readers need: ``(chunk index, samples in it)``, in order. A reader of n samples
         reads chunks 0..ceil(n/chunk_size)-1, the last one holding the n - c*chunk_size samples below n (a file
         of its own when that is fewer than chunk_size, see :mod:`certattr.cache`)."""
-        specs = {(c, min(self.chunk_size, n - c * self.chunk_size))
-                 for n in self.ns for c in range(-(-n // self.chunk_size))}
-        return tuple(sorted(specs))
+        return tuple(sorted(set().union(*(self._specs(n) for n in self.ns))))
+
+    @property
+    def chunk_files(self) -> tuple:
+        """``(chunk, samples, encodings)`` for each chunk: the encodings (:mod:`certattr.encodings`) its readers
+        take. Raw maps serve every reader (the others are derived from them), so a chunk kept raw is only raw."""
+        out = []
+        for c, size in self.chunk_specs:
+            specs = {spec for spec, n in self.reads if (c, size) in self._specs(n)}
+            out.append((c, size, ("raw",) if "raw" in specs else tuple(sorted(specs))))
+        return tuple(out)
+
+    def encodings(self, chunk: int, size: int) -> tuple:
+        from .encodings import encoding_from_spec
+
+        for c, r, specs in self.chunk_files:
+            if (c, r) == (chunk, size):
+                return tuple(encoding_from_spec(s) for s in specs)
+        return ()
 
     @property
     def n_chunks(self) -> int:
@@ -83,7 +111,7 @@ class Work:
     def entry(self) -> tuple:
         """What identifies the cache entry (everything but ``ns`` and ``chapters``)."""
         return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.method, self.method_params,
-                self.layer, self.sigma, self.seed, self.chunk_size, self.image_id, self.image_key, self.target)
+                self.layer, self.noise, self.sigma, self.seed, self.chunk_size, self.image_id, self.image_key, self.target)
 
     @property
     def model_key(self) -> tuple:
@@ -126,7 +154,7 @@ def merge(plans: Iterable[Plan]) -> Plan:
         for w in plan.works:
             old = by_entry.get(w.entry)
             by_entry[w.entry] = w if old is None else replace(
-                old, ns=tuple(sorted(set(old.ns) | set(w.ns))), chapters=tuple(dict.fromkeys(old.chapters + w.chapters)))
+                old, reads=tuple(sorted(set(old.reads) | set(w.reads))), chapters=tuple(dict.fromkeys(old.chapters + w.chapters)))
     return Plan(list(by_entry.values()), images, dirs.pop() if dirs else None,
                 plans[0].device if plans else "cpu", notes)
 
@@ -192,8 +220,11 @@ def work_engine(work: Work, model, cache=None, progress: bool = False, n: int | 
     from .methods import get_method
     from .smoothing import SmoothedAttribution
 
+    from .noise import Gaussian, UniformBall
+
     method = get_method(work.method, **json.loads(work.method_params))
-    return SmoothedAttribution(model, method, work.layer, work.sigma, n=max(n or work.n, 2), n0=1, seed=work.seed,
+    noise = UniformBall(work.sigma) if work.noise == "uniform-ball" else Gaussian(work.sigma)
+    return SmoothedAttribution(model, method, work.layer, noise, n=max(n or work.n, 2), n0=1, seed=work.seed,
                                chunk_size=work.chunk_size, cache=cache, progress=progress)
 
 
@@ -265,20 +296,29 @@ class _Builder:
                              model_seed=model_seed, redraw=redraw, image_key=key)
 
     def add_one(self, net, method, layer, sigma, image_id, tensor, target, *, n=None, seed=None,
-                model_seed: int = 0, redraw: bool = False, image_key: str | None = None):
+                model_seed: int = 0, redraw: bool = False, image_key: str | None = None, reads=None,
+                noise: str = "gaussian"):
+        """One entry; ``reads``: its readers' (encoding spec, n) pairs, default the certificate's encoding at the
+        chapter's ks (:func:`certattr.encodings.certificate_encoding`) for ``n`` (one or several; default the
+        chapter's n)."""
+        from .encodings import certificate_encoding
         from .methods import get_method
 
         method = get_method(method) if isinstance(method, str) else method
-        ns = (self.p["n"] if n is None else n,) if not isinstance(n, (tuple, list)) else n  # n: one or several readers
+        if reads is None:
+            ns = (self.p["n"] if n is None else n,) if not isinstance(n, (tuple, list)) else n
+            spec = certificate_encoding(layer, self.p.get("ks") or ()).spec
+            reads = [(spec, v) for v in ns]
+        reads = tuple(sorted({(str(spec), int(max(v, 1))) for spec, v in reads}))
         key = image_key or self.image_key(image_id, tensor)
         self.images[key] = tensor
         self.works.append(Work(
             model=net.name, weights=self.p["weights"], model_seed=int(model_seed), zero_head_redraw=bool(redraw),
             method=method.name, method_params=json.dumps(dict(method.params), sort_keys=True), layer=layer,
             sigma=float(sigma), seed=int(self.p["seed"] if seed is None else seed),
-            ns=tuple(sorted({int(max(v, 2)) for v in ns})), chunk_size=int(self.p["chunk_size"]),
+            reads=reads, chunk_size=int(self.p["chunk_size"]),
             image_id=str(image_id), image_key=key, target=int(target), shape=tuple(tensor.shape),
-            chapters=(self.chapter,)))
+            chapters=(self.chapter,), noise=noise))
 
     def plan(self) -> Plan:
         """The chapter's works, an entry read twice (e.g. the method chapter's focus method) listed once."""
@@ -310,8 +350,9 @@ def _plan_method(b: _Builder):
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
     target = image.label if image.label is not None else predict(net, image.tensor)[0]
     overrides = p.get("method_overrides") or {}
+    # the focus method's maps are shown (engine.sample): raw maps, from which its certificate is derived
     b.add_one(net, method_for(p["focus_method"], p["focus_layer"], overrides), p["focus_layer"], p["sigma"],
-              image.id, image.tensor, target)
+              image.id, image.tensor, target, reads=[("raw", p["n"])])
     names = resolve_methods(p["methods"])
     b.add(net, [_job(image.id, image.tensor, target)], {layer: names for layer in p["layers"]}, p["layers"],
           [p["sigma"]], method_overrides=overrides)
@@ -328,21 +369,31 @@ _SELECT_N = {"smoke": 20, "cpu": 100, "paper": 500}
 
 
 def _plan_certificates(b: _Builder):
+    import math
+
     from .attack import select_seed
+    from .encodings import BoundedSum, TopKSet, certificate_encoding
     from .smoothing import predict
 
     p = b.p
     net = b.model(p["model"])
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
     target = 0 if image.id.startswith("placeholder-") else predict(net, image.tensor)[0]  # the top-1, not the label
-    # the certificate (n samples) and Sparsified SmoothGrad (each of topk_ns) read the same entry
-    readers = tuple([int(p["n"])] + [int(m) for m in p.get("topk_ns", [])])
-    b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, n=readers)
+    # the certificate (n samples, its top-K codes) and Sparsified SmoothGrad (each of topk_ns, its top-k sets)
+    # read the same entry
+    cert_spec = certificate_encoding(p["layer"], p["ks"]).spec
+    reads = [(cert_spec, int(p["n"]))] + [(TopKSet(p["topk_frac"]).spec, int(m)) for m in p.get("topk_ns", [])]
+    b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, reads=reads)
     select_n = p.get("pixel_attack_select_n")
     select_n = int(select_n if select_n is not None else _SELECT_N.get(p.get("profile"), _SELECT_N["cpu"]))
-    if select_n > 0:
-        b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, n=select_n,
-                  seed=select_seed(p["seed"]))
+    if select_n > 0:  # the certified-pixel attack ranks its targets on fresh samples at the largest K
+        b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, seed=select_seed(p["seed"]),
+                  reads=[(certificate_encoding(p["layer"], [max(p["ks"])]).spec, select_n)])
+    # the cosine certificate: uniform noise in the l2 ball, the chunks' sums of the maps bounded by M
+    d_input = int(image.tensor.numel())
+    r = float(p["cos_r"]) if p.get("cos_r") is not None else float(p["sigma"]) * math.sqrt(d_input + 2)
+    b.add_one(net, p["method"], p["layer"], r, image.id, image.tensor, target, noise="uniform-ball",
+              reads=[(BoundedSum(p.get("cos_M", 1.0), "normalize").spec, int(p["cos_N"]))])
 
 
 def _plan_robustness(b: _Builder):
@@ -422,12 +473,24 @@ PLANNERS = {"method": _plan_method, "robustness": _plan_robustness, "localizatio
             "certificates": _plan_certificates}
 
 
-def chapter_plan(chapter: str, params: dict, *, pool: ModelPool | None = None, placeholders: bool = False) -> Plan:
+def _declared(chapter: str, root=None) -> dict:
+    """The defaults of the chapter's parameters cell ({} where the notebooks are not at hand)."""
+    from .book import ROOT, declared_parameters
+
+    try:
+        return declared_parameters(chapter, Path(root) if root is not None else ROOT)
+    except CertattrError:
+        return {}
+
+
+def chapter_plan(chapter: str, params: dict, *, pool: ModelPool | None = None, placeholders: bool = False,
+                 root=None) -> Plan:
     """The sampling work of ``chapter`` run with ``params`` (from :func:`certattr.book.chapter_parameters`).
 
     ``pool`` shares loaded models between chapters; ``placeholders`` lets a dry run of the paper profile count
     its work without the ImageNet folder (then nothing may be computed from the plan)."""
     check_choice("chapter", chapter, PLANNERS)
+    params = {**_declared(chapter, root), **params}  # the chapter's own defaults where the profile sets nothing
     builder = _Builder(chapter, params, pool or ModelPool(params.get("device", "cpu")), placeholders)
     PLANNERS[chapter](builder)
     return builder.plan()
@@ -444,4 +507,4 @@ def book_plan(profile: str, chapters=None, overrides: dict | None = None, *, roo
     root = Path(root) if root is not None else ROOT
     params = {c: chapter_parameters(profile, c, overrides, root=root) for c in chapters}
     pool = pool or ModelPool(next(iter(params.values())).get("device", "cpu"))
-    return merge(chapter_plan(c, params[c], pool=pool, placeholders=placeholders) for c in chapters)
+    return merge(chapter_plan(c, params[c], pool=pool, placeholders=placeholders, root=root) for c in chapters)

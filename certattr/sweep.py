@@ -12,7 +12,8 @@ process) and writes each chunk to the cache atomically as soon as it is computed
 not computed again. Hence:
 
 * results are identical bit for bit to a serial run with the same chunk size (a chunk depends only on its
-  indices, and every chunk is computed by the same code as :meth:`SmoothedAttribution.sample`); on a CPU, at the
+  indices, and every chunk is computed by the same code as :meth:`SmoothedAttribution.chunks`, and written in
+  every encoding its readers take, :attr:`certattr.plans.Work.chunk_files`, from one model call); on a CPU, at the
   same number of torch threads per process (a LocalCluster's CPU workers use cores // workers threads each; another
   thread count changes the maps at float rounding, as a different chunk size does);
 * a worker that dies mid-task has its task rerun elsewhere (Dask reschedules it), and the rerun skips the chunks
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .encodings import RAW
 from .plans import Plan, Work, load_work_model, work_engine
 from .validation import CertattrError
 
@@ -57,10 +59,10 @@ class SweepReport:
 
 
 def group_works(plan: Plan) -> list[list[Work]]:
-    """The plan's works grouped by (model, image, sigma, seed, chunk size): one task each, in plan order."""
+    """The plan's works grouped by (model, image, noise, seed, chunk size): one task each, in plan order."""
     groups: dict = {}
     for w in plan.works:
-        groups.setdefault((w.model_key, w.image_key, w.sigma, w.seed, w.chunk_size), []).append(w)
+        groups.setdefault((w.model_key, w.image_key, w.noise, w.sigma, w.seed, w.chunk_size), []).append(w)
     return list(groups.values())
 
 
@@ -120,7 +122,9 @@ def compute_group(works: list[Work], image: torch.Tensor, cache_dir: str, device
             if i not in specs:
                 continue
             chunk, size = specs[i]
-            if cache.load_chunk(key, chunk, size, work.chunk_size) is not None:
+            encodings = work.encodings(chunk, size)
+            missing = [enc for enc in encodings if cache.load_chunk(key, chunk, size, work.chunk_size, enc) is None]
+            if not missing:
                 reused += 1
                 continue
             n = chunk * work.chunk_size + size  # an engine of n samples computes exactly this chunk's samples
@@ -128,7 +132,9 @@ def compute_group(works: list[Work], image: torch.Tensor, cache_dir: str, device
             if engine is None:
                 engine = engines[(work, n)] = work_engine(work, model, cache=cache, n=n)
             maps = engine.attribute_chunk(image, work.image_id, work.target, chunk)
-            cache.save_chunk(key, chunk, maps, work.chunk_size)
+            for enc in missing:  # every encoding the chunk's readers take, from one model call
+                cache.save_chunk(key, chunk, maps if enc is RAW else enc.encode(maps, tuple(image.shape[1:])),
+                                 work.chunk_size, enc, size)
             computed += 1
             if on_chunk is not None:
                 on_chunk(work, chunk)
@@ -279,6 +285,9 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 
+_KIND_NAMES = {"topk": "top-K codes", "raw": "raw maps", "topset": "top-k sets", "sum": "bounded sums"}
+
+
 def dry_run_text(plan: Plan, est: dict, profile: str) -> str:
     """The lines ``certattr sweep --dry-run`` prints."""
     s = plan.summary()
@@ -300,8 +309,11 @@ def dry_run_text(plan: Plan, est: dict, profile: str) -> str:
         lines.append(f"  rates read from {est['rates_file']} (measured earlier on this device): {', '.join(est['rates_read'])}")
     if est["rates_missing"]:
         lines.append(f"  no rate for {', '.join(est['rates_missing'])}: left out of the estimate (run without --no-measure)")
-    lines.append(f"  cache: {_size(est['bytes'])} ({_size(est['raw_bytes'])} of float32 maps at the layers' resolution; "
-                 f"{est['ratio_text']}) in {plan.cache_dir}")
+    kinds = ", ".join(f"{_KIND_NAMES.get(k, k)} {_size(v)}" for k, v in sorted(est["bytes_by_encoding"].items(),
+                                                                                 key=lambda kv: -kv[1]))
+    lines.append(f"  cache: {_size(est['bytes'])} in {plan.cache_dir} ({kinds}; {est['ratio_text']}); float32 maps "
+                 f"of every sample, as the reference code caches them, would take {_size(est['raw_bytes'])} "
+                 f"({est['raw_bytes'] / max(est['bytes'], 1):.1f} x more)")
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 

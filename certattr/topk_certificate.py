@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy.stats import norm
-from tqdm.auto import tqdm
 
-from .noise import noisy_copies
+from .config import DEFAULT
+from .noise import Gaussian
 from .validation import CertattrError, check_finite_number, check_image, check_interval, check_positive_int, check_sigma
 
 __all__ = [
@@ -367,74 +367,39 @@ class TopKCertificate:
                 "metadata": self.metadata}
 
 
-def _resolve_target(model, image: torch.Tensor, target) -> int:
-    if target is None:
-        with torch.no_grad():
-            return int(model(image.unsqueeze(0).to(model.device)).argmax(dim=1)[0])
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
-        raise CertattrError(f"target={target!r} is not allowed: give a class index >= 0 or None for the top-1 class")
-    return int(target)
-
-
-def _layer_map_batches(model, image, target, attr, layer, sigma, n, seed, image_id, batch_size, cache):
-    """Yield the layer-resolution maps (B, h, w) of noisy samples 0..n-1 in order, batch by batch.
-
-    Without a cache: batches of ``batch_size`` exact indices. With a cache: the chunks of
-    :class:`certattr.smoothing.SmoothedAttribution` (chunk size = ``batch_size``), read from the cache when
-    present and written to it otherwise; the samples are the same (same noise, same maps).
-    """
-    if cache is None:
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(n, start + batch_size)))
-            batch = noisy_copies(image, sigma, seed, image_id, idx)
-            yield attr.attribute(model, batch, target, layer, seed=seed, image_id=image_id).cpu().numpy()
-        return
-    from .smoothing import SmoothedAttribution
-
-    engine = SmoothedAttribution(model, attr, layer, sigma, n=max(n, 2), n0=1, seed=seed, chunk_size=batch_size,
-                                 cache=cache, progress=False)
-    seen = 0
-    for maps in engine.layer_chunks(image, image_id, target):  # never computes a sample past max(n, 2)
-        if seen >= n:
-            break
-        yield maps[: n - seen]
-        seen += len(maps)
-
-
 def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", layer: str = "input",
                           sigma: float, n: int, tau_frac: float = 0.1, gamma_frac: float | None = None,
-                          seed: int = 0, image_id: str = "", batch_size: int = 32, cache=None,
-                          progress: bool = False) -> SmoothedTopK:
+                          seed: int = DEFAULT.seed, image_id: str = "", chunk_size: int = DEFAULT.chunk_size, cache=None,
+                          progress: bool = False, also_store=()) -> SmoothedTopK:
     """s_hat = mean over j < n of g(|method(x + sigma*eps_j)|) at the layer's resolution (streamed: the n
     maps are never held at once). ``gamma_frac`` None: hard top-k_s; else the relaxed variant.
 
-    The noisy copies are the pipeline's (:mod:`certattr.noise`, the same seed gives the same x + sigma*eps_j
-    as :class:`certattr.smoothing.SmoothedAttribution`). With ``cache`` (a folder or SampleCache) the maps
-    are read from and written to the pipeline's sample cache, in chunks of ``batch_size`` samples: a
-    certificate of the same model, method, layer, sigma, seed, image and chunk size shares them, and a
-    larger n reuses the samples of a smaller one.
+    The noisy copies and maps are the engine's (:meth:`certattr.smoothing.SmoothedAttribution.chunks`, Gaussian
+    noise: the same seed gives the same x + sigma*eps_j and the same maps as the paper's certificate). With
+    ``cache`` (a folder or SampleCache) the samples are read from and written to the pipeline's sample cache in
+    chunks of ``chunk_size`` copies per model call, as bit-packed top-k_s sets (the relaxed variant: raw maps);
+    ``also_store``: further encodings written for each computed chunk (e.g. the certificate's top-K codes).
     """
+    from .encodings import RAW, TopKSet
     from .methods import get_method
+    from .smoothing import SmoothedAttribution
 
     image = check_image(image)
     sigma, n = check_sigma(sigma), check_positive_int("n", n)
     tau_frac = check_fraction("tau_frac", tau_frac)
-    batch_size = check_positive_int("batch_size", batch_size)
-    attr = get_method(method)
-    target = _resolve_target(model, image, target)
+    attr = get_method(method) if isinstance(method, str) else method
+    engine = SmoothedAttribution(model, attr, layer, Gaussian(sigma), n=max(n, 2), n0=1, seed=seed,
+                                 chunk_size=chunk_size, cache=cache, progress=progress, also_store=also_store)
+    target = engine.resolve_target(image, target)
+    encoding = TopKSet(tau_frac) if gamma_frac is None else RAW
     total = None
-    with tqdm(total=n, unit="sample", desc=f"sparsified smoothgrad {image_id}", disable=not progress,
-              leave=False) as bar:
-        for maps in _layer_map_batches(model, image, target, attr, layer, sigma, n, seed, image_id, batch_size,
-                                       cache):
-            maps = torch.as_tensor(maps).double()
-            if gamma_frac is None:
-                g = sparsify_topk(maps.numpy(), tau_frac)
-            else:
-                g = relaxed_sparsify(maps, tau_frac, gamma_frac).numpy()
-            part = g.sum(axis=0)
-            total = part if total is None else total + part
-            bar.update(len(maps))
+    for data in engine.chunks(image, image_id, target, encoding, n=n):
+        if gamma_frac is None:
+            g = encoding.decode(data)
+        else:
+            g = relaxed_sparsify(torch.as_tensor(data).double(), tau_frac, gamma_frac).numpy()
+        part = g.sum(axis=0)
+        total = part if total is None else total + part
     k_s = topk_count(total.size, tau_frac)
     return SmoothedTopK(s_hat=total / n, n=n, sigma=sigma, tau_frac=tau_frac, gamma_frac=gamma_frac, k_s=k_s,
                         method=attr.name, layer=layer, target=target, seed=seed, image_id=image_id)
@@ -463,13 +428,13 @@ def certify_topk(s_hat, k: int, *, eps: float, sigma: float, n: int, eta: float 
 
 def topk_certificate(model, image, target=None, *, k: int, eps: float, sigma: float, n: int,
                      eta: float = 0.95, method: str = "grad", layer: str = "input", tau_frac: float = 0.1,
-                     gamma_frac: float | None = None, seed: int = 0, image_id: str = "", batch_size: int = 32,
-                     cache=None, progress: bool = False) -> TopKCertificate:
+                     gamma_frac: float | None = None, seed: int = DEFAULT.seed, image_id: str = "",
+                     chunk_size: int = DEFAULT.chunk_size, cache=None, progress: bool = False) -> TopKCertificate:
     """Sparsified SmoothGrad of ``image`` and its top-k certificate at ``eps`` (one call)."""
     eps, eta = check_eps(eps), check_eta(eta)
     sm = sparsified_smoothgrad(model, image, target, method=method, layer=layer, sigma=sigma, n=n,
                                tau_frac=tau_frac, gamma_frac=gamma_frac, seed=seed, image_id=image_id,
-                               batch_size=batch_size, cache=cache, progress=progress)
+                               chunk_size=chunk_size, cache=cache, progress=progress)
     meta = {"method": sm.method, "layer": sm.layer, "target": sm.target, "seed": seed, "image_id": image_id,
             "tau_frac": tau_frac, "gamma_frac": gamma_frac}
     return certify_topk(sm.s_hat, k, eps=eps, sigma=sigma, n=n, eta=eta, k_s=sm.k_s, metadata=meta)

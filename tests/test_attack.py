@@ -248,3 +248,26 @@ def test_parameters_are_validated(model, image, call, name):
     with pytest.raises(CertattrError) as err:
         call(model, image)
     assert name in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("k, n", [(50, 37), (12.5, 20)])
+def test_smoothed_membership_is_the_mean_top_k_membership_of_the_samples(model, image, tmp_path, k, n):
+    """smoothed_membership reads the engine's certificate (mean_sparsified); it equals, bit for bit, the mean
+    over the n raw sampled maps of their top-K membership in float64 (what it computed before from the maps)."""
+    import warnings
+
+    from certattr.attack import smoothed_membership
+    from certattr.smoothing import SmoothedAttribution
+    from certattr.sparsify import sparsify
+
+    label = int(predicted_class(model, image[None])[0])
+    kw = dict(method="grad", layer="input", k=k, sigma=0.25, n=n, seed=3, image_id="img", chunk_size=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the certificate's warnings (n too small to certify) are not shown
+        got = smoothed_membership(model, image, label, cache=tmp_path, **kw)
+    maps = SmoothedAttribution(model, "grad", "input", 0.25, n=n, n0=1, seed=3, chunk_size=10,
+                               progress=False).sample(image, "img", label)
+    expected = sparsify(maps, [k])[0].mean(axis=0, dtype=np.float64)
+    assert got.dtype == np.float64 and got.shape == image.shape[1:]
+    np.testing.assert_array_equal(got, expected)
+    assert 0 < got.mean() < 1

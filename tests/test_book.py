@@ -76,7 +76,8 @@ def test_the_smoke_plan_is_exactly_what_the_smoke_chapters_sample(smoke_book):
     plan = book_plan("smoke", root=root)
     assert plan.cache_dir == str(cache)
     samples = SampleCache(cache)
-    planned = {key: {samples.chunk_path(key, c, None if size == w.chunk_size else size).name for c, size in w.chunk_specs}
+    planned = {key: {samples.chunk_path(key, c, None if size == w.chunk_size else size, enc).name
+                     for c, size, _ in w.chunk_files for enc in w.encodings(c, size)}
                for key, w in cache_keys(plan).items()}
     written = {entry.name: {p.name for p in entry.glob("chunk_*")} for entry in cache.glob("*/*") if entry.is_dir()}
     missing = sorted((k, planned[k] - written.get(k, set())) for k in planned if planned[k] - written.get(k, set()))

@@ -53,8 +53,30 @@ def test_cache_reuse_and_other_k_tau_alpha_do_not_resample(tiny, tiny_image, tmp
     other = e2.certify(tiny_image, "t", 1, ks=[30], tau=0.6, alpha=0.01, correction="holm")
     assert calls == [] and again == first and other.ks == (30.0,)
     # a larger n reuses the first chunks and computes only the new ones
-    engine(tiny, tmp_path, n=60).sample(tiny_image, "t", 1)
+    engine(tiny, tmp_path, n=60).certify(tiny_image, "t", 1, tau=0.6, alpha=0.05)
     assert calls == [4, 5]
+    # the compact cache holds top-K codes of the ladder, not maps: a K outside the ladder and the raw maps resample
+    calls.clear()
+    engine(tiny, tmp_path).certify(tiny_image, "t", 1, ks=[33], alpha=0.05)
+    assert calls == [0, 1, 2, 3]
+    calls.clear()
+    engine(tiny, tmp_path).sample(tiny_image, "t", 1)
+    assert calls == [0, 1, 2, 3]
+
+
+def test_kept_raw_maps_serve_a_new_k_without_resampling(tiny, tiny_image, tmp_path, monkeypatch):
+    kept = engine(tiny, tmp_path, keep_maps=True)
+    reference = kept.certify(tiny_image, "t", 1, ks=[50, 25], tau=0.6, alpha=0.05)
+    calls = []
+    original = SmoothedAttribution.attribute_chunk
+    monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
+                        lambda self, *a: calls.append(a[-1]) or original(self, *a))
+    e = engine(tiny, tmp_path)  # keep_maps is not part of the samples: the same entry
+    assert e.certify(tiny_image, "t", 1, ks=[50, 25], tau=0.6, alpha=0.05) == reference
+    new_k = e.certify(tiny_image, "t", 1, ks=[33, 7], tau=0.6, alpha=0.05)  # outside the ladder: derived from the raw maps
+    maps = e.sample(tiny_image, "t", 1)
+    assert calls == []
+    assert new_k == certify_maps(maps, [33, 7], sigma=0.25, n0=10, tau=0.6, alpha=0.05, metadata=new_k.metadata)
 
 
 def test_key_changes_with_everything_that_changes_samples(tiny, tiny_image):

@@ -184,13 +184,24 @@ def test_dry_run_counts_passes_and_bytes(tmp_path, capsys):
     # one body pass per sample shared by the three, one head pass per sample and method
     assert (est["full_passes"], est["body_passes"], est["head_passes"]) == (0, 100, 3 * 100)
     assert est["raw_bytes"] == 3 * 100 * 7 * 7 * 4
-    assert est["ratio"] == 1.0 and est["seconds"] > 0 and est["rates_measured"] == ["efficientnet_lite0|224x224"]
+    # Final-layer maps are kept raw (7x7 floats are smaller than one bit per input pixel); no chunk to measure the
+    # compression on yet: the uncompressed size, plus 1 KiB per entry
+    assert est["bytes_by_encoding"] == {"raw": 3 * 100 * 7 * 7 * 4} and est["bytes"] == 3 * 100 * 7 * 7 * 4 + 3 * 1024
+    assert est["seconds"] > 0 and est["rates_measured"] == ["efficientnet_lite0|224x224"]
     # RISE at the Input layer: n_masks forward passes per sample on top of the sample's own full pass
     rise = chapter_plan("method", chapter_parameters("smoke", "method", {
         "methods": ["rise"], "layers": ["input"], "focus_method": "rise", "focus_layer": "input", "n": 20,
         "method_overrides": {"rise": {"n_masks": 7}}, "cache_dir": str(tmp_path / "c")}), pool=_POOL)
     est = estimate(rise, lambda w: _POOL.get(w.model, w.weights), rates_file=tmp_path / "r.json")
     assert (est["full_passes"], est["forward_passes"], est["raw_bytes"]) == (20, 20 * 7, 20 * 224 * 224 * 4)
+    assert est["bytes_by_encoding"] == {"raw": 20 * 224 * 224 * 4}  # the method chapter shows its focus method's maps
+    # the robustness chapter at the Input layer keeps only the top-K codes: 3 bits per pixel and 1 flag per sample
+    codes = chapter_plan("robustness", chapter_parameters("smoke", "robustness", {**_SMALL, "layers": ["input"],
+                                                                                  "cache_dir": str(tmp_path / "c")}),
+                         pool=_POOL)
+    est = estimate(codes, lambda w: _POOL.get(w.model, w.weights), rates_file=tmp_path / "r.json")
+    assert est["bytes_by_encoding"] == {"topk": 12 * 30 * (224 * 224 * 3 // 8 + 1)}
+    assert est["raw_bytes"] == 12 * 30 * 224 * 224 * 4 and est["raw_bytes"] / est["bytes"] > 10
     assert est["rates_read"]
     # RISE at the Final layer: through a GAP->linear head its masks are closed-form evaluations, else head passes
     rise_final = chapter_plan("method", chapter_parameters("smoke", "method", {
@@ -231,6 +242,44 @@ def test_dry_run_of_the_paper_profile_without_imagenet_counts_placeholders_and_c
     assert len(plan.works) == 3 * 2 * 2 * 2 and plan.notes
     with pytest.raises(CertattrError, match="placeholder images"):
         run_sweep(plan, serial=True)
+
+
+@pytest.mark.filterwarnings("ignore::certattr.certify.CertificationWarning")  # n = 20 over 224 x 224 pixels
+def test_a_sweep_fills_the_compact_cache_the_chapters_certify_from_without_resampling(tmp_path, monkeypatch):
+    """Input-layer works are stored as top-K codes, the certificates chapter's readers as top-k sets and bounded
+    sums: after a serial sweep, the certificate, Sparsified SmoothGrad and the cosine estimate read them (no model
+    call) and equal the same computations without a cache."""
+    from certattr.cosine_certificate import smooth_uniform
+    from certattr.smoothing import SmoothedAttribution
+    from certattr.topk_certificate import sparsified_smoothgrad
+
+    over = {"method": "grad", "layer": "input", "photo": "coffee", "n": 20, "n0": 5, "ks": [50, 10], "topk_ns": [15, 30],
+            "topk_frac": 0.25, "cos_N": 12, "pixel_attack_select_n": 0, "cache_dir": str(tmp_path)}
+    plan = chapter_plan("certificates", chapter_parameters("smoke", "certificates", over), pool=_POOL)
+    kinds = {spec.split(":")[0] for w in plan.works for _, _, specs in w.chunk_files for spec in specs}
+    assert kinds == {"topk", "topset", "sum"} and {w.noise for w in plan.works} == {"gaussian", "uniform-ball"}
+    assert run_sweep(plan, serial=True, progress=False).computed == 3 + 1 + 2  # chunks 0-1: codes and sets at once
+    w = next(w for w in plan.works if w.noise == "gaussian")
+    net, image = _POOL.get(w.model, w.weights), plan.images[w.image_key]
+    r = next(w for w in plan.works if w.noise == "uniform-ball").sigma
+
+    def compute():
+        cert = SmoothedAttribution(net, "grad", "input", w.sigma, n=20, n0=5, ks=(50, 10), cache=tmp_path,
+                                   progress=False).certify(image, w.image_id, w.target, tau=0.6, alpha=0.05)
+        ssg = sparsified_smoothgrad(net, image, w.target, method="grad", layer="input", sigma=w.sigma, n=30,
+                                    tau_frac=0.25, image_id=w.image_id, cache=tmp_path)
+        cos = smooth_uniform(net, image, w.target, method="grad", layer="input", r=r, N=12, image_id=w.image_id,
+                             cache=tmp_path)
+        return cert, ssg.s_hat, cos.h_hat
+
+    with monkeypatch.context() as m:
+        m.setattr(SmoothedAttribution, "attribute_chunk", lambda *a: pytest.fail("resampled a swept chunk"))
+        cached = compute()
+    tmp_path = None  # the same computations without a cache
+    fresh = compute()
+    assert cached[0] == fresh[0]
+    np.testing.assert_array_equal(cached[1], fresh[1])
+    np.testing.assert_array_equal(cached[2], fresh[2])
 
 
 def test_unknown_chapters_and_profiles_are_rejected_with_the_allowed_ones():

@@ -231,8 +231,8 @@ def _image():
 
 def test_sparsified_smoothgrad_reproducible_and_certificate_states_its_parameters():
     model, x = tiny_model(), _image()
-    a = sparsified_smoothgrad(model, x, sigma=0.1, n=40, tau_frac=0.1, seed=3, image_id="img", batch_size=7)
-    b = sparsified_smoothgrad(model, x, sigma=0.1, n=40, tau_frac=0.1, seed=3, image_id="img", batch_size=40)
+    a = sparsified_smoothgrad(model, x, sigma=0.1, n=40, tau_frac=0.1, seed=3, image_id="img", chunk_size=7)
+    b = sparsified_smoothgrad(model, x, sigma=0.1, n=40, tau_frac=0.1, seed=3, image_id="img", chunk_size=40)
     np.testing.assert_array_equal(a.s_hat, b.s_hat)  # batching does not change the noise
     assert a.s_hat.shape == (32, 32) and a.s_hat.sum() == pytest.approx(a.k_s) and a.k_s == 103
     cert = topk_certificate(model, x, k=20, eps=0.01, sigma=0.1, n=40, eta=0.9, tau_frac=0.1, seed=3, image_id="img")
@@ -257,7 +257,7 @@ def test_sparsified_smoothgrad_shares_the_pipeline_samples_through_the_cache(tmp
 
     model, x = tiny_model(), _image()
     plain = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,
-                                  image_id="img", batch_size=10)
+                                  image_id="img", chunk_size=10)
     engine = SmoothedAttribution(model, "ixg", "final", 0.1, n=30, n0=10, seed=3, chunk_size=10, cache=tmp_path,
                                  progress=False)
     engine.sample(x, "img", 2)
@@ -268,13 +268,13 @@ def test_sparsified_smoothgrad_shares_the_pipeline_samples_through_the_cache(tmp
     with monkeypatch.context() as m:
         m.setattr(SmoothedAttribution, "attribute_chunk", no_model_call)
         cached = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=25, tau_frac=0.2,
-                                       seed=3, image_id="img", batch_size=10, cache=tmp_path)
+                                       seed=3, image_id="img", chunk_size=10, cache=tmp_path)
     again = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=25, tau_frac=0.2, seed=3,
-                                  image_id="img", batch_size=10)
+                                  image_id="img", chunk_size=10)
     np.testing.assert_allclose(cached.s_hat, again.s_hat, atol=1e-12)
     np.testing.assert_allclose(
         sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,
-                              image_id="img", batch_size=10, cache=tmp_path).s_hat, plain.s_hat, atol=1e-12)
+                              image_id="img", chunk_size=10, cache=tmp_path).s_hat, plain.s_hat, atol=1e-12)
 
 
 @pytest.mark.parametrize("call, name", [

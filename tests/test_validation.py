@@ -11,7 +11,8 @@ from certattr.methods import get_method
 from certattr.models import load_model
 from certattr.smoothing import SmoothedAttribution
 from certattr.sparsify import sparsify
-from certattr.validation import CertattrError, UndefinedAttribution, check_chapter_parameters, check_image
+from certattr.parameters import check_chapter_parameters
+from certattr.validation import CertattrError, UndefinedAttribution, check_image
 
 MAPS = np.random.default_rng(0).random((100, 8, 8))
 

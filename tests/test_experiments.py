@@ -1,0 +1,92 @@
+"""certattr.experiments: certifying many configurations, the same samples at several tau."""
+import numpy as np
+import pytest
+import torch
+
+from certattr.certify import certify_maps
+from certattr.config import CertConfig
+from certattr.experiments import Job, certify_jobs
+from certattr.smoothing import SmoothedAttribution
+from certattr.testing import tiny_model
+from certattr.validation import CertattrError
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(seed=1)
+
+
+@pytest.fixture(scope="module")
+def jobs(model):
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5))
+    return [Job("a", "img-a", image, 3)]
+
+
+SETTINGS = dict(n=60, n0=5, alpha=0.05, seed=2, chunk_size=10)
+
+
+def _equal(a, b):
+    for name in ("labels", "majority", "counts", "pvalues", "mean_sparsified"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.tau, a.alpha, a.n, a.n0, a.correction, a.ks, a.metadata) == \
+        (b.tau, b.alpha, b.n, b.n0, b.correction, b.ks, b.metadata)
+
+
+def test_certify_jobs_certifies_the_same_samples_at_each_tau_without_resampling(model, jobs, tmp_path):
+    ks = [50, 20]
+    certificates, undefined = certify_jobs(model, jobs, ["grad"], ["input"], [0.25], ks, tau=0.75,
+                                           cache_dir=tmp_path, **SETTINGS)
+    assert not undefined and list(certificates) == [("a", "grad", "input", 0.25)]
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *a: calls.append(1)) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    try:
+        tau_out = {}
+        again, _ = certify_jobs(model, jobs, ["grad"], ["input"], [0.25], ks, tau=0.75, cache_dir=tmp_path,
+                                taus=[0.6, 0.7], tau_out=tau_out, **SETTINGS)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not calls, "certifying at other tau ran the model although the cache holds the samples"
+    assert sorted(tau_out) == [("a", "grad", "input", 0.25, 0.6), ("a", "grad", "input", 0.25, 0.7)]
+    _equal(again[("a", "grad", "input", 0.25)], certificates[("a", "grad", "input", 0.25)])
+    # each is the certificate of the sampled maps at that tau (as certify_maps gives it)
+    maps = SmoothedAttribution(model, "grad", "input", 0.25, n=60, n0=5, seed=2, chunk_size=10,
+                               progress=False).sample(jobs[0].tensor, "img-a", 3)
+    meta = certificates[("a", "grad", "input", 0.25)].metadata
+    for tau in (0.6, 0.7):
+        expected = certify_maps(maps, ks, sigma=0.25, n0=5, tau=tau, alpha=0.05, metadata=meta)
+        _equal(tau_out[("a", "grad", "input", 0.25, tau)], expected)
+    abstained = [(tau_out[("a", "grad", "input", 0.25, t)].labels == -1).sum() for t in (0.6, 0.7)]
+    assert abstained[0] < abstained[1] < 2 * 1024  # some certify at 0.6, fewer at 0.7
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(tau=0.3), "tau=0.3 is not allowed"),
+    (dict(taus=[1.5], tau_out={}), "tau=1.5 is not allowed"),
+    (dict(n=10, n0=10), "n0=10 is not allowed with n=10"),
+    (dict(correction="sidak"), "correction='sidak' is unknown"),
+    (dict(chunk_size=0), "chunk_size=0 is not allowed"),
+])
+def test_certify_jobs_checks_its_settings_before_any_work(model, jobs, kw, message):
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda *a: calls.append(1)) for m in model.modules()]
+    try:
+        with pytest.raises(CertattrError, match=message):
+            certify_jobs(model, jobs, ["grad"], ["input"], [0.25], [50], **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not calls
+
+
+def test_the_defaults_are_the_configs():
+    import inspect
+
+    from certattr import attack, experiments
+
+    default = CertConfig()
+    for fn in (experiments.certify_jobs, experiments.certify_many, attack.attack_certified):
+        params = inspect.signature(fn).parameters
+        for name in ("n", "n0", "tau", "alpha", "correction", "seed", "chunk_size"):
+            assert params[name].default == getattr(default, name), (fn.__name__, name)
