@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(WEIGHTS), choices=list(WEIGHTS))
     parser.add_argument("--n", type=int, default=8, help="noisy copies")
-    parser.add_argument("--batch-size", type=int, default=8, help="noisy copies per call")
+    parser.add_argument("--chunk-size", type=int, default=8, help="noisy copies per call")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--min-seconds", type=float, default=20.0, help="time all four in alternation this long")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "lrp.json"))
@@ -64,15 +64,15 @@ def bench(args) -> list[dict]:
         with torch.no_grad():
             target = int(model(image[None]).argmax())
         copies = noisy_copies(image, 0.15, 0, "coffee", range(args.n))
-        passes = model_passes(model, copies, args.batch_size)
+        passes = model_passes(model, copies, args.chunk_size)
         method = get_method("lrp")
 
         def ours():
-            for chunk in copies.split(args.batch_size):
+            for chunk in copies.split(args.chunk_size):
                 method.attribute(model, chunk, target, "input")
 
         def zennits():
-            for chunk in copies.split(args.batch_size):
+            for chunk in copies.split(args.chunk_size):
                 zennit_wired(method, model, chunk, target)
 
         ours(), zennits()  # warm-up

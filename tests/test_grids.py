@@ -108,8 +108,8 @@ def test_threshold_agreement_and_label():
 def test_qualification_does_not_depend_on_batch_size():
     images = encoded_images(7)
     spec = [(i % 5, 0.9 + 0.01 * i) for i in range(7)]
-    a = qualify_images(images, fake(spec), threshold=0.925, batch_size=1)
-    b = qualify_images(images, fake(spec), threshold=0.925, batch_size=64)
+    a = qualify_images(images, fake(spec), threshold=0.925, chunk_size=1)
+    b = qualify_images(images, fake(spec), threshold=0.925, chunk_size=64)
     assert a.qualified == b.qualified and [x.image_id for x in a.qualified] == ["img03", "img04", "img05", "img06"]
 
 
@@ -163,7 +163,7 @@ def test_grids_deterministic_under_seed():
     assert all(torch.equal(x.tensor, y.tensor) and x.image_ids == y.image_ids for x, y in zip(a, b))
     assert [g.image_ids for g in a] != [g.image_ids for g in c]
     # the same seed with another batch size still gives the same grids
-    d = build_grids(images, models, 10, seed=7, batch_size=1)
+    d = build_grids(images, models, 10, seed=7, chunk_size=1)
     assert [g.image_ids for g in d] == [g.image_ids for g in a]
     # asking for fewer grids gives a prefix of the longer list
     assert [g.grid_id for g in build_grids(images, models, 4, seed=7)] == [g.grid_id for g in a[:4]]

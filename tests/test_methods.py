@@ -19,8 +19,8 @@ from certattr.validation import CertattrError, UndefinedAttribution
 ALL = ["grad", "gb", "ixg", "intgrad", "lrp", "rise", "occlusion", "cam", "gradcam", "gradcampp", "layercam",
        "ablationcam"]
 #: small settings that keep every method fast on 32x32 inputs; chunk sizes chosen to split the batches
-FAST = {"rise": {"n_masks": 40, "forward_batch": 7}, "occlusion": {"forward_batch": 5},
-        "intgrad": {"batch": 7}, "ablationcam": {"batch": 3}}
+FAST = {"rise": {"n_masks": 40, "pass_batch": 7}, "occlusion": {"pass_batch": 5},
+        "intgrad": {"pass_batch": 7}, "ablationcam": {"pass_batch": 3}}
 TINY = {"tiny_resnet": tiny_model, "tiny_vgg": tiny_vgg_model}
 
 
@@ -70,8 +70,8 @@ def test_auto_pass_batch_fits_the_device_budget():
     assert pass_batch(None, torch.zeros(2, 1280, 7, 7)) == PASS_ELEMENTS["cpu"] // (1280 * 49)
     assert pass_batch(None, torch.zeros(1, 10 ** 7)) == 1  # never 0
     assert pass_batch(3, image_rows) == 3  # an explicit batch wins
-    for name, key in [("rise", "forward_batch"), ("occlusion", "forward_batch"), ("intgrad", "batch"),
-                      ("ablationcam", "batch")]:
+    for name, key in [("rise", "pass_batch"), ("occlusion", "pass_batch"), ("intgrad", "pass_batch"),
+                      ("ablationcam", "pass_batch")]:
         assert get_method(name).params[key] is None
 
 
@@ -79,7 +79,7 @@ def test_auto_pass_batch_fits_the_device_budget():
 def test_auto_pass_batch_gives_the_maps_of_an_explicit_one(name):
     """On the 32x32 tiny model the CPU budget means all rows in one pass: compare with 1 row per pass."""
     model, x = tiny_model(), images(4, seed=3)
-    key = "batch" if name in ("intgrad", "ablationcam") else "forward_batch"
+    key = "pass_batch"
     fixed = {"rise": {"n_masks": 20}}.get(name, {})
     for layer in LAYERS:
         if get_method(name).undefined_reason(model, layer):
@@ -96,10 +96,10 @@ def test_unknown_hyperparameter_is_rejected(name):
 
 
 @pytest.mark.parametrize("name,param,value", [
-    ("intgrad", "steps", 0), ("intgrad", "steps", 2.5), ("intgrad", "batch", -1), ("lrp", "epsilon", 0.0),
-    ("lrp", "epsilon", float("inf")), ("ablationcam", "batch", 0), ("rise", "n_masks", 0), ("rise", "grid", True),
-    ("rise", "p", 0.0), ("rise", "p", 1.5), ("rise", "p", "0.1"), ("rise", "forward_batch", 0),
-    ("occlusion", "window", 0), ("occlusion", "stride", 1.0), ("occlusion", "forward_batch", 2.5),
+    ("intgrad", "steps", 0), ("intgrad", "steps", 2.5), ("intgrad", "pass_batch", -1), ("lrp", "epsilon", 0.0),
+    ("lrp", "epsilon", float("inf")), ("ablationcam", "pass_batch", 0), ("rise", "n_masks", 0), ("rise", "grid", True),
+    ("rise", "p", 0.0), ("rise", "p", 1.5), ("rise", "p", "0.1"), ("rise", "pass_batch", 0),
+    ("occlusion", "window", 0), ("occlusion", "stride", 1.0), ("occlusion", "pass_batch", 2.5),
 ])
 def test_bad_hyperparameter_values_are_rejected(name, param, value):
     with pytest.raises(CertattrError, match=f"^{param}={value!r} is not allowed") as info:
@@ -270,7 +270,7 @@ def test_ablationcam_against_a_loop(layer):
                 ablated[c] = 0
                 weights.append((y - forward(ablated[None])[0, target]) / y)
             expected.append(torch.relu((torch.stack(weights)[:, None, None] * a).sum(0)))
-    torch.testing.assert_close(get_method("ablationcam", batch=5).attribute(model, x, target, layer),
+    torch.testing.assert_close(get_method("ablationcam", pass_batch=5).attribute(model, x, target, layer),
                                torch.stack(expected), rtol=1e-4, atol=1e-6)
 
 
@@ -300,7 +300,7 @@ def test_rise_masks_follow_the_recipe():
 @pytest.mark.parametrize("layer", LAYERS)
 def test_rise_against_a_loop(layer):
     model, x, target, n, p = tiny_vgg_model(), images(2), 4, 30, 0.1
-    rise = get_method("rise", n_masks=n, p=p, forward_batch=8)
+    rise = get_method("rise", n_masks=n, p=p, pass_batch=8)
     act, forward = layer_input(model, x, layer)
     masks = rise_masks(n, 6, p, tuple(act.shape[2:]), sample_seed(3, "cat", 0, stream="rise"))(0, n)
     expected = torch.zeros(2, *act.shape[2:])
@@ -332,7 +332,7 @@ def test_window_starts_cover_every_position():
                                                  ("final", 20, 1)])
 def test_occlusion_against_a_loop(layer, window, stride):
     model, x, target = tiny_vgg_model(), images(2), 6
-    occlusion = get_method("occlusion", window=window, stride=stride, forward_batch=9)
+    occlusion = get_method("occlusion", window=window, stride=stride, pass_batch=9)
     act, forward = layer_input(model, x, layer)
     h, w = act.shape[2:]
     size, step = window or OCCLUSION_DEFAULTS[layer][0], stride or OCCLUSION_DEFAULTS[layer][1]
@@ -363,7 +363,7 @@ def test_occlusion_equals_captum_at_the_input_layer(window, stride):
     assert window_starts(h, window, stride) == list(range(0, h - window + 1, stride))
     theirs = CaptumOcclusion(forward).attribute(act, sliding_window_shapes=(act.shape[1], window, window),
                                                 strides=(act.shape[1], stride, stride), baselines=0, target=target)
-    ours = get_method("occlusion", window=window, stride=stride, forward_batch=9).attribute(model, x, target, "input")
+    ours = get_method("occlusion", window=window, stride=stride, pass_batch=9).attribute(model, x, target, "input")
     for c in range(act.shape[1]):
         torch.testing.assert_close(theirs[:, c], ours, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(theirs.sum(dim=1), act.shape[1] * ours, rtol=1e-5, atol=1e-5)
@@ -387,7 +387,7 @@ def test_occlusion_at_a_7x7_final_layer_has_no_centre_bias():
     act = torch.rand(3, 8, 7, 7) + 0.5
     view = SimpleNamespace(inputs=act, layer="final", module=_ConstantDrop(), context=(),
                            forward=_ConstantDrop())
-    occlusion = get_method("occlusion", forward_batch=4)
+    occlusion = get_method("occlusion", pass_batch=4)
     count, _, keep = occlusion.windows("final", (7, 7))
     covered = (1 - keep(0, count)).sum(dim=0)
     assert count == 4 and covered[3, 3] == 4 and covered[0, 0] == 1 and covered[2:5, 2:5].eq(4).all()

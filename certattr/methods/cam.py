@@ -89,20 +89,20 @@ class AblationCam(AttributionMethod):
     """ReLU(sum_c w_c A_c) with w_c = (y - y_{A_c=0}) / y (w = 0 for rows whose y is exactly 0).
 
     The B*C ablated copies (one channel set to 0 in the layer's space) go through the model from the
-    layer on, ``batch`` copies per forward pass (None: a per-device budget, see ``pass_batch``), under
+    layer on, ``pass_batch`` copies per forward pass (None: a per-device budget, see :func:`.base.pass_batch`), under
     ``torch.inference_mode``.
     """
 
     name, title, family = "ablationcam", "AblationCam", "activation"
-    defaults = {"batch": None}
+    defaults = {"pass_batch": None}
 
     def validate_params(self):
-        check_pass_batch("batch", self.params["batch"])
+        check_pass_batch("pass_batch", self.params["pass_batch"])
 
     def explain(self, view, target, *, seed, image_id):
         act = view.inputs
         rows, channels = act.shape[:2]
-        batch = pass_batch(self.params["batch"], act)
+        batch = pass_batch(self.params["pass_batch"], act)
         with torch.inference_mode():
             y = target_logits(view.forward(act), target)
             if isinstance(view.module, GapLinearHead) and not view.context:

@@ -119,20 +119,20 @@ class IntGrad(AttributionMethod):
     """Integrated Gradients from a zero baseline, signed, summed over channels (captum).
 
     The baseline is 0 in the layer's space: the normalized image 0 (the dataset mean colour) at the Input
-    layer, the zero activation at the Final layer. ``steps`` Gauss-Legendre nodes; at most ``batch`` path
-    points are evaluated per forward/backward pass (None: a per-device budget, see ``pass_batch``; rows are
+    layer, the zero activation at the Final layer. ``steps`` Gauss-Legendre nodes; at most ``pass_batch`` path
+    points are evaluated per forward/backward pass (None: a per-device budget, see :func:`.base.pass_batch`; rows are
     chunked so that a chunk's steps fit).
     """
 
     name, title, family = "intgrad", "IntGrad", "backprop"
-    defaults = {"steps": 20, "batch": None}
+    defaults = {"steps": 20, "pass_batch": None}
 
     def validate_params(self):
         check_positive_int("steps", self.params["steps"])
-        check_pass_batch("batch", self.params["batch"])
+        check_pass_batch("pass_batch", self.params["pass_batch"])
 
     def explain(self, view, target, *, seed, image_id):
-        steps, batch = self.params["steps"], pass_batch(self.params["batch"], view.inputs)
+        steps, batch = self.params["steps"], pass_batch(self.params["pass_batch"], view.inputs)
         ig = IntegratedGradients(view.forward)
         rows = min(batch, view.inputs.shape[0])
         parts = []

@@ -38,26 +38,27 @@ def _masked_key(view, masks_id: tuple) -> str:
     return tensor_key(prefix, view.inputs, *view.context)
 
 
-def shared_masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor], forward_batch: int | None,
+def shared_masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor], batch: int | None,
                            masks_id: tuple) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`masked_forwards` through :data:`MASKED_LOGITS`: a repeated call on the same tensor and masks
     (another target of the same noisy copies) replays the stored (masks, logits) chunks."""
-    key = _masked_key(view, (masks_id, count, forward_batch))
+    key = _masked_key(view, (masks_id, count, batch))
     found = MASKED_LOGITS.get(key)
     if found is not None:
         yield from found
         return
     kept = []
-    for chunk, logits in masked_forwards(view, count, masks, forward_batch):
+    for chunk, logits in masked_forwards(view, count, masks, batch):
         kept.append((chunk, logits))
         yield chunk, logits
     MASKED_LOGITS.put(key, kept)
 
 
 def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
-                    forward_batch: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Logits of every row of A times every mask, at most ``forward_batch`` images per forward pass (None:
-    the device's budget, see ``pass_batch``); through a GAP->linear head, in closed form.
+                    batch: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Logits of every row of A times every mask, at most ``batch`` images per forward pass (a method's
+    ``pass_batch``; None: the device's budget, see :func:`.base.pass_batch`); through a GAP->linear head, in
+    closed form.
 
     ``masks(start, stop)`` returns masks ``start..stop-1`` as (k, h, w). Yields ``(masks (k, h, w),
     logits (B, k, classes))`` for consecutive mask chunks, so callers reduce as they go (bounded memory).
@@ -67,9 +68,9 @@ def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
     if isinstance(view.module, GapLinearHead) and not view.context:
         yield from _gap_linear_forwards(act, view.module.linear, count, masks)
         return
-    forward_batch = pass_batch(forward_batch, act)
-    per_chunk = max(1, forward_batch // rows)  # masks per chunk
-    row_step = math.ceil(rows / math.ceil(rows / forward_batch))  # equal parts of at most forward_batch rows
+    batch = pass_batch(batch, act)
+    per_chunk = max(1, batch // rows)  # masks per chunk
+    row_step = math.ceil(rows / math.ceil(rows / batch))  # equal parts of at most batch rows
     for start in range(0, count, per_chunk):
         chunk = masks(start, min(start + per_chunk, count)).to(act)
         k = chunk.shape[0]
@@ -132,18 +133,18 @@ class Rise(AttributionMethod):
     """RISE: sum_i softmax(f(A * M_i))_y M_i / (N p) over N = ``n_masks`` random masks.
 
     The masks are drawn at the layer's resolution from ``(seed, image_id)`` (stream "rise"), so every
-    noisy copy of an image is explained with the same masks. ``forward_batch`` bounds the images per pass
-    (None: the device's budget, see ``pass_batch``).
+    noisy copy of an image is explained with the same masks. ``pass_batch`` bounds the images per pass
+    (None: the device's budget, see :func:`.base.pass_batch`).
     """
 
     name, title, family = "rise", "RISE", "perturbation"
-    defaults = {"n_masks": 1000, "grid": 6, "p": 0.1, "forward_batch": None}
+    defaults = {"n_masks": 1000, "grid": 6, "p": 0.1, "pass_batch": None}
     uses_seed = True
 
     def validate_params(self):
         for key in ("n_masks", "grid"):
             check_positive_int(key, self.params[key])
-        check_pass_batch("forward_batch", self.params["forward_batch"])
+        check_pass_batch("pass_batch", self.params["pass_batch"])
         p = check_finite_number("p", self.params["p"])
         if not 0 < p <= 1:
             raise CertattrError(f"p={self.params['p']!r} is not allowed: the keep probability must satisfy 0 < p <= 1")
@@ -155,7 +156,7 @@ class Rise(AttributionMethod):
         saliency = view.inputs.new_zeros((view.inputs.shape[0], *size))
         with torch.inference_mode():
             masks_id = ("rise", n, self.params["grid"], p, sample_seed(seed, image_id, 0, stream="rise"))
-            for chunk, logits in shared_masked_forwards(view, n, masks, self.params["forward_batch"], masks_id):
+            for chunk, logits in shared_masked_forwards(view, n, masks, self.params["pass_batch"], masks_id):
                 probs = _per_target(logits.softmax(dim=-1), target)
                 saliency += torch.einsum("bk,khw->bhw", probs, chunk)
         return saliency / (n * p)
@@ -185,13 +186,13 @@ class Occlusion(AttributionMethod):
     """
 
     name, title, family = "occlusion", "Occlusion", "perturbation"
-    defaults = {"window": None, "stride": None, "forward_batch": None}
+    defaults = {"window": None, "stride": None, "pass_batch": None}
 
     def validate_params(self):
         for key in ("window", "stride"):
             if self.params[key] is not None:
                 check_positive_int(key, self.params[key])
-        check_pass_batch("forward_batch", self.params["forward_batch"])
+        check_pass_batch("pass_batch", self.params["pass_batch"])
 
     def windows(self, layer: str, size: tuple[int, int]) -> tuple[int, int, Callable[[int, int], torch.Tensor]]:
         """The windows at ``layer`` on an (h, w) map: ``(count, area, keep)`` with ``keep(start, stop)`` the
@@ -217,7 +218,7 @@ class Occlusion(AttributionMethod):
         with torch.inference_mode():
             y = target_logits(view.forward(view.inputs), target)
             masks_id = ("occlusion", view.layer, count, area, self.params["window"], self.params["stride"])
-            for chunk, logits in shared_masked_forwards(view, count, keep, self.params["forward_batch"], masks_id):
+            for chunk, logits in shared_masked_forwards(view, count, keep, self.params["pass_batch"], masks_id):
                 drop = y[:, None] - _per_target(logits, target)
                 saliency += torch.einsum("bk,khw->bhw", drop, 1 - chunk)
                 coverage += (1 - chunk).sum(dim=0)
