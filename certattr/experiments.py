@@ -13,6 +13,7 @@ from .models import LoadedModel
 from .metrics import certificate_rows
 from .config import DEFAULT, CertConfig
 from .smoothing import SmoothedAttribution, predict
+from .targets import resolve_target
 from .validation import CertattrError, UndefinedAttribution
 
 __all__ = ["class_names", "image_set", "resolve_methods", "certificate_rows", "method_for", "certify_many"]
@@ -71,7 +72,7 @@ def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[
     certificates, undefined = {}, {}
     overrides = method_overrides or {}
     images = list(images)
-    targets = {im.id: (im.label if im.label is not None else predict(model, im.tensor)[0]) for im in images}
+    targets = {im.id: resolve_target(model, im.tensor, im.label) for im in images}
     for name, layer, sigma in itertools.product(methods, layers, sigmas):
         method = method_for(name, layer, overrides)
         reason = method.undefined_reason(model, layer)
@@ -134,7 +135,7 @@ class Job:
 
 def photo_jobs(model: LoadedModel, images: Iterable[Image]) -> list[Job]:
     """One job per image: the ground-truth label where there is one, else the model's top-1."""
-    return [Job(im.id, im.id, im.tensor, im.label if im.label is not None else predict(model, im.tensor)[0])
+    return [Job(im.id, im.id, im.tensor, resolve_target(model, im.tensor, im.label))
             for im in images]
 
 

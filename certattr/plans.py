@@ -30,8 +30,8 @@ import torch
 
 from .validation import CertattrError, check_choice
 
-__all__ = ["Work", "Plan", "ModelPool", "chapter_plan", "book_plan", "merge", "cache_keys", "PLANNERS", "load_work_model",
-           "work_engine", "redraw_zero_head"]
+__all__ = ["Work", "Plan", "ModelPool", "chapter_plan", "book_plan", "merge", "cache_keys", "compare_with_cache",
+           "PLANNERS", "load_work_model", "work_engine", "redraw_zero_head"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,23 @@ def cache_keys(plan: Plan, pool: "ModelPool | None" = None) -> dict:
         engine = work_engine(w, pool.get(w.model, w.weights, w.model_seed, w.zero_head_redraw))
         out[cache_key(engine.identity(plan.images[w.image_key], w.image_id, w.target))] = w
     return out
+
+
+def compare_with_cache(plan: Plan, pool: "ModelPool | None" = None) -> tuple[dict, dict]:
+    """``(missing, extra)``: per sample-cache key, the chunk file names the plan lists that are not in
+    ``plan.cache_dir``, and those in it that the plan does not list. After the chapters ran, both empty means
+    the plan is exactly the chapters' sampling work (a sweep of it leaves them nothing to compute)."""
+    from .cache import SampleCache
+
+    cache = SampleCache(plan.cache_dir)
+    planned = {key: {cache.chunk_path(key, c, None if size == w.chunk_size else size, enc).name
+                     for c, size, _ in w.chunk_files for enc in w.encodings(c, size)}
+               for key, w in cache_keys(plan, pool).items()}
+    root = Path(plan.cache_dir)
+    written = {e.name: {p.name for p in e.glob("chunk_*")} for e in root.glob("*/*") if e.is_dir()} if root.is_dir() else {}
+    missing = {k: v - written.get(k, set()) for k, v in planned.items() if v - written.get(k, set())}
+    extra = {k: v - planned.get(k, set()) for k, v in written.items() if v - planned.get(k, set())}
+    return missing, extra
 
 
 # --- models, as each chapter makes them -----------------------------------------------------------------------
@@ -343,12 +360,12 @@ def _models(p):
 # --- one planner per chapter: each mirrors the chapter's certification cell -----------------------------------------
 def _plan_method(b: _Builder):
     from .experiments import method_for, resolve_methods
-    from .smoothing import predict
+    from .targets import resolve_target
 
     p = b.p
     net = b.model(p["model"])
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
-    target = image.label if image.label is not None else predict(net, image.tensor)[0]
+    target = resolve_target(net, image.tensor, image.label)
     overrides = p.get("method_overrides") or {}
     # the focus method's maps are shown (engine.sample): raw maps, from which its certificate is derived
     b.add_one(net, method_for(p["focus_method"], p["focus_layer"], overrides), p["focus_layer"], p["sigma"],
@@ -373,12 +390,12 @@ def _plan_certificates(b: _Builder):
 
     from .attack import select_seed
     from .encodings import BoundedSum, TopKSet, certificate_encoding
-    from .smoothing import predict
+    from .targets import resolve_target
 
     p = b.p
     net = b.model(p["model"])
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
-    target = 0 if image.id.startswith("placeholder-") else predict(net, image.tensor)[0]  # the top-1, not the label
+    target = 0 if image.id.startswith("placeholder-") else resolve_target(net, image.tensor, None)  # the top-1
     # the certificate (n samples, its top-K codes) and Sparsified SmoothGrad (each of topk_ns, its top-k sets)
     # read the same entry
     cert_spec = certificate_encoding(p["layer"], p["ks"]).spec

@@ -16,7 +16,7 @@ import torch
 
 from certattr.book import chapter_parameters
 from certattr.cache import SampleCache
-from certattr.plans import ModelPool, book_plan, cache_keys, chapter_plan, work_engine
+from certattr.plans import ModelPool, book_plan, cache_keys, chapter_plan, compare_with_cache, work_engine
 from certattr.sweep import compute_group, group_works, run_sweep
 from certattr.validation import CertattrError
 
@@ -259,6 +259,13 @@ def test_a_sweep_fills_the_compact_cache_the_chapters_certify_from_without_resam
     kinds = {spec.split(":")[0] for w in plan.works for _, _, specs in w.chunk_files for spec in specs}
     assert kinds == {"topk", "topset", "sum"} and {w.noise for w in plan.works} == {"gaussian", "uniform-ball"}
     assert run_sweep(plan, serial=True, progress=False).computed == 3 + 1 + 2  # chunks 0-1: codes and sets at once
+    assert compare_with_cache(plan, _POOL) == ({}, {})  # the cache holds exactly the planned files
+    stray = next(tmp_path.rglob("chunk_00000.topset-*.npz"))
+    moved = stray.with_name("chunk_00009.topset-0.25.npz")
+    stray.rename(moved)
+    missing, extra = compare_with_cache(plan, _POOL)
+    assert [sorted(v) for v in missing.values()] == [[stray.name]] and [sorted(v) for v in extra.values()] == [[moved.name]]
+    moved.rename(stray)
     w = next(w for w in plan.works if w.noise == "gaussian")
     net, image = _POOL.get(w.model, w.weights), plan.images[w.image_key]
     r = next(w for w in plan.works if w.noise == "uniform-ball").sigma
