@@ -40,12 +40,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from certattr.cache import cache_key
-    from certattr.certify import certify_maps
-    from certattr.data import bundled_photos
+    from certattr.engine.cache import cache_key
+    from certattr.engine.certify import certify_maps
+    from certattr.models.data import bundled_photos
     from certattr.methods import get_method
-    from certattr.models import load_model
-    from certattr.smoothing import SmoothedAttribution
+    from certattr.models.registry import load_model
+    from certattr.engine.smoothing import SmoothedAttribution
 
     torch.manual_seed(0)
     model = load_model(args.model)

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 import certattr.methods.lrp as lrp_module
-from certattr.data import bundled_photo
+from certattr.models.data import bundled_photo
 from certattr.methods import get_method
-from certattr.models import load_model
-from certattr.noise import noisy_copies
+from certattr.models.registry import load_model
+from certattr.engine.noise import noisy_copies
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_methods import WEIGHTS, model_passes, paired  # noqa: E402

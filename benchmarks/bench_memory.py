@@ -20,9 +20,9 @@ from pathlib import Path
 CHILD = """
 import resource, sys, torch
 torch.set_num_threads({threads})
-from certattr.models import load_model
-from certattr.data import bundled_photo
-from certattr.smoothing import SmoothedAttribution
+from certattr.models.registry import load_model
+from certattr.models.data import bundled_photo
+from certattr.engine.smoothing import SmoothedAttribution
 m = load_model({model!r}); im = bundled_photo('coffee')
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 e = SmoothedAttribution(m, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk}, cache={cache!r}, progress=False)

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from certattr.data import bundled_photo
+from certattr.models.data import bundled_photo
 from certattr.methods import get_method, method_names
-from certattr.models import LAYERS, load_model
-from certattr.noise import noisy_copies
+from certattr.models.registry import LAYERS, load_model
+from certattr.engine.noise import noisy_copies
 
 FORWARD_ONLY = {"rise", "occlusion", "ablationcam", "cam"}
 WEIGHTS = {"efficientnet_lite0": "pretrained", "resnet18": "random"}

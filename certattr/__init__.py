@@ -1,9 +1,9 @@
 """certattr: pixel-level certified attributions via randomized smoothing (Anani et al., ICML 2025)."""
-from .certify import CertificationWarning, DegenerateMapWarning, certified_radius, certify_maps, min_samples_to_certify
-from .config import CertConfig
-from .noise import Gaussian, UniformBall
-from .result import ABSTAIN, Certificate
-from .validation import CertattrError, UndefinedAttribution
+from .engine.certify import CertificationWarning, DegenerateMapWarning, certified_radius, certify_maps, min_samples_to_certify
+from .engine.config import CertConfig
+from .engine.noise import Gaussian, UniformBall
+from .engine.certificate import ABSTAIN, Certificate
+from .engine.validation import CertattrError, UndefinedAttribution
 
 __version__ = "0.1.0"
 

@@ -49,7 +49,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def _image_arg(value: str):
     """A bundled photo id (e.g. ``chelsea``, or ``photo:chelsea``) or an image file path."""
-    from .data import BUNDLED_PHOTOS, bundled_photo, load_image_file
+    from .models.data import BUNDLED_PHOTOS, bundled_photo, load_image_file
 
     name = value[len("photo:"):] if value.startswith("photo:") else value
     if name in BUNDLED_PHOTOS and not Path(value).exists():
@@ -59,11 +59,11 @@ def _image_arg(value: str):
 
 
 def _add_certify(sub):
-    from .cache import default_cache_dir
-    from .config import DEFAULT
+    from .engine.cache import default_cache_dir
+    from .engine.config import DEFAULT
     from .methods import method_names
-    from .models import LAYERS, model_names
-    from .validation import CORRECTIONS
+    from .models.registry import LAYERS, model_names
+    from .engine.validation import CORRECTIONS
 
     p = sub.add_parser("certify", help="certify the top-K pixels of one image's attribution map",
                        description="Certify which pixels are in the top K%% of an attribution map under l2 "
@@ -75,7 +75,7 @@ def _add_certify(sub):
     p.add_argument("--method", action=_Once, default="gradcam", type=str.lower, help="attribution method (see `certattr list`)")
     p.add_argument("--layer", action=_Once, default="final", choices=LAYERS, type=str.lower)
     p.add_argument("--sigma", action=_Once, type=float, default=0.15, help="noise level in [0,1] pixel units (> 0)")
-    # the certificate's defaults are certattr.config.DEFAULT's (written there once)
+    # the certificate's defaults are certattr.engine.config.DEFAULT's (written there once)
     p.add_argument("--k", type=float, nargs="+", default=list(DEFAULT.ks),
                    action=_Merge, help="top-K percentages, 0 < K <= 100 (repeating --k merges the values: --k 50 "
                                        "--k 25 is --k 50 25)")
@@ -103,14 +103,14 @@ def _add_certify(sub):
 def _certify(args) -> int:
     import torch
 
-    from .cache import SampleCache
+    from .engine.cache import SampleCache
     from .methods import get_method
-    from .models import load_model
-    from .outputs import write_file_set
-    from .plotting import save_overlay_png
-    from .smoothing import SmoothedAttribution
-    from .config import CertConfig
-    from .validation import CertattrError, check_sigma
+    from .models.registry import load_model
+    from .engine.files import write_file_set
+    from .book.plotting import save_overlay_png
+    from .engine.smoothing import SmoothedAttribution
+    from .engine.config import CertConfig
+    from .engine.validation import CertattrError, check_sigma
 
     # validate everything cheap before loading a model: the certificate's settings are one CertConfig
     check_sigma(args.sigma)
@@ -136,7 +136,7 @@ def _certify(args) -> int:
     title = f"{model.spec.title} {method.title}@{args.layer}, R={cert.radius:.3f}"
     png = io.BytesIO()
     save_overlay_png(cert, image, png, title)
-    # the three files replace the previous three as one set (see certattr.outputs.write_file_set)
+    # the three files replace the previous three as one set (see certattr.engine.files.write_file_set)
     write_file_set(out, {"certificate.npz": cert.to_bytes(),
                          "certificate.json": (json.dumps(summary, indent=2) + "\n").encode(),
                          "overlay.png": png.getvalue()}, what="--out")
@@ -151,7 +151,7 @@ def _certify(args) -> int:
 
 def _check_out(out: Path) -> None:
     """Before any work: --out must be a writable folder (or creatable) holding nothing but certattr's outputs."""
-    from .outputs import check_writable_folder, refuse_foreign_files
+    from .engine.files import check_writable_folder, refuse_foreign_files
 
     check_writable_folder(out, "--out")
     if out.is_dir():  # the new set is staged next to it and swapped in: its parent must be writable too
@@ -165,9 +165,9 @@ def _add_list(sub):
 
 
 def _list(args) -> int:
-    from .data import BUNDLED_PHOTOS
+    from .models.data import BUNDLED_PHOTOS
     from .methods import METHODS
-    from .models import MODELS
+    from .models.registry import MODELS
 
     print("models:")
     for name, spec in MODELS.items():
@@ -182,7 +182,7 @@ def _list(args) -> int:
 
 
 def _add_book(sub):
-    from .book import PROFILES
+    from .book.build import PROFILES
 
     p = sub.add_parser("book", help="run the chapters with papermill and build the Jupyter Book")
     p.add_argument("--profile", action=_Once, default="cpu", choices=list(PROFILES))
@@ -199,9 +199,9 @@ def _add_book(sub):
 
 
 def _book(args) -> int:
-    from .book import CHAPTERS, ROOT, build_book, check_overrides, check_root, parse_overrides
-    from .outputs import check_writable_folder
-    from .validation import check_choice
+    from .book.build import CHAPTERS, ROOT, build_book, check_overrides, check_root, parse_overrides
+    from .engine.files import check_writable_folder
+    from .engine.validation import check_choice
 
     root = check_root(args.root or ROOT)
     chapters = [check_choice("chapter", c, CHAPTERS) for c in args.only] if args.only else CHAPTERS
@@ -212,7 +212,7 @@ def _book(args) -> int:
 
 
 def _add_assignments(sub):
-    from .book import CHAPTERS, PROFILES
+    from .book.build import CHAPTERS, PROFILES
 
     p = sub.add_parser("assignments", help="write the student and instructor (nbgrader) notebooks of every chapter",
                        description="Write <chapter>-student.ipynb (stubs and checks, no solutions) and "
@@ -234,7 +234,7 @@ def _add_assignments(sub):
 
 
 def _assignments(args) -> int:
-    from .assignments import build_assignments
+    from .course.assignments import build_assignments
 
     written = build_assignments(args.out, chapters=args.only, profile=args.profile, root=args.root,
                                 cache_dir=args.cache_dir, course=not args.no_course)
@@ -245,7 +245,7 @@ def _assignments(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .validation import CertattrError
+    from .engine.validation import CertattrError
 
     parser = _Parser(prog="certattr", description="Pixel-level certified attributions via randomized smoothing")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     _add_list(sub)
     _add_book(sub)
     _add_assignments(sub)
-    from .sweep_cli import add_parser as _add_sweep  # certattr sweep: the book's plans on Dask (certattr/sweep.py)
+    from .sweeps.cli import add_parser as _add_sweep  # certattr sweep: the book's plans on Dask (certattr/sweep.py)
     _add_sweep(sub)
     args = parser.parse_args(argv)
     previous = warnings.showwarning
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
         print(f"certattr: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except OSError as err:  # a file-system fault nothing above turned into a CertattrError: still one line
-        from .outputs import os_cause
+        from .engine.files import os_cause
 
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         print(f"certattr: error: {os_cause(err)}{where}; nothing was replaced", file=sys.stderr)

@@ -8,7 +8,7 @@ torch.set_num_threads(int(os.environ.get("CERTATTR_TEST_THREADS", "2")))
 
 @pytest.fixture(scope="session")
 def tiny():
-    from certattr.testing import tiny_model
+    from certattr.models.testing import tiny_model
 
     return tiny_model(seed=0)
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.assignments import (BEGIN, END, EXERCISES, STUB, Score, build_assignments, chapter_exercises, check,
+from certattr.course.assignments import (BEGIN, END, EXERCISES, STUB, Score, build_assignments, chapter_exercises, check,
                                   clear_solutions, exercise)
-from certattr.book import CHAPTERS, ROOT, chapter_parameters
-from certattr.validation import CertattrError
+from certattr.book.build import CHAPTERS, ROOT, chapter_parameters
+from certattr.engine.validation import CertattrError
 
 LABELS = [ex.label for exs in EXERCISES.values() for ex in exs]
 
@@ -30,7 +30,7 @@ def _chapter(chapter):
 
 def _namespace(nb):
     """The chapter's imports (what a solution may use), without running the chapter."""
-    from certattr.assignments import _exercises_start
+    from certattr.course.assignments import _exercises_start
 
     ns, lines = {}, []
     for cell in nb.cells[:_exercises_start(nb)]:
@@ -67,7 +67,7 @@ def _w_method_count(n_test, tau, alpha, n_pixels):
 
 
 def _w_recertify_resample(engine, image, image_id, target, k, tau, alpha):
-    from certattr.smoothing import SmoothedAttribution
+    from certattr.engine.smoothing import SmoothedAttribution
     fresh = SmoothedAttribution(engine.model, engine.method, engine.layer, engine.sigma, n=engine.n, n0=engine.n0,
                                 seed=engine.seed, chunk_size=engine.chunk_size, cache=None, progress=False)
     return fresh.certify(image, image_id, target, ks=[k], tau=tau, alpha=alpha).fractions()[float(k)]["abstain"]

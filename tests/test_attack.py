@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from certattr.attack import (attack_certified, attack_cosine, attack_topk, differentiable_maps, predicted_class,
+from certattr.certificates.attack import (attack_certified, attack_cosine, attack_topk, differentiable_maps, predicted_class,
                              smooth_surrogate)
-from certattr.certify import certified_radius
+from certattr.engine.certify import certified_radius
 from certattr.methods import get_method
-from certattr.testing import tiny_model
-from certattr.validation import CertattrError
+from certattr.models.testing import tiny_model
+from certattr.engine.validation import CertattrError
 
 torch.set_num_threads(1)
 
@@ -68,7 +68,7 @@ def test_topk_attack_on_raw_map_is_not_vacuous_and_respects_the_constraints(mode
 def test_projection_stays_on_the_sphere_despite_float32_rounding():
     """At ImageNet size a candidate projected to exactly eps can round (float32) to just outside the ball; the
     projection must still return a point near the sphere, not fall back to x (regression: it used to)."""
-    from certattr.attack import _Attack
+    from certattr.certificates.attack import _Attack
 
     att = _Attack.__new__(_Attack)
     gen = torch.Generator().manual_seed(0)
@@ -132,7 +132,7 @@ R_TINY = certified_radius(SIGMA, TAU)
 
 @pytest.fixture(scope="module")
 def clean_cert(model, image):
-    from certattr.smoothing import SmoothedAttribution
+    from certattr.engine.smoothing import SmoothedAttribution
 
     engine = SmoothedAttribution(model, "ixg", "final", SIGMA, n=100, n0=10, seed=0, chunk_size=10, progress=False)
     label = int(predicted_class(model, image[None])[0])
@@ -146,7 +146,7 @@ def _pixel_attack(model, image, clean, eps, **kw):
 
 
 def test_targets_are_the_certified_pixels_nearest_the_boundary(clean_cert):
-    from certattr.attack import choose_targets
+    from certattr.certificates.attack import choose_targets
 
     cert = clean_cert
     targets = choose_targets(cert, K_ATT, "certified", 32)
@@ -165,7 +165,7 @@ def test_targets_are_the_certified_pixels_nearest_the_boundary(clean_cert):
     assert total[ranked[0]] == total[certified].min() and (np.diff(total[ranked]) >= 0).all()
     # ties are compact: on a certificate where all certified pixels tie, the targets are those nearest the
     # first one (the anchor)
-    from certattr.result import Certificate
+    from certattr.engine.certificate import Certificate
 
     shape = (1, 12, 12)
     lab = np.where(np.random.default_rng(1).random(shape) < 0.5, 1, 0).astype(np.int8)
@@ -214,7 +214,7 @@ def test_attack_inside_the_radius_flips_no_certified_pixel(model, image, clean_c
 def test_attack_certified_uses_the_pipeline_engine_and_its_cache(model, image, tmp_path):
     """The clean certificate is SmoothedAttribution.certify's (read from its cache); at eps = 0 nothing
     moves and the evaluation at x + 0 is the evaluation at x."""
-    from certattr.smoothing import SmoothedAttribution
+    from certattr.engine.smoothing import SmoothedAttribution
 
     kw = dict(ks=(50,), tau=0.75, alpha=0.001)
     engine = SmoothedAttribution(model, "grad", "input", 0.25, n=100, n0=10, seed=0, chunk_size=10, cache=tmp_path,
@@ -256,9 +256,9 @@ def test_smoothed_membership_is_the_mean_top_k_membership_of_the_samples(model, 
     over the n raw sampled maps of their top-K membership in float64 (what it computed before from the maps)."""
     import warnings
 
-    from certattr.attack import smoothed_membership
-    from certattr.smoothing import SmoothedAttribution
-    from certattr.sparsify import sparsify
+    from certattr.certificates.attack import smoothed_membership
+    from certattr.engine.smoothing import SmoothedAttribution
+    from certattr.engine.sparsify import sparsify
 
     label = int(predicted_class(model, image[None])[0])
     kw = dict(method="grad", layer="input", k=k, sigma=0.25, n=n, seed=3, image_id="img", chunk_size=10)

@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from certattr.book import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
-from certattr.validation import CertattrError
+from certattr.book.build import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
+from certattr.engine.validation import CertattrError
 
 
 def _copy_book(dst: Path) -> Path:
@@ -65,10 +65,10 @@ def test_smoke_book_builds_offline_with_warnings_as_errors_then_warm(smoke_book)
 
 @pytest.mark.slow
 def test_the_smoke_plan_is_exactly_what_the_smoke_chapters_sample(smoke_book):
-    """certattr.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
+    """certattr.sweeps.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
     nothing else: a sweep of the plan fills the cache so that the chapters compute no chunk (and the sweep no
     chunk the chapters do not read)."""
-    from certattr.plans import book_plan, compare_with_cache
+    from certattr.sweeps.plans import book_plan, compare_with_cache
 
     root, _ = smoke_book
     plan = book_plan("smoke", root=root)
@@ -193,7 +193,7 @@ def test_smoke_book_numbers_the_exercises_folds_the_solutions_and_links_the_stud
     """sphinx-exercise numbers (in one sequence over the book, as the student notebooks do) and labels each
     chapter's exercises, folds each solution ("Solution to Exercise N", a dropdown), every check passes on the
     solution, and the chapter links its student notebook."""
-    from certattr.assignments import EXERCISES, exercise_number
+    from certattr.course.assignments import EXERCISES, exercise_number
 
     root, _ = smoke_book
     html = root / "_build" / "html"
@@ -253,7 +253,7 @@ def test_papermill_reads_every_parameter_each_profile_passes(chapter, tmp_path):
 
 
 def test_execution_page_reports_hardware_versions_and_each_chapters_run(tmp_path):
-    from certattr.execution import PACKAGES, record_execution, write_execution_page
+    from certattr.book.execution import PACKAGES, record_execution, write_execution_page
 
     out = tmp_path / "book" / "chapters"
     out.mkdir(parents=True)

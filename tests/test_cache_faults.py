@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.cache import CacheWarning, SampleCache, cache_key
-from certattr.certify import DegenerateMapWarning, certify_maps
-from certattr.smoothing import ModelModeWarning, SmoothedAttribution
-from certattr.validation import CertattrError
+from certattr.engine.cache import CacheWarning, SampleCache, cache_key
+from certattr.engine.certify import DegenerateMapWarning, certify_maps
+from certattr.engine.smoothing import ModelModeWarning, SmoothedAttribution
+from certattr.engine.validation import CertattrError
 from test_engine import engine as engine_of_test_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_a_chunk_never_computes_samples_past_n(tiny, tiny_image, tmp_path, monke
 
 
 def test_train_mode_model_is_sampled_in_eval_mode_and_left_unchanged(tiny_image):
-    from certattr.testing import tiny_model
+    from certattr.models.testing import tiny_model
 
     model = tiny_model(seed=0)
     reference = engine(model, n=20).certify(tiny_image, "t", None, ks=[50], alpha=0.05)
@@ -159,7 +159,7 @@ def test_train_mode_model_is_sampled_in_eval_mode_and_left_unchanged(tiny_image)
 
 
 def test_train_mode_samples_share_the_eval_cache_entry_because_they_are_eval_samples(tiny_image, tmp_path):
-    from certattr.testing import tiny_model
+    from certattr.models.testing import tiny_model
 
     model = tiny_model(seed=0)
     eval_maps = engine(model, tmp_path).sample(tiny_image, "t", 1)
@@ -170,7 +170,7 @@ def test_train_mode_samples_share_the_eval_cache_entry_because_they_are_eval_sam
 
 
 def test_a_buffer_changed_in_place_changes_the_key(tiny_image):
-    from certattr.testing import tiny_model
+    from certattr.models.testing import tiny_model
 
     model = tiny_model(seed=0)
     before = cache_key(engine(model).identity(tiny_image, "t", 1))
@@ -195,7 +195,7 @@ def test_streaming_certify_equals_certify_maps_of_all_samples(tiny, tiny_image, 
 def test_gap_linear_grad_at_the_final_layer_is_flagged_degenerate(tiny, tiny_image, tmp_path):
     """Grad at the Final layer of a GAP->linear head is the same weight at every position: constant up to
     rounding. The certificate says so, in one warning line, and keeps it when saved and loaded."""
-    from certattr.result import Certificate
+    from certattr.engine.certificate import Certificate
 
     with pytest.warns(DegenerateMapWarning) as record:
         cert = engine(tiny, n=60, layer="final").certify(tiny_image, "t", 1, ks=[50], alpha=0.05)
@@ -236,8 +236,8 @@ _PROC = r"""
 import sys, numpy as np, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
-from certattr.smoothing import SmoothedAttribution
-from certattr.testing import tiny_model
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.models.testing import tiny_model
 image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(7))
 maps = SmoothedAttribution(tiny_model(seed=0), "grad", "input", 0.25, n=80, n0=10, cache={cache!r},
                            progress=False).sample(image, "t", 1)
@@ -266,7 +266,7 @@ def test_absurd_n_fails_fast_in_one_line(tiny):
 
 
 def test_n_that_cannot_fit_in_the_cache_fails_after_the_first_chunk(tiny, tiny_image, tmp_path, monkeypatch):
-    import certattr.smoothing as smoothing
+    import certattr.engine.smoothing as smoothing
 
     calls = []
     original = SmoothedAttribution.attribute_chunk

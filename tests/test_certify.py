@@ -6,8 +6,8 @@ import pytest
 from scipy.stats import binom
 
 import certattr
-from certattr.certify import certify_binary, certify_maps, certified_radius, min_samples_to_certify
-from certattr.result import ABSTAIN, Certificate
+from certattr.engine.certify import certify_binary, certify_maps, certified_radius, min_samples_to_certify
+from certattr.engine.certificate import ABSTAIN, Certificate
 
 
 def brute_force_labels(binary, n0, tau, alpha, P):
@@ -39,7 +39,7 @@ def test_certify_binary_matches_brute_force(seed):
 
 def test_needs_88_of_90_at_paper_defaults():
     P, tau, alpha, m = 224 ** 2, 0.75, 0.001, 90
-    pv = certattr.certify.binomial_pvalues(m, tau)
+    pv = certattr.engine.certify.binomial_pvalues(m, tau)
     assert pv[88] <= alpha / P < pv[87]
     # end to end: a pixel column with exactly c agreeing test samples, certified iff c >= 88
     n, n0 = 100, 10
@@ -74,7 +74,7 @@ def test_holm_certifies_a_superset_of_bonferroni():
 def test_holm_matches_textbook_step_down():
     pvals = np.array([0.001, 0.04, 0.03, 0.2, 0.012])
     # sorted: 0.001 <= .05/5, 0.012 <= .05/4, 0.03 > .05/3 -> stop: reject the first two
-    np.testing.assert_array_equal(certattr.certify._holm(pvals, 0.05), [True, False, False, False, True])
+    np.testing.assert_array_equal(certattr.engine.certify._holm(pvals, 0.05), [True, False, False, False, True])
 
 
 @pytest.mark.parametrize("sigma,expected", [(0.15, 0.101), (0.25, 0.169), (0.33, 0.223)])
@@ -131,7 +131,7 @@ def bisection_lower_bound(c, m, level, iters=200):
 
 
 def test_clopper_pearson_lower_bound_against_bisection_and_closed_form():
-    from certattr.certify import clopper_pearson_lower
+    from certattr.engine.certify import clopper_pearson_lower
 
     for m, level in [(90, 0.001 / 224 ** 2), (40, 0.05), (7, 0.2)]:
         got = clopper_pearson_lower(np.arange(m + 1), m, level)

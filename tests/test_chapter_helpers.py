@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from certattr import chapter
+from certattr.book import chapter
 from certattr.methods import method_names, get_method
 
 

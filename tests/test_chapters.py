@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from certattr.book import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
+from certattr.book.build import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
 
 
 def _parameter_names(chapter: str) -> set[str]:
@@ -115,8 +115,8 @@ def paper_world(tmp_path, monkeypatch):
     from PIL import Image
     from torchvision.models import ResNet18_Weights, ViT_B_16_Weights
 
-    from certattr.data import ImageNetFolder
-    from certattr.models import load_model
+    from certattr.models.data import ImageNetFolder
+    from certattr.models.registry import load_model
 
     checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)

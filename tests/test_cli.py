@@ -8,7 +8,7 @@ import pytest
 from PIL import Image as PILImage
 
 from certattr.cli import main
-from certattr.result import Certificate
+from certattr.engine.certificate import Certificate
 
 
 @pytest.mark.slow

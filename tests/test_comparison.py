@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from certattr.certify import certify_binary
-from certattr.comparison import cosine_counterexample, cosine_radius, overlap_radius, pixel_best_radius
-from certattr.cosine_certificate import certified_eps, mc_error
-from certattr.topk_certificate import certified_overlap, hoeffding_term
+from certattr.engine.certify import certify_binary
+from certattr.certificates.comparison import cosine_counterexample, cosine_radius, overlap_radius, pixel_best_radius
+from certattr.certificates.cosine import certified_eps, mc_error
+from certattr.certificates.sparsified_smoothgrad import certified_overlap, hoeffding_term
 
 
 @pytest.mark.parametrize("m, n0, P", [(100, 10, 224 * 224), (50, 10, 1000), (1000, 10, 50176)])

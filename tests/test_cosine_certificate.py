@@ -6,11 +6,11 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from certattr.cosine_certificate import (
+from certattr.certificates.cosine import (
     CosineCertificate, ball_overlap_fraction, ball_symdiff_fraction, bound_norm, certified_eps, certify_cosine,
     cosine_lower_bound, mc_error, min_radius, paper_cosine_bound, smooth_uniform, uniform_ball_noise)
-from certattr.testing import tiny_model
-from certattr.validation import CertattrError
+from certattr.models.testing import tiny_model
+from certattr.engine.validation import CertattrError
 
 torch.set_num_threads(1)
 IMAGENET_D = 3 * 224 * 224

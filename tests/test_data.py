@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from certattr.data import BUNDLED_PHOTOS, ImageNetFolder, bundled_photos, load_image_file, paper_order, to_tensor
-from certattr.validation import CertattrError
+from certattr.models.data import BUNDLED_PHOTOS, ImageNetFolder, bundled_photos, load_image_file, paper_order, to_tensor
+from certattr.engine.validation import CertattrError
 
 
 def test_bundled_photos_are_real_224_images_in_unit_range():

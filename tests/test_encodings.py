@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.cache import SampleCache, cache_key
-from certattr.certify import certify_maps, flat_maps
-from certattr.encodings import (DEFAULT_LADDER, RAW, BoundedSum, TopKCodes, TopKSet, certificate_encoding,
+from certattr.engine.cache import SampleCache, cache_key
+from certattr.engine.certify import certify_maps, flat_maps
+from certattr.engine.encodings import (DEFAULT_LADDER, RAW, BoundedSum, TopKCodes, TopKSet, certificate_encoding,
                                 encoding_from_spec, pack_codes, topk_ladder, unpack_codes)
-from certattr.smoothing import SmoothedAttribution
-from certattr.sparsify import sparsify
-from certattr.topk_certificate import sparsify_topk
-from certattr.validation import CertattrError
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.engine.sparsify import sparsify
+from certattr.certificates.sparsified_smoothgrad import sparsify_topk
+from certattr.engine.validation import CertattrError
 
 
 def _maps(seed=0, b=6, shape=(12, 9)):
@@ -53,7 +53,7 @@ def test_topk_codes_upsample_final_layer_maps_like_the_certificate():
     enc = TopKCodes((50, 10))
     maps = _maps(b=6, shape=(4, 4))
     data = enc.encode(maps, (32, 32))
-    from certattr.sparsify import upsample_maps
+    from certattr.engine.sparsify import upsample_maps
 
     up = upsample_maps(torch.from_numpy(maps), (32, 32)).numpy()
     np.testing.assert_array_equal(enc.decode(data, (50, 10))[0], sparsify(up, (50, 10)))
@@ -63,7 +63,7 @@ def test_topk_sets_and_bounded_sums_are_what_their_certificates_compute():
     maps = _maps(b=5, shape=(7, 7))
     topset = TopKSet(0.1)
     np.testing.assert_array_equal(topset.decode(topset.encode(maps, (7, 7))), sparsify_topk(maps, 0.1))
-    from certattr.cosine_certificate import bound_norm
+    from certattr.certificates.cosine import bound_norm
 
     for mode in ("normalize", "clip"):
         enc = BoundedSum(0.7, mode)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.cache import SampleCache, cache_key
+from certattr.engine.cache import SampleCache, cache_key
 
 CHUNK = 10
-from certattr.certify import certify_maps
-from certattr.smoothing import SmoothedAttribution
-from certattr.validation import CertattrError
+from certattr.engine.certify import certify_maps
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.engine.validation import CertattrError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ def test_key_changes_with_everything_that_changes_samples(tiny, tiny_image):
     keys.add(cache_key(engine(tiny, chunk_size=20).identity(tiny_image, "t", 1)))
     from certattr.methods import get_method
     keys.add(cache_key(engine(tiny, method=get_method("grad")).identity(tiny_image, "t", 1)))
-    from certattr.testing import tiny_model
+    from certattr.models.testing import tiny_model
     keys.add(cache_key(engine(tiny_model(seed=1)).identity(tiny_image, "t", 1)))
     assert len(keys) == 1 + len(variants) + 4 + 1 + 1 - 1  # grad twice (by name and by object) is the same key
     # n is not in the key: sample i does not depend on n
@@ -118,8 +118,8 @@ def test_corrupted_chunk_is_detected_and_recomputed(tiny, tiny_image, tmp_path):
 _CHILD = r"""
 import sys, time, torch
 sys.path.insert(0, {root!r})
-from certattr.smoothing import SmoothedAttribution
-from certattr.testing import tiny_model
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.models.testing import tiny_model
 torch.set_num_threads(1)
 orig = SmoothedAttribution.attribute_chunk
 def slow(self, *a):
@@ -188,8 +188,8 @@ class _RowByRow(torch.nn.Module):
 
 
 def _row_by_row_tiny():
-    from certattr.models import GapLinearHead, LoadedModel
-    from certattr.testing import TinyResNet, _bn_stats, _spec
+    from certattr.models.registry import GapLinearHead, LoadedModel
+    from certattr.models.testing import TinyResNet, _bn_stats, _spec
 
     def build(_weights):
         with torch.random.fork_rng(devices=[]):
@@ -229,7 +229,7 @@ def test_batched_kernels_change_maps_only_at_float_rounding_and_certificates_onl
     """With the real batched model, batch sizes 1, 7, 32 give maps equal to float rounding; a sample's
     top-K membership can change only for a pixel within rounding of that sample's threshold, and a
     certificate pixel only where such a membership changed."""
-    from certattr.sparsify import sparsify, topk_thresholds
+    from certattr.engine.sparsify import sparsify, topk_thresholds
 
     maps = {bs: engine(tiny, None, method=method, layer=layer, n=64, n0=8, chunk_size=bs).sample(tiny_image, "t", 3)
             for bs in (1, 7, 32)}

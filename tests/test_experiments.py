@@ -1,14 +1,14 @@
-"""certattr.experiments: certifying many configurations, the same samples at several tau."""
+"""certattr.evaluation.experiments: certifying many configurations, the same samples at several tau."""
 import numpy as np
 import pytest
 import torch
 
-from certattr.certify import certify_maps
-from certattr.config import CertConfig
-from certattr.experiments import Job, certify_jobs
-from certattr.smoothing import SmoothedAttribution
-from certattr.testing import tiny_model
-from certattr.validation import CertattrError
+from certattr.engine.certify import certify_maps
+from certattr.engine.config import CertConfig
+from certattr.evaluation.experiments import Job, certify_jobs
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.models.testing import tiny_model
+from certattr.engine.validation import CertattrError
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_certify_jobs_checks_its_settings_before_any_work(model, jobs, kw, messa
 def test_the_defaults_are_the_configs():
     import inspect
 
-    from certattr import attack, experiments
+    from certattr.certificates import attack
+    from certattr.evaluation import experiments
 
     default = CertConfig()
     for fn in (experiments.certify_jobs, experiments.certify_many, attack.attack_certified):

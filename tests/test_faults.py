@@ -25,8 +25,8 @@ _RUNNER = textwrap.dedent(r"""
     import sys, torch
     sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
-    import certattr.models as models
-    from certattr.testing import tiny_model
+    import certattr.models.registry as models
+    from certattr.models.testing import tiny_model
     models.load_model = lambda name, weights="pretrained", device="cpu", seed=0: tiny_model(seed=0)
     if "--bomb" in sys.argv:
         sys.argv.remove("--bomb")
@@ -202,9 +202,9 @@ def cli_in_process(capsys, monkeypatch, args):
     """main() in this process (an uncaught exception fails the test with its traceback)."""
     import types
 
-    import certattr.models as models
+    import certattr.models.registry as models
     from certattr.cli import main
-    from certattr.testing import tiny_model
+    from certattr.models.testing import tiny_model
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: tiny_model(seed=0))
     if "--bomb" in args:
@@ -337,7 +337,7 @@ def test_read_only_and_full_file_systems(mode, target, runner, tmp_path):
 _WRITER = textwrap.dedent(r"""
     import sys
     sys.path.insert(0, {root!r})
-    from certattr.outputs import write_file_set
+    from certattr.engine.files import write_file_set
     out, start = sys.argv[1], int(sys.argv[2])
     for generation in range(start, start + 100000):
         tag = str(generation).encode()
@@ -370,7 +370,7 @@ def test_sigkill_at_any_moment_leaves_a_complete_set(tmp_path):
         assert files["certificate.npz"] == gen * 20000 and files["overlay.png"] == gen * 50000  # complete
     assert out.exists()
     # stale staging folders of killed writers are removed by the next write
-    from certattr.outputs import write_file_set
+    from certattr.engine.files import write_file_set
 
     write_file_set(out, {"certificate.npz": b"a", "certificate.json": b"b", "overlay.png": b"c"})
     assert not leftovers(tmp_path)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest, spearmanr
 
-from certattr import findings as F
-from certattr.experiments import pooled
-from certattr.metrics import certified_components, pooled_fractions
+from certattr.evaluation import findings as F
+from certattr.evaluation.experiments import pooled
+from certattr.evaluation.metrics import certified_components, pooled_fractions
 
 RNG = np.random.default_rng(0)
 
@@ -229,7 +229,7 @@ def test_pooled_frame_equals_pooled_fractions_of_the_label_maps():
 
 
 def test_tradeoff_points_against_a_loop():
-    from certattr.experiments import tradeoff_points
+    from certattr.evaluation.experiments import tradeoff_points
 
     rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 0.1 + 0.05 * ("rise", "lrp", "grad", "ixg", "occlusion").index(m)),
                    ks=(50.0, 10.0))
@@ -248,7 +248,7 @@ def test_tradeoff_points_against_a_loop():
 
 
 def test_gridpg_intervals_cover_the_mean_and_shrink_with_more_targets():
-    from certattr.experiments import gridpg_intervals
+    from certattr.evaluation.experiments import gridpg_intervals
 
     few = gridpg_intervals(loc_rows(lambda m, l: 0.5, n_targets=8), ["method", "layer"])
     many = gridpg_intervals(loc_rows(lambda m, l: 0.5, n_targets=200), ["method", "layer"])

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from certattr.grids import Grid, build_grids, cell_mask, cell_slices, make_grid, qualify_images
-from certattr.testing import tiny_model
-from certattr.validation import CertattrError
+from certattr.evaluation.grids import Grid, build_grids, cell_mask, cell_slices, make_grid, qualify_images
+from certattr.models.testing import tiny_model
+from certattr.engine.validation import CertattrError
 
 
 N_CLASSES = 10

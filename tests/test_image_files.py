@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from certattr.data import load_image_file
-from certattr.validation import CertattrError
+from certattr.models.data import load_image_file
+from certattr.engine.validation import CertattrError
 
 H, W = 40, 60  # landscape, so that a wrong orientation changes the shape before the crop
 
@@ -115,7 +115,7 @@ def _ref_file(tmp_path, arr):
 
 def test_the_8bit_path_is_unchanged(ref8, tmp_path):
     """The new reader gives the same tensor as the previous uint8 path (/255 in float32)."""
-    from certattr.data import to_tensor
+    from certattr.models.data import to_tensor
 
     np.testing.assert_array_equal(load_image_file(_ref_file(tmp_path, ref8)).numpy(), to_tensor(ref8).numpy())
 

@@ -1,8 +1,8 @@
 """The import structure of certattr (issue 13, part 1), read from the sources with ``ast`` (nothing is imported).
 
-* certattr.validation imports no certattr module, certattr.config none but certattr.validation (at any depth:
+* certattr.engine.validation imports no certattr module, certattr.engine.config none but certattr.engine.validation (at any depth:
   an import inside a function counts too);
-* no attribution method (certattr.methods.*) imports the test fixtures of certattr.testing;
+* no attribution method (certattr.methods.*) imports the test fixtures of certattr.models.testing;
 * the module-level imports (those that run when a module is imported: not inside a function) form no cycle.
 
 The checker is tested on small fake sources and graphs too, so that it cannot pass by seeing nothing.
@@ -134,22 +134,22 @@ TOP, EVERY = import_graphs()
 
 def test_the_graph_was_read():
     """A parser that saw nothing would pass every check below: it sees the imports known to be there."""
-    assert {"certattr.validation", "certattr.config", "certattr.smoothing", "certattr.methods.lrp"} <= set(TOP)
-    assert {"certattr.validation", "certattr.methods", "certattr.cache"} <= TOP["certattr.smoothing"]
+    assert {"certattr.engine.validation", "certattr.engine.config", "certattr.engine.smoothing", "certattr.methods.lrp"} <= set(TOP)
+    assert {"certattr.engine.validation", "certattr.methods", "certattr.engine.cache"} <= TOP["certattr.engine.smoothing"]
     assert "certattr.methods.base" in TOP["certattr.methods.lrp"]
     assert "certattr.methods" in EVERY["certattr.cli"] - TOP["certattr.cli"]  # a lazy import, inside a function
 
 
 def test_validation_and_config_import_no_certattr_module_but_validation():
-    assert EVERY["certattr.validation"] == set(), "certattr.validation must import no certattr module"
-    assert EVERY["certattr.config"] <= {"certattr.validation"}, \
-        f"certattr.config may import certattr.validation only, not {sorted(EVERY['certattr.config'] - {'certattr.validation'})}"
+    assert EVERY["certattr.engine.validation"] == set(), "certattr.engine.validation must import no certattr module"
+    assert EVERY["certattr.engine.config"] <= {"certattr.engine.validation"}, \
+        f"certattr.engine.config may import certattr.engine.validation only, not {sorted(EVERY['certattr.engine.config'] - {'certattr.engine.validation'})}"
 
 
 def test_no_method_imports_the_test_fixtures():
-    offenders = {name: "certattr.testing" for name, deps in EVERY.items()
-                 if (name == "certattr.methods" or name.startswith("certattr.methods.")) and "certattr.testing" in deps}
-    assert not offenders, f"attribution methods import certattr.testing: {sorted(offenders)}"
+    offenders = {name: "certattr.models.testing" for name, deps in EVERY.items()
+                 if (name == "certattr.methods" or name.startswith("certattr.methods.")) and "certattr.models.testing" in deps}
+    assert not offenders, f"attribution methods import certattr.models.testing: {sorted(offenders)}"
 
 
 def test_module_level_imports_have_no_cycle():
@@ -158,29 +158,29 @@ def test_module_level_imports_have_no_cycle():
 
 
 # --- the checker on fake sources ------------------------------------------------------------------------------
-FAKE = {"certattr", "certattr.validation", "certattr.models", "certattr.testing", "certattr.methods",
+FAKE = {"certattr", "certattr.engine.validation", "certattr.models.registry", "certattr.models.testing", "certattr.methods",
         "certattr.methods.base", "certattr.methods.lrp"}
 
 
 @pytest.mark.parametrize("name, source, top, every", [
     # the old lrp: a module-level relative import of the test fixtures, two levels up
     ("certattr.methods.lrp", "from ..testing import BasicBlock\nfrom .base import register\n",
-     {"certattr.testing", "certattr.methods.base"}, {"certattr.testing", "certattr.methods.base"}),
+     {"certattr.models.testing", "certattr.methods.base"}, {"certattr.models.testing", "certattr.methods.base"}),
     # the old validation: lazy imports of the registries inside a function
-    ("certattr.validation", "import math\ndef check(p):\n    from .methods import get_method\n    from .models import MODELS\n",
-     set(), {"certattr.methods", "certattr.models"}),
+    ("certattr.engine.validation", "import math\ndef check(p):\n    from .methods import get_method\n    from .models import MODELS\n",
+     set(), {"certattr.methods", "certattr.models.registry"}),
     # absolute imports, a submodule named in a from-import, importlib, the packages a submodule runs
-    ("certattr.validation", "import certattr.testing\nfrom certattr import models\n"
+    ("certattr.engine.validation", "import certattr.models.testing\nfrom certattr import models\n"
                             "import importlib\nimportlib.import_module('certattr.methods.lrp')\n",
-     {"certattr.testing", "certattr.models", "certattr.methods", "certattr.methods.lrp"},
-     {"certattr.testing", "certattr.models", "certattr.methods", "certattr.methods.lrp"}),
+     {"certattr.models.testing", "certattr.models.registry", "certattr.methods", "certattr.methods.lrp"},
+     {"certattr.models.testing", "certattr.models.registry", "certattr.methods", "certattr.methods.lrp"}),
     # a class body runs at import; TYPE_CHECKING blocks and lambdas do not; non-certattr imports are ignored
-    ("certattr.models", "from typing import TYPE_CHECKING\nimport numpy\nif TYPE_CHECKING:\n    from .testing import x\n"
+    ("certattr.models.registry", "from typing import TYPE_CHECKING\nimport numpy\nif TYPE_CHECKING:\n    from .testing import x\n"
                         "class A:\n    from .validation import check_n\nf = lambda: __import__('certattr.methods')\n",
-     {"certattr.validation"}, {"certattr.validation", "certattr.testing", "certattr.methods"}),
+     {"certattr.engine.validation"}, {"certattr.engine.validation", "certattr.models.testing", "certattr.methods"}),
     # the package a module is in is not an import of it
     ("certattr.methods.base", "from . import lrp\nfrom .. import validation\n",
-     {"certattr.methods.lrp", "certattr.validation"}, {"certattr.methods.lrp", "certattr.validation"}),
+     {"certattr.methods.lrp", "certattr.engine.validation"}, {"certattr.methods.lrp", "certattr.engine.validation"}),
 ])
 def test_the_checker_reads_imports(name, source, top, every):
     got_top, got_every = imports(name, source, FAKE)
@@ -188,17 +188,17 @@ def test_the_checker_reads_imports(name, source, top, every):
 
 
 def test_the_checker_flags_the_old_structure():
-    """The old lrp (importing certattr.testing, which imports certattr.models) and the old validation (lazy
+    """The old lrp (importing certattr.models.testing, which imports certattr.models.registry) and the old validation (lazy
     imports of the registries) fail the checks above; an import circle through module-level imports is found."""
     old_lrp = imports("certattr.methods.lrp", "from ..testing import BasicBlock, TinyResNet\n", FAKE)[1]
-    assert "certattr.testing" in old_lrp
-    old_validation = imports("certattr.validation", "def f():\n    from .methods import get_method\n", FAKE)[1]
+    assert "certattr.models.testing" in old_lrp
+    old_validation = imports("certattr.engine.validation", "def f():\n    from .methods import get_method\n", FAKE)[1]
     assert old_validation
-    graph = {"certattr.methods.lrp": {"certattr.testing"}, "certattr.testing": {"certattr.models"},
-             "certattr.models": {"certattr.methods.lrp"}, "certattr.validation": set()}
-    assert find_cycle(graph) == ["certattr.methods.lrp", "certattr.testing", "certattr.models",
+    graph = {"certattr.methods.lrp": {"certattr.models.testing"}, "certattr.models.testing": {"certattr.models.registry"},
+             "certattr.models.registry": {"certattr.methods.lrp"}, "certattr.engine.validation": set()}
+    assert find_cycle(graph) == ["certattr.methods.lrp", "certattr.models.testing", "certattr.models.registry",
                                  "certattr.methods.lrp"]
-    assert find_cycle({**graph, "certattr.models": set()}) is None
+    assert find_cycle({**graph, "certattr.models.registry": set()}) is None
     assert find_cycle({"a": {"a"}}) == ["a", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"d"}, "d": {"b"}}) == ["b", "c", "d", "b"]
     # a diamond is no cycle

@@ -9,9 +9,9 @@ from zennit.layer import Sum
 
 import certattr.methods.lrp as lrp_module
 from certattr.methods import get_method
-from certattr.models import load_model
-from certattr.testing import tiny_model, tiny_vgg_model
-from certattr.validation import CertattrError, UndefinedAttribution
+from certattr.models.registry import load_model
+from certattr.models.testing import tiny_model, tiny_vgg_model
+from certattr.engine.validation import CertattrError, UndefinedAttribution
 
 LAYERS = ("input", "final")
 

@@ -11,10 +11,10 @@ import torch.nn as nn
 from certattr.methods import get_method, method_names
 from certattr.methods.gradient import guided_activations
 from certattr.methods.perturbation import OCCLUSION_DEFAULTS, rise_masks, window_starts
-from certattr.models import LAYERS, load_model, model_names
-from certattr.noise import sample_seed
-from certattr.testing import tiny_model, tiny_vgg_model
-from certattr.validation import CertattrError, UndefinedAttribution
+from certattr.models.registry import LAYERS, load_model, model_names
+from certattr.engine.noise import sample_seed
+from certattr.models.testing import tiny_model, tiny_vgg_model
+from certattr.engine.validation import CertattrError, UndefinedAttribution
 
 ALL = ["grad", "gb", "ixg", "intgrad", "lrp", "rise", "occlusion", "cam", "gradcam", "gradcampp", "layercam",
        "ablationcam"]

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.certify import certify_maps
-from certattr.metrics import (DeletionCurve, GridPG, certificate_gridpg, certificate_rows, certified_fractions,
+from certattr.engine.certify import certify_maps
+from certattr.evaluation.metrics import (DeletionCurve, GridPG, certificate_gridpg, certificate_rows, certified_fractions,
                               certified_gridpg, deletion_curve, deletion_masks, deletion_rows, fill_value, gridpg,
                               gridpg_rows, label_counts, pooled_fractions, summarize_gridpg, to_frame)
-from certattr.result import ABSTAIN, Certificate
-from certattr.testing import tiny_model
-from certattr.validation import CertattrError
+from certattr.engine.certificate import ABSTAIN, Certificate
+from certattr.models.testing import tiny_model
+from certattr.engine.validation import CertattrError
 
 A = ABSTAIN
 

@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 
-from certattr.models import MODELS, load_model
-from certattr.validation import CertattrError
+from certattr.models.registry import MODELS, load_model
+from certattr.engine.validation import CertattrError
 
 
 def test_torchvision_weights_are_found_in_torch_home_without_download(tmp_path):
@@ -20,7 +20,7 @@ def test_torchvision_weights_are_found_in_torch_home_without_download(tmp_path):
         reference.fc.bias.copy_(torch.arange(1000, dtype=torch.float32))  # a recognisable weight
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / filename)
-    code = ("import torch, sys; from certattr.models import load_model; "
+    code = ("import torch, sys; from certattr.models.registry import load_model; "
             "m = load_model('resnet18', 'pretrained'); x = torch.rand(1, 3, 224, 224); "
             "print(float(m.net.fc.bias[999]), m.spec.mean)")
     env = {"TORCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "no_proxy": "*",
@@ -45,7 +45,7 @@ def test_missing_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
 def test_efficientnet_lite0_offline_weights_and_preprocessing():
     m = load_model("efficientnet_lite0")
     assert m.spec.mean == (0.5, 0.5, 0.5) and m.spec.std == (0.5, 0.5, 0.5)
-    from certattr.data import bundled_photo
+    from certattr.models.data import bundled_photo
 
     with torch.no_grad():
         probs = m(bundled_photo("coffee").tensor[None]).softmax(1)[0]

@@ -1,7 +1,7 @@
 """Noise is a function of (seed, image id, sample index) alone."""
 import torch
 
-from certattr.noise import gaussian_noise, noisy_copies, sample_seed
+from certattr.engine.noise import gaussian_noise, noisy_copies, sample_seed
 
 
 def test_identical_across_batch_sizes_1_7_100():

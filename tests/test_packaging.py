@@ -36,11 +36,11 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_every_toc_chapter_has_a_notebook_and_is_registered():
-    from certattr.book import CHAPTERS
+    from certattr.book.build import CHAPTERS
 
     toc = (ROOT / "_toc.yml").read_text()
     listed = re.findall(r"file: book/chapters/(\w+)", toc)
-    generated = ["execution"]  # written by certattr.execution at every build, not a chapter notebook
+    generated = ["execution"]  # written by certattr.book.execution at every build, not a chapter notebook
     assert [c for c in listed if c not in generated] == CHAPTERS and set(generated) <= set(listed)
     for chapter in CHAPTERS:
         text = (ROOT / "notebooks" / f"{chapter}.md").read_text()

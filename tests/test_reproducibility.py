@@ -22,8 +22,8 @@ def test_peak_rss_is_bounded_and_flat_in_n():
 _THREADS = r"""
 import sys, numpy as np, torch
 torch.set_num_threads(int(sys.argv[1]))
-from certattr.smoothing import SmoothedAttribution
-from certattr.testing import tiny_model
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.models.testing import tiny_model
 image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(7))
 maps = SmoothedAttribution(tiny_model(0), "grad", "input", 0.25, n=100, progress=False).sample(image, "t", 3)
 np.save(sys.argv[2], maps)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.sparsify import sparsify, topk_thresholds, upsample_maps
-from certattr.validation import CertattrError
+from certattr.engine.sparsify import sparsify, topk_thresholds, upsample_maps
+from certattr.engine.validation import CertattrError
 
 
 def reference_threshold(values, k):

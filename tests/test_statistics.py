@@ -1,4 +1,4 @@
-"""Statistical validity of the certifier (certattr.certify.certify_binary), checked by simulation.
+"""Statistical validity of the certifier (certattr.engine.certify.certify_binary), checked by simulation.
 
 Pixels are simulated as independent Bernoulli labels with KNOWN probabilities p1 = P(label 1), p0 = 1 - p1.
 A certificate with label l claims that the smoothed probability of l is >= tau. A pixel is WRONGLY
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from scipy.stats import beta, binom
 
-from certattr.certify import certify_binary
-from certattr.result import ABSTAIN
+from certattr.engine.certify import certify_binary
+from certattr.engine.certificate import ABSTAIN
 
 CONF = 0.999  # confidence of every Clopper-Pearson bound
 EPS = 1e-9  # p_l < tau - EPS counts as "below tau" (pixels exactly at tau may be certified)

@@ -1,4 +1,4 @@
-"""Sweeps (certattr.plans, certattr.sweep): a 2-worker Dask LocalCluster fills the sample cache bit for bit like a
+"""Sweeps (certattr.sweeps.plans, certattr.sweeps.run): a 2-worker Dask LocalCluster fills the sample cache bit for bit like a
 serial run, also when a worker is killed mid-sweep; two processes computing the same chunks at once leave one
 valid chunk each; an interrupted sweep resumes without recomputing finished chunks; the dry run counts right."""
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.book import chapter_parameters
-from certattr.cache import SampleCache
-from certattr.plans import ModelPool, book_plan, cache_keys, chapter_plan, compare_with_cache, work_engine
-from certattr.sweep import compute_group, group_works, run_sweep
-from certattr.validation import CertattrError
+from certattr.book.build import chapter_parameters
+from certattr.engine.cache import SampleCache
+from certattr.sweeps.plans import ModelPool, book_plan, cache_keys, chapter_plan, compare_with_cache, work_engine
+from certattr.sweeps.run import compute_group, group_works, run_sweep
+from certattr.engine.validation import CertattrError
 
 distributed = pytest.importorskip("distributed")
 
@@ -175,7 +175,7 @@ def test_two_processes_computing_the_same_chunks_at_once_both_succeed_and_leave_
 
 def test_dry_run_counts_passes_and_bytes(tmp_path, capsys):
     from certattr.cli import main
-    from certattr.costs import estimate
+    from certattr.sweeps.costs import estimate
 
     # the smoke method chapter: the focus method and three methods at the Final layer of EfficientNet-Lite0 (a 7x7
     # map on the 224x224 photo); the focus (GradCAM at the Final layer) is one of them: 3 entries, 100 samples each
@@ -244,14 +244,14 @@ def test_dry_run_of_the_paper_profile_without_imagenet_counts_placeholders_and_c
         run_sweep(plan, serial=True)
 
 
-@pytest.mark.filterwarnings("ignore::certattr.certify.CertificationWarning")  # n = 20 over 224 x 224 pixels
+@pytest.mark.filterwarnings("ignore::certattr.engine.certify.CertificationWarning")  # n = 20 over 224 x 224 pixels
 def test_a_sweep_fills_the_compact_cache_the_chapters_certify_from_without_resampling(tmp_path, monkeypatch):
     """Input-layer works are stored as top-K codes, the certificates chapter's readers as top-k sets and bounded
     sums: after a serial sweep, the certificate, Sparsified SmoothGrad and the cosine estimate read them (no model
     call) and equal the same computations without a cache."""
-    from certattr.cosine_certificate import smooth_uniform
-    from certattr.smoothing import SmoothedAttribution
-    from certattr.topk_certificate import sparsified_smoothgrad
+    from certattr.certificates.cosine import smooth_uniform
+    from certattr.engine.smoothing import SmoothedAttribution
+    from certattr.certificates.sparsified_smoothgrad import sparsified_smoothgrad
 
     over = {"method": "grad", "layer": "input", "photo": "coffee", "n": 20, "n0": 5, "ks": [50, 10], "topk_ns": [15, 30],
             "topk_frac": 0.25, "cos_N": 12, "pixel_attack_select_n": 0, "cache_dir": str(tmp_path)}

@@ -7,13 +7,13 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from certattr.testing import tiny_model
-from certattr.topk_certificate import (
+from certattr.models.testing import tiny_model
+from certattr.certificates.sparsified_smoothgrad import (
     TopKCertificate, certified_overlap, certified_ranks, certify_topk, empirical_ceil, empirical_floor,
     hoeffding_term, median_rank_bound, median_ranks, overlap_radii, pair_threshold, population_ceil,
     population_floor, relaxed_sparsify, sample_ranks, sparsified_smoothgrad, sparsify_topk, topk_certificate,
     topk_count)
-from certattr.validation import CertattrError
+from certattr.engine.validation import CertattrError
 
 torch.set_num_threads(1)
 U = np.linspace(0.0, 1.0, 201)
@@ -253,7 +253,7 @@ def test_sparsified_smoothgrad_reproducible_and_certificate_states_its_parameter
 def test_sparsified_smoothgrad_shares_the_pipeline_samples_through_the_cache(tmp_path, monkeypatch):
     """Same noise as SmoothedAttribution: with a cache, the chunks the pipeline wrote are read back (no model call),
     and the estimate equals the uncached one."""
-    from certattr.smoothing import SmoothedAttribution
+    from certattr.engine.smoothing import SmoothedAttribution
 
     model, x = tiny_model(), _image()
     plain = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,

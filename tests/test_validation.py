@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from certattr import certify_maps
-from certattr.certify import CertificationWarning, certified_radius
-from certattr.data import ImageNetFolder, bundled_photo, load_image_file
+from certattr.engine.certify import CertificationWarning, certified_radius
+from certattr.models.data import ImageNetFolder, bundled_photo, load_image_file
 from certattr.methods import get_method
-from certattr.models import load_model
-from certattr.smoothing import SmoothedAttribution
-from certattr.sparsify import sparsify
-from certattr.parameters import check_chapter_parameters
-from certattr.validation import CertattrError, UndefinedAttribution, check_image
+from certattr.models.registry import load_model
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.engine.sparsify import sparsify
+from certattr.book.parameters import check_chapter_parameters
+from certattr.engine.validation import CertattrError, UndefinedAttribution, check_image
 
 MAPS = np.random.default_rng(0).random((100, 8, 8))
 
@@ -70,7 +70,7 @@ def test_catalogue(tiny, name, call, message):
 
 
 def test_undefined_method_is_its_own_error_with_a_reason(tiny):
-    from certattr.testing import tiny_vgg_model
+    from certattr.models.testing import tiny_vgg_model
 
     with pytest.raises(UndefinedAttribution, match="Cam"):
         _engine(tiny_vgg_model(), method="cam", layer="final")

@@ -8,7 +8,7 @@ Every method is one class with the same call, as in captum::
 ``images`` are (B, 3, H, W) in [0,1] pixel units (the model normalizes them); ``target`` is one class
 index for all rows or a (B,) tensor. Hyperparameters are class-level ``defaults``; any of them can be
 overridden by name, and unknown names are rejected. Methods that are not defined for a model or layer
-raise :class:`~certattr.validation.UndefinedAttribution` with the reason.
+raise :class:`~certattr.engine.validation.UndefinedAttribution` with the reason.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import ClassVar
 
 import torch
 
-from ..models import LayerView, LoadedModel, check_layer
-from ..validation import CertattrError, UndefinedAttribution, check_choice, check_positive_int
+from ..models.registry import LayerView, LoadedModel, check_layer
+from ..engine.validation import CertattrError, UndefinedAttribution, check_choice, check_positive_int
 
 __all__ = ["AttributionMethod", "register", "get_method", "method_names", "METHODS", "as_target", "pass_batch",
            "check_pass_batch", "PASS_ELEMENTS"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models import GapLinearHead
-from ..validation import UndefinedAttribution
+from ..models.registry import GapLinearHead
+from ..engine.validation import UndefinedAttribution
 from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register, target_logits
 
 

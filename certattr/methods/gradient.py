@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
-from ..validation import check_positive_int
+from ..engine.validation import check_positive_int
 from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register
 
 

@@ -11,7 +11,7 @@ Canonizers make the networks fit those rules, and are undone on exit:
   timm's ``BatchNormAct2d`` and made an exact identity afterwards, see :class:`MergeBatchNorm`);
 * residual sums ``branch + shortcut`` become a zennit ``Sum`` module, so relevance splits in proportion to
   the two summands: zennit's own canonizers for torchvision ResNet blocks, ours for timm EfficientNet
-  blocks with a skip (``has_skip``) and for the test models' ``certattr.tiny_nets.BasicBlock``;
+  blocks with a skip (``has_skip``) and for the test models' ``certattr.models.tiny_nets.BasicBlock``;
 * global average pooling written as ``x.mean(dim=(2, 3))`` (certattr's GAP->linear heads, the tiny test
   ResNet) goes through an ``nn.AdaptiveAvgPool2d`` module.
 
@@ -38,9 +38,9 @@ from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
-from ..models import GapLinearHead
-from ..tiny_nets import BasicBlock, TinyResNet
-from ..validation import CertattrError, UndefinedAttribution, check_finite_number
+from ..models.registry import GapLinearHead
+from ..models.tiny_nets import BasicBlock, TinyResNet
+from ..engine.validation import CertattrError, UndefinedAttribution, check_finite_number
 from .base import AttributionMethod, register
 
 
@@ -105,7 +105,7 @@ def _timm_skip_forward(self, x):
 
 
 def _basic_block_forward(self, x):
-    """certattr.tiny_nets.BasicBlock with its residual sum as a Sum module."""
+    """certattr.models.tiny_nets.BasicBlock with its residual sum as a Sum module."""
     out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
     return self.relu(self.canonizer_sum(torch.stack([x, out], dim=-1)))
 
@@ -116,7 +116,7 @@ def _gap_head_forward(self, act):
 
 
 def _tiny_resnet_forward(self, x):
-    """certattr.tiny_nets.TinyResNet with its pooling as a module."""
+    """certattr.models.tiny_nets.TinyResNet with its pooling as a module."""
     return self.fc(self.canonizer_pool(self.last(self.block(self.stem(x)))).flatten(1))
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models import GapLinearHead
-from ..memo import BoundedMemo, tensor_key
-from ..noise import sample_seed
-from ..validation import CertattrError, check_finite_number, check_positive_int
+from ..models.registry import GapLinearHead
+from ..engine.memo import BoundedMemo, tensor_key
+from ..engine.noise import sample_seed
+from ..engine.validation import CertattrError, check_finite_number, check_positive_int
 from .base import AttributionMethod, check_pass_batch, pass_batch, register, target_logits
 
 #: Occlusion (window, stride) per layer when not overridden (the reference settings).
@@ -110,7 +110,7 @@ def rise_masks(count: int, grid: int, p: float, size: tuple[int, int], seed: int
     to (grid + 1) * cell with cell = ceil(size / grid), then cropped to ``size`` at a random shift in
     [0, cell). The grids and shifts of all ``count`` masks are drawn at once on the CPU from NumPy's
     ``Generator(PCG64(SeedSequence(seed)))`` (the whole seed is used, e.g. the 128-bit
-    :func:`certattr.noise.sample_seed`; torch's CPU generator would keep only its low 32 bits): the grids
+    :func:`certattr.engine.noise.sample_seed`; torch's CPU generator would keep only its low 32 bits): the grids
     first (``random((count, 1, grid, grid)) < p``), then the row and the column shifts. A mask does not
     depend on the chunking.
     """

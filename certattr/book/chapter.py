@@ -1,0 +1,186 @@
+"""What every chapter of the book does before its first figure, in one place: warnings, the figure style
+(fonts that stay legible at the page's width), the results folder, and display names for tables.
+
+A chapter starts with ``start = certattr.book.chapter.setup(results_dir)``. Figure widths are in inches at
+:data:`DPI`; the book shows a figure at its pixel width up to the text column (about :data:`TEXT_WIDTH`
+inches) or, in a cell tagged ``full-width``, up to :data:`WIDE_WIDTH` inches, so fonts of at least 8 pt stay
+at least 8 pt on the page.
+"""
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["setup", "degenerate_note", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
+           "undefined_frame",
+           "NOT_RUN", "elapsed"]
+
+DPI = 100  #: figure.dpi of the inline backend: 1 inch = 100 px on the page
+TEXT_WIDTH = 6.5  #: inches that fit the text column unscaled (650 px; the column is about 655 px at a 1280-px window)
+WIDE_WIDTH = 9.3  #: inches that fit a full-width cell unscaled (the full-width figure is about 930 px there)
+NOT_RUN = "not run"
+
+
+def setup(results_dir, *, style: str = "whitegrid") -> float:
+    """Silence the known third-party notices, set the figure style, make ``results_dir``; returns the start
+    time (for the chapter's own timing)."""
+    import matplotlib
+    import pandas as pd
+    import seaborn as sns
+    import torch
+
+    from ..engine.certify import DegenerateMapWarning
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+    # a degenerate certificate is flagged (cert.degenerate) and named in the text by degenerate_note()
+    warnings.filterwarnings("ignore", category=DegenerateMapWarning)
+    if hasattr(pd.errors, "Pandas4Warning"):
+        warnings.filterwarnings("ignore", category=pd.errors.Pandas4Warning)
+    sns.set_theme(context="paper", style=style, rc={
+        "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+        "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": 10, "figure.dpi": DPI,
+        "savefig.dpi": DPI})
+    matplotlib.rcParams["figure.max_open_warning"] = 0
+    torch.manual_seed(0)
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    return time.time()
+
+
+def degenerate_note(certificates) -> str:
+    """One sentence naming the (method, layer) pairs whose certificates are flagged degenerate (their noisy maps
+    are constant up to float rounding, or select no pixel: the top-K set is decided by rounding or ties, not
+    by the image), with how many of their certificates are; "" when none is.
+
+    ``certificates``: Certificates, or a dict whose values are Certificates (e.g. keyed by
+    (image, method, layer, sigma)); method and layer are read from each certificate's metadata.
+    """
+    values = certificates.values() if isinstance(certificates, dict) else certificates
+    total, flagged = {}, {}
+    for cert in values:
+        meta = getattr(cert, "metadata", {}) or {}
+        pair = (str(meta.get("method", "?")), str(meta.get("layer", "?")))
+        total[pair] = total.get(pair, 0) + 1
+        if getattr(cert, "degenerate", ""):
+            flagged[pair] = flagged.get(pair, 0) + 1
+    if not flagged:
+        return ""
+    names = [f"{method_title(m)} at the {layer_title(layer)} layer ({flagged[(m, layer)]} of {total[(m, layer)]} "
+             f"certificates)" for m, layer in sorted(flagged)]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return (f"Degenerate maps: for {listed} the noisy maps are constant up to float rounding (or select no pixel), "
+            f"so the top-K set is decided by rounding, not by the image, and these certificates say nothing about "
+            f"the image.")
+
+
+def elapsed(start: float) -> float:
+    return float(time.time() - start)
+
+
+def method_title(name: str) -> str:
+    """The display name of a method id ("gradcampp" -> "GradCam++")."""
+    from ..methods import get_method
+
+    try:
+        return get_method(name).title
+    except Exception:  # not a method id: leave it
+        return str(name)
+
+
+def layer_title(layer: str) -> str:
+    return {"input": "Input", "final": "Final"}.get(str(layer), str(layer))
+
+
+def k_text(k) -> str:
+    """K as the book writes it: an integer when it is one (50, not 50.0)."""
+    k = float(k)
+    return f"{int(k)}" if k.is_integer() else f"{k:g}"
+
+
+def display_frame(frame, *, missing: str = NOT_RUN):
+    """A copy for display: method ids -> titles, layers capitalized, NaN -> ``missing``."""
+    out = frame.copy()
+    for col in out.columns:
+        if col in ("method", "method_title"):
+            out[col] = out[col].map(method_title)
+        elif col == "layer":
+            out[col] = out[col].map(layer_title)
+    return out.astype(object).where(out.notna(), missing)
+
+
+def glue_figure(name: str, fig=None, *, note: str | None = None) -> None:
+    """Glue ``fig`` under ``name`` for a numbered ``{glue:figure}`` with a caption in the chapter's text; with
+    no figure (nothing of it was run in this profile), a small figure that says so, so that every profile's
+    book builds with the same captions."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    if fig is None:
+        fig, ax = plt.subplots(figsize=(5.0, 0.8))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, note or "not run in this profile", ha="center", va="center", fontsize=10, color="0.35")
+    glue(name, fig, display=False)
+    plt.close(fig)
+
+
+def reduction_notes(method_overrides: dict | None, *, offline: bool, methods_run=None) -> list[str]:
+    """What a run reduced from the paper's setting, and what each reduction does to the results (one
+    clause each, for the chapter's text). ``methods_run``: method names the chapter ran (None: all)."""
+    overrides = method_overrides or {}
+    ran = (lambda m: True) if methods_run is None else (lambda m: m in set(methods_run))
+    notes = []
+    if offline:
+        notes.append("the images are the bundled photos, not the paper's ImageNet images, and the target is the "
+                     "model's top-1 class; where two classes are nearly tied (the cat photo splits its probability "
+                     "between two cat breeds) small changes flip the top-1 easily, which makes deletion flips easy and "
+                     "some maps unstable for reasons that have nothing to do with the method")
+
+    def setting(name, key):
+        for spec in (f"{name}@input", name):
+            if key in overrides.get(spec, {}):
+                return overrides[spec][key]
+        return None
+
+    masks = setting("rise", "n_masks")
+    if ran("rise") and masks and masks < 1000:
+        notes.append(f"RISE at the Input layer uses {masks} masks instead of 1000; the masks are shared by every noisy "
+                     "copy of an image, so with few masks every copy is explained by the same coarse blobs and RISE's "
+                     "certified share is inflated compared with the paper's setting")
+    window = setting("occlusion", "window")
+    if ran("occlusion") and window:
+        notes.append(f"Occlusion at the Input layer slides a {window}x{window} window with stride "
+                     f"{setting('occlusion', 'stride')} instead of 16/8, so its maps are coarse blocks that are easy to "
+                     "certify")
+    steps = setting("intgrad", "steps")
+    if ran("intgrad") and steps and steps < 20:
+        notes.append(f"IntGrad at the Input layer takes {steps} steps instead of 20 (even 20 Gauss-Legendre steps miss "
+                     "completeness by up to about 30% on real weights, fewer miss more), so its maps are rougher "
+                     "approximations of the integral")
+    return notes
+
+
+def reduction_text(notes: list[str]) -> str:
+    return ("What this run reduced, and what that does: " + "; ".join(notes) + ".") if notes else \
+        "This run uses the paper's settings."
+
+
+def undefined_frame(rows):
+    """The table of (method, layer) pairs a model does not define, for display: one row per pair with the
+    method's and layer's display names and the reason without the method-id prefix ("cam: ..." -> "...");
+    the model column only when the rows name more than one model. ``rows``: dicts with "method" (id or title),
+    "layer", "why n/a" and optionally "model"."""
+    import pandas as pd
+
+    out = []
+    for row in rows:
+        method = str(row["method"])
+        reason = str(row["why n/a"])
+        reason = re.sub(r"^[a-z0-9_+]+: ", "", reason)  # the registry's messages start with the method id
+        reason = reason[:1].upper() + reason[1:]
+        out.append({"model": row.get("model"), "method": method_title(method), "layer": layer_title(row["layer"]),
+                    "why n/a": reason})
+    frame = pd.DataFrame(out, columns=["model", "method", "layer", "why n/a"]).drop_duplicates()
+    if frame["model"].nunique(dropna=True) <= 1:
+        frame = frame.drop(columns="model")
+    return frame.reset_index(drop=True)

@@ -1,0 +1,181 @@
+"""Figures of certificates: per-K certified maps with abstention, and the overlay (smaller K wins)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.certificate import ABSTAIN, Certificate
+
+__all__ = ["K_COLORS", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
+           "plot_overlay", "save_overlay_png", "OUTCOME_COLORS", "outcome_bars", "outcome_legend", "interval_bars",
+           "draw_not_run"]
+
+ABSTAIN_COLOR = (0.62, 0.62, 0.62)
+ZERO_COLOR = (0.08, 0.08, 0.16)
+ONE_COLOR = (1.0, 0.85, 0.2)
+K_COLORS = ((0.99, 0.91, 0.15), (0.96, 0.48, 0.15), (0.80, 0.10, 0.25), (0.45, 0.05, 0.45), (0.15, 0.15, 0.55))
+
+
+def _image_hwc(image) -> np.ndarray:
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    return np.clip(arr.transpose(1, 2, 0), 0, 1)
+
+
+def label_rgb(labels: np.ndarray) -> np.ndarray:
+    """(H, W) labels in {1, 0, ABSTAIN} -> (H, W, 3): 1 yellow, 0 dark, abstain grey."""
+    out = np.empty(labels.shape + (3,))
+    out[labels == 1], out[labels == 0], out[labels == ABSTAIN] = ONE_COLOR, ZERO_COLOR, ABSTAIN_COLOR
+    return out
+
+
+def overlay_rgba(cert: Certificate) -> np.ndarray:
+    """(H, W, 4): colour of the smallest K at which a pixel is certified '1' (K sorted largest first gets
+    the lightest colour); grey where it is certified '1' at no K and abstains at some K; else transparent."""
+    out = np.zeros(cert.labels.shape[1:] + (4,))
+    overlay = cert.overlay()
+    abstain = (cert.labels == ABSTAIN).any(axis=0) & np.isnan(overlay)
+    out[abstain] = (*ABSTAIN_COLOR, 0.55)
+    for i, k in enumerate(sorted(cert.ks, reverse=True)):
+        out[overlay == k] = (*K_COLORS[i % len(K_COLORS)], 0.85)
+    return out
+
+
+def show_image(ax, image, title: str | None = None) -> None:
+    ax.imshow(_image_hwc(image))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_certificate(cert: Certificate, k: float, ax, title: str | None = None) -> None:
+    """The certified map at one K: '1' yellow, '0' dark, abstain grey."""
+    ax.imshow(label_rgb(cert.label_map(k)), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title if title is not None else f"top {k:g}%", fontsize=9)
+
+
+def plot_overlay(cert: Certificate, image, ax, title: str | None = None, legend: bool = True) -> None:
+    """The image (dimmed) under the overlay of the certified top-K maps (smaller K wins)."""
+    grey = _image_hwc(image).mean(axis=2)
+    ax.imshow(0.15 + 0.6 * grey, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(overlay_rgba(cert), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    if legend:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=K_COLORS[i % len(K_COLORS)], label=f"top {k:g}%")
+                   for i, k in enumerate(sorted(cert.ks, reverse=True))]
+        handles.append(Patch(color=ABSTAIN_COLOR, label="abstain"))
+        ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
+
+
+def save_overlay_png(cert: Certificate, image, path, title: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=150)
+    plot_overlay(cert, image, ax, title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- bar charts of the evaluation chapters ---------------------------------------------------------
+OUTCOME_COLORS = {"certified 1": "#f2c14e", "certified 0": "#2d3047", "abstain": "#c4c4c4"}
+_OUTCOME_COLUMNS = {"certified 1": "certified_1", "certified 0": "certified_0", "abstain": "abstain"}
+NOT_RUN_STYLE = dict(facecolor="none", edgecolor="0.55", hatch="////", linewidth=0.6)
+
+
+def draw_not_run(ax, x: float, width: float, height: float, label: str = "not run") -> None:
+    """A hatched empty bar with a vertical label: visibly different from a bar of height 0."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x - width / 2, 0), width, height, **NOT_RUN_STYLE))
+    ax.text(x, height * 0.5, label, rotation=90, ha="center", va="center", fontsize=8, color="0.35")
+
+
+def _slots(groups, xs):
+    step = len(xs) + 1
+    return {(g, x): i * step + j for i, g in enumerate(groups) for j, x in enumerate(xs)}, step
+
+
+def outcome_bars(ax, frame, groups, xs, *, group_col: str = "method_title", x_col: str = "R",
+                 undefined=(), x_name: str = "R") -> None:
+    """Stacked %certified bars ('1' / '0' / abstain, in percent) for each group (method) and x (R or K).
+
+    ``frame`` has one row per (group, x) with the pooled fractions ``certified_1``, ``certified_0``,
+    ``abstain``. A (group, x) without a row is drawn as a hatched "not run" bar; a group in ``undefined`` is
+    labelled "n/a" (the method is not defined there).
+    """
+    pos, step = _slots(groups, xs)
+    index = {(r[group_col], r[x_col]): r for _, r in frame.iterrows()}
+    for (g, x), slot in pos.items():
+        if g in undefined:
+            continue
+        row = index.get((g, x))
+        if row is None:
+            draw_not_run(ax, slot, 0.85, 100)
+            continue
+        bottom = 0.0
+        for name, col in _OUTCOME_COLUMNS.items():
+            value = 100 * float(row[col])
+            ax.bar(slot, value, bottom=bottom, width=0.85, color=OUTCOME_COLORS[name], edgecolor="none")
+            bottom += value
+    for g in undefined:
+        if g in groups:
+            centre = groups.index(g) * step + (len(xs) - 1) / 2
+            ax.text(centre, 50, "n/a", ha="center", va="center", fontsize=9, color="0.35")
+    ax.set_xticks([pos[(g, x)] for g in groups for x in xs])
+    ax.set_xticklabels([str(x) for g in groups for x in xs], rotation=90, fontsize=8)
+    for i, g in enumerate(groups):
+        ax.text(i * step + (len(xs) - 1) / 2, -0.2, g, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                fontsize=9, rotation=0 if len(groups) <= 8 else 30)
+    ax.set_xlim(-0.8, len(groups) * step - 1.2)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% of pixels")
+    ax.set_xlabel("")
+
+
+def outcome_legend(fig, loc: str = "outside upper center") -> None:
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=o) for o, c in OUTCOME_COLORS.items()]
+    handles.append(Patch(**NOT_RUN_STYLE, label="not run"))
+    fig.legend(handles=handles, loc=loc, ncol=len(handles), frameon=False, fontsize=8)
+
+
+def interval_bars(ax, frame, groups, hues, *, group_col: str = "method_title", hue_col: str = "R",
+                  value: str = "value", low: str | None = "low", high: str | None = "high", palette=None,
+                  undefined=(), ylim=(0, 1)) -> list:
+    """Grouped bars (one group per method, one bar per hue level) with interval whiskers; a missing
+    (group, hue) is a hatched "not run" bar. Returns legend handles for the hue levels."""
+    from matplotlib.patches import Patch
+
+    import seaborn as sns
+
+    palette = palette or dict(zip(hues, sns.color_palette("crest", len(hues))))
+    pos, step = _slots(groups, hues)
+    index = {(r[group_col], r[hue_col]): r for _, r in frame.iterrows()}
+    top = ylim[1] - ylim[0]
+    for (g, h), slot in pos.items():
+        if g in undefined:
+            continue
+        row = index.get((g, h))
+        if row is None:
+            draw_not_run(ax, slot, 0.85, 0.9 * top + ylim[0])
+            continue
+        ax.bar(slot, float(row[value]), width=0.85, color=palette[h], edgecolor="none")
+        if low and high:
+            ax.plot([slot, slot], [float(row[low]), float(row[high])], color="0.15", lw=1)
+    for g in undefined:
+        if g in groups:
+            ax.text(groups.index(g) * step + (len(hues) - 1) / 2, 0.5 * top, "n/a", ha="center", fontsize=9, color="0.35")
+    ax.set_xticks([groups.index(g) * step + (len(hues) - 1) / 2 for g in groups])
+    ax.set_xticklabels(groups, rotation=30 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center",
+                       fontsize=9)
+    ax.set_xlim(-0.8, len(groups) * step - 1.2)
+    ax.set_ylim(*ylim)
+    return [Patch(color=palette[h], label=str(h)) for h in hues] + [Patch(**NOT_RUN_STYLE, label="not run")]

