@@ -26,7 +26,7 @@ def _sizes(entry: Path) -> tuple[int, int]:
     return raw, compact
 
 
-def _no_resampling(*args):
+def _no_resampling(*args, **kwargs):
     raise RuntimeError("the compact cache did not serve the certificate: a chunk was resampled")
 
 

@@ -60,7 +60,7 @@ def _image_arg(value: str):
 
 def _add_certify(sub):
     from .engine.cache import default_cache_dir
-    from .engine.config import DEFAULT
+    from .engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
     from .methods import method_names
     from .models.registry import LAYERS, model_names
     from .engine.validation import CORRECTIONS
@@ -75,19 +75,19 @@ def _add_certify(sub):
     p.add_argument("--method", action=_Once, default="gradcam", type=str.lower, help="attribution method (see `certattr list`)")
     p.add_argument("--layer", action=_Once, default="final", choices=LAYERS, type=str.lower)
     p.add_argument("--sigma", action=_Once, type=float, default=0.15, help="noise level in [0,1] pixel units (> 0)")
-    # the certificate's defaults are certattr.engine.config.DEFAULT's (written there once)
-    p.add_argument("--k", type=float, nargs="+", default=list(DEFAULT.ks),
+    # the defaults are certattr.engine.config's DEFAULT_SAMPLING and DEFAULT_CERT (written there once)
+    p.add_argument("--k", type=float, nargs="+", default=list(DEFAULT_CERT.ks),
                    action=_Merge, help="top-K percentages, 0 < K <= 100 (repeating --k merges the values: --k 50 "
                                        "--k 25 is --k 50 25)")
-    p.add_argument("--n", action=_Once, type=int, default=DEFAULT.n, help="noise samples")
-    p.add_argument("--n0", action=_Once, type=int, default=DEFAULT.n0, help="selection samples (1 <= n0 < n)")
-    p.add_argument("--tau", action=_Once, type=float, default=DEFAULT.tau, help="threshold, 0.5 <= tau < 1")
-    p.add_argument("--alpha", action=_Once, type=float, default=DEFAULT.alpha,
+    p.add_argument("--n", action=_Once, type=int, default=DEFAULT_SAMPLING.n, help="noise samples")
+    p.add_argument("--n0", action=_Once, type=int, default=DEFAULT_CERT.n0, help="selection samples (1 <= n0 < n)")
+    p.add_argument("--tau", action=_Once, type=float, default=DEFAULT_CERT.tau, help="threshold, 0.5 <= tau < 1")
+    p.add_argument("--alpha", action=_Once, type=float, default=DEFAULT_CERT.alpha,
                    help="failure probability, 0 < alpha < 1")
-    p.add_argument("--correction", action=_Once, default=DEFAULT.correction, choices=list(CORRECTIONS))
+    p.add_argument("--correction", action=_Once, default=DEFAULT_CERT.correction, choices=list(CORRECTIONS))
     p.add_argument("--target", action=_Once, type=int, default=None, help="class index (default: the model's top-1)")
-    p.add_argument("--seed", action=_Once, type=int, default=DEFAULT.seed)
-    p.add_argument("--chunk-size", action=_Once, type=int, default=DEFAULT.chunk_size,
+    p.add_argument("--seed", action=_Once, type=int, default=DEFAULT_SAMPLING.seed)
+    p.add_argument("--chunk-size", action=_Once, type=int, default=DEFAULT_SAMPLING.chunk_size,
                    help="noisy copies per model call and per cache file (bounds memory)")
     p.add_argument("--device", action=_Once, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache", action=_Once, default=str(default_cache_dir()), help="sample cache folder")
@@ -109,13 +109,14 @@ def _certify(args) -> int:
     from .engine.files import write_file_set
     from .book.plotting import save_overlay_png
     from .engine.smoothing import SmoothedAttribution
-    from .engine.config import CertConfig
+    from .engine.config import CertConfig, SamplingConfig, check_fits
     from .engine.validation import CertattrError, check_sigma
 
-    # validate everything cheap before loading a model: the certificate's settings are one CertConfig
+    # validate everything cheap before loading a model: the samples' settings and the certificate's
     check_sigma(args.sigma)
-    config = CertConfig(n=args.n, n0=args.n0, tau=args.tau, alpha=args.alpha, correction=args.correction,
-                        seed=args.seed, chunk_size=args.chunk_size, ks=tuple(args.k), keep_maps=args.keep_maps)
+    sampling = SamplingConfig(n=args.n, seed=args.seed, chunk_size=args.chunk_size, keep_maps=args.keep_maps)
+    config = CertConfig(n0=args.n0, tau=args.tau, alpha=args.alpha, correction=args.correction, ks=tuple(args.k))
+    check_fits(sampling, config)
     method = get_method(args.method)
     try:
         device = torch.device(args.device)
@@ -129,7 +130,7 @@ def _certify(args) -> int:
     if not args.no_cache:
         SampleCache(args.cache).check_writable()
     model = load_model(args.model, args.weights, device)
-    engine = SmoothedAttribution(model, method, args.layer, args.sigma, config=config,
+    engine = SmoothedAttribution(model, method, args.layer, args.sigma, sampling, config,
                                  cache=None if args.no_cache else args.cache, progress=not args.quiet)
     cert = engine.certify(image, image_id, args.target)  # at the config's ks, tau, alpha and correction
     summary = cert.summary()
@@ -234,9 +235,12 @@ def _add_assignments(sub):
 
 
 def _assignments(args) -> int:
-    from .course.assignments import build_assignments
+    from .book.build import CHAPTERS, ROOT, chapter_parameters
+    from .course.notebooks import build_assignments
 
-    written = build_assignments(args.out, chapters=args.only, profile=args.profile, root=args.root,
+    root = Path(args.root) if args.root else ROOT
+    chapters = {c: chapter_parameters(args.profile, c, root=root) for c in (args.only or CHAPTERS)}
+    written = build_assignments(args.out, chapters=chapters, profile=args.profile, root=root,
                                 cache_dir=args.cache_dir, course=not args.no_course)
     students = [p for p in written if p.name.endswith("-student.ipynb") and p.parent == Path(args.out)]
     print(f"wrote {len(students)} student and {len(students)} instructor notebooks into {args.out}"

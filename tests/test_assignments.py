@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.course.assignments import (BEGIN, END, EXERCISES, STUB, Score, build_assignments, chapter_exercises, check,
-                                  clear_solutions, exercise)
+from certattr.course import (BEGIN, END, EXERCISES, STUB, Score, build_assignments, chapter_exercises, check,
+                             clear_solutions, exercise)
 from certattr.book.build import CHAPTERS, ROOT, chapter_parameters
 from certattr.engine.validation import CertattrError
 
@@ -30,10 +30,10 @@ def _chapter(chapter):
 
 def _namespace(nb):
     """The chapter's imports (what a solution may use), without running the chapter."""
-    from certattr.course.assignments import _exercises_start
+    from certattr.course.layout import exercises_start
 
     ns, lines = {}, []
-    for cell in nb.cells[:_exercises_start(nb)]:
+    for cell in nb.cells[:exercises_start(nb)]:
         if cell.cell_type == "code":
             lines += [ast.unparse(n) for n in ast.parse(cell.source).body
                       if isinstance(n, (ast.Import, ast.ImportFrom))]
@@ -68,8 +68,9 @@ def _w_method_count(n_test, tau, alpha, n_pixels):
 
 def _w_recertify_resample(engine, image, image_id, target, k, tau, alpha):
     from certattr.engine.smoothing import SmoothedAttribution
-    fresh = SmoothedAttribution(engine.model, engine.method, engine.layer, engine.sigma, n=engine.n, n0=engine.n0,
-                                seed=engine.seed, chunk_size=engine.chunk_size, cache=None, progress=False)
+    # the check's engine settings (certattr/course/exercises.py), but no cache: the samples are drawn again
+    fresh = SmoothedAttribution(engine.model, "grad", "input", 0.25, n=60, n0=10, seed=0, chunk_size=20, cache=None,
+                                progress=False)
     return fresh.certify(image, image_id, target, ks=[k], tau=tau, alpha=alpha).fractions()[float(k)]["abstain"]
 
 
@@ -146,7 +147,7 @@ WRONG = {
 
 
 def test_every_chapter_has_registered_numbered_labelled_exercises():
-    assert set(EXERCISES) == set(CHAPTERS) and set(WRONG) == set(LABELS)
+    assert list(EXERCISES) == CHAPTERS and set(WRONG) == set(LABELS)  # declared in book order: the numbering
     assert len(LABELS) == len(set(LABELS))
     for chapter in CHAPTERS:
         text = (ROOT / "notebooks" / f"{chapter}.md").read_text()
@@ -184,10 +185,145 @@ def test_checks_fail_politely_on_anything():
         check("no-such-exercise", broken)
 
 
+# --- the data-driven runner cannot pass everything ------------------------------------------------------------------
+def _perturb(value):
+    """The value slightly wrong: a number moved by 1e-3 (relative), an integer by one, a flag flipped, the first
+    element of an array or tensor changed, every item of a pair or dict perturbed, NaN made a number."""
+    if isinstance(value, (bool, np.bool_)):
+        return not value
+    if isinstance(value, (int, np.integer)):
+        return value + 1
+    if isinstance(value, (float, np.floating)):
+        return 0.5 if math.isnan(value) else value + 1e-3 * max(1.0, abs(value))
+    if isinstance(value, str):
+        return value + "?"
+    if isinstance(value, (tuple, list)):
+        return type(value)(_perturb(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _perturb(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        out = value.clone()
+        out.view(-1)[0] += 1e-2 * max(1.0, float(out.view(-1)[0].abs()))
+        return out
+    if isinstance(value, np.ndarray):
+        out = value.copy()
+        flat = out.reshape(-1)
+        flat[0] = (not flat[0]) if out.dtype == bool else flat[0] + 1e-2 * max(1.0, abs(float(flat[0])))
+        return out
+    raise AssertionError(f"no perturbation for {type(value).__name__}")
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_every_declared_check_passes_the_solution_and_fails_it_perturbed_or_constant(label, capsys):
+    """Each exercise's cases, oracle and rule, run by the one loop: the reference solution passes, and the same
+    solution with its result slightly changed fails, as does a function returning a constant; each message is
+    one line naming a case."""
+    ex = exercise(label)
+    _, solution = _functions(label)
+    assert check(label, solution).passed, capsys.readouterr().out
+    capsys.readouterr()
+    perturbed = lambda *args: _perturb(solution(*args))  # noqa: E731
+    for wrong in (perturbed, lambda *args: 0, lambda *args: None):
+        score = check(label, wrong)
+        out = capsys.readouterr().out
+        assert float(score) == 0 and out.startswith("not yet:") and out.count("\n") == 1, out
+        assert ex.answer in out and f"Hint: {ex.hint}" in out, out  # names the function (and the case), and hints
+
+
+def _toy(*cases) -> "Exercise":
+    from certattr.course.cases import Exercise
+
+    return Exercise("toy", "toy-exercise", "A toy", "double", 1, 5, "multiply by two.", tuple(cases))
+
+
+def test_the_runner_reports_the_first_mismatch_in_one_line_and_honours_each_rule():
+    from certattr.course.cases import Case, Cases, Close, Equal, Integer, Raises
+    from certattr.course.checks import first_mismatch
+
+    def double(x):
+        return 2 * x
+
+    def oracle(x):  # the answer by repeated addition, or Raises for a negative x
+        return Raises(ValueError, "x = {x} is negative") if x < 0 else x + x
+
+    ex = _toy(Cases(lambda: [(1,), Case((2.5,), about="double of two and a half"), (-1,)], oracle, Close()))
+    assert first_mismatch(ex, lambda x: (_ for _ in ()).throw(ValueError("negative")) if x < 0 else 2 * x) is None
+    assert first_mismatch(ex, double) == "double(x=-1) returned -2: x = -1 is negative"  # should have raised
+    assert first_mismatch(ex, lambda x: 2 * x if x == 1 else 0) == "double of two and a half returned 0"
+    # the cases run in order: the first wrong one is reported, and later cases are not even built
+    built = []
+
+    def inputs():
+        for x in (1, 2, 3):
+            built.append(x)
+            yield (x,)
+
+    assert first_mismatch(_toy(Cases(inputs, lambda x: 2 * x, Integer())), lambda x: 2 * x + (x == 2)) \
+        == "double(x=2) returned 5" and built == [1, 2]
+    assert first_mismatch(_toy(Cases(inputs, lambda x: 2 * x, Integer())), lambda x: 2.0 * x) \
+        == "double(x=1) returned 2.0: give an integer"
+    # NaN answers match only NaN; a tolerance is relative to max(1, |answer|)
+    nan_ex = _toy(Cases(lambda: [(0.0,)], lambda x: math.nan, Close(1e-6)))
+    assert first_mismatch(nan_ex, lambda x: math.nan) is None and first_mismatch(nan_ex, lambda x: 0.0)
+    near = _toy(Cases(lambda: [(1e6,)], lambda x: x, Close(1e-6)))
+    assert first_mismatch(near, lambda x: x + 0.5) is None and first_mismatch(near, lambda x: x + 2)
+    # equality after normalising, with the kind of value asked for when the result cannot be read
+    keys = _toy(Cases(lambda: [(1,)], lambda x: {"a": x}, Equal(lambda d: {str(k): v for k, v in d.items()},
+                                                                 what="a dict")))
+    assert first_mismatch(keys, lambda x: {"a": 1}) is None
+    assert first_mismatch(keys, lambda x: [1]) == "double(x=1) should return a dict, it returned [1]"
+
+
+def test_the_runner_gives_fresh_inputs_and_catches_a_function_that_modifies_them():
+    from certattr.course.cases import Cases, Mask
+    from certattr.course.checks import first_mismatch
+
+    source = np.array([True, False, True])
+    ex = _toy(Cases(lambda: [(source,)], lambda a: ~a, Mask(), unchanged=(0,)))
+    assert first_mismatch(ex, lambda a: ~a) is None
+
+    def in_place(a):
+        a[:] = ~a
+        return a
+
+    assert first_mismatch(ex, in_place) == "double(a=an array (3,)) changed the a it was given: return a modified copy"
+    assert source.tolist() == [True, False, True]  # the oracle's input was never the student's
+    assert first_mismatch(ex, lambda a: a) == "double(a=an array (3,)) selects 2 pixel(s), and not the right ones"
+
+
+def test_the_course_imports_nothing_above_it_and_the_oracles_no_certattr_code():
+    """The course (layer 5) imports from the engine, the models and itself, never from the book, the sweeps, the
+    command line or the certattr facade, at any depth; the oracles compute with no certattr code."""
+    import certattr.course
+
+    folder = Path(certattr.course.__file__).parent
+    seen = {}
+    for path in sorted(folder.glob("*.py")):
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = ("certattr.course." if node.level == 1 else "certattr." if node.level == 2 else "") \
+                    + (node.module or "")
+                targets |= {base.rstrip(".")} if node.module else {f"{base}{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+        seen[path.stem] = {t for t in targets if t == "certattr" or t.startswith("certattr.")}
+    allowed = ("certattr.engine", "certattr.models", "certattr.course")
+    for module, targets in seen.items():
+        assert all(t.startswith(allowed) for t in targets), (module, targets)
+    assert seen["oracles"] == {"certattr.course.cases"}
+    assert "certattr.engine.smoothing" in seen["exercises"] and "certattr.engine.validation" in seen["layout"]
+
+
+def _smoke(chapters, root=ROOT) -> dict:
+    """{chapter: its smoke parameters}: what the book and the command line pass to build_assignments."""
+    return {chapter: chapter_parameters("smoke", chapter, root=root) for chapter in chapters}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("assignments")
-    build_assignments(out)
+    build_assignments(out, chapters=_smoke(CHAPTERS), root=ROOT)
     return out
 
 
@@ -264,10 +400,10 @@ def test_a_broken_exercise_layout_is_reported(tmp_path):
     text = (ROOT / "notebooks" / "gallery.md").read_text()
     (tmp_path / "notebooks" / "gallery.md").write_text(text.replace(":class: dropdown\n", "", 1))
     with pytest.raises(CertattrError, match="dropdown"):
-        build_assignments(tmp_path / "out", chapters=["gallery"], root=tmp_path)
+        build_assignments(tmp_path / "out", chapters=_smoke(["gallery"], tmp_path), root=tmp_path)
     (tmp_path / "notebooks" / "gallery.md").write_text(text.replace('    """The smallest SS among', '    """Smallest SS', 1))
     with pytest.raises(CertattrError, match="must start with the stub's lines"):
-        build_assignments(tmp_path / "out", chapters=["gallery"], root=tmp_path)
+        build_assignments(tmp_path / "out", chapters=_smoke(["gallery"], tmp_path), root=tmp_path)
 
 
 # --- nbgrader itself -------------------------------------------------------------------------------------------------
@@ -346,7 +482,7 @@ def test_nbgrader_autogrades_a_blank_and_a_solved_submission(built, cache, tmp_p
     chapter = "gallery"
     course = tmp_path / "course"
     course.mkdir()
-    build_assignments(course / "built", chapters=[chapter], cache_dir=str(cache))
+    build_assignments(course / "built", chapters=_smoke([chapter]), root=ROOT, cache_dir=str(cache))
     shutil.copytree(course / "built" / "nbgrader", course, dirs_exist_ok=True)
     _nbgrader(["generate_assignment", chapter], course, env)
     name = f"{chapter}-student.ipynb"

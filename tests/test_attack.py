@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from certattr.certificates.attack import (attack_certified, attack_cosine, attack_topk, differentiable_maps, predicted_class,
                              smooth_surrogate)
-from certattr.engine.certify import certified_radius
+from certattr.engine.statistics import certified_radius
 from certattr.methods import get_method
 from certattr.models.testing import tiny_model
 from certattr.engine.validation import CertattrError
@@ -68,9 +68,9 @@ def test_topk_attack_on_raw_map_is_not_vacuous_and_respects_the_constraints(mode
 def test_projection_stays_on_the_sphere_despite_float32_rounding():
     """At ImageNet size a candidate projected to exactly eps can round (float32) to just outside the ball; the
     projection must still return a point near the sphere, not fall back to x (regression: it used to)."""
-    from certattr.certificates.attack import _Attack
+    from certattr.certificates.attack.loop import AttackLoop
 
-    att = _Attack.__new__(_Attack)
+    att = AttackLoop.__new__(AttackLoop)
     gen = torch.Generator().manual_seed(0)
     att.x = 0.25 + 0.5 * torch.rand(3, 224, 224, generator=gen)  # away from the box: no clipping
     att.x64 = att.x.double()
@@ -271,3 +271,98 @@ def test_smoothed_membership_is_the_mean_top_k_membership_of_the_samples(model, 
     assert got.dtype == np.float64 and got.shape == image.shape[1:]
     np.testing.assert_array_equal(got, expected)
     assert 0 < got.mean() < 1
+
+
+# --- the sweep over eps / R: the chapter's experiment, one call ---------------------------------------------
+SWEEP = dict(k=K_ATT, method="ixg", layer="final", image_id="img", n_targets=8, steps=20, n_attack=4, restarts=1,
+             eval_n=60, select_n=20, seed=0, chunk_size=10)
+
+
+@pytest.fixture(scope="module")
+def sweep(model, image, clean_cert):
+    from certattr.certificates.attack import pixel_attack_sweep
+
+    return pixel_attack_sweep(model, image, clean_cert, eps_multiples=[1, 30, 1.0], **SWEEP)
+
+
+def test_sweep_has_one_row_per_eps_group_and_perturbation(sweep, clean_cert):
+    """eps = 0 is added and duplicates merge: at 0 one control row (x itself) per group, at each eps > 0 one
+    attack and one control row per group; the targets are the certificate's labels at K, the attack stays in
+    its ball and the control has norm eps."""
+    table = sweep.table
+    assert sweep.eps_multiples == [0.0, 1.0, 30.0] and sweep.radius == R_TINY
+    assert len(table) == 2 * 3 + 2 * 2
+    counts = table.groupby(["ε / R", "targets", "perturbation"]).size()
+    assert (counts == 1).all()
+    assert set(table.loc[table["ε / R"] == 0, "perturbation"]) == {"none (x)"}
+    for group in ("certified", "uncertified"):
+        rows = table[table["targets"] == group]
+        assert (rows["of"] == len(sweep.targets[group])).all() and len(sweep.targets[group]) == 8
+        assert sorted(rows.loc[rows["perturbation"] == "attack", "ε / R"]) == [1.0, 30.0]
+    np.testing.assert_allclose(table["ε"], table["ε / R"] * R_TINY, rtol=0, atol=0)
+    attack, control = table[table["perturbation"] == "attack"], table[table["perturbation"] != "attack"]
+    assert (attack["‖δ‖ used"] <= attack["ε"]).all()
+    assert (attack["‖δ‖ used"] > 0.9 * attack["ε"]).all()  # the whole budget, less what the [0,1] box clips
+    assert (control["‖δ‖ used"] == control["ε"]).all()
+    labels = clean_cert.labels[0].ravel()
+    assert (labels[sweep.targets["certified"]] != -1).all() and (labels[sweep.targets["uncertified"]] == -1).all()
+    np.testing.assert_array_equal(sweep.references["certified"], labels[sweep.targets["certified"]])
+
+
+def test_sweep_control_flips_nothing_at_x_and_the_attack_flips_beyond_r(sweep):
+    """At eps = 0 the control is x itself: a certified label is kept by at least half of fresh samples (else
+    the certificate failed), so nothing flips; far beyond R (30 R) the attack flips certified targets that
+    the random direction of the same norm leaves alone (the sweep is not vacuous)."""
+    at_x = sweep.table[sweep.table["ε / R"] == 0]
+    assert (at_x.loc[at_x["targets"] == "certified", "flipped"] == 0).all()
+    assert (at_x["flipped (confident)"] == 0).all()
+    assert sweep.flips("certified")[30.0] >= 4 > sweep.flips("certified", "random δ")[30.0]
+    assert sweep.flips("certified", confident=True)[1.0] == 0  # inside R: probability <= 2 alpha
+
+
+def test_sweep_counts_equal_those_of_attack_certified_per_eps(model, image, clean_cert, sweep):
+    """Each eps of the sweep equals attack_certified called alone (it chooses its own targets, with the same
+    selection samples, and runs its own random control): the same targets, norms and flip counts."""
+    table = sweep.table.set_index(["ε / R", "targets", "perturbation"])
+    settings = {key: SWEEP[key] for key in ("method", "layer", "n_targets", "steps", "n_attack", "restarts",
+                                            "eval_n", "select_n", "seed", "image_id", "chunk_size")}
+    for mult in (1.0, 30.0):
+        for group in ("certified", "uncertified"):
+            res = _pixel_attack(model, image, clean_cert, mult * R_TINY, group=group, **settings)
+            np.testing.assert_array_equal(res.details["targets"], sweep.targets[group])
+            attacked, random = table.loc[(mult, group, "attack")], table.loc[(mult, group, "random δ")]
+            assert attacked["‖δ‖ used"] == res.delta_norm
+            for row, out in ((attacked, res.details["attacked"]), (random, res.details["random"])):
+                assert (row["flipped"], row["flipped (confident)"], row["fraction flipped"]) == (
+                    out["flipped"], out["confidently_flipped"], out["fraction_flipped"])
+
+
+def test_sweep_readouts_agree_with_the_table(sweep):
+    """flips, series, flip_grid and class_constraint_counts read the same rows and attacks."""
+    from certattr.certificates.attack import class_constraint_counts
+
+    for group in ("certified", "uncertified"):
+        for kind in ("attack", "random δ"):
+            series = sweep.series(group, kind)
+            assert list(series["ε / R"]) == [0.0, 1.0, 30.0]
+            assert list(sweep.flips(group, kind)) == list(series["flipped"])
+    grid = sweep.flip_grid()
+    assert grid.shape == (3, 4) and list(grid.index.get_level_values(0)) == ["0", "1", "30"]
+    row = sweep.table[(sweep.table["ε / R"] == 30) & (sweep.table["targets"] == "uncertified")
+                      & (sweep.table["perturbation"] == "attack")].iloc[0]
+    assert grid.loc[("30", f"{30 * R_TINY:.3f}"), "uncertified targets, attack"] == (
+        f"{row['flipped']} ({row['flipped (confident)']})")
+    assert grid.iloc[0, 0] == grid.iloc[0, 1]  # eps = 0 is shared by the attack and the control
+    counts = class_constraint_counts(sweep.attacks.values())
+    assert len(sweep.attacks) == 4 and counts["steps"] == 4 * SWEEP["steps"] * SWEEP["restarts"]
+    assert counts["halved"] == sum(r.details["backtracks"] for r in sweep.attacks.values())
+
+
+@pytest.mark.parametrize("change, name", [({"eps_multiples": [-1]}, "eps_multiples"), ({"k": 50}, "k=50"),
+                                          ({"n_targets": 0}, "n_targets=0"), ({"eval_n": 1}, "eval_n=1")])
+def test_sweep_parameters_are_validated(model, image, clean_cert, change, name):
+    from certattr.certificates.attack import pixel_attack_sweep
+
+    with pytest.raises(CertattrError) as err:
+        pixel_attack_sweep(model, image, clean_cert, **{"eps_multiples": [1], **SWEEP, **change})
+    assert name in str(err.value) and "\n" not in str(err.value)

@@ -193,7 +193,7 @@ def test_smoke_book_numbers_the_exercises_folds_the_solutions_and_links_the_stud
     """sphinx-exercise numbers (in one sequence over the book, as the student notebooks do) and labels each
     chapter's exercises, folds each solution ("Solution to Exercise N", a dropdown), every check passes on the
     solution, and the chapter links its student notebook."""
-    from certattr.course.assignments import EXERCISES, exercise_number
+    from certattr.course import EXERCISES, exercise_number
 
     root, _ = smoke_book
     html = root / "_build" / "html"

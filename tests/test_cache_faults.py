@@ -266,12 +266,12 @@ def test_absurd_n_fails_fast_in_one_line(tiny):
 
 
 def test_n_that_cannot_fit_in_the_cache_fails_after_the_first_chunk(tiny, tiny_image, tmp_path, monkeypatch):
-    import certattr.engine.smoothing as smoothing
+    import certattr.engine.store as store
 
     calls = []
     original = SmoothedAttribution.attribute_chunk
-    monkeypatch.setattr(SmoothedAttribution, "attribute_chunk", lambda self, *a: calls.append(a[-1]) or original(self, *a))
-    monkeypatch.setattr(smoothing.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 10 ** 5, 10 ** 5))
+    monkeypatch.setattr(SmoothedAttribution, "attribute_chunk", lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 10 ** 5, 10 ** 5))
     with pytest.raises(CertattrError, match=r"GiB more in the sample cache .* are free"):
         engine(tiny, tmp_path, n=100_000).sample(tiny_image, "t", 1)
     assert calls == [0]

@@ -6,7 +6,8 @@ import pytest
 from scipy.stats import binom
 
 import certattr
-from certattr.engine.certify import certify_binary, certify_maps, certified_radius, min_samples_to_certify
+from certattr.engine.certify import certify_binary, certify_maps
+from certattr.engine.statistics import certified_radius, min_samples_to_certify
 from certattr.engine.certificate import ABSTAIN, Certificate
 
 
@@ -39,7 +40,7 @@ def test_certify_binary_matches_brute_force(seed):
 
 def test_needs_88_of_90_at_paper_defaults():
     P, tau, alpha, m = 224 ** 2, 0.75, 0.001, 90
-    pv = certattr.engine.certify.binomial_pvalues(m, tau)
+    pv = certattr.engine.statistics.binomial_pvalues(m, tau)
     assert pv[88] <= alpha / P < pv[87]
     # end to end: a pixel column with exactly c agreeing test samples, certified iff c >= 88
     n, n0 = 100, 10
@@ -74,7 +75,7 @@ def test_holm_certifies_a_superset_of_bonferroni():
 def test_holm_matches_textbook_step_down():
     pvals = np.array([0.001, 0.04, 0.03, 0.2, 0.012])
     # sorted: 0.001 <= .05/5, 0.012 <= .05/4, 0.03 > .05/3 -> stop: reject the first two
-    np.testing.assert_array_equal(certattr.engine.certify._holm(pvals, 0.05), [True, False, False, False, True])
+    np.testing.assert_array_equal(certattr.engine.statistics.holm_rejections(pvals, 0.05), [True, False, False, False, True])
 
 
 @pytest.mark.parametrize("sigma,expected", [(0.15, 0.101), (0.25, 0.169), (0.33, 0.223)])
@@ -131,7 +132,7 @@ def bisection_lower_bound(c, m, level, iters=200):
 
 
 def test_clopper_pearson_lower_bound_against_bisection_and_closed_form():
-    from certattr.engine.certify import clopper_pearson_lower
+    from certattr.engine.statistics import clopper_pearson_lower
 
     for m, level in [(90, 0.001 / 224 ** 2), (40, 0.05), (7, 0.2)]:
         got = clopper_pearson_lower(np.arange(m + 1), m, level)
@@ -231,3 +232,22 @@ def test_pixel_radii_follow_a_subset_of_ks():
     sub = dataclasses.replace(cert, labels=cert.labels[[1]], majority=cert.majority[[1]], counts=cert.counts[[1]],
                               pvalues=cert.pvalues[[1]], mean_sparsified=cert.mean_sparsified[[1]], ks=(25.0,))
     np.testing.assert_array_equal(sub.pixel_radii(25), cert.pixel_radii(25))
+
+
+def test_the_counter_counts_binary_maps_and_only_its_certificate_needs_n0():
+    """MapCounter is the count step alone: fed the top-K maps (sparsify, flat_maps) chunk by chunk, its frequencies
+    are the mean of the binary maps; with no selection samples (n0 = 0) it counts but refuses to certify."""
+    from certattr.engine.certify import MapCounter
+    from certattr.engine.sparsify import flat_maps, sparsify
+    from certattr.engine.validation import CertattrError
+
+    maps = np.random.default_rng(3).normal(size=(23, 6, 5))
+    counter = MapCounter([50, 10], 23, 0, (6, 5))
+    for start in range(0, 23, 10):
+        chunk = maps[start:start + 10]
+        counter.add(sparsify(chunk, [50, 10]), flat_maps(chunk))
+    np.testing.assert_array_equal(counter.frequencies(), sparsify(maps, [50, 10]).mean(axis=1))
+    with pytest.raises(CertattrError, match="n0=0 is not allowed"):
+        counter.certificate(sigma=0.25, tau=0.75, alpha=0.01, correction="holm")
+    with pytest.raises(CertattrError, match="more than n = 23"):
+        counter.add(sparsify(maps[:1], [50, 10]), flat_maps(maps[:1]))

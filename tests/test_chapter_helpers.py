@@ -35,3 +35,62 @@ def test_placeholder_figure_is_glued_when_nothing_ran(monkeypatch):
     chapter.glue_figure("x", None, note="The Input layer was not run in this profile.")
     fig = glued["x"]
     assert fig.axes[0].texts[0].get_text() == "The Input layer was not run in this profile."
+
+
+def _bar_rows(kind):
+    """Rows of two models at the Final layer: model a has Grad at both x levels and RISE at "1" only; model b
+    has nothing at the Final layer."""
+    rows = []
+    for method, x in (("Grad", "1"), ("Grad", "2"), ("RISE", "1")):
+        row = {"model": "a", "method_title": method, "layer": "final", "R": x}
+        if kind == "outcome":
+            row.update(certified_1=0.2, certified_0=0.5, abstain=0.3)
+        else:
+            row.update(value=0.6, low=0.5, high=0.7)
+        rows.append(row)
+    rows.append({**rows[0], "model": "b", "layer": "input"})
+    return pd.DataFrame(rows)
+
+
+def test_method_bars_figure_draws_one_axes_per_model_and_marks_missing_and_undefined_bars():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from certattr.book.plotting import method_bars_figure
+
+    common = dict(models=["a", "b"], model_titles={"a": "Model A", "b": "Model B"},
+                  method_order=["Grad", "LRP", "RISE", "Cam"], undefined_pairs={("LRP", "final")}, x_col="R",
+                  xs=["1", "2"], title="t")
+    fig = method_bars_figure(_bar_rows("outcome"), "final", **common)
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "Model A, Final layer: t"  # b has no Final rows
+    ax = fig.axes[0]
+    # groups: Grad, LRP (undefined: "n/a"), RISE; Cam neither ran nor is undefined, so it is left out
+    assert [t.get_text() for t in ax.texts if t.get_text() in ("Grad", "LRP", "RISE", "Cam")] == ["Grad", "LRP", "RISE"]
+    assert [t.get_text() for t in ax.texts].count("n/a") == 1
+    assert [t.get_text() for t in ax.texts].count("not run") == 1  # RISE at x = "2"
+    stacks = {}
+    for bar in ax.patches:
+        if isinstance(bar, Rectangle) and not bar.get_hatch():
+            stacks[round(bar.get_x() + bar.get_width() / 2, 6)] = stacks.get(round(bar.get_x() + bar.get_width() / 2, 6),
+                                                                              0) + bar.get_height()
+    assert len(stacks) == 3 and all(abs(h - 100.0) < 1e-9 for h in stacks.values())  # '1' + '0' + abstain = 100%
+    assert fig.legends  # the outcome colours
+    plt.close(fig)
+
+    fig = method_bars_figure(_bar_rows("gridpg"), "final", kind="gridpg", **common)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "Certified GridPG" and any(abs(y - 0.25) < 1e-12 for line in ax.lines
+                                                          for y in line.get_ydata())  # the random baseline
+    heights = sorted(b.get_height() for b in ax.patches if isinstance(b, Rectangle) and not b.get_hatch())
+    assert heights == [0.6, 0.6, 0.6]
+    plt.close(fig)
+    assert method_bars_figure(_bar_rows("outcome"), "input", **{**common, "models": ["a"]}) is None
+
+
+def test_identical_maps_text_lists_the_groups_and_explains_linear_head_ones():
+    assert chapter.identical_maps_text([]) == ""
+    plain = chapter.identical_maps_text([["Grad", "GB"]])
+    assert plain == "At the Final layer, some methods certify exactly the same pixels: Grad and GB."
+    explained = chapter.identical_maps_text([["IxG", "IntGrad", "LRP"], ["Grad", "GB"]])
+    assert explained.startswith("At the Final layer, some methods certify exactly the same pixels: IxG, IntGrad and "
+                                "LRP; Grad and GB. This is expected when the head is global average pooling")

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from certattr.engine.cache import SampleCache, cache_key
-from certattr.engine.certify import certify_maps, flat_maps
+from certattr.engine.certify import certify_maps
+from certattr.engine.sparsify import flat_maps
 from certattr.engine.encodings import (DEFAULT_LADDER, RAW, BoundedSum, TopKCodes, TopKSet, certificate_encoding,
                                 encoding_from_spec, pack_codes, topk_ladder, unpack_codes)
 from certattr.engine.smoothing import SmoothedAttribution
@@ -93,7 +94,7 @@ def test_certificates_from_the_compact_cache_equal_those_from_raw_maps(tiny, tin
     compact = _engine(tiny, tmp_path / "compact")
     cert = compact.certify(tiny_image, "t", 3, **settings)
     maps = _engine(tiny, None).sample(tiny_image, "t", 3)
-    cfg = compact.config.replace(**settings)
+    cfg = compact.cert.replace(**settings)
     assert cert == certify_maps(maps, cfg.ks, sigma=0.25, n0=cfg.n0, tau=cfg.tau, alpha=cfg.alpha,
                                 correction=cfg.correction, metadata=cert.metadata)
     files = sorted(p.name for p in (tmp_path / "compact").rglob("chunk_*"))

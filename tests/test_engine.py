@@ -47,7 +47,7 @@ def test_cache_reuse_and_other_k_tau_alpha_do_not_resample(tiny, tiny_image, tmp
     calls = []
     original = SmoothedAttribution.attribute_chunk
     monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
-                        lambda self, *a: calls.append(a[-1]) or original(self, *a))
+                        lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
     e2 = engine(tiny, tmp_path)
     again = e2.certify(tiny_image, "t", 1, tau=0.6, alpha=0.05)
     other = e2.certify(tiny_image, "t", 1, ks=[30], tau=0.6, alpha=0.01, correction="holm")
@@ -70,7 +70,7 @@ def test_kept_raw_maps_serve_a_new_k_without_resampling(tiny, tiny_image, tmp_pa
     calls = []
     original = SmoothedAttribution.attribute_chunk
     monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
-                        lambda self, *a: calls.append(a[-1]) or original(self, *a))
+                        lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
     e = engine(tiny, tmp_path)  # keep_maps is not part of the samples: the same entry
     assert e.certify(tiny_image, "t", 1, ks=[50, 25], tau=0.6, alpha=0.05) == reference
     new_k = e.certify(tiny_image, "t", 1, ks=[33, 7], tau=0.6, alpha=0.05)  # outside the ladder: derived from the raw maps
@@ -122,9 +122,9 @@ from certattr.engine.smoothing import SmoothedAttribution
 from certattr.models.testing import tiny_model
 torch.set_num_threads(1)
 orig = SmoothedAttribution.attribute_chunk
-def slow(self, *a):
+def slow(self, *a, **k):
     time.sleep(0.15)
-    return orig(self, *a)
+    return orig(self, *a, **k)
 SmoothedAttribution.attribute_chunk = slow
 gen = torch.Generator().manual_seed(7)
 image = torch.rand(3, 32, 32, generator=gen)
@@ -153,7 +153,7 @@ def test_sigkill_and_resume_is_bit_identical_and_recomputes_no_finished_chunk(ti
     computed = []
     original = SmoothedAttribution.attribute_chunk
     monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
-                        lambda self, *a: computed.append(a[-1]) or original(self, *a))
+                        lambda self, *a, **k: computed.append(a[-1]) or original(self, *a, **k))
     resumed = engine(tiny, cache_dir, n=200).sample(tiny_image, "t", 1)
     finished = {int(name[6:11]) for name in done}
     assert not finished & set(computed)
@@ -164,8 +164,9 @@ def test_sigkill_and_resume_is_bit_identical_and_recomputes_no_finished_chunk(ti
 def test_bad_parameters(tiny, tiny_image):
     with pytest.raises(CertattrError, match="sigma"):
         engine(tiny, sigma=0)
-    with pytest.raises(CertattrError, match="n0"):
-        engine(tiny, n=10, n0=10)
+    with pytest.raises(CertattrError, match="n0=10 is not allowed with n=10") as exc:  # where both meet
+        engine(tiny, n=10, n0=10).certify(tiny_image, "t", 1)
+    assert "\n" not in str(exc.value)
     with pytest.raises(CertattrError, match="target"):
         engine(tiny).certify(tiny_image, "t", 99)
     with pytest.raises(CertattrError, match=r"\[0, 1\]"):
@@ -201,7 +202,8 @@ def _row_by_row_tiny():
     def split(net):
         return (_RowByRow(torch.nn.Sequential(net.stem, net.block, net.last)), _RowByRow(GapLinearHead(net.fc)), net.fc)
 
-    return LoadedModel(_spec("tiny_rowwise", "Tiny ResNet, row by row", build, split, "last conv"), build("random"), "random")
+    return LoadedModel(_spec("tiny_rowwise", "Tiny ResNet, row by row", build, split, "last conv",
+                             canonizers=("merge_batchnorm", "tiny_resnet", "gap_linear_head")), build("random"), "random")
 
 
 BATCH_METHODS = [("grad", "input", {}), ("ixg", "final", {}), ("gradcam", "final", {}), ("lrp", "input", {}),

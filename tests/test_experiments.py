@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from certattr.engine.certify import certify_maps
-from certattr.engine.config import CertConfig
+from certattr.engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from certattr.evaluation.experiments import Job, certify_jobs
 from certattr.engine.smoothing import SmoothedAttribution
 from certattr.models.testing import tiny_model
@@ -86,8 +86,8 @@ def test_the_defaults_are_the_configs():
     from certattr.certificates import attack
     from certattr.evaluation import experiments
 
-    default = CertConfig()
     for fn in (experiments.certify_jobs, experiments.certify_many, attack.attack_certified):
         params = inspect.signature(fn).parameters
         for name in ("n", "n0", "tau", "alpha", "correction", "seed", "chunk_size"):
+            default = DEFAULT_SAMPLING if name in DEFAULT_SAMPLING.field_names() else DEFAULT_CERT
             assert params[name].default == getattr(default, name), (fn.__name__, name)

@@ -1,5 +1,8 @@
 """LRP (zennit): conservation, canonizers against hand-made equivalents, and no leaked hooks or changes."""
 import copy
+import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +12,9 @@ from zennit.layer import Sum
 
 import certattr.methods.lrp as lrp_module
 from certattr.methods import get_method
-from certattr.models.registry import load_model
+from certattr.models import canonizers as canonizers_module
+from certattr.models.canonizers import CANONIZERS, MergeBatchNorm, canonizers_for, missing_canonizer
+from certattr.models.registry import MODELS, LoadedModel, load_model
 from certattr.models.testing import tiny_model, tiny_vgg_model
 from certattr.engine.validation import CertattrError, UndefinedAttribution
 
@@ -53,7 +58,7 @@ def test_conservation_fails_without_the_residual_canonizer(monkeypatch):
     model = zero_biases(tiny_model(seed=3))
     x = torch.rand(2, 3, 32, 32)
     target, logit = target_logit(model, x)
-    monkeypatch.setattr(lrp_module, "canonizers", lambda: [lrp_module.MergeBatchNorm()])
+    monkeypatch.setattr(lrp_module, "canonizers_for", lambda spec: [MergeBatchNorm()])
     relevance = get_method("lrp").attribute(model, x, target, "input")
     assert not torch.allclose(relevance.sum(dim=(1, 2)), logit, rtol=1e-2)
 
@@ -133,6 +138,85 @@ def test_undefined_and_parameters():
             get_method("lrp", epsilon=bad)
 
 
+# --- canonizers declared per model --------------------------------------------------------------------
+def with_canonizers(model, names):
+    """The same network under a spec that declares ``names`` instead."""
+    return LoadedModel(dataclasses.replace(model.spec, canonizers=tuple(names)), model.net, model.weights)
+
+
+def test_every_registered_model_declares_known_canonizers():
+    for spec in MODELS.values():
+        assert set(spec.canonizers) <= set(CANONIZERS), spec.name
+        assert len(canonizers_for(spec)) == len(spec.canonizers)
+    assert MODELS["vgg11"].canonizers == () and MODELS["resnet18"].canonizers != ()
+
+
+@pytest.mark.parametrize("declared,layer,uncovered,other_defined", [
+    ((), "input", ["TinyResNet (the root) needs 'tiny_resnet'", "BasicBlock (at 'block') needs 'tiny_resnet'",
+                   "BatchNorm2d (4 layers, first at 'stem.1') needs 'merge_batchnorm'"], False),
+    (("merge_batchnorm",), "input", ["TinyResNet (the root) needs 'tiny_resnet'",
+                                     "BasicBlock (at 'block') needs 'tiny_resnet'"], False),
+    (("merge_batchnorm", "tiny_resnet"), "final", ["GapLinearHead (the root) needs 'gap_linear_head'"], True),
+])
+def test_layers_no_declared_canonizer_covers_are_named_in_one_line(declared, layer, uncovered, other_defined):
+    model = with_canonizers(tiny_model(), declared)
+    lrp = get_method("lrp")
+    reason = lrp.undefined_reason(model, layer)
+    assert reason is not None and "\n" not in reason
+    head, _, listed = reason.partition(" do not cover: ")
+    assert head == f"lrp: model 'tiny_resnet' has layers that the canonizers its spec declares " \
+                   f"({', '.join(map(repr, declared)) or 'none'})"
+    assert sorted(listed.split("; ")) == sorted(uncovered)
+    with pytest.raises(UndefinedAttribution, match="do not cover"):
+        lrp.attribute(model, torch.rand(1, 3, 32, 32), 0, layer)
+    other = "final" if layer == "input" else "input"  # each layer checks only the modules it runs through
+    assert (lrp.undefined_reason(model, other) is None) == other_defined
+
+
+def test_unknown_canonizer_name_is_rejected():
+    model = with_canonizers(tiny_model(), ("merge_batchnorm", "merge_batchnrom"))
+    with pytest.raises(CertattrError, match="unknown canonizer.*'merge_batchnrom'.*known: merge_batchnorm"):
+        get_method("lrp").attribute(model, torch.rand(1, 3, 32, 32), 0, "input")
+
+
+def test_lrp_applies_the_declared_canonizers_in_order_and_no_others(monkeypatch):
+    """A spy canonizer, registered by name: applied (to the explained module, in declared order) only for
+    a model that declares it; the maps are those of the model's own declaration (the spy changes nothing)."""
+    applied = []
+
+    class Spy(MergeBatchNorm):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+        def apply(self, root_module):
+            applied.append((self.tag, root_module))
+            return []
+
+    for tag in ("spy_a", "spy_b"):
+        monkeypatch.setitem(CANONIZERS, tag, canonizers_module.CanonizerKind(tag, lambda tag=tag: Spy(tag),
+                                                                             lambda m: False, "nothing"))
+    model = tiny_model(seed=1)
+    spied = with_canonizers(model, ("spy_b", *model.spec.canonizers, "spy_a"))
+    x = torch.rand(2, 3, 32, 32)
+    lrp = get_method("lrp")
+    for layer in LAYERS:
+        applied.clear()
+        torch.testing.assert_close(lrp.attribute(spied, x, 3, layer), lrp.attribute(model, x, 3, layer), rtol=0, atol=0)
+        view_module = spied.head if layer == "final" else spied.net
+        assert [tag for tag, _ in applied] == ["spy_b", "spy_a"]
+        assert all(root is view_module or getattr(root, "net", None) is view_module for _, root in applied)
+    applied.clear()
+    lrp.attribute(tiny_vgg_model(), x, 3, "input")  # registered, not declared: not applied
+    assert applied == []
+
+
+def test_importing_the_methods_imports_no_timm():
+    code = "import sys, certattr.methods, certattr.models.canonizers; print('timm' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
 # --- real architectures (random weights, small images: one batch of 2 each) ------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
@@ -158,6 +242,11 @@ def test_real_architectures_conserve_and_canonize(name):
         relevance = get_method("lrp").attribute(model, x, target, layer)
         torch.testing.assert_close(relevance.sum(dim=(1, 2)), logit, rtol=1e-3, atol=1e-5)
     assert [getattr(m, "inplace", None) for m in model.modules()] == in_place
+    # the same network declaring no residual canonizer: LRP is undefined, and says which blocks need one
+    block, needed = {"resnet18": ("BasicBlock (8 layers", "'torchvision_resnet_sum'"),
+                     "efficientnet_lite0": (f"InvertedResidual ({sum(skips)} layers", "'timm_residual_sum'")}[name]
+    reason = get_method("lrp").undefined_reason(with_canonizers(model, ("merge_batchnorm", "gap_linear_head")), "input")
+    assert block in reason and needed in reason and "\n" not in reason
 
 
 @pytest.mark.parametrize("name,layer", [("tiny", "input"), ("tiny", "final"), ("tiny_vgg", "input"),

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from certattr import certify_maps
-from certattr.engine.certify import CertificationWarning, certified_radius
+from certattr.engine.certify import CertificationWarning
+from certattr.engine.config import CertConfig, SamplingConfig, check_fits
+from certattr.engine.statistics import certified_radius
 from certattr.models.data import ImageNetFolder, bundled_photo, load_image_file
 from certattr.methods import get_method
 from certattr.models.registry import load_model
@@ -33,7 +35,18 @@ CATALOGUE = [
     ("tau = 1", lambda m: certified_radius(0.25, 1.0), "tau=1.0 is not allowed"),
     ("alpha = 0", lambda m: certify_maps(MAPS, [50], sigma=0.25, alpha=0), "alpha=0 is not allowed: the failure probability must satisfy 0 < alpha < 1"),
     ("alpha = 1", lambda m: certify_maps(MAPS, [50], sigma=0.25, alpha=1.0), "alpha=1.0"),
-    ("n0 >= n", lambda m: _engine(m, n=50, n0=50), "n0=50 is not allowed with n=50: the selection samples must satisfy 1 <= n0 < n"),
+    ("n0 >= n", lambda m: _engine(m, n=50, n0=50).certify(torch.rand(3, 32, 32), "x", 0),
+     "n0=50 is not allowed with n=50: the selection samples must satisfy 1 <= n0 < n"),
+    ("n0 >= n of two configs", lambda m: check_fits(SamplingConfig(n=5), CertConfig(n0=5)), "n0=5 is not allowed with n=5"),
+    ("unknown engine setting", lambda m: _engine(m, taus=0.9), "taus is not a setting: allowed are sigma, n, seed, "
+     "chunk_size, keep_maps, n0, tau, alpha, correction, ks"),
+    ("unknown certificate setting", lambda m: CertConfig().replace(n=5), "n is not a certificate setting: allowed are "
+     "n0, tau, alpha, correction, ks"),
+    ("unknown sampling setting", lambda m: SamplingConfig().replace(tau=0.9), "tau is not a sampling setting"),
+    ("sampling at certify", lambda m: _engine(m).certify(torch.rand(3, 32, 32), "x", 0, n=500),
+     "n cannot change at certify(): it changes the samples"),
+    ("n = 0", lambda m: SamplingConfig(n=0), "n=0 is not allowed: it must be an integer >= 1"),
+    ("config of the wrong kind", lambda m: _engine(m, sampling=CertConfig()), "sampling=CertConfig("),
     ("n0 = 0", lambda m: certify_maps(MAPS, [50], sigma=0.25, n0=0), "n0=0 is not allowed: it must be an integer >= 1"),
     ("K = 0", lambda m: certify_maps(MAPS, [0], sigma=0.25), "k=0 is not allowed: each top-K percentage must satisfy 0 < K <= 100"),
     ("K > 100", lambda m: sparsify(MAPS, [150]), "k=150"),

@@ -26,8 +26,9 @@ from pathlib import Path
 import yaml
 
 from .execution import record_execution, write_execution_page
-from ..engine.config import DEFAULT
+from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..engine.validation import CertattrError, check_choice
+from ..course.notebooks import build_assignments
 
 __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT",
            "write_findings_page", "check_overrides", "declared_parameters", "check_root"]
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]  #: the repository (notebooks/, book/
 CHAPTERS = ["method", "robustness", "localization", "faithfulness", "tradeoff", "vit", "gallery", "certificates"]
 
 #: every profile's certificate settings: the defaults of certattr.engine.config (the paper's), written there once
-_CERTIFICATE = {name: getattr(DEFAULT, name)
+_CERTIFICATE = {name: getattr(DEFAULT_CERT if hasattr(DEFAULT_CERT, name) else DEFAULT_SAMPLING, name)
                 for name in ("n", "n0", "tau", "alpha", "correction", "seed", "chunk_size")}
 
 _COMMON = {
@@ -386,7 +387,7 @@ def write_findings_page(profile: str, overrides: dict | None = None, root: Path 
     """``book/chapters/findings.md``: the introduction's findings table, assembled from the verdicts the
     chapters of this profile saved in their results folder (see :mod:`certattr.evaluation.findings`)."""
     from ..evaluation.findings import summary_markdown
-    from ..engine.certificate import atomic_write_bytes
+    from ..engine.files import atomic_write_bytes
 
     results_dir = Path(chapter_parameters(profile, "robustness", overrides, root)["results_dir"])
     path = Path(root) / "book" / "chapters" / "findings.md"
@@ -415,9 +416,9 @@ def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, forc
     if missing:
         raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
     write_findings_page(profile, overrides, root)
-    from ..course.assignments import build_assignments  # the student notebooks each chapter links for download
-
-    build_assignments(root / "book" / "chapters" / "assignments", root=root, course=False)
+    # the student notebooks each chapter links for download
+    build_assignments(root / "book" / "chapters" / "assignments", root=root, course=False,
+                      chapters={c: chapter_parameters("smoke", c, root=root) for c in CHAPTERS})
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "-n", "--keep-going"]
     result = subprocess.run(cmd, cwd=root)
     if result.returncode != 0:

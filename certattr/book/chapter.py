@@ -13,8 +13,10 @@ import time
 import warnings
 from pathlib import Path
 
+from ..evaluation.names import k_text, layer_title, method_title
+
 __all__ = ["setup", "degenerate_note", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
-           "undefined_frame",
+           "undefined_frame", "identical_maps_text",
            "NOT_RUN", "elapsed"]
 
 DPI = 100  #: figure.dpi of the inline backend: 1 inch = 100 px on the page
@@ -76,26 +78,6 @@ def degenerate_note(certificates) -> str:
 
 def elapsed(start: float) -> float:
     return float(time.time() - start)
-
-
-def method_title(name: str) -> str:
-    """The display name of a method id ("gradcampp" -> "GradCam++")."""
-    from ..methods import get_method
-
-    try:
-        return get_method(name).title
-    except Exception:  # not a method id: leave it
-        return str(name)
-
-
-def layer_title(layer: str) -> str:
-    return {"input": "Input", "final": "Final"}.get(str(layer), str(layer))
-
-
-def k_text(k) -> str:
-    """K as the book writes it: an integer when it is one (50, not 50.0)."""
-    k = float(k)
-    return f"{int(k)}" if k.is_integer() else f"{k:g}"
 
 
 def display_frame(frame, *, missing: str = NOT_RUN):
@@ -184,3 +166,21 @@ def undefined_frame(rows):
     if frame["model"].nunique(dropna=True) <= 1:
         frame = frame.drop(columns="model")
     return frame.reset_index(drop=True)
+
+
+def identical_maps_text(groups) -> str:
+    """The robustness chapter's sentence on methods that certify exactly the same pixels at the Final layer
+    (``groups``: lists of method titles, from :func:`certattr.evaluation.tables.identical_certificate_groups`),
+    with why that is expected when two of the linear-head methods coincide; "" without groups."""
+    if not groups:
+        return ""
+    listed = "; ".join(", ".join(ms[:-1]) + " and " + ms[-1] for ms in groups)
+    text = f"At the Final layer, some methods certify exactly the same pixels: {listed}."
+    if any(len(set(ms) & {"IxG", "IntGrad", "LRP", "GradCam", "Cam"}) > 1 for ms in groups):
+        text += (" This is expected when the head is global average pooling followed by a linear layer, as here: "
+                 "the gradient of the logit with respect to the last feature map A is the classifier weight "
+                 "w_y / (hw) at every position, so IxG = A·∇ and IntGrad (exact for a linear head) give the class "
+                 "activation map Σ_c w_y,c A_c up to a positive factor, LRP's ε rule through the pooling and the "
+                 "linear layer gives the same map, and GradCam and Cam add a ReLU, which leaves the top K unchanged "
+                 "as long as at least K% of the map is positive.")
+    return text

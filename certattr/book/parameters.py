@@ -5,7 +5,7 @@ registries (:mod:`certattr.methods`, :mod:`certattr.models.registry`). The messa
 """
 from __future__ import annotations
 
-from ..engine.config import DEFAULT
+from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..methods import get_method
 from ..models.registry import MODELS, check_layer
 from ..engine.validation import (CertattrError, check_alpha, check_choice, check_correction, check_ks, check_n,
@@ -23,7 +23,7 @@ def check_chapter_parameters(params: dict) -> dict:
     for s in p.get("sigmas", []) or []:
         check_sigma(s)
     if "n" in p or "n0" in p:
-        check_n(p.get("n", DEFAULT.n), p.get("n0", DEFAULT.n0))
+        check_n(p.get("n", DEFAULT_SAMPLING.n), p.get("n0", DEFAULT_CERT.n0))
     for name in ("ks", "ks_vs_r", "ks_grid"):
         if name in p and p[name] is not None:
             check_ks(p[name])

@@ -179,3 +179,56 @@ def interval_bars(ax, frame, groups, hues, *, group_col: str = "method_title", h
     ax.set_xlim(-0.8, len(groups) * step - 1.2)
     ax.set_ylim(*ylim)
     return [Patch(color=palette[h], label=str(h)) for h in hues] + [Patch(**NOT_RUN_STYLE, label="not run")]
+
+
+def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_order, undefined_pairs, x_col: str,
+                       xs, title: str, kind: str = "outcome"):
+    """One figure for one layer, one row of axes per model, one group of bars per method: the stacked
+    outcome bars of the robustness chapter (``kind="outcome"``, :func:`outcome_bars`) or the Certified
+    GridPG means with 95% whiskers of the localization chapter (``kind="gridpg"``, :func:`interval_bars`,
+    with the random baseline 0.25 dashed and a legend of the ``xs`` levels).
+
+    ``frame``: one row per (model, method_title, layer, ``x_col``) with the columns the bar function reads;
+    ``models``: model ids in row order (those without a row at ``layer`` get no axes); ``model_titles``:
+    id -> display name; ``method_order``: method titles in group order; ``undefined_pairs``: (method title,
+    layer) pairs the model does not define (drawn "n/a"). A method is shown when it has a row at ``layer``
+    or is undefined there. Returns the figure, or None when no model has a row at ``layer``. The width is
+    in inches: enough for every bar (capped at the full-width cell), at least 4.5.
+    """
+    import matplotlib.pyplot as plt
+
+    from .chapter import WIDE_WIDTH, layer_title
+
+    if kind not in ("outcome", "gridpg"):
+        raise ValueError(f"kind must be 'outcome' or 'gridpg', not {kind!r}")
+    frame = frame[frame.layer == layer]
+    models_here = [m for m in models if m in set(frame.model)]
+    if not models_here:
+        return None
+    groups = [m for m in method_order if m in set(frame.method_title) or (m, layer) in undefined_pairs]
+    undefined = {m for m in groups if (m, layer) in undefined_pairs}
+    if kind == "outcome":
+        width = min(WIDE_WIDTH, max(4.5, 0.2 * len(groups) * (len(xs) + 1) + 1.2))
+        height = 3.0 * len(models_here) + 0.4  # room for the legend above the axes
+    else:
+        width = min(WIDE_WIDTH, max(4.5, 0.22 * len(groups) * (len(xs) + 1) + 1.5))
+        height = 3.0 * len(models_here)
+    fig, axes = plt.subplots(len(models_here), 1, figsize=(width, height), squeeze=False, layout="constrained")
+    for ax, model in zip(axes[:, 0], models_here):
+        rows = frame[frame.model == model]
+        if kind == "outcome":
+            outcome_bars(ax, rows, groups, xs, x_col=x_col, undefined=undefined)
+        else:
+            handles = interval_bars(ax, rows, groups, xs, hue_col=x_col, undefined=undefined)
+            ax.axhline(0.25, color="crimson", ls="--", lw=1)
+            ax.text(1.01, 0.25, "random\n0.25", color="crimson", fontsize=8, ha="left", va="center",
+                    transform=ax.get_yaxis_transform())
+            ax.set_ylabel("Certified GridPG")
+            ax.legend(handles=handles, title=x_col, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        ax.set_title(f"{model_titles[model]}, {layer_title(layer)} layer: {title}")
+    if kind == "outcome":
+        outcome_legend(fig)
+    return fig
+
+
+__all__ += ["method_bars_figure"]

@@ -36,8 +36,11 @@ import numpy as np
 import torch
 from scipy.special import betainc, betaincc, betaincinv
 
-from ..engine.config import DEFAULT
+from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING, SamplingConfig
+from ..engine.encodings import BoundedSum, bound_norm
 from ..engine.noise import UniformBall, uniform_ball_noise
+from ..engine.registry import get_method
+from ..engine.smoothing import SmoothedAttribution
 from .sparsified_smoothgrad import check_eps
 from ..engine.validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval, check_positive_int
 
@@ -168,19 +171,6 @@ def mc_error(N, M, alpha) -> float:
 
 
 # --- from a model -------------------------------------------------------------------------------------
-def bound_norm(maps: torch.Tensor, M: float, mode: str = "normalize") -> torch.Tensor:
-    """Rows of maps (B, ...) rescaled so that ||g|| <= M: "normalize" (||g|| = M; zero stays zero) or "clip"."""
-    check_choice("bound", mode, ("normalize", "clip"))
-    flat = maps.reshape(maps.shape[0], -1)
-    norms = flat.norm(dim=1, keepdim=True)
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    if mode == "normalize":
-        scale = torch.where(norms > 0, M / safe, torch.zeros_like(norms))
-    else:
-        scale = torch.clamp(M / safe, max=1.0)
-    return (flat * scale).reshape(maps.shape)
-
-
 @dataclass
 class UniformSmoothed:
     """The estimate h_hat (h, w) of a uniformly smoothed attribution, with everything that made it."""
@@ -243,31 +233,27 @@ class CosineCertificate:
 
 
 def smooth_uniform(model, image, target=None, *, method: str = "grad", layer: str = "input", r: float,
-                   N: int, M: float = 1.0, bound: str = "normalize", seed: int = DEFAULT.seed, image_id: str = "",
-                   chunk_size: int = DEFAULT.chunk_size, cache=None, progress: bool = False) -> UniformSmoothed:
+                   N: int, M: float = 1.0, bound: str = "normalize", seed: int = DEFAULT_SAMPLING.seed, image_id: str = "",
+                   chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None, progress: bool = False) -> UniformSmoothed:
     """h_hat = mean_j bound_M(method(x + eta_j)), eta_j uniform in B(0; r), streamed over the engine's chunks
     (:meth:`certattr.engine.smoothing.SmoothedAttribution.chunks` with :class:`certattr.engine.noise.UniformBall` noise, the
     model in eval mode). With ``cache`` the chunks' bounded sums are kept in the pipeline's sample cache."""
-    from ..engine.encodings import BoundedSum
-    from ..methods import get_method
-    from ..engine.smoothing import SmoothedAttribution
-
     image = check_image(image)
     r, N = check_radius(r), check_positive_int("N", N)
     encoding = BoundedSum(M, bound)
     attr = get_method(method) if isinstance(method, str) else method
-    engine = SmoothedAttribution(model, attr, layer, UniformBall(r), n=max(N, 2), n0=1, seed=seed,
-                                 chunk_size=chunk_size, cache=cache, progress=progress)
+    sampling = SamplingConfig(n=N, seed=seed, chunk_size=chunk_size)
+    engine = SmoothedAttribution(model, attr, layer, UniformBall(r), sampling, cache=cache, progress=progress)
     target = engine.resolve_target(image, target)
     total = None
-    for data in engine.chunks(image, image_id, target, encoding, n=N):
+    for data in engine.chunks(image, image_id, target, encoding):
         part = encoding.decode(data)
         total = part if total is None else total + part
     return UniformSmoothed(h_hat=total / N, N=N, r=r, M=encoding.M, bound=bound, d_input=int(image.numel()),
                            method=attr.name, layer=layer, target=target, seed=seed, image_id=image_id)
 
 
-def certify_cosine(smoothed: UniformSmoothed, *, eps: float, alpha: float = DEFAULT.alpha, T: float | None = None,
+def certify_cosine(smoothed: UniformSmoothed, *, eps: float, alpha: float = DEFAULT_CERT.alpha, T: float | None = None,
                    metadata: dict | None = None) -> CosineCertificate:
     """The cosine certificate of an estimate at ``eps`` (and, with ``T``, the largest eps certified at T)."""
     eps, alpha = check_eps(eps), check_alpha(alpha)

@@ -46,8 +46,12 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from ..engine.config import DEFAULT
+from ..engine.config import DEFAULT_SAMPLING, SamplingConfig
+from ..engine.encodings import RAW, TopKSet
 from ..engine.noise import Gaussian
+from ..engine.registry import get_method
+from ..engine.smoothing import SmoothedAttribution
+from ..engine.sparsify import abs_values, check_fraction, rank_order, sparsify_topk, topk_count
 from ..engine.validation import CertattrError, check_finite_number, check_image, check_interval, check_positive_int, check_sigma
 
 __all__ = [
@@ -70,10 +74,6 @@ def check_eta(eta) -> float:
     return check_interval("eta", eta, 0, 1, what="the success probability")
 
 
-def check_fraction(name: str, value, *, upper_open: bool = False) -> float:
-    return check_interval(name, value, 0, 1, high_open=upper_open)
-
-
 def check_k(k, d: int, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
         raise CertattrError(f"{name}={k!r} is not allowed: it must be an integer with 1 <= {name} <= {d} "
@@ -81,27 +81,8 @@ def check_k(k, d: int, name: str = "k") -> int:
     return int(k)
 
 
-# --- sparsification ------------------------------------------------------------------------------------
-def topk_count(d: int, tau_frac: float) -> int:
-    """k_s = ceil(tau_frac * d), at least 1 (a tiny tolerance absorbs float error in tau_frac * d)."""
-    tau_frac = check_fraction("tau_frac", tau_frac)
-    return max(1, min(int(d), math.ceil(tau_frac * d - 1e-9)))
-
-
-def _flat_abs(maps) -> np.ndarray:
-    if isinstance(maps, torch.Tensor):
-        maps = maps.detach().cpu().numpy()
-    arr = np.asarray(maps, dtype=np.float64)
-    if arr.ndim < 1:
-        raise CertattrError(f"maps of shape {arr.shape} are not allowed: give (d,), (h, w) or (n, h, w)")
-    if not np.isfinite(arr).all():
-        raise CertattrError("maps contain NaN or inf, which is not allowed: an attribution map must be finite")
-    return np.abs(arr)
-
-
-def _order(absflat: np.ndarray) -> np.ndarray:
-    """Per row, element indices from the largest |a| to the smallest; ties: lower index first."""
-    return np.argsort(-absflat, axis=-1, kind="stable")
+# --- sparsification (the hard top-k sets are the engine's: certattr.engine.sparsify) ----------------------
+_order = rank_order  # the name certattr.certificates.attack imports
 
 
 def sample_ranks(maps) -> np.ndarray:
@@ -109,11 +90,11 @@ def sample_ranks(maps) -> np.ndarray:
 
     ``maps`` is (n, h, w) or (n, d); a single (h, w) map is not accepted here (give it a leading axis).
     """
-    a = _flat_abs(maps)
+    a = abs_values(maps)
     if a.ndim < 2:
         raise CertattrError(f"maps of shape {a.shape} are not allowed: give (n, h, w) or (n, d)")
     a = a.reshape(a.shape[0], -1)
-    order = _order(a)
+    order = rank_order(a)
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(1, a.shape[1] + 1)[None].repeat(a.shape[0], 0), axis=1)
     return ranks
@@ -123,21 +104,6 @@ def median_ranks(maps) -> np.ndarray:
     """Median rank of each element over the n maps: the ceil(n/2)-th smallest of its n ranks, (d,)."""
     ranks = np.sort(sample_ranks(maps), axis=0)
     return ranks[math.ceil(ranks.shape[0] / 2) - 1]
-
-
-def sparsify_topk(maps, tau_frac: float) -> np.ndarray:
-    """g: 1.0 for the k_s = ceil(tau_frac*d) largest |a| of each map (ties: lower flat index), else 0.0.
-
-    ``maps`` (h, w) or (n, h, w); returns float64 of the same shape; each map has exactly k_s ones.
-    """
-    a = _flat_abs(maps)
-    single = a.ndim == 2 or a.ndim == 1
-    rows = a.reshape(1 if single else a.shape[0], -1)
-    d = rows.shape[1]
-    k = topk_count(d, tau_frac)
-    out = np.zeros_like(rows)
-    np.put_along_axis(out, _order(rows)[:, :k], 1.0, axis=1)
-    return out.reshape(a.shape)
 
 
 def relaxed_sparsify(maps, tau_frac: float, gamma_frac: float):
@@ -369,7 +335,7 @@ class TopKCertificate:
 
 def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", layer: str = "input",
                           sigma: float, n: int, tau_frac: float = 0.1, gamma_frac: float | None = None,
-                          seed: int = DEFAULT.seed, image_id: str = "", chunk_size: int = DEFAULT.chunk_size, cache=None,
+                          seed: int = DEFAULT_SAMPLING.seed, image_id: str = "", chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None,
                           progress: bool = False, also_store=()) -> SmoothedTopK:
     """s_hat = mean over j < n of g(|method(x + sigma*eps_j)|) at the layer's resolution (streamed: the n
     maps are never held at once). ``gamma_frac`` None: hard top-k_s; else the relaxed variant.
@@ -380,20 +346,17 @@ def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", la
     chunks of ``chunk_size`` copies per model call, as bit-packed top-k_s sets (the relaxed variant: raw maps);
     ``also_store``: further encodings written for each computed chunk (e.g. the certificate's top-K codes).
     """
-    from ..engine.encodings import RAW, TopKSet
-    from ..methods import get_method
-    from ..engine.smoothing import SmoothedAttribution
-
     image = check_image(image)
     sigma, n = check_sigma(sigma), check_positive_int("n", n)
     tau_frac = check_fraction("tau_frac", tau_frac)
     attr = get_method(method) if isinstance(method, str) else method
-    engine = SmoothedAttribution(model, attr, layer, Gaussian(sigma), n=max(n, 2), n0=1, seed=seed,
-                                 chunk_size=chunk_size, cache=cache, progress=progress, also_store=also_store)
+    sampling = SamplingConfig(n=n, seed=seed, chunk_size=chunk_size)
+    engine = SmoothedAttribution(model, attr, layer, Gaussian(sigma), sampling, cache=cache, progress=progress,
+                                 also_store=also_store)
     target = engine.resolve_target(image, target)
     encoding = TopKSet(tau_frac) if gamma_frac is None else RAW
     total = None
-    for data in engine.chunks(image, image_id, target, encoding, n=n):
+    for data in engine.chunks(image, image_id, target, encoding):
         if gamma_frac is None:
             g = encoding.decode(data)
         else:
@@ -415,7 +378,7 @@ def certify_topk(s_hat, k: int, *, eps: float, sigma: float, n: int, eta: float 
     d = arr.size
     k = check_k(k, d)
     c = hoeffding_term(n, d, eta)
-    order = _order(arr.ravel()[None])[0]
+    order = rank_order(arr.ravel()[None])[0]
     if k_s is not None and arr.sum() > check_k(k_s, d, "k_s") + 1e-9 * d:
         raise CertattrError(f"k_s={k_s!r} is not allowed with this s_hat: its sum {arr.sum():.6g} exceeds k_s, so it "
                             f"is not a sparsified map with k_s ones per sample (Theorem 3 needs sum(s_hat) <= k_s)")
@@ -428,8 +391,8 @@ def certify_topk(s_hat, k: int, *, eps: float, sigma: float, n: int, eta: float 
 
 def topk_certificate(model, image, target=None, *, k: int, eps: float, sigma: float, n: int,
                      eta: float = 0.95, method: str = "grad", layer: str = "input", tau_frac: float = 0.1,
-                     gamma_frac: float | None = None, seed: int = DEFAULT.seed, image_id: str = "",
-                     chunk_size: int = DEFAULT.chunk_size, cache=None, progress: bool = False) -> TopKCertificate:
+                     gamma_frac: float | None = None, seed: int = DEFAULT_SAMPLING.seed, image_id: str = "",
+                     chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None, progress: bool = False) -> TopKCertificate:
     """Sparsified SmoothGrad of ``image`` and its top-k certificate at ``eps`` (one call)."""
     eps, eta = check_eps(eps), check_eta(eta)
     sm = sparsified_smoothgrad(model, image, target, method=method, layer=layer, sigma=sigma, n=n,

@@ -29,15 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import DEFAULT_SAMPLING
 from .encodings import RAW, Encoding
-from .certificate import atomic_write_bytes
+from .files import atomic_write_bytes, check_writable_folder, os_cause
 from .validation import CertattrError
 
 __all__ = ["DEFAULT_CHUNK", "SampleCache", "CacheWarning", "cache_key", "default_cache_dir", "chunk_checksum"]
 
-from .config import DEFAULT as _DEFAULT
-
-DEFAULT_CHUNK = _DEFAULT.chunk_size  #: samples per model call and per chunk file
+DEFAULT_CHUNK = DEFAULT_SAMPLING.chunk_size  #: samples per model call and per chunk file
 SAMPLES_VERSION = 3  #: bump when a change to certattr changes the samples it computes or the chunk format
 CHUNK_FORMAT = 3  #: 3: the checksum covers the entry key, the chunk index and the shape
 ENCODED_FORMAT = 1  #: the format of a chunk stored in a compact encoding (:mod:`certattr.engine.encodings`)
@@ -107,8 +106,6 @@ class SampleCache:
         under /proc, full, ...); nothing is left behind."""
         if not self.enabled or getattr(self, "_writable", False):
             return
-        from .files import check_writable_folder
-
         check_writable_folder(self.root, "the sample cache (--cache)")
         self._writable = True
 
@@ -251,12 +248,6 @@ class SampleCache:
         try:
             atomic_write_bytes(path, data)
         except OSError as err:
-            raise CertattrError(f"the sample cache {str(self.root)!r} cannot be written ({_cause(err)} at "
+            raise CertattrError(f"the sample cache {str(self.root)!r} cannot be written ({os_cause(err)} at "
                                 f"{str(path)!r}); finished chunks are kept; free space, fix the folder, or run "
                                 f"with --no-cache (cache=None)") from None
-
-
-def _cause(err: OSError) -> str:
-    from .files import os_cause
-
-    return os_cause(err)

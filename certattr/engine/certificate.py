@@ -3,50 +3,20 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["ABSTAIN", "Certificate", "atomic_write_bytes"]
+from .files import atomic_write_bytes
+from .statistics import pixel_radius_table
+
+__all__ = ["ABSTAIN", "Certificate"]
 
 ABSTAIN = -1  #: label of an abstained pixel (the paper's ⊘)
 FORMAT_VERSION = 3  #: 2 adds the per-pixel radii, 3 the degenerate-map flag; files of format 1-2 still load
 READABLE_FORMATS = (1, 2, 3)
-
-
-def temporary_name(path) -> Path:
-    """A hidden sibling name for ``path`` unique per process, thread and call (``.<name>.<pid>-<tid>-<rand>.tmp``)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
-
-    The bytes go to a temporary sibling (unique per process and thread, so concurrent writers never share
-    one), are fsynced, and replace ``path`` by one rename. On any failure (full disk, read-only folder, ...)
-    the temporary file is removed and the OSError propagates; ``path`` keeps its old content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise
 
 
 @dataclass
@@ -60,7 +30,7 @@ class Certificate:
     ``radii``: float64, the per-pixel certified radius R_p = sigma Phi^-1(p_lower) of label ``majority``
     (p_lower: one-sided Clopper-Pearson bound of c_p out of n - n0 at level alpha/P), 0 where
     p_lower <= 1/2 (no radius; :meth:`pixel_radius_certified` is the boolean). Computed from the counts
-    when not given (see :mod:`certattr.engine.certify`).
+    when not given (see :mod:`certattr.engine.statistics`).
     """
 
     labels: np.ndarray
@@ -89,8 +59,6 @@ class Certificate:
 
     def compute_radii(self) -> np.ndarray:
         """R_p from the counts (float64, (len(ks), H, W)): sigma Phi^-1(p_lower), 0 where p_lower <= 1/2."""
-        from .certify import pixel_radius_table
-
         table = pixel_radius_table(int(self.n) - int(self.n0), self.sigma, self.radius_level)
         return table[np.asarray(self.counts, dtype=np.int64)]
 

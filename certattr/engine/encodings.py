@@ -29,10 +29,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .validation import CertattrError, check_choice, check_ks
+from .sparsify import check_fraction, flat_maps, sparsify, sparsify_topk, upsample_maps
+from .validation import CertattrError, check_choice, check_finite_number, check_ks
 
 __all__ = ["Encoding", "RawMaps", "TopKCodes", "TopKSet", "BoundedSum", "RAW", "DEFAULT_LADDER", "topk_ladder",
-           "encoding_from_spec", "pack_codes", "unpack_codes", "certificate_encoding"]
+           "encoding_from_spec", "pack_codes", "unpack_codes", "certificate_encoding", "bound_norm"]
 
 #: the top-K percentages the compact cache stores by default: every K the paper and the book certify
 DEFAULT_LADDER = (50.0, 40.0, 30.0, 25.0, 20.0, 10.0, 5.0)
@@ -129,15 +130,10 @@ class TopKCodes(Encoding):
 
     def codes_of(self, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes uint8 (b, H, W), flat bool (b,)) of input-resolution maps (b, H, W)."""
-        from .certify import flat_maps
-        from .sparsify import sparsify
-
         binary = sparsify(maps, self.ks)  # (m, b, H, W), nested: a pixel selected at K_j is selected at every larger K
         return binary.sum(axis=0, dtype=np.uint8), flat_maps(maps)
 
     def encode(self, maps, size):
-        from .sparsify import upsample_maps
-
         up = upsample_maps(torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)), size).numpy()
         codes, flat = self.codes_of(up)
         return {"codes": pack_codes(codes.reshape(len(codes), -1), self.bits), "flat": flat,
@@ -173,15 +169,11 @@ class TopKSet(Encoding):
     fixed = ("hw",)
 
     def __init__(self, tau_frac: float):
-        from ..certificates.sparsified_smoothgrad import check_fraction
-
         self.tau_frac = check_fraction("tau_frac", tau_frac)
         self.spec = f"topset:{self.tau_frac!r}"
         self.tag = f"topset-{self.tau_frac!r}"
 
     def encode(self, maps, size):
-        from ..certificates.sparsified_smoothgrad import sparsify_topk
-
         g = sparsify_topk(np.asarray(maps), self.tau_frac) > 0  # (b, h, w)
         return {"mask": np.packbits(g.reshape(len(g), -1), axis=1, bitorder="little"),
                 "hw": np.array(g.shape[1:], dtype=np.int64)}
@@ -204,14 +196,25 @@ class TopKSet(Encoding):
         return layer_hw[0] * layer_hw[1] / 8
 
 
+def bound_norm(maps: torch.Tensor, M: float, mode: str = "normalize") -> torch.Tensor:
+    """Rows of maps (B, ...) rescaled so that ||g|| <= M: "normalize" (||g|| = M; zero stays zero) or "clip"."""
+    check_choice("bound", mode, ("normalize", "clip"))
+    flat = maps.reshape(maps.shape[0], -1)
+    norms = flat.norm(dim=1, keepdim=True)
+    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
+    if mode == "normalize":
+        scale = torch.where(norms > 0, M / safe, torch.zeros_like(norms))
+    else:
+        scale = torch.clamp(M / safe, max=1.0)
+    return (flat * scale).reshape(maps.shape)
+
+
 class BoundedSum(Encoding):
     """The sum over the chunk of the maps rescaled to ||g|| <= M (``mode`` "normalize" or "clip"), float64."""
 
     sliceable = False
 
     def __init__(self, M: float = 1.0, mode: str = "normalize"):
-        from .validation import check_finite_number
-
         M = check_finite_number("M", M)
         if M <= 0:
             raise CertattrError(f"M={M!r} is not allowed: the bound on ||g|| must be > 0")
@@ -220,8 +223,6 @@ class BoundedSum(Encoding):
         self.tag = f"sum-{mode}-{M!r}"
 
     def encode(self, maps, size):
-        from ..certificates.cosine import bound_norm
-
         t = torch.from_numpy(np.asarray(maps)).double()
         return {"sum": bound_norm(t, self.M, self.mode).sum(dim=0).numpy(), "count": np.array(len(maps))}
 

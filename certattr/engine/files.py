@@ -6,7 +6,7 @@ of files replaced as a whole.
 one atomic ``renameat2(RENAME_EXCHANGE)`` (Linux; elsewhere, or where the file system lacks it, two renames
 with a recovery step at the next run). After a kill at any moment the target folder holds either the complete
 old set or the complete new set; the staging folder is removed (and a stale one of a killed run is removed by
-the next run).
+the next run). :func:`atomic_write_bytes` does the same for one file (a temporary sibling, then one rename).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .validation import CertattrError
 
-__all__ = ["os_cause", "check_writable_folder", "refuse_foreign_files", "write_file_set", "STAGING_MARK"]
+__all__ = ["os_cause", "check_writable_folder", "refuse_foreign_files", "write_file_set", "STAGING_MARK",
+           "atomic_write_bytes", "temporary_name"]
 
 STAGING_MARK = ".certattr-staging-"  #: staging folders are named ``.<target name><STAGING_MARK><pid>-<rand>``
 _OLD_MARK = ".certattr-old-"
@@ -35,6 +36,36 @@ _CAUSES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is ex
 def os_cause(err: OSError) -> str:
     """A short cause for an OSError ("the disk is full", "permission denied", ...)."""
     return _CAUSES.get(getattr(err, "errno", None), (err.strerror or type(err).__name__).lower())
+
+
+def temporary_name(path) -> Path:
+    """A hidden sibling name for ``path`` unique per process, thread and call (``.<name>.<pid>-<tid>-<rand>.tmp``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The bytes go to a temporary sibling (unique per process and thread, so concurrent writers never share
+    one), are fsynced, and replace ``path`` by one rename. On any failure (full disk, read-only folder, ...)
+    the temporary file is removed and the OSError propagates; ``path`` keeps its old content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Top-K sparsification h_K (SPEC §1.3) and bilinear upsampling of layer maps.
+"""Top-K sparsification h_K of the paper, Sparsified SmoothGrad's hard top-k sets, and bilinear upsampling of
+layer maps: the sparsify step of every certificate.
 
 h_K(a)_p = 1 if |a_p| > t_K, else 0, where t_K is the (100-K)-th percentile of |a| over the map
 (linear interpolation, as ``numpy.percentile``). The raw |a| is ranked: nothing is clipped first.
@@ -25,9 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .validation import CertattrError, check_ks
+from .validation import CertattrError, check_interval, check_ks
 
-__all__ = ["topk_thresholds", "sparsify", "upsample_maps"]
+__all__ = ["topk_thresholds", "sparsify", "flat_maps", "FLAT_RTOL", "upsample_maps", "check_fraction", "topk_count",
+           "abs_values", "rank_order", "sparsify_topk"]
+
+FLAT_RTOL = 2.0 ** -16  #: a map whose |a| spreads less than this fraction of its max is constant up to rounding
 
 
 def _as_numpy(maps) -> np.ndarray:
@@ -104,6 +108,14 @@ def sparsify(maps, ks: Sequence[float]) -> np.ndarray:
     return absmaps[None] > lows[:, :, None, None]
 
 
+def flat_maps(maps) -> np.ndarray:
+    """bool (n,): maps (n, H, W) whose |a| is constant up to float rounding, max|a| - min|a| <= FLAT_RTOL max|a|
+    (all-zero maps included). Their top-K sets are chosen by rounding (or are empty), not by the image."""
+    a = np.abs(np.asarray(maps, dtype=np.float64).reshape(len(maps), -1))
+    hi, lo = a.max(axis=1), a.min(axis=1)
+    return (hi - lo) <= FLAT_RTOL * hi
+
+
 def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear (align_corners=False) upsampling of (B, h, w) layer maps to (B, H, W) input pixels."""
     if maps.dim() != 3:
@@ -112,3 +124,48 @@ def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(maps.shape[1:]) == size:
         return maps
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+# --- Sparsified SmoothGrad's hard top-k sets (Levine et al. 2019) ----------------------------------------------
+def check_fraction(name: str, value, *, upper_open: bool = False) -> float:
+    """A fraction of the map's elements: 0 < value <= 1 (< 1 with ``upper_open``)."""
+    return check_interval(name, value, 0, 1, high_open=upper_open)
+
+
+def topk_count(d: int, tau_frac: float) -> int:
+    """k_s = ceil(tau_frac * d), at least 1 (a tiny tolerance absorbs float error in tau_frac * d)."""
+    tau_frac = check_fraction("tau_frac", tau_frac)
+    return max(1, min(int(d), math.ceil(tau_frac * d - 1e-9)))
+
+
+def abs_values(maps) -> np.ndarray:
+    """|a| as float64, any shape with at least one axis; NaN or inf refused."""
+    if isinstance(maps, torch.Tensor):
+        maps = maps.detach().cpu().numpy()
+    arr = np.asarray(maps, dtype=np.float64)
+    if arr.ndim < 1:
+        raise CertattrError(f"maps of shape {arr.shape} are not allowed: give (d,), (h, w) or (n, h, w)")
+    if not np.isfinite(arr).all():
+        raise CertattrError("maps contain NaN or inf, which is not allowed: an attribution map must be finite")
+    return np.abs(arr)
+
+
+def rank_order(absflat: np.ndarray) -> np.ndarray:
+    """Per row of ``absflat`` (..., d), element indices from the largest |a| to the smallest; ties: lower index
+    first."""
+    return np.argsort(-absflat, axis=-1, kind="stable")
+
+
+def sparsify_topk(maps, tau_frac: float) -> np.ndarray:
+    """g: 1.0 for the k_s = ceil(tau_frac*d) largest |a| of each map (ties: lower flat index), else 0.0.
+
+    ``maps`` (h, w) or (n, h, w); returns float64 of the same shape; each map has exactly k_s ones.
+    """
+    a = abs_values(maps)
+    single = a.ndim == 2 or a.ndim == 1
+    rows = a.reshape(1 if single else a.shape[0], -1)
+    d = rows.shape[1]
+    k = topk_count(d, tau_frac)
+    out = np.zeros_like(rows)
+    np.put_along_axis(out, rank_order(rows)[:, :k], 1.0, axis=1)
+    return out.reshape(a.shape)

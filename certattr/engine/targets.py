@@ -53,7 +53,7 @@ def eval_mode(model, warn: str | None = None):
 
 
 @torch.no_grad()
-def predict(model: LoadedModel, image: torch.Tensor) -> tuple[int, float]:
+def predict(model: torch.nn.Module, image: torch.Tensor) -> tuple[int, float]:
     """(top-1 class, its softmax probability) of the clean image (3, H, W) in [0,1], in eval mode."""
     with eval_mode(model):
         probs = model(image.unsqueeze(0).to(model.device)).softmax(dim=1)[0]

@@ -17,6 +17,9 @@ __all__ = [
     "check_tau",
     "check_alpha",
     "check_n",
+    "check_sample_count",
+    "check_layer",
+    "LAYERS",
     "check_ks",
     "check_correction",
     "check_positive_int",
@@ -27,6 +30,7 @@ __all__ = [
 ]
 
 CORRECTIONS = ("bonferroni", "holm")
+LAYERS = ("input", "final")  #: where a map is explained: the normalized image, or the model's Final activation
 
 
 class CertattrError(ValueError):
@@ -88,13 +92,19 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
 MAX_N = 10_000_000  #: more noise samples than this is refused at once (days of compute and TBs of cache)
 
 
-def check_n(n, n0) -> tuple[int, int]:
-    """n noisy samples of which the first n0 choose each pixel's label: 1 <= n0 < n <= MAX_N."""
-    n = check_positive_int("n", n, 2)
+def check_sample_count(n, name: str = "n") -> int:
+    """A number of noisy samples: 1 <= n <= MAX_N."""
+    n = check_positive_int(name, n, 1)
     if n > MAX_N:
         # at the fastest (about 1 ms per sample on a GPU) and 200 KB per 224x224 float32 map
-        raise CertattrError(f"n={n} is not allowed: n must be at most {MAX_N} (at 1 ms per sample this n would take "
-                            f"{_duration(n * 1e-3)} and its 224x224 maps {n * 224 * 224 * 4 / 1e12:.3g} TB)")
+        raise CertattrError(f"{name}={n} is not allowed: {name} must be at most {MAX_N} (at 1 ms per sample this n "
+                            f"would take {_duration(n * 1e-3)} and its 224x224 maps {n * 224 * 224 * 4 / 1e12:.3g} TB)")
+    return n
+
+
+def check_n(n, n0) -> tuple[int, int]:
+    """n noisy samples of which the first n0 choose each pixel's label: 1 <= n0 < n <= MAX_N."""
+    n = check_sample_count(n)
     n0 = check_positive_int("n0", n0, 1)
     if n0 >= n:
         raise CertattrError(f"n0={n0} is not allowed with n={n}: the selection samples must satisfy 1 <= n0 < n")
@@ -130,6 +140,11 @@ def check_ks(ks) -> tuple[float, ...]:
 
 def check_correction(correction: str) -> str:
     return check_choice("correction", correction, CORRECTIONS)
+
+
+def check_layer(layer: str) -> str:
+    """"input" or "final" (any case)."""
+    return check_choice("layer", layer.lower() if isinstance(layer, str) else layer, LAYERS)
 
 
 def check_choice(name: str, value, allowed: Iterable[str]) -> str:

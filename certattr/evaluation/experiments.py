@@ -11,7 +11,7 @@ from ..models.data import Image, ImageNetFolder, bundled_photos
 from ..methods import get_method, method_names
 from ..models.registry import LoadedModel
 from .metrics import certificate_rows
-from ..engine.config import DEFAULT, CertConfig
+from ..engine.config import DEFAULT_CERT as _CERT, DEFAULT_SAMPLING as _SAMPLING, CertConfig, SamplingConfig, check_fits
 from ..engine.smoothing import SmoothedAttribution, predict
 from ..engine.targets import resolve_target
 from ..engine.validation import CertattrError, UndefinedAttribution
@@ -60,15 +60,16 @@ def method_for(name: str, layer: str, method_overrides: dict | None = None):
 
 
 def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
-                 sigmas: Sequence[float], ks: Sequence[float], *, n: int = DEFAULT.n, n0: int = DEFAULT.n0,
-                 tau: float = DEFAULT.tau, alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction,
-                 seed: int = DEFAULT.seed, chunk_size: int = DEFAULT.chunk_size, cache_dir: str | None = None,
+                 sigmas: Sequence[float], ks: Sequence[float], *, n: int = _SAMPLING.n, n0: int = _CERT.n0,
+                 tau: float = _CERT.tau, alpha: float = _CERT.alpha, correction: str = _CERT.correction,
+                 seed: int = _SAMPLING.seed, chunk_size: int = _SAMPLING.chunk_size, cache_dir: str | None = None,
                  method_overrides: dict | None = None, progress: bool = False):
     """Certify every (image, method, layer, sigma). Returns ``(certificates, undefined)``:
     ``certificates[(image_id, method, layer, sigma)] = Certificate`` and
     ``undefined[(method, layer)] = reason`` for combinations the method does not define."""
-    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
-                        ks=ks)  # validated before any work
+    sampling, config = SamplingConfig(n=n, seed=seed, chunk_size=chunk_size), CertConfig(
+        n0=n0, tau=tau, alpha=alpha, correction=correction, ks=ks)
+    check_fits(sampling, config)  # validated before any work
     certificates, undefined = {}, {}
     overrides = method_overrides or {}
     images = list(images)
@@ -79,7 +80,7 @@ def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[
         if reason:
             undefined[(name, layer)] = reason
             continue
-        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache_dir, progress=progress)
+        engine = SmoothedAttribution(model, method, layer, sigma, sampling, config, cache=cache_dir, progress=progress)
         for im in images:
             certificates[(im.id, name, layer, sigma)] = engine.certify(im.tensor, im.id, targets[im.id])
     return certificates, undefined
@@ -171,9 +172,9 @@ def engine_configs(model: LoadedModel, methods, layers: Sequence[str], sigmas: S
 
 
 def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Sequence[str], sigmas: Sequence[float],
-                 ks: Sequence[float], *, n: int = DEFAULT.n, n0: int = DEFAULT.n0, tau: float = DEFAULT.tau,
-                 alpha: float = DEFAULT.alpha, correction: str = DEFAULT.correction, seed: int = DEFAULT.seed,
-                 chunk_size: int = DEFAULT.chunk_size, cache_dir: str | None = None,
+                 ks: Sequence[float], *, n: int = _SAMPLING.n, n0: int = _CERT.n0, tau: float = _CERT.tau,
+                 alpha: float = _CERT.alpha, correction: str = _CERT.correction, seed: int = _SAMPLING.seed,
+                 chunk_size: int = _SAMPLING.chunk_size, cache_dir: str | None = None,
                  method_overrides: dict | None = None, first_sigma_only=(), skip=(), progress: bool = False,
                  log: list | None = None, taus: Sequence[float] = (), tau_out: dict | None = None):
     """Certify every (job, method, layer, sigma), like :func:`certify_many` but with per-layer method lists
@@ -187,14 +188,15 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
     samples are also certified at each of those tau (no resampling):
     ``tau_out[(job.key, method, layer, sigma, tau)] = Certificate``.
     """
-    config = CertConfig(n=n, n0=n0, tau=tau, alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
-                        ks=ks)  # validated before any work
+    sampling, config = SamplingConfig(n=n, seed=seed, chunk_size=chunk_size), CertConfig(
+        n0=n0, tau=tau, alpha=alpha, correction=correction, ks=ks)
+    check_fits(sampling, config)  # validated before any work
     other_taus = [config.replace(tau=float(t)).tau for t in taus] if tau_out is not None else []  # validated
     certificates = {}
     configs, undefined = engine_configs(model, methods, layers, sigmas, method_overrides=method_overrides,
                                         first_sigma_only=first_sigma_only, skip=skip)
     for name, layer, method, sigma in configs:
-        engine = SmoothedAttribution(model, method, layer, sigma, config=config, cache=cache_dir, progress=progress)
+        engine = SmoothedAttribution(model, method, layer, sigma, sampling, config, cache=cache_dir, progress=progress)
         for job in jobs:
             start = _time.time()
             certificates[(job.key, name, layer, sigma)] = engine.certify(job.tensor, job.image_id, job.target)

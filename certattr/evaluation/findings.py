@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..engine.config import DEFAULT
+from ..engine.config import DEFAULT_CERT
 
 __all__ = ["Finding", "Verdict", "FINDINGS", "bootstrap_interval", "sign_test", "direction_verdict",
            "check_gradient_input", "check_sigma_trend", "check_tau_trend", "check_small_k_detail",
@@ -91,7 +91,7 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
     Finding("tau_trend", "Larger τ likewise gives a larger R and fewer certified pixels",
             "A larger τ certifies a larger radius R = σ·Φ⁻¹(τ) but needs more agreeing samples, so fewer pixels "
             "are certified (paper, Sec. 4).",
-            f"The same samples certified at τ = {DEFAULT.tau:g} and at a larger τ (no resampling), paired over (image, "
+            f"The same samples certified at τ = {DEFAULT_CERT.tau:g} and at a larger τ (no resampling), paired over (image, "
             "method, layer) units at the smallest σ and the largest K; the same sign test and bootstrap rule as for σ.",
             "robustness"),
     Finding("small_k_detail", "A small K certifies fine detail",
@@ -496,7 +496,7 @@ def findings_frame(verdicts: Sequence[Verdict]):
 
 
 def write_findings(verdicts: Sequence[Verdict], results_dir, chapter: str) -> Path:
-    from ..engine.certificate import atomic_write_bytes
+    from ..engine.files import atomic_write_bytes
 
     path = Path(results_dir) / f"findings_{chapter}.json"
     atomic_write_bytes(path, json.dumps([v.to_dict() for v in verdicts], indent=1, default=float).encode())

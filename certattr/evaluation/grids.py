@@ -1,4 +1,4 @@
-"""Localization grids (SPEC §3): rows x cols images of distinct classes, placed row-major.
+"""Localization grids: rows x cols images of distinct classes, placed row-major.
 
 The paper's grids are 2x2: four images of four distinct classes, each classified with softmax confidence
 >= 0.99 by both VGG-11 and ResNet-18 (and with the same class by both), placed row-major into one image
@@ -248,7 +248,7 @@ def _top1(model, images: list[torch.Tensor], chunk_size: int) -> tuple[np.ndarra
 
 
 def qualify_images(images, models, threshold: float = 0.99, chunk_size: int = 32) -> Qualification:
-    """Which images qualify for grids (SPEC §3).
+    """Which images qualify for grids.
 
     ``images``: a sequence of (image_id, tensor (3, H, W) in [0, 1]) or (image_id, tensor, label);
     ``models``: one callable or a sequence of callables (e.g. :class:`certattr.models.registry.LoadedModel`)
@@ -293,7 +293,7 @@ def _count_arrangements(counts: Sequence[int], k: int) -> int:
 
 def build_grids(images, models, n_grids: int, *, seed: int = 0, threshold: float = 0.99, layout=(2, 2),
                 cell_size=None, grid_size=None, distinct: bool = True, chunk_size: int = 32) -> list[Grid]:
-    """Build ``n_grids`` grids of rows*cols images of distinct classes (SPEC §3), deterministically.
+    """Build ``n_grids`` grids of rows*cols images of distinct classes, deterministically.
 
     Selection (numpy ``default_rng(seed)``): for each grid, draw rows*cols distinct classes uniformly
     among the qualifying classes (in random order: that order is the row-major cell order), then one

@@ -1,4 +1,4 @@
-"""Metrics on certificates (SPEC §4): %certified, Certified GridPG, deletion faithfulness, tidy rows.
+"""Metrics on certificates: %certified, Certified GridPG, deletion faithfulness, tidy rows.
 
 All functions are pure: they read label maps, attribution maps or :class:`~certattr.engine.certificate.Certificate`
 objects and return numbers, small named tuples or dataclasses; only :func:`deletion_curve` runs a model.
@@ -294,7 +294,7 @@ def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def deletion_curve(model, image, target: int, certificate: Certificate, *, ks=None, fill="mean") -> DeletionCurve:
-    """Deletion faithfulness of one Certificate (SPEC §4).
+    """Deletion faithfulness of one Certificate.
 
     ``model``: callable on [0,1] images (B, 3, H, W) returning logits (B, classes) (a LoadedModel), with a
     ``normalize`` method when ``fill="mean"``. ``image``: (3, H, W) in [0, 1], the image the certificate

@@ -1,5 +1,6 @@
 """Attribution methods behind one call: ``get_method(name).attribute(model, images, target, layer)``."""
-from .base import METHODS, AttributionMethod, as_target, get_method, method_names, register
+from ..engine.registry import METHODS, get_method, method_names, register
+from .base import AttributionMethod, as_target
 from . import gradient, lrp, cam, perturbation  # noqa: F401  (registration, in the order of SPEC §2)
 
 __all__ = ["METHODS", "AttributionMethod", "as_target", "get_method", "method_names", "register"]

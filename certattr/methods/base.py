@@ -1,4 +1,4 @@
-"""The uniform attribution interface and the method registry.
+"""The uniform attribution interface (the registry its classes join is :mod:`certattr.engine.registry`).
 
 Every method is one class with the same call, as in captum::
 
@@ -16,8 +16,9 @@ from typing import ClassVar
 
 import torch
 
-from ..models.registry import LayerView, LoadedModel, check_layer
-from ..engine.validation import CertattrError, UndefinedAttribution, check_choice, check_positive_int
+from ..engine.registry import METHODS, get_method, method_names, register
+from ..models.registry import LayerView, LoadedModel
+from ..engine.validation import CertattrError, UndefinedAttribution, check_layer, check_positive_int
 
 __all__ = ["AttributionMethod", "register", "get_method", "method_names", "METHODS", "as_target", "pass_batch",
            "check_pass_batch", "PASS_ELEMENTS"]
@@ -41,25 +42,6 @@ def check_pass_batch(name: str, value) -> None:
     """A pass batch is None (auto: :func:`pass_batch`) or a positive integer."""
     if value is not None:
         check_positive_int(name, value)
-
-METHODS: dict[str, type["AttributionMethod"]] = {}
-
-
-def register(cls):
-    METHODS[cls.name] = cls
-    return cls
-
-
-def method_names() -> list[str]:
-    return list(METHODS)
-
-
-def get_method(name: str, **overrides) -> "AttributionMethod":
-    key = name.lower() if isinstance(name, str) else name
-    aliases = {m.lower(): m for m in METHODS}
-    check_choice("method", key, list(aliases))
-    return METHODS[aliases[key]](**overrides)
-
 
 def as_target(target, batch: int, device) -> torch.Tensor:
     """A (B,) long tensor of class indices from an int or a sequence/tensor of length B."""

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from ..engine.validation import check_positive_int
 from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register
@@ -30,6 +29,8 @@ class Grad(AttributionMethod):
     name, title, family = "grad", "Grad", "backprop"
 
     def explain(self, view, target, *, seed, image_id):
+        from captum.attr import Saliency  # here: captum loads matplotlib, and `import certattr` registers this class
+
         with torch.enable_grad():
             attr = Saliency(view.forward).attribute(abs=True, **_captum_args(view, target))
         return view.reduce_channels(attr)
@@ -42,6 +43,8 @@ class InputXGrad(AttributionMethod):
     name, title, family = "ixg", "IxG", "backprop"
 
     def explain(self, view, target, *, seed, image_id):
+        from captum.attr import InputXGradient  # here: captum loads matplotlib (see Grad.explain)
+
         with torch.enable_grad():
             attr = InputXGradient(view.forward).attribute(**_captum_args(view, target))
         return view.reduce_channels(attr)
@@ -132,6 +135,8 @@ class IntGrad(AttributionMethod):
         check_pass_batch("pass_batch", self.params["pass_batch"])
 
     def explain(self, view, target, *, seed, image_id):
+        from captum.attr import IntegratedGradients  # here: captum loads matplotlib (see Grad.explain)
+
         steps, batch = self.params["steps"], pass_batch(self.params["pass_batch"], view.inputs)
         ig = IntegratedGradients(view.forward)
         rows = min(batch, view.inputs.shape[0])

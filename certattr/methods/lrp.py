@@ -5,15 +5,12 @@ ZPlus on the other convolutions, Epsilon on linear layers, proportional (Norm) r
 average pooling and residual sums, relevance passed unchanged through activations and (merged) BatchNorms.
 Relevance starts as one-hot(y) * logit.
 
-Canonizers make the networks fit those rules, and are undone on exit:
-
-* BatchNorm is merged into the preceding convolution (zennit's ``SequentialMergeBatchNorm``, extended to
-  timm's ``BatchNormAct2d`` and made an exact identity afterwards, see :class:`MergeBatchNorm`);
-* residual sums ``branch + shortcut`` become a zennit ``Sum`` module, so relevance splits in proportion to
-  the two summands: zennit's own canonizers for torchvision ResNet blocks, ours for timm EfficientNet
-  blocks with a skip (``has_skip``) and for the test models' ``certattr.models.tiny_nets.BasicBlock``;
-* global average pooling written as ``x.mean(dim=(2, 3))`` (certattr's GAP->linear heads, the tiny test
-  ResNet) goes through an ``nn.AdaptiveAvgPool2d`` module.
+Canonizers make a network fit those rules (BatchNorm merged into the preceding convolution; residual sums
+``branch + shortcut`` as a zennit ``Sum`` module, so relevance splits in proportion to the two summands;
+global average pooling written as ``x.mean(dim=(2, 3))`` as an ``nn.AdaptiveAvgPool2d`` module), and are
+undone on exit. Each model declares the ones its architecture needs (``ModelSpec.canonizers``, see
+:mod:`certattr.models.canonizers`); LRP applies those, and is undefined for a model with a layer that none
+of them covers (the reason names the layer).
 
 The rules are zennit's, but certattr wires them (:class:`RelayedRule`): autograd runs each rule once and
 no ordinary backward, and ZPlus, ZBox and Norm-through-a-sum take shortcuts that give the same relevance
@@ -28,115 +25,15 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import BatchNormAct2d
-from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
 from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
 from zennit.layer import Sum
 from zennit.core import BasicHook, ParamMod, RemovableHandleList
 from zennit.rules import Epsilon, Norm, Pass, ZBox, ZPlus
-from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 
-from ..models.registry import GapLinearHead
-from ..models.tiny_nets import BasicBlock, TinyResNet
+from ..models.canonizers import canonizers_for, missing_canonizer
 from ..engine.validation import CertattrError, UndefinedAttribution, check_finite_number
 from .base import AttributionMethod, register
-
-
-# --- canonizers ------------------------------------------------------------------------------------
-def _leaves(module: nn.Module):
-    """Leaves in forward (definition) order, counting BatchNorm modules as leaves (timm's BatchNormAct2d
-    holds its activation as a child)."""
-    children = list(module.children())
-    if not children or isinstance(module, BatchNorm):
-        yield module
-        return
-    for child in children:
-        yield from _leaves(child)
-
-
-class MergeBatchNorm(SequentialMergeBatchNorm):
-    """zennit's SequentialMergeBatchNorm, with two fixes: BatchNorm subclasses with children (timm's
-    BatchNormAct2d) are merged too, and the emptied BatchNorm computes exactly the identity (zennit leaves
-    running_var = 1, i.e. a factor 1/sqrt(1 + eps)). The emptied torchvision/timm BatchNorm is skipped
-    rather than computed (timm's BatchNormAct2d still applies its dropout and activation)."""
-
-    def register(self, linears, batch_norm):
-        super().register(linears, batch_norm)
-        if type(batch_norm) in (nn.BatchNorm2d, BatchNormAct2d):
-            batch_norm.forward = _merged_batch_norm_forward.__get__(batch_norm)
-
-    def remove(self):
-        self.batch_norm.__dict__.pop("forward", None)
-        super().remove()
-
-    def apply(self, root_module):
-        instances, last = [], None
-        for leaf in _leaves(root_module):
-            if isinstance(last, self.linear_type) and isinstance(leaf, self.batch_norm_type):
-                instance = self.copy()
-                instance.register((last,), leaf)
-                instances.append(instance)
-            last = leaf
-        return instances
-
-    @staticmethod
-    def merge_batch_norm(modules, batch_norm):
-        SequentialMergeBatchNorm.merge_batch_norm(modules, batch_norm)
-        batch_norm.running_var.data = torch.full_like(batch_norm.running_var.data, 1 - batch_norm.eps)
-
-
-def _merged_batch_norm_forward(self, x):
-    """A BatchNorm merged into the preceding layer: the identity, then timm's dropout and activation."""
-    if isinstance(self, BatchNormAct2d):
-        return self.act(self.drop(x))
-    return x
-
-
-def _timm_skip_forward(self, x):
-    """timm block with a skip: the block's own forward without the skip, then Sum(shortcut, branch)."""
-    self.has_skip = False
-    try:
-        branch = type(self).forward(self, x)
-    finally:
-        self.has_skip = True
-    return self.canonizer_sum(torch.stack([x, self.drop_path(branch)], dim=-1))
-
-
-def _basic_block_forward(self, x):
-    """certattr.models.tiny_nets.BasicBlock with its residual sum as a Sum module."""
-    out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-    return self.relu(self.canonizer_sum(torch.stack([x, out], dim=-1)))
-
-
-def _gap_head_forward(self, act):
-    """GapLinearHead with its pooling as a module."""
-    return self.linear(self.canonizer_pool(act).flatten(1))
-
-
-def _tiny_resnet_forward(self, x):
-    """certattr.models.tiny_nets.TinyResNet with its pooling as a module."""
-    return self.fc(self.canonizer_pool(self.last(self.block(self.stem(x)))).flatten(1))
-
-
-def _canonical_attributes(name, module):
-    """AttributeCanonizer map: the forward and the new submodule of the modules canonized here."""
-    if isinstance(module, (DepthwiseSeparableConv, InvertedResidual)) and module.has_skip:
-        return {"forward": _timm_skip_forward.__get__(module), "canonizer_sum": Sum()}
-    if isinstance(module, BasicBlock):
-        return {"forward": _basic_block_forward.__get__(module), "canonizer_sum": Sum()}
-    if isinstance(module, GapLinearHead):
-        return {"forward": _gap_head_forward.__get__(module), "canonizer_pool": nn.AdaptiveAvgPool2d(1)}
-    if isinstance(module, TinyResNet):
-        return {"forward": _tiny_resnet_forward.__get__(module), "canonizer_pool": nn.AdaptiveAvgPool2d(1)}
-    return None
-
-
-def canonizers() -> list:
-    """Fresh canonizers for every architecture certattr registers (each only touches its own module types)."""
-    return [MergeBatchNorm(), ResNetBottleneckCanonizer(), ResNetBasicBlockCanonizer(),
-            AttributeCanonizer(_canonical_attributes)]
 
 
 class RelayedRule:
@@ -425,7 +322,8 @@ def stabilizer(epsilon: float):
 
 
 def composite(view, epsilon: float, *, relayed: bool = True):
-    """The zennit composite for ``view``: ZBox on the first convolution at the Input layer only.
+    """The zennit composite for ``view``: ZBox on the first convolution at the Input layer only, with the
+    canonizers that ``view.model``'s spec declares.
 
     ``relayed=False`` gives zennit's own wiring and stabilizers of the same rules (slower; the tests'
     reference)."""
@@ -437,11 +335,12 @@ def composite(view, epsilon: float, *, relayed: bool = True):
     else:
         pass_rule, norm, zplus, linear = Pass(), Norm(), ZPlus(), Epsilon(epsilon=epsilon)
         first = bounds and ZBox(*(bound.expand_as(view.inputs) for bound in bounds))
+    canonizers = canonizers_for(view.model.spec)
     layer_map = [(Activation, pass_rule), (Sum, norm), (AvgPool, norm), (BatchNorm, pass_rule),
                  (Convolution, zplus), (nn.Linear, linear)]
     if view.layer == "input":
-        return SpecialFirstLayerMapComposite(layer_map, [(Convolution, first)], canonizers=canonizers())
-    return LayerMapComposite(layer_map, canonizers=canonizers())
+        return SpecialFirstLayerMapComposite(layer_map, [(Convolution, first)], canonizers=canonizers)
+    return LayerMapComposite(layer_map, canonizers=canonizers)
 
 
 @register
@@ -449,9 +348,10 @@ class LRP(AttributionMethod):
     """LRP relevance of the layer's tensor (B, C, h, w), summed over channels: (B, h, w), signed.
 
     At the Final layer, relevance is propagated through the model from that layer on (the head) only.
-    Not defined for ViT (``model.spec.lrp`` gives the reason). The canonizers modify the model's modules
-    in place for the duration of the call (restored on exit, also on errors): do not run the same model
-    in another thread meanwhile.
+    Not defined for ViT (``model.spec.lrp`` gives the reason), nor for a model with a layer that the
+    canonizers its spec declares do not cover (the reason names the model and the layer). The canonizers
+    modify the model's modules in place for the duration of the call (restored on exit, also on errors):
+    do not run the same model in another thread meanwhile.
     """
 
     name, title, family = "lrp", "LRP", "backprop"
@@ -465,6 +365,9 @@ class LRP(AttributionMethod):
     def check_defined(self, model, layer):
         if model.spec.lrp is not None:
             raise UndefinedAttribution(f"lrp: {model.spec.lrp}")
+        missing = missing_canonizer(model.spec, model.net if layer == "input" else model.head)
+        if missing is not None:
+            raise UndefinedAttribution(f"lrp: {missing}")
 
     def explain(self, view, target, *, seed, image_id):
         with composite(view, self.params["epsilon"]).context(view.module), torch.enable_grad():

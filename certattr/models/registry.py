@@ -19,11 +19,10 @@ import torch
 import torch.nn as nn
 
 from ..engine.memo import BoundedMemo, tensor_key
-from ..engine.validation import CertattrError, check_choice
+from ..engine.validation import LAYERS, CertattrError, check_choice, check_layer
 
 __all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
 
-LAYERS = ("input", "final")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -98,6 +97,8 @@ class ModelSpec:
     final_reduce: str = "sum"  #: how a (B, C, h, w) Final attribution becomes (B, h, w): channel "sum" or "l1"
     head_kind: str = "gap_linear"  #: "gap_linear" (Cam defined) or why not
     lrp: str | None = None  #: None if LRP is supported, else the reason it is not
+    #: the LRP canonizers its architecture needs, by name, applied in this order (certattr.models.canonizers)
+    canonizers: tuple = ()
     notes: dict = field(default_factory=dict)
 
 
@@ -147,18 +148,21 @@ def _split_efficientnet(net):
     return body, GapLinearHead(net.classifier), net.classifier
 
 
+_RESNET_CANONIZERS = ("merge_batchnorm", "torchvision_resnet_sum", "gap_linear_head")
+_TIMM_EFFICIENTNET_CANONIZERS = ("merge_timm_batchnorm_act", "timm_residual_sum", "gap_linear_head")
+
 MODELS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", "EfficientNet-Lite0", _build_efficientnet_lite0, _split_efficientnet,
         "the 1280x7x7 output of the last conv block (conv_head + BN + ReLU6) before global pooling",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), canonizers=_TIMM_EFFICIENTNET_CANONIZERS),
     "resnet18": ModelSpec("resnet18", "ResNet-18", _torchvision("resnet18", "ResNet18_Weights"), _split_resnet,
-                          "layer4 output (512x7x7)"),
+                          "layer4 output (512x7x7)", canonizers=_RESNET_CANONIZERS),
     "resnet152": ModelSpec("resnet152", "ResNet-152", _torchvision("resnet152", "ResNet152_Weights"), _split_resnet,
-                           "layer4 output (2048x7x7)"),
+                           "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS),
     "wide_resnet50_2": ModelSpec("wide_resnet50_2", "Wide-ResNet-50-2",
                                  _torchvision("wide_resnet50_2", "Wide_ResNet50_2_Weights"), _split_resnet,
-                                 "layer4 output (2048x7x7)"),
+                                 "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS),
     "vgg11": ModelSpec("vgg11", "VGG-11", _torchvision("vgg11", "VGG11_Weights"), _split_vgg,
                        "the ReLU after the last conv, features[19] (512x14x14)",
                        head_kind="VGG-11 has no GAP->linear head (three fully connected layers), so Cam is undefined"),
@@ -223,7 +227,7 @@ class LoadedModel(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
         for p in self.parameters():
             p.requires_grad_(False)
-        self._fingerprint = None
+        self._fingerprint = None  #: (stamp of every parameter and buffer, their hash), see fingerprint()
         self._classes = None
 
     @property
@@ -284,14 +288,19 @@ class LoadedModel(nn.Module):
         return LayerView("final", act, self.head, context, self.spec.final_reduce, self.gap_linear, self)
 
     def fingerprint(self) -> str:
-        """A hash of the architecture name and every weight: part of each sample-cache key."""
-        if self._fingerprint is None:
+        """A hash of the architecture name and every weight (16 hex digits): part of each sample-cache key.
+
+        Kept between calls and recomputed whenever a parameter or buffer was replaced or changed in place since
+        (each tensor's identity and version counter is checked: a train-mode forward pass updating BatchNorm's
+        running statistics, or an optimiser step, gives a new fingerprint)."""
+        stamp = tuple((k, id(v), v._version) for k, v in self.state_dict(keep_vars=True).items())
+        if self._fingerprint is None or self._fingerprint[0] != stamp:
             h = hashlib.sha256(self.name.encode())
             for key, tensor in self.net.state_dict().items():
                 h.update(key.encode())
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()[:16]
-        return self._fingerprint
+            self._fingerprint = (stamp, h.hexdigest()[:16])
+        return self._fingerprint[1]
 
 
 class _NetOnNormalized(nn.Module):
@@ -312,10 +321,6 @@ def model_device(model) -> torch.device:
         return next(model.parameters()).device
     except (AttributeError, StopIteration, TypeError):
         return torch.device("cpu")
-
-
-def check_layer(layer: str) -> str:
-    return check_choice("layer", layer.lower() if isinstance(layer, str) else layer, LAYERS)
 
 
 def load_model(name: str, weights: str = "pretrained", device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:

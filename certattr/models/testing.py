@@ -50,7 +50,8 @@ def tiny_model(seed: int = 0, classes: int = 10, width: int = 8) -> LoadedModel:
     def split(net):
         return nn.Sequential(net.stem, net.block, net.last), GapLinearHead(net.fc), net.fc
 
-    spec = _spec("tiny_resnet", "Tiny ResNet (test model)", build, split, "output of the last conv (16x8x8)")
+    spec = _spec("tiny_resnet", "Tiny ResNet (test model)", build, split, "output of the last conv (16x8x8)",
+                 canonizers=("merge_batchnorm", "tiny_resnet", "gap_linear_head"))
     return LoadedModel(spec, build("random"), "random")
 
 

@@ -1,7 +1,7 @@
 """The tiny architectures of :mod:`certattr.models.testing`: plain torch modules that import nothing from certattr.
 
-They live here, not in the testing module, so that :mod:`certattr.methods.lrp` can canonize them (its residual
-sum and pooling, like those of torchvision's and timm's blocks) without a method depending on test fixtures.
+They live here, not in the testing module, so that :mod:`certattr.models.canonizers` can canonize them for LRP
+(their residual sum and pooling, like those of torchvision's and timm's blocks) without importing test fixtures.
 """
 from __future__ import annotations
 

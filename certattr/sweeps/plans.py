@@ -237,12 +237,13 @@ def work_engine(work: Work, model, cache=None, progress: bool = False, n: int | 
     from ..methods import get_method
     from ..engine.smoothing import SmoothedAttribution
 
+    from ..engine.config import SamplingConfig
     from ..engine.noise import Gaussian, UniformBall
 
     method = get_method(work.method, **json.loads(work.method_params))
     noise = UniformBall(work.sigma) if work.noise == "uniform-ball" else Gaussian(work.sigma)
-    return SmoothedAttribution(model, method, work.layer, noise, n=max(n or work.n, 2), n0=1, seed=work.seed,
-                               chunk_size=work.chunk_size, cache=cache, progress=progress)
+    sampling = SamplingConfig(n=n or work.n, seed=work.seed, chunk_size=work.chunk_size)
+    return SmoothedAttribution(model, method, work.layer, noise, sampling, cache=cache, progress=progress)
 
 
 # --- the chapters' image sets -----------------------------------------------------------------------------------

@@ -1,0 +1,195 @@
+"""The summary tables and rankings the evaluation chapters show, assembled from their tidy result rows
+(:func:`certattr.evaluation.experiments.robustness_rows`, ``localization_rows``, ``deletion_rows``).
+
+Shares are fractions of all pixels in [0, 1] unless a column says "%"; K is in percent. Every function
+takes the rows and returns a table (or a small Python value), so a chapter only calls, formats and shows.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["LAYER_RANK", "ranked_means", "pooled_outcome_table", "identical_certificate_groups",
+           "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
+           "per_k_outcome_table", "budget_shares", "overlay_pairs"]
+
+LAYER_RANK = {"input": 0, "final": 1}  #: the order in which tables list the layers
+
+
+def ranked_means(frame, value: str, *, by: str = "method_title", ascending: bool = False):
+    """The mean of column ``value`` per ``by`` (a method), sorted (largest first unless ``ascending``): a
+    Series indexed by ``by``. Ties keep the order pandas' default sort gives them."""
+    return frame.groupby(by)[value].mean().sort_values(ascending=ascending)
+
+
+def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mapping[str, str], undefined_pairs):
+    """The robustness chapter's table: one row per (model, method), the pooled percentages certified '1',
+    certified '0' and abstained at each layer, formatted with one decimal; an empty cell reads "n/a" when
+    (method title, layer) is in ``undefined_pairs`` and "not run" otherwise.
+
+    ``pooled_rows``: :func:`certattr.evaluation.experiments.pooled` rows of one sigma and one K (columns
+    model, method_title, layer, certified_1, certified_0, abstain); ``layers``: the layers in column order
+    (those without rows are left out); ``model_titles``: model id -> display name.
+    """
+    import pandas as pd
+
+    from .names import layer_title
+
+    wide = pooled_rows.assign(c1=100 * pooled_rows.certified_1, c0=100 * pooled_rows.certified_0,
+                              ab=100 * pooled_rows.abstain)
+    shown = wide.pivot_table(index=["model", "method_title"], columns="layer", values=["c1", "c0", "ab"], sort=False)
+    shown = shown.reindex(columns=pd.MultiIndex.from_product([["c1", "c0", "ab"],
+                                                               [l for l in layers if l in set(wide.layer)]]))
+    names = {"c1": "% cert. 1", "c0": "% cert. 0", "ab": "% abstain"}
+    shown.columns = [f"{names[a]} ({layer_title(b)})" for a, b in shown.columns]
+    shown = shown.rename(index=model_titles, level=0).rename_axis(index=["model", "method"])
+    formatted = shown.map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
+    for (model, method) in formatted.index:
+        for col in formatted.columns:
+            if formatted.loc[(model, method), col] == "":
+                layer = "input" if "Input" in col else "final"
+                formatted.loc[(model, method), col] = "n/a" if (method, layer) in undefined_pairs else "not run"
+    return formatted
+
+
+def identical_certificate_groups(rows, layer: str = "final") -> list[list[str]]:
+    """Groups of at least two methods (titles) whose certificates at ``layer`` have the same outcome counts
+    (n_certified_1, n_certified_0, n_abstain) for every image, sigma and K of one model: they certify
+    exactly the same number of pixels each way everywhere. ``rows``: robustness rows (columns model,
+    image_id, method_title, layer, sigma, k and the counts). Groups are listed in order of first appearance.
+    """
+    part = rows[rows.layer == layer].sort_values(["model", "image_id", "sigma", "k"])
+    signature: dict = {}
+    for (model, method), g in part.groupby(["model", "method_title"], sort=False):
+        key = (model, tuple(g.sigma), tuple(g.n_certified_1), tuple(g.n_certified_0), tuple(g.n_abstain))
+        signature.setdefault(key, []).append(method)
+    return [methods for methods in signature.values() if len(methods) > 1]
+
+
+def gridpg_trend(means, k: float) -> tuple[int, int] | None:
+    """How Certified GridPG moves with the radius: among the (model, method, layer) combinations of
+    ``means`` (:func:`certattr.evaluation.experiments.gridpg_intervals` rows with columns model, method,
+    layer, sigma, k, value) run at every sigma at K = ``k``, (how many have a lower mean at the largest sigma
+    than at the smallest, by more than 1e-12; how many there are). None when fewer than two sigmas or no
+    combination has every sigma.
+    """
+    wide = means[means.k == k].pivot_table(index=["model", "method", "layer"], columns="sigma", values="value")
+    wide = wide.dropna()
+    if wide.shape[1] <= 1 or not len(wide):
+        return None
+    return int((wide.iloc[:, -1] < wide.iloc[:, 0] - 1e-12).sum()), int(len(wide))
+
+
+def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mapping[str, str]):
+    """The localization chapter's table at noise ``sigma``: one row per (model, method, layer), the mean
+    Certified GridPG at each K (columns "K = 50%", ..., largest K first), the uncertified GridPG and the
+    percentage of targets with nothing certified '1', both at K = ``k_ref``. NaN where not run.
+    ``means``: :func:`certattr.evaluation.experiments.gridpg_intervals` rows by (model, method, method_title,
+    layer, sigma, R, k)."""
+    from .names import k_text, layer_title
+
+    at_sigma = means[means.sigma == sigma]
+    summary = at_sigma.pivot_table(index=["model", "method_title", "layer"], columns="k", values="value", sort=False)
+    summary = summary[sorted(summary.columns, reverse=True)]
+    summary.columns = [f"K = {k_text(k)}%" for k in summary.columns]
+    extra = means[(means.sigma == sigma) & (means.k == k_ref)].set_index(["model", "method_title", "layer"])
+    summary["uncertified GridPG"] = extra.gridpg.reindex(summary.index)
+    summary[f"% targets with nothing certified '1' (K = {k_text(k_ref)}%)"] = \
+        100 * extra.no_certified.reindex(summary.index)
+    summary = summary.rename(index=model_titles, level=0).rename(index=layer_title, level=2)
+    return summary.rename_axis(index=["model", "method", "layer"])
+
+
+def method_layer_table(frame, columns: Sequence[str], names: Mapping[str, str], *, input_first: bool):
+    """Rows of ``frame`` (one per model, method, layer; columns model_title, method_title, layer and
+    ``columns``) sorted for display: by model, then method, then layer (Input before Final), indexed by
+    (method, layer), with the model in front when there is more than one; ``columns`` renamed by ``names``.
+
+    Methods are listed in the order they first appear in ``frame``, or, with ``input_first``, first appear
+    once the rows are stably sorted Input layer first (a method run only at the Final layer comes last).
+    """
+    if input_first:
+        ranked = frame.sort_values("layer", key=lambda c: c.map(LAYER_RANK), kind="stable")["method_title"]
+    else:
+        ranked = frame["method_title"]
+    order = {m: i for i, m in enumerate(dict.fromkeys(ranked))}
+    index = ["method_title", "layer"] if frame["model_title"].nunique() == 1 else ["model_title", "method_title", "layer"]
+
+    def key(column):
+        if column.name == "method_title":
+            return column.map(order)
+        if column.name == "layer":
+            return column.map(LAYER_RANK)
+        return column
+
+    from .names import layer_title
+
+    shown = frame.sort_values(["model_title", "method_title", "layer"], key=key, kind="stable")
+    shown = shown.assign(layer=shown["layer"].map(layer_title)).set_index(index)[list(columns)].rename(columns=names)
+    return shown.rename_axis(index={"model_title": "model", "method_title": "method"})
+
+
+def deletion_summary(rows):
+    """One row per (model_title, method_title, layer) of deletion rows
+    (:func:`certattr.evaluation.metrics.deletion_rows`): ``auc`` (mean over images of the area under the
+    deletion curve), ``p_clean`` (the first row's probability), ``drop1`` (mean p after step 1 / p clean)
+    and ``removed1`` (mean fraction of the pixels removed at step 1), in order of first appearance."""
+    keys = ["model_title", "method_title", "layer"]
+    auc = rows.groupby(keys, sort=False).agg(auc=("auc", "mean"), p_clean=("probability", "first")).reset_index()
+    step1 = rows[rows.step == 1].groupby(keys, sort=False).agg(
+        drop1=("relative_probability", "mean"), removed1=("removed_fraction", "mean")).reset_index()
+    return auc.merge(step1, on=keys)
+
+
+def per_k_outcome_table(rows):
+    """The method chapter's table: one row per (method, layer) with display names, the percentages of the
+    pixels certified '1' and abstained at each K (largest K first; NaN where not run). ``rows``:
+    :func:`certattr.evaluation.metrics.certificate_rows` of one image (columns method, layer, k,
+    certified_1, abstain)."""
+    import pandas as pd
+
+    from .names import k_text, layer_title, method_title
+
+    shown = rows.assign(method=rows.method.map(method_title), layer=rows.layer.map(layer_title),
+                        c1=100 * rows.certified_1, ab=100 * rows.abstain)
+    pivot = shown.pivot_table(index=["method", "layer"], columns="k", values=["c1", "ab"], sort=False)
+    pivot = pivot.reindex(columns=pd.MultiIndex.from_product([["c1", "ab"], sorted(rows.k.unique(), reverse=True)]))
+    pivot.columns = [f"{'% certified 1' if a == 'c1' else '% abstain'} (K = {k_text(k)}%)" for a, k in pivot.columns]
+    return pivot
+
+
+def budget_shares(rows, k: float, layer: str, methods: Sequence[str], *, among: bool = True):
+    """The share of the top-K budget certified '1' (certified_1 / (K / 100), in [0, 1]) per row of
+    ``rows`` at K = ``k`` and ``layer``, for the methods in ``methods`` (``among``) or those not in it:
+    a Series indexed by method id, in row order."""
+    at = rows[(rows.k == k) & (rows.layer == layer)]
+    chosen = at.method.isin(list(methods))
+    at = at[chosen if among else ~chosen]
+    return (at.certified_1 / (at.k / 100)).set_axis(at.method.to_list())
+
+
+def overlay_pairs(computed, layers: Sequence[str], per_layer: Mapping[str, Sequence[str]], chosen=None, *,
+                  limit: int = 3, preferred=(("lrp", "input"), ("rise", "input"), ("gradcam", "final"),
+                                             ("gradcam", "input"), ("rise", "final"), ("grad", "input"))):
+    """The (method, layer) rows of an overlay figure: at most ``limit`` pairs for which ``computed(method,
+    layer)`` is true. With ``chosen`` (method ids), those methods at every layer of ``layers``, layer by
+    layer; otherwise the ``preferred`` pairs first (the ones the paper discusses first), then every other
+    pair run (``per_layer``: {layer: [method ids]}), without repeats."""
+    if chosen:
+        pairs = [(m, layer) for layer in layers for m in chosen]
+    else:
+        pairs = list(dict.fromkeys(list(preferred) + [(m, layer) for layer in layers for m in per_layer[layer]]))
+    return [p for p in pairs if computed(*p)][:limit]
+
+
+def certifying_count(n_test: int, tau: float, alpha: float, n_pixels: int) -> int:
+    """The smallest count c of agreeing test samples that certifies a pixel: P(Bin(n_test, tau) >= c) <=
+    alpha / n_pixels (Bonferroni over the pixels); n_test + 1 when even c = n_test does not."""
+    from ..engine.statistics import binomial_pvalues
+
+    passing = np.flatnonzero(binomial_pvalues(n_test, tau) <= alpha / n_pixels)
+    return int(passing[0]) if passing.size else n_test + 1
+
+
+__all__ += ["certifying_count"]

@@ -1,0 +1,206 @@
+"""The tables, rankings and selections the evaluation chapters show, on small constructed result rows with
+answers worked out by hand or by an independent loop."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from certattr.evaluation import results, tables
+from certattr.models.testing import tiny_model, tiny_vgg_model
+
+
+# --- reading another chapter's results ------------------------------------------------------------------------------
+def _results_rows():
+    rows = []
+    for model in ("a", "b"):
+        for method, layer in (("grad", "input"), ("gradcam", "final"), ("cam", "final"), ("grad", "final")):
+            for k in (50.0, 10.0, 30.0):
+                for sigma, tau, n in ((0.15, 0.75, 100), (0.25, 0.75, 100), (0.15, 0.9, 100), (0.15, 0.75, 50)):
+                    rows.append({"model": model, "method": method, "layer": layer, "k": k, "sigma": sigma,
+                                 "tau": tau, "alpha": 0.001, "n": n})
+    return pd.DataFrame(rows)
+
+
+def test_select_results_keeps_exactly_the_rows_of_this_run():
+    frame = _results_rows()
+    per_layer = {"input": ["grad"], "final": ["gradcam", "cam"]}
+    got = results.select_results(frame, models=["a"], sigma=0.15 + 1e-12, ks=[50.0, 10.0], layers=["input", "final"],
+                                 tau=0.75, alpha=0.001, n=100, per_layer=per_layer)
+    expected = [i for i, r in frame.iterrows()
+                if r.model == "a" and abs(r.sigma - 0.15) < 1e-9 and r.k in (50.0, 10.0) and r.tau == 0.75
+                and r.n == 100 and r.method in per_layer[r.layer]]
+    assert list(got.index) == expected and len(expected) == 3 * 2
+    # arguments left out do not filter
+    loose = results.select_results(frame, models=["a", "b"], tau=0.75, n=100)
+    assert len(loose) == 2 * 4 * 3 * 2
+    assert results.select_results(None, models=["a"], tau=0.75) is None
+
+
+def test_results_coverage_names_present_missing_and_undefined_pairs():
+    vgg = tiny_vgg_model()  # Cam is not defined with a fully connected head
+    frame = _results_rows()
+    frame = frame[(frame.sigma == 0.15) & (frame.tau == 0.75) & (frame.n == 100)]
+    frame = frame[~((frame.method == "grad") & (frame.layer == "final") & (frame.k == 30.0))]
+    per_layer = {"input": ["grad"], "final": ["gradcam", "cam", "grad"]}
+    cover = results.results_coverage(frame, {"a": vgg}, per_layer, [50.0, 30.0, 10.0])
+    status = {(r.method, r.layer): r.status for r in cover.itertuples()}
+    assert status == {("grad", "input"): "present", ("gradcam", "final"): "present", ("cam", "final"): "undefined",
+                      ("grad", "final"): "missing"}
+    why = dict(zip(zip(cover.method, cover.layer), cover.why))
+    assert why[("grad", "final")] == "no row at K = 30%" and why[("cam", "final")]
+    assert not results.results_complete(frame, {"a": vgg}, per_layer, [50.0, 30.0, 10.0])
+    assert results.results_complete(frame, {"a": vgg}, per_layer, [50.0, 10.0])
+    # with a model that defines Cam, its rows are required too
+    assert (results.results_coverage(frame, {"a": tiny_model()}, per_layer, [50.0]).status == "present").all()
+    assert not results.results_complete(frame.iloc[:0], {"a": vgg}, per_layer, [50.0])
+    assert set(results.results_coverage(None, {"a": vgg}, per_layer, [50.0]).status) == {"missing", "undefined"}
+
+
+# --- robustness --------------------------------------------------------------------------------------------------
+def test_pooled_outcome_table_formats_percentages_and_names_the_empty_cells():
+    pooled = pd.DataFrame([
+        {"model": "m", "method_title": "Grad", "layer": "input", "certified_1": 0.125, "certified_0": 0.5, "abstain": 0.375},
+        {"model": "m", "method_title": "Grad", "layer": "final", "certified_1": 0.0, "certified_0": 1.0, "abstain": 0.0},
+        {"model": "m", "method_title": "LRP", "layer": "input", "certified_1": 0.3333, "certified_0": 0.3333,
+         "abstain": 0.3334},
+        {"model": "m", "method_title": "RISE", "layer": "final", "certified_1": 0.2, "certified_0": 0.2, "abstain": 0.6},
+    ])
+    got = tables.pooled_outcome_table(pooled, ["input", "final"], {"m": "Model M"}, {("LRP", "final")})
+    assert list(got.columns) == ["% cert. 1 (Input)", "% cert. 1 (Final)", "% cert. 0 (Input)", "% cert. 0 (Final)",
+                                 "% abstain (Input)", "% abstain (Final)"]
+    assert list(got.index) == [("Model M", "Grad"), ("Model M", "LRP"), ("Model M", "RISE")]
+    assert list(got.loc[("Model M", "Grad")]) == ["12.5", "0.0", "50.0", "100.0", "37.5", "0.0"]
+    assert got.loc[("Model M", "LRP"), "% abstain (Final)"] == "n/a"  # not defined there
+    assert got.loc[("Model M", "RISE"), "% cert. 1 (Input)"] == "not run"  # defined, left out
+
+
+def test_identical_certificate_groups_need_equal_counts_everywhere():
+    rows = []
+    for image in ("x", "y"):
+        for k in (50.0, 10.0):
+            base = {"model": "m", "image_id": image, "layer": "final", "sigma": 0.15, "k": k}
+            counts = (int(k) + len(image), 3, 7)
+            for method in ("IxG", "LRP", "Grad"):
+                c1, c0, ab = counts
+                if method == "Grad" and image == "y" and k == 10.0:
+                    c0, ab = c0 + 1, ab - 1  # differs in one count of one certificate
+                rows.append({**base, "method_title": method, "n_certified_1": c1, "n_certified_0": c0, "n_abstain": ab})
+            rows.append({**base, "layer": "input", "method_title": "Grad", "n_certified_1": counts[0],
+                         "n_certified_0": counts[1], "n_abstain": counts[2]})
+    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
+    assert sorted(map(sorted, tables.identical_certificate_groups(frame, "final"))) == [["IxG", "LRP"]]
+    # another model's identical counts are a separate group
+    other = frame.assign(model="n")
+    assert len(tables.identical_certificate_groups(pd.concat([frame, other]), "final")) == 2
+
+
+# --- localization -------------------------------------------------------------------------------------------------
+def _means():
+    rows = []
+    values = {("grad", "input"): [0.5, 0.4, 0.3], ("rise", "input"): [0.2, 0.2, 0.2],
+              ("lrp", "input"): [0.1, 0.3, 0.6], ("gradcam", "final"): [0.6, 0.5, float("nan")]}
+    for (method, layer), vs in values.items():
+        for sigma, v in zip((0.15, 0.25, 0.33), vs):
+            for k in (50.0, 10.0):
+                if math.isnan(v):
+                    continue  # not run at this sigma
+                rows.append({"model": "m", "method": method, "method_title": method.upper(), "layer": layer,
+                             "sigma": sigma, "k": k, "value": v if k == 50.0 else v / 2, "gridpg": 0.4,
+                             "no_certified": 0.25})
+    return pd.DataFrame(rows)
+
+
+def test_gridpg_trend_counts_the_combinations_that_fall_with_the_radius():
+    means = _means()
+    assert tables.gridpg_trend(means, 50.0) == (1, 3)  # grad falls, rise is flat, lrp rises; gradcam lacks a sigma
+    assert tables.gridpg_trend(means[means.sigma == 0.15], 50.0) is None
+
+
+def test_gridpg_summary_table_has_every_k_and_the_uncertified_columns():
+    got = tables.gridpg_summary_table(_means(), 0.15, 50.0, {"m": "Model M"})
+    assert list(got.columns) == ["K = 50%", "K = 10%", "uncertified GridPG",
+                                 "% targets with nothing certified '1' (K = 50%)"]
+    assert got.loc[("Model M", "GRAD", "Input")].tolist() == [0.5, 0.25, 0.4, 25.0]
+    assert got.loc[("Model M", "GRADCAM", "Final"), "K = 10%"] == 0.3
+    assert list(got.index.names) == ["model", "method", "layer"]
+
+
+def test_overlay_pairs_prefer_the_papers_pairs_then_the_rest():
+    per_layer = {"input": ["grad", "rise", "lrp"], "final": ["grad", "gradcam"]}
+    done = {("rise", "input"), ("gradcam", "final"), ("grad", "final"), ("grad", "input")}
+    computed = lambda m, layer: (m, layer) in done  # noqa: E731
+    assert tables.overlay_pairs(computed, ["input", "final"], per_layer) == [
+        ("rise", "input"), ("gradcam", "final"), ("grad", "input")]
+    assert tables.overlay_pairs(computed, ["input", "final"], per_layer, limit=4)[-1] == ("grad", "final")
+    assert tables.overlay_pairs(computed, ["input", "final"], per_layer, ["grad"]) == [("grad", "input"),
+                                                                                       ("grad", "final")]
+
+
+# --- trade-off and faithfulness -----------------------------------------------------------------------------------
+def test_ranked_means_average_per_method_then_sort():
+    frame = pd.DataFrame({"method_title": ["A", "B", "A", "C"], "x": [0.2, 0.5, 0.6, 0.1]})
+    assert tables.ranked_means(frame, "x").to_dict() == {"B": 0.5, "A": 0.4, "C": 0.1}
+    assert list(tables.ranked_means(frame, "x", ascending=True).index) == ["C", "A", "B"]
+
+
+def _method_layer_rows(models=("M",)):
+    rows = []
+    for model in models:
+        for method, layer, v in (("GradCam", "final", 1.0), ("RISE", "final", 2.0), ("Grad", "input", 3.0),
+                                 ("RISE", "input", 4.0), ("GradCam", "input", 5.0)):
+            rows.append({"model_title": model, "method_title": method, "layer": layer, "v": v})
+    return pd.DataFrame(rows)
+
+
+def test_method_layer_table_orders_methods_and_layers():
+    frame = _method_layer_rows()
+    first_seen = tables.method_layer_table(frame, ["v"], {"v": "value"}, input_first=False)
+    assert list(first_seen.index) == [("GradCam", "Input"), ("GradCam", "Final"), ("RISE", "Input"), ("RISE", "Final"),
+                                      ("Grad", "Input")]
+    assert list(first_seen.columns) == ["value"] and first_seen.loc[("RISE", "Final"), "value"] == 2.0
+    input_first = tables.method_layer_table(frame, ["v"], {"v": "value"}, input_first=True)
+    assert [m for m, _ in input_first.index][::2] == ["Grad", "RISE", "GradCam"]
+    two = tables.method_layer_table(_method_layer_rows(("B", "A")), ["v"], {}, input_first=True)
+    assert list(two.index.names) == ["model", "method", "layer"] and two.index[0][0] == "A"
+
+
+def test_deletion_summary_means_over_images():
+    rows = []
+    for image, (auc, p0, p1, removed) in {"x": (0.2, 0.8, 0.4, 0.1), "y": (0.4, 0.6, 0.6, 0.3)}.items():
+        for step, p in ((0, p0), (1, p1)):
+            rows.append({"model_title": "M", "method_title": "Grad", "layer": "input", "image_id": image,
+                         "step": step, "auc": auc, "probability": p, "relative_probability": p / p0,
+                         "removed_fraction": removed if step else 0.0})
+    got = tables.deletion_summary(pd.DataFrame(rows)).iloc[0]
+    assert got.auc == pytest.approx(0.3) and got.p_clean == 0.8
+    assert got.drop1 == pytest.approx((0.5 + 1.0) / 2) and got.removed1 == pytest.approx(0.2)
+
+
+# --- method chapter ---------------------------------------------------------------------------------------------
+def test_per_k_outcome_table_and_budget_shares():
+    rows = pd.DataFrame([
+        {"method": "grad", "layer": "input", "k": 10.0, "certified_1": 0.02, "abstain": 0.5},
+        {"method": "grad", "layer": "input", "k": 50.0, "certified_1": 0.1, "abstain": 0.4},
+        {"method": "rise", "layer": "input", "k": 50.0, "certified_1": 0.4, "abstain": 0.1},
+        {"method": "rise", "layer": "final", "k": 50.0, "certified_1": 0.45, "abstain": 0.0},
+    ])
+    got = tables.per_k_outcome_table(rows)
+    assert list(got.columns) == ["% certified 1 (K = 50%)", "% certified 1 (K = 10%)", "% abstain (K = 50%)",
+                                 "% abstain (K = 10%)"]
+    assert got.loc[("Grad", "Input")].tolist() == pytest.approx([10.0, 2.0, 40.0, 50.0])
+    assert math.isnan(got.loc[("RISE", "Input"), "% certified 1 (K = 10%)"])
+    grad = tables.budget_shares(rows, 50.0, "input", ["grad"])
+    assert grad.to_dict() == pytest.approx({"grad": 0.2})  # 10% of the pixels out of a 50% budget
+    assert tables.budget_shares(rows, 50.0, "input", ["grad"], among=False).to_dict() == pytest.approx({"rise": 0.8})
+
+
+@pytest.mark.parametrize("n_test,tau,alpha,n_pixels", [(90, 0.75, 0.001, 224 * 224), (10, 0.75, 0.05, 1),
+                                                       (5, 0.75, 0.001, 100), (200, 0.6, 0.01, 50)])
+def test_certifying_count_is_the_smallest_passing_count(n_test, tau, alpha, n_pixels):
+    from scipy.stats import binom
+
+    passing = [c for c in range(n_test + 1) if binom.sf(c - 1, n_test, tau) <= alpha / n_pixels]
+    expected = passing[0] if passing else n_test + 1
+    assert tables.certifying_count(n_test, tau, alpha, n_pixels) == expected
+    assert (5, 0.75, 0.001, 100) != (n_test, tau, alpha, n_pixels) or expected == n_test + 1  # the case with none
