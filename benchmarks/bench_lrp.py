@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-import certattr.methods.lrp as lrp_module
+import certattr.methods.lrp_rules as lrp_rules
 from certattr.models.data import bundled_photo
 from certattr.methods import get_method
 from certattr.models.registry import load_model
@@ -48,12 +48,12 @@ def parse_args(argv=None):
 
 def zennit_wired(method, model, chunk, target):
     """The same LRP rules and canonizers, wired by zennit's own hooks."""
-    certattr_composite = lrp_module.composite
-    lrp_module.composite = lambda view, eps: certattr_composite(view, eps, relayed=False)
+    certattr_composite = lrp_rules.composite
+    lrp_rules.composite = lambda view, eps: certattr_composite(view, eps, relayed=False)
     try:
         return method.attribute(model, chunk, target, "input")
     finally:
-        lrp_module.composite = certattr_composite
+        lrp_rules.composite = certattr_composite
 
 
 def bench(args) -> list[dict]:

@@ -8,6 +8,20 @@ import sys
 import warnings
 from pathlib import Path
 
+from .book.build import (CHAPTERS, PROFILES, ROOT, build_book, chapter_parameters, check_overrides, check_root,
+    parse_overrides)
+from .book.plotting import save_overlay_png
+from .course.notebooks import build_assignments
+from .engine.cache import SampleCache, default_cache_dir
+from .engine.config import CertConfig, DEFAULT_CERT, DEFAULT_SAMPLING, SamplingConfig, check_fits
+from .engine.files import check_writable_folder, os_cause, refuse_foreign_files, write_file_set
+from .engine.smoothing import SmoothedAttribution
+from .engine.validation import CORRECTIONS, CertattrError, check_choice, check_sigma
+from .methods import METHODS, get_method, method_names
+from .models.data import BUNDLED_PHOTOS, bundled_photo, load_image_file
+from .models.registry import LAYERS, MODELS, load_model, model_names
+from .sweeps.cli import add_parser as _add_sweep
+
 __all__ = ["main"]
 
 OUTPUT_FILES = ("certificate.npz", "certificate.json", "overlay.png")  #: what `certattr certify` writes into --out
@@ -49,7 +63,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def _image_arg(value: str):
     """A bundled photo id (e.g. ``chelsea``, or ``photo:chelsea``) or an image file path."""
-    from .models.data import BUNDLED_PHOTOS, bundled_photo, load_image_file
 
     name = value[len("photo:"):] if value.startswith("photo:") else value
     if name in BUNDLED_PHOTOS and not Path(value).exists():
@@ -59,12 +72,6 @@ def _image_arg(value: str):
 
 
 def _add_certify(sub):
-    from .engine.cache import default_cache_dir
-    from .engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
-    from .methods import method_names
-    from .models.registry import LAYERS, model_names
-    from .engine.validation import CORRECTIONS
-
     p = sub.add_parser("certify", help="certify the top-K pixels of one image's attribution map",
                        description="Certify which pixels are in the top K%% of an attribution map under l2 "
                                    "perturbations (Anani et al., ICML 2025). Writes overlay.png and certificate.json "
@@ -102,15 +109,6 @@ def _add_certify(sub):
 
 def _certify(args) -> int:
     import torch
-
-    from .engine.cache import SampleCache
-    from .methods import get_method
-    from .models.registry import load_model
-    from .engine.files import write_file_set
-    from .book.plotting import save_overlay_png
-    from .engine.smoothing import SmoothedAttribution
-    from .engine.config import CertConfig, SamplingConfig, check_fits
-    from .engine.validation import CertattrError, check_sigma
 
     # validate everything cheap before loading a model: the samples' settings and the certificate's
     check_sigma(args.sigma)
@@ -152,7 +150,6 @@ def _certify(args) -> int:
 
 def _check_out(out: Path) -> None:
     """Before any work: --out must be a writable folder (or creatable) holding nothing but certattr's outputs."""
-    from .engine.files import check_writable_folder, refuse_foreign_files
 
     check_writable_folder(out, "--out")
     if out.is_dir():  # the new set is staged next to it and swapped in: its parent must be writable too
@@ -166,10 +163,6 @@ def _add_list(sub):
 
 
 def _list(args) -> int:
-    from .models.data import BUNDLED_PHOTOS
-    from .methods import METHODS
-    from .models.registry import MODELS
-
     print("models:")
     for name, spec in MODELS.items():
         print(f"  {name:18s} {spec.title}; Final layer: {spec.final_layer}")
@@ -183,8 +176,6 @@ def _list(args) -> int:
 
 
 def _add_book(sub):
-    from .book.build import PROFILES
-
     p = sub.add_parser("book", help="run the chapters with papermill and build the Jupyter Book")
     p.add_argument("--profile", action=_Once, default="cpu", choices=list(PROFILES))
     p.add_argument("--only", nargs="*", default=None, action=_Merge,
@@ -200,10 +191,6 @@ def _add_book(sub):
 
 
 def _book(args) -> int:
-    from .book.build import CHAPTERS, ROOT, build_book, check_overrides, check_root, parse_overrides
-    from .engine.files import check_writable_folder
-    from .engine.validation import check_choice
-
     root = check_root(args.root or ROOT)
     chapters = [check_choice("chapter", c, CHAPTERS) for c in args.only] if args.only else CHAPTERS
     overrides = check_overrides(parse_overrides(args.parameter), args.profile, chapters, root)
@@ -213,8 +200,6 @@ def _book(args) -> int:
 
 
 def _add_assignments(sub):
-    from .book.build import CHAPTERS, PROFILES
-
     p = sub.add_parser("assignments", help="write the student and instructor (nbgrader) notebooks of every chapter",
                        description="Write <chapter>-student.ipynb (stubs and checks, no solutions) and "
                                    "<chapter>-instructor.ipynb (solutions between nbgrader's BEGIN/END SOLUTION "
@@ -235,9 +220,6 @@ def _add_assignments(sub):
 
 
 def _assignments(args) -> int:
-    from .book.build import CHAPTERS, ROOT, chapter_parameters
-    from .course.notebooks import build_assignments
-
     root = Path(args.root) if args.root else ROOT
     chapters = {c: chapter_parameters(args.profile, c, root=root) for c in (args.only or CHAPTERS)}
     written = build_assignments(args.out, chapters=chapters, profile=args.profile, root=root,
@@ -249,15 +231,12 @@ def _assignments(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .engine.validation import CertattrError
-
     parser = _Parser(prog="certattr", description="Pixel-level certified attributions via randomized smoothing")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_certify(sub)
     _add_list(sub)
     _add_book(sub)
     _add_assignments(sub)
-    from .sweeps.cli import add_parser as _add_sweep  # certattr sweep: the book's plans on Dask (certattr/sweep.py)
     _add_sweep(sub)
     args = parser.parse_args(argv)
     previous = warnings.showwarning
@@ -268,7 +247,6 @@ def main(argv=None) -> int:
         print(f"certattr: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except OSError as err:  # a file-system fault nothing above turned into a CertattrError: still one line
-        from .engine.files import os_cause
 
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         print(f"certattr: error: {os_cause(err)}{where}; nothing was replaced", file=sys.stderr)

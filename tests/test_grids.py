@@ -1,4 +1,4 @@
-"""Grids (SPEC §3): qualification threshold, distinct classes, row-major placement, determinism, resizing."""
+"""Grids: qualification threshold, distinct classes, row-major placement, determinism, resizing."""
 import itertools
 import math
 

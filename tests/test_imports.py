@@ -46,70 +46,18 @@ FACADE = "certattr"
 #: The only imports of certattr modules written inside a function: (importer, imported) -> why it is lazy. An
 #: allowed one must keep a heavy package (``HEAVY``) out of ``import certattr`` or of ``certattr --help``.
 LAZY_IMPORTS = {
-    ("certattr.cli", "certattr.methods"):
-        "`certattr certify` and `certattr list` only: the methods load captum, timm, zennit (and matplotlib)",
-    ("certattr.cli", "certattr.models.data"):
-        "`certattr certify` and `certattr list` only: the bundled photos load torchvision",
-}
-
-#: Function-level imports not yet moved to the top of their module (issue 21 is still open for them): each is
-#: tolerated until it is moved, and then must be removed from this list (the exactness test fails otherwise).
-#: The list may only shrink.
-PENDING_LAZY_IMPORTS = {
-    ('certattr.book.build', 'certattr.book.parameters'),
-    ('certattr.book.build', 'certattr.engine.files'),
-    ('certattr.book.build', 'certattr.evaluation.findings'),
-    ('certattr.book.chapter', 'certattr.engine.certify'),
-    ('certattr.book.plotting', 'certattr.book.chapter'),
-    ('certattr.cli', 'certattr.book.build'),
-    ('certattr.cli', 'certattr.book.plotting'),
-    ('certattr.cli', 'certattr.course.notebooks'),
-    ('certattr.cli', 'certattr.engine.cache'),
-    ('certattr.cli', 'certattr.engine.config'),
-    ('certattr.cli', 'certattr.engine.files'),
-    ('certattr.cli', 'certattr.engine.smoothing'),
-    ('certattr.cli', 'certattr.engine.validation'),
-    ('certattr.cli', 'certattr.models.registry'),
-    ('certattr.cli', 'certattr.sweeps.cli'),
-    ('certattr.evaluation.experiments', 'certattr.engine.sparsify'),
-    ('certattr.evaluation.experiments', 'certattr.evaluation.findings'),
-    ('certattr.evaluation.experiments', 'certattr.evaluation.metrics'),
-    ('certattr.evaluation.findings', 'certattr.engine.files'),
-    ('certattr.evaluation.names', 'certattr.methods'),
-    ('certattr.evaluation.tables', 'certattr.engine.statistics'),
-    ('certattr.evaluation.tables', 'certattr.evaluation.names'),
-    ('certattr.models.data', 'certattr.models.imagefile'),
-    ('certattr.sweeps.cli', 'certattr.book.build'),
-    ('certattr.sweeps.cli', 'certattr.engine.validation'),
-    ('certattr.sweeps.cli', 'certattr.sweeps.costs'),
-    ('certattr.sweeps.cli', 'certattr.sweeps.plans'),
-    ('certattr.sweeps.cli', 'certattr.sweeps.run'),
-    ('certattr.sweeps.costs', 'certattr.engine.encodings'),
-    ('certattr.sweeps.costs', 'certattr.methods'),
-    ('certattr.sweeps.plans', 'certattr.book.build'),
-    ('certattr.sweeps.plans', 'certattr.certificates.attack'),
-    ('certattr.sweeps.plans', 'certattr.engine.cache'),
-    ('certattr.sweeps.plans', 'certattr.engine.config'),
-    ('certattr.sweeps.plans', 'certattr.engine.encodings'),
-    ('certattr.sweeps.plans', 'certattr.engine.noise'),
-    ('certattr.sweeps.plans', 'certattr.engine.smoothing'),
-    ('certattr.sweeps.plans', 'certattr.engine.targets'),
-    ('certattr.sweeps.plans', 'certattr.evaluation.experiments'),
-    ('certattr.sweeps.plans', 'certattr.evaluation.grids'),
-    ('certattr.sweeps.plans', 'certattr.methods'),
-    ('certattr.sweeps.plans', 'certattr.models.data'),
-    ('certattr.sweeps.plans', 'certattr.models.registry'),
-    ('certattr.sweeps.run', 'certattr.engine.cache'),
+    ("certattr.methods.lrp", "certattr.methods.lrp_rules"):
+        "LRP's rules are zennit's: zennit (and torchvision, which zennit imports) load at LRP's first call",
+    ("certattr.methods.lrp", "certattr.models.canonizers"):
+        "the canonizers are zennit's: zennit (and torchvision) load when LRP first checks a model",
 }
 
 #: Third-party packages that ``import certattr`` may not load, and those that ``certattr --help`` may not load.
-# torchvision is loaded today through zennit (LRP's rules, imported when the facade registers the methods):
-# pending, issue 21 stays open for it (LRP should load zennit when it is first used).
-NOT_ON_IMPORT = ("timm", "matplotlib", "pandas", "papermill", "dask", "jupytext", "nbformat",
-                 "seaborn", "sklearn", "skimage")
+NOT_ON_IMPORT = ("torchvision", "zennit", "captum", "timm", "matplotlib", "pandas", "papermill", "dask", "jupytext",
+                 "nbformat", "seaborn", "sklearn", "skimage")
 NOT_ON_HELP = ("papermill", "dask", "matplotlib", "pandas")
 #: What an allowed lazy import must keep from loading (at least one of these, at the imported module's top level).
-HEAVY = frozenset(NOT_ON_IMPORT + ("torchvision", "captum", "zennit", "distributed", "IPython"))
+HEAVY = frozenset(NOT_ON_IMPORT + ("distributed", "IPython"))
 
 PACKAGE = Path(__file__).resolve().parent.parent / "certattr"
 
@@ -447,13 +395,13 @@ def test_no_package_import_circle():
 
 
 def test_imports_inside_functions_are_only_the_allowed_ones():
-    found = unlisted_lazy_imports(FOUND, {**LAZY_IMPORTS, **dict.fromkeys(PENDING_LAZY_IMPORTS, "pending")})
+    found = unlisted_lazy_imports(FOUND)
     assert not found, "imports of certattr modules inside functions (import at the top of the module, or add the " \
         "pair and its reason to LAZY_IMPORTS if it keeps `import certattr` or the CLI fast):\n  " + "\n  ".join(found)
 
 
 def test_the_allow_list_is_exact():
-    stale = stale_allowances(FOUND) + stale_allowances(FOUND, PENDING_LAZY_IMPORTS)
+    stale = stale_allowances(FOUND)
     assert not stale, f"LAZY_IMPORTS lists pairs that no function-level import makes any more: {stale}"
 
 
@@ -502,6 +450,26 @@ def test_import_certattr_is_cheap():
     loaded = loaded_modules("import certattr")
     assert "certattr.engine.certify" in loaded  # the probe sees what the facade imports
     assert not loaded_of(loaded, NOT_ON_IMPORT), f"`import certattr` loads {loaded_of(loaded, NOT_ON_IMPORT)}"
+
+
+#: The facade's main API (issue 21): name -> the module that defines it. The facade re-exports, never redefines.
+PUBLIC_API = {
+    "SmoothedAttribution": "certattr.engine.smoothing", "SamplingConfig": "certattr.engine.config",
+    "CertConfig": "certattr.engine.config", "Certificate": "certattr.engine.certificate",
+    "load_model": "certattr.models.registry", "get_method": "certattr.engine.registry",
+    "bundled_photo": "certattr.models.data", "sparsified_smoothgrad": "certattr.certificates.sparsified_smoothgrad",
+    "topk_certificate": "certattr.certificates.sparsified_smoothgrad", "smooth_uniform": "certattr.certificates.cosine",
+    "certify_cosine": "certattr.certificates.cosine",
+}
+
+
+def test_the_facade_exports_the_main_api_from_its_modules():
+    probe = ("import certattr, json\n"
+             "print(json.dumps({name: getattr(certattr, name).__module__ for name in certattr.__all__\n"
+             "                  if hasattr(getattr(certattr, name), '__module__')}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    exported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {name: exported.get(name) for name in PUBLIC_API} == PUBLIC_API
 
 
 def test_cli_help_is_cheap():

@@ -10,7 +10,7 @@ import torch.nn as nn
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from zennit.layer import Sum
 
-import certattr.methods.lrp as lrp_module
+import certattr.methods.lrp_rules as lrp_rules
 from certattr.methods import get_method
 from certattr.models import canonizers as canonizers_module
 from certattr.models.canonizers import CANONIZERS, MergeBatchNorm, canonizers_for, missing_canonizer
@@ -58,7 +58,7 @@ def test_conservation_fails_without_the_residual_canonizer(monkeypatch):
     model = zero_biases(tiny_model(seed=3))
     x = torch.rand(2, 3, 32, 32)
     target, logit = target_logit(model, x)
-    monkeypatch.setattr(lrp_module, "canonizers_for", lambda spec: [MergeBatchNorm()])
+    monkeypatch.setattr(lrp_rules, "canonizers_for", lambda spec: [MergeBatchNorm()])
     relevance = get_method("lrp").attribute(model, x, target, "input")
     assert not torch.allclose(relevance.sum(dim=(1, 2)), logit, rtol=1e-2)
 
@@ -231,7 +231,7 @@ def test_real_architectures_conserve_and_canonize(name):
     in_place = [getattr(m, "inplace", None) for m in model.modules()]
     assert True in in_place  # in-place activations, run out of place while hooked
     view = model.view(model.normalize(x), "input")
-    with lrp_module.composite(view, 1e-6).context(view.module), torch.no_grad():
+    with lrp_rules.composite(view, 1e-6).context(view.module), torch.no_grad():
         canonized = view.forward(view.inputs)
         sums = sum(isinstance(m, Sum) for m in model.modules())
     assert sums == (8 if name == "resnet18" else sum(skips)) and sums > 0  # resnet18: 8 BasicBlocks
@@ -259,13 +259,13 @@ def test_relayed_rules_equal_zennits_own_wiring(name, layer, monkeypatch):
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     target, _ = target_logit(model, x)
     terms = []
-    original = lrp_module.RelayedZPlus.terms
-    monkeypatch.setattr(lrp_module.RelayedZPlus, "terms", lambda self, x: terms.append(original(self, x)) or terms[-1])
+    original = lrp_rules.RelayedZPlus.terms
+    monkeypatch.setattr(lrp_rules.RelayedZPlus, "terms", lambda self, x: terms.append(original(self, x)) or terms[-1])
     fast = get_method("lrp").attribute(model, x, target, layer)
     assert layer == "final" and name.startswith("tiny") or {len(t) for t in terms} >= {1}
     assert hook_count(model) == 0
-    real = lrp_module.composite
-    monkeypatch.setattr(lrp_module, "composite", lambda view, eps: real(view, eps, relayed=False))
+    real = lrp_rules.composite
+    monkeypatch.setattr(lrp_rules, "composite", lambda view, eps: real(view, eps, relayed=False))
     reference = get_method("lrp").attribute(model, x, target, layer)
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-6 * reference.abs().max().item())
 
@@ -276,7 +276,7 @@ def test_stabilizer_equals_zennits_bit_for_bit(dtype):
     from zennit.core import Stabilizer
     special = torch.tensor([0.0, -0.0, 1e-7, -1e-7, 1e-6, -1e-6, 5e-7, -5e-7], dtype=dtype)
     x = torch.cat([torch.randn(4096, dtype=dtype, generator=torch.Generator().manual_seed(0)), special])
-    ours, theirs = lrp_module.stabilizer(1e-6)(x), Stabilizer(1e-6)(x)
+    ours, theirs = lrp_rules.stabilizer(1e-6)(x), Stabilizer(1e-6)(x)
     assert ours.dtype == dtype
     assert torch.equal(ours, theirs) and torch.equal(torch.signbit(ours), torch.signbit(theirs))
 
@@ -303,6 +303,6 @@ def test_relayed_zplus_equals_zennits_on_one_convolution(kind, groups, signed):
         finally:
             handles.remove()
 
-    ours, theirs = relevance(lrp_module.RelayedZPlus(1e-6)), relevance(ZPlus())
+    ours, theirs = relevance(lrp_rules.RelayedZPlus(1e-6)), relevance(ZPlus())
     assert (ours[x < 0] != 0).any() if signed else (x >= 0).all()  # the x- term is there
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6 * theirs.abs().max().item())

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §4) on hand-made label maps with hand-computed values."""
+"""The paper's metrics on hand-made label maps with hand-computed values."""
 import math
 
 import numpy as np

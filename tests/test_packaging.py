@@ -50,3 +50,13 @@ def test_every_toc_chapter_has_a_notebook_and_is_registered():
 def test_nothing_reads_the_shared_folder():
     for path in list((ROOT / "certattr").rglob("*.py")) + list((ROOT / "notebooks").glob("*.md")):
         assert "../shared" not in path.read_text() and "/work/shared" not in path.read_text(), path
+
+
+def test_no_text_cites_a_file_outside_the_repository():
+    """Docstrings, chapters and tests cite the paper and the README, never the project's private spec (SPEC.md is
+    no file of this repository)."""
+    texts = [*(ROOT / "certattr").rglob("*.py"), *(ROOT / "tests").glob("*.py"), *(ROOT / "notebooks").glob("*.md"),
+             *(ROOT / "book").glob("*.md"), ROOT / "README.md"]
+    citing = [str(path.relative_to(ROOT)) for path in texts
+              if path.name != "test_packaging.py" and re.search(r"\bSPEC\b|SPEC\.md", path.read_text())]
+    assert not citing, f"these cite SPEC, which users do not have: {citing}"

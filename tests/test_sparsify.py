@@ -1,4 +1,4 @@
-"""Top-K sparsification on hand-made maps with ties, zeros and saturation (SPEC §1.3)."""
+"""Top-K sparsification on hand-made maps with ties, zeros and saturation."""
 import numpy as np
 import pytest
 import torch

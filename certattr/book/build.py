@@ -29,6 +29,9 @@ from .execution import record_execution, write_execution_page
 from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..engine.validation import CertattrError, check_choice
 from ..course.notebooks import build_assignments
+from ..engine.files import atomic_write_bytes
+from ..evaluation.findings import summary_markdown
+from .parameters import check_chapter_parameters
 
 __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT",
            "write_findings_page", "check_overrides", "declared_parameters", "check_root"]
@@ -335,8 +338,6 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     import nbformat
     import papermill
 
-    from .parameters import check_chapter_parameters  # here: it imports the registries (torch, zennit, timm)
-
     check_chapter_parameters(params)
     root = Path(root)
     source, output_dir = root / "notebooks" / f"{chapter}.md", root / "book" / "chapters"
@@ -386,8 +387,6 @@ def _fold_injected_parameters(path: Path) -> None:
 def write_findings_page(profile: str, overrides: dict | None = None, root: Path = ROOT) -> Path:
     """``book/chapters/findings.md``: the introduction's findings table, assembled from the verdicts the
     chapters of this profile saved in their results folder (see :mod:`certattr.evaluation.findings`)."""
-    from ..evaluation.findings import summary_markdown
-    from ..engine.files import atomic_write_bytes
 
     results_dir = Path(chapter_parameters(profile, "robustness", overrides, root)["results_dir"])
     path = Path(root) / "book" / "chapters" / "findings.md"

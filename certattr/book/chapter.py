@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from ..evaluation.names import k_text, layer_title, method_title
+from ..engine.certify import DegenerateMapWarning
 
 __all__ = ["setup", "degenerate_note", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
            "undefined_frame", "identical_maps_text",
@@ -32,8 +33,6 @@ def setup(results_dir, *, style: str = "whitegrid") -> float:
     import pandas as pd
     import seaborn as sns
     import torch
-
-    from ..engine.certify import DegenerateMapWarning
 
     warnings.filterwarnings("ignore", category=UserWarning, module="captum")
     # a degenerate certificate is flagged (cert.degenerate) and named in the text by degenerate_note()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.certificate import ABSTAIN, Certificate
+from .chapter import WIDE_WIDTH, layer_title
 
 __all__ = ["K_COLORS", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
            "plot_overlay", "save_overlay_png", "OUTCOME_COLORS", "outcome_bars", "outcome_legend", "interval_bars",
@@ -196,8 +197,6 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
     in inches: enough for every bar (capped at the full-width cell), at least 4.5.
     """
     import matplotlib.pyplot as plt
-
-    from .chapter import WIDE_WIDTH, layer_title
 
     if kind not in ("outcome", "gridpg"):
         raise ValueError(f"kind must be 'outcome' or 'gridpg', not {kind!r}")

@@ -1,4 +1,4 @@
-"""Cosine certificates of uniformly smoothed attributions (the ICLR 2025 submission arXiv 2405.06361; SPEC §6).
+"""Cosine certificates of uniformly smoothed attributions (the ICLR 2025 submission arXiv 2405.06361).
 
 **Smoothing.** h(x) = E_{eta ~ Uniform(B(0; r))}[g(x + eta)], B an l2 ball of radius r in the input's
 d = 3*H*W dimensions ([0,1] pixel units, not clamped), g(x) the flattened attribution map of a registry

@@ -1,5 +1,5 @@
 """Top-k certificates of Sparsified SmoothGrad (Levine, Singla, Feizi, "Certifiably Robust Interpretation
-in Deep Learning"; SPEC §6), for any map-valued method of the registry (grad, ixg, ...).
+in Deep Learning"), for any map-valued method of the registry (grad, ixg, ...).
 
 **Smoothed map.** For n noisy copies x + sigma*eps_j (eps_j from :mod:`certattr.engine.noise`, [0,1] pixel
 units, not clamped), a_j = |method(x + sigma*eps_j)| is a 2-D map with d = h*w elements (the method's

@@ -10,7 +10,7 @@ import numpy as np
 from ..models.data import Image, ImageNetFolder, bundled_photos
 from ..methods import get_method, method_names
 from ..models.registry import LoadedModel
-from .metrics import certificate_rows
+from .metrics import certificate_rows, gridpg_rows
 from ..engine.config import DEFAULT_CERT as _CERT, DEFAULT_SAMPLING as _SAMPLING, CertConfig, SamplingConfig, check_fits
 from ..engine.smoothing import SmoothedAttribution, predict
 from ..engine.targets import resolve_target
@@ -90,6 +90,9 @@ def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[
 import json as _json
 import time as _time
 from dataclasses import dataclass as _dataclass
+
+from ..engine.sparsify import upsample_maps
+from .findings import bootstrap_interval, faithfulness_scores
 
 
 def model_list(models: Sequence[str] | str | None, model: str | None = None) -> list[str]:
@@ -228,8 +231,6 @@ def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_o
     """Tidy Certified GridPG rows (one per grid x target cell x method x layer x sigma x K) from
     :func:`certify_jobs` output on :func:`grid_jobs`; with ``raw_gridpg`` also the uncertified GridPG of the
     clean grid's raw attribution map for the same target (one extra attribution per (grid, cell, method, layer))."""
-    from .metrics import gridpg_rows
-    from ..engine.sparsify import upsample_maps
 
     by_id = {g.grid_id: g for g in grids}
     names = class_names()
@@ -368,8 +369,6 @@ def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int 
     NaN where not computed) and no_certified (share of targets with nothing certified '1')."""
     import pandas as pd
 
-    from .findings import bootstrap_interval
-
     out = []
     for key, g in frame.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -386,7 +385,6 @@ def tradeoff_points(rob, loc, faith=None):
     deletion rows ``faithfulness`` (:func:`certattr.evaluation.findings.faithfulness_scores`, mean over images);
     ``balance`` = sqrt(robustness x GridPG) and, with faithfulness, ``balance3`` = the cube root of the product
     of the three (negative values clipped to 0)."""
-    from .findings import faithfulness_scores
 
     keys = ["model", "method", "layer"]
     rob_pooled = pooled(rob, keys + ["k"]).groupby(keys).agg(robustness=("robustness", "mean"),

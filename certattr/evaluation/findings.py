@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..engine.config import DEFAULT_CERT
+from ..engine.files import atomic_write_bytes
 
 __all__ = ["Finding", "Verdict", "FINDINGS", "bootstrap_interval", "sign_test", "direction_verdict",
            "check_gradient_input", "check_sigma_trend", "check_tau_trend", "check_small_k_detail",
@@ -496,8 +497,6 @@ def findings_frame(verdicts: Sequence[Verdict]):
 
 
 def write_findings(verdicts: Sequence[Verdict], results_dir, chapter: str) -> Path:
-    from ..engine.files import atomic_write_bytes
-
     path = Path(results_dir) / f"findings_{chapter}.json"
     atomic_write_bytes(path, json.dumps([v.to_dict() for v in verdicts], indent=1, default=float).encode())
     return path

@@ -2,12 +2,13 @@
 where it is one."""
 from __future__ import annotations
 
+from ..methods import get_method
+
 __all__ = ["method_title", "layer_title", "k_text"]
 
 
 def method_title(name: str) -> str:
     """The display name of a method id ("gradcampp" -> "GradCam++")."""
-    from ..methods import get_method
 
     try:
         return get_method(name).title

@@ -10,6 +10,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..engine.statistics import binomial_pvalues
+from .names import k_text, layer_title, method_title
+
 __all__ = ["LAYER_RANK", "ranked_means", "pooled_outcome_table", "identical_certificate_groups",
            "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
            "per_k_outcome_table", "budget_shares", "overlay_pairs"]
@@ -33,8 +36,6 @@ def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mappi
     (those without rows are left out); ``model_titles``: model id -> display name.
     """
     import pandas as pd
-
-    from .names import layer_title
 
     wide = pooled_rows.assign(c1=100 * pooled_rows.certified_1, c0=100 * pooled_rows.certified_0,
                               ab=100 * pooled_rows.abstain)
@@ -87,7 +88,6 @@ def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mappin
     percentage of targets with nothing certified '1', both at K = ``k_ref``. NaN where not run.
     ``means``: :func:`certattr.evaluation.experiments.gridpg_intervals` rows by (model, method, method_title,
     layer, sigma, R, k)."""
-    from .names import k_text, layer_title
 
     at_sigma = means[means.sigma == sigma]
     summary = at_sigma.pivot_table(index=["model", "method_title", "layer"], columns="k", values="value", sort=False)
@@ -123,8 +123,6 @@ def method_layer_table(frame, columns: Sequence[str], names: Mapping[str, str], 
             return column.map(LAYER_RANK)
         return column
 
-    from .names import layer_title
-
     shown = frame.sort_values(["model_title", "method_title", "layer"], key=key, kind="stable")
     shown = shown.assign(layer=shown["layer"].map(layer_title)).set_index(index)[list(columns)].rename(columns=names)
     return shown.rename_axis(index={"model_title": "model", "method_title": "method"})
@@ -148,8 +146,6 @@ def per_k_outcome_table(rows):
     :func:`certattr.evaluation.metrics.certificate_rows` of one image (columns method, layer, k,
     certified_1, abstain)."""
     import pandas as pd
-
-    from .names import k_text, layer_title, method_title
 
     shown = rows.assign(method=rows.method.map(method_title), layer=rows.layer.map(layer_title),
                         c1=100 * rows.certified_1, ab=100 * rows.abstain)
@@ -186,7 +182,6 @@ def overlay_pairs(computed, layers: Sequence[str], per_layer: Mapping[str, Seque
 def certifying_count(n_test: int, tau: float, alpha: float, n_pixels: int) -> int:
     """The smallest count c of agreeing test samples that certifies a pixel: P(Bin(n_test, tau) >= c) <=
     alpha / n_pixels (Bonferroni over the pixels); n_test + 1 when even c = n_test does not."""
-    from ..engine.statistics import binomial_pvalues
 
     passing = np.flatnonzero(binomial_pvalues(n_test, tau) <= alpha / n_pixels)
     return int(passing[0]) if passing.size else n_test + 1

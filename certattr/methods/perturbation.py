@@ -179,7 +179,7 @@ class Occlusion(AttributionMethod):
     This is captum's convention (``captum.attr.Occlusion`` divides the summed drops by the number of windows
     that covered each position; tested against it). The reference divided the sum by the window *area*
     instead, so on a 7x7 Final map with 5x5 windows at stride 2 (4 windows) the centre 3x3, covered by all 4
-    windows, outranked every other pixel whatever the image (SPEC §2). Pixels no window covers get 0 (with
+    windows, outranked every other pixel whatever the image. Pixels no window covers get 0 (with
     :func:`window_starts` every pixel is covered). A square window of side ``window`` (clipped to the map) slides with ``stride``; occluding sets all
     channels inside it to 0 in the layer's space. ``window``/``stride`` None mean the layer's reference
     setting: 16/8 at the Input layer, 5/2 at the Final layer.

@@ -12,9 +12,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 
 from ..engine.validation import CertattrError
+from .imagefile import read_image
 
 __all__ = ["Image", "BUNDLED_PHOTOS", "bundled_photo", "bundled_photos", "to_tensor", "load_image_file",
            "paper_order", "ImageNetFolder"]
@@ -49,6 +49,8 @@ def to_tensor(array: np.ndarray, resize: int = 256, crop: int = 224) -> torch.Te
         raise CertattrError(f"an image array of dtype {array.dtype} is not allowed here: give uint8 or float in [0, 1]")
     else:
         x = torch.from_numpy(np.array(array, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
+    import torchvision.transforms.functional as TF  # torchvision loads at the first image, not on `import certattr`
+
     x = TF.resize(x, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     x = TF.center_crop(x, [crop, crop])
     return x.clamp_(0.0, 1.0).contiguous()
@@ -60,8 +62,6 @@ def load_image_file(path, resize: int = 256, crop: int = 224) -> torch.Tensor:
     Any bit depth by its true range, EXIF orientation applied, transparency over white; a file that cannot
     be read gets a one-line CertattrError naming it and why (see :mod:`certattr.models.imagefile`).
     """
-    from .imagefile import read_image
-
     return to_tensor(read_image(path), resize, crop)
 
 

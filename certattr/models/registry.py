@@ -1,4 +1,4 @@
-"""Model registry: each model declares its preprocessing and its Input and Final layers (SPEC §2).
+"""Model registry: each model declares its preprocessing and its Input and Final layers.
 
 A :class:`LoadedModel` takes images in [0,1] pixel units and applies its own normalization. It is split
 as ``logits = head(body(normalize(x)))`` at the Final layer; :meth:`LoadedModel.view` returns the tensor
@@ -100,6 +100,10 @@ class ModelSpec:
     #: the LRP canonizers its architecture needs, by name, applied in this order (certattr.models.canonizers)
     canonizers: tuple = ()
     notes: dict = field(default_factory=dict)
+    channels: int = 3  #: colour channels the network takes (1: greyscale; images are converted, see match_channels)
+    #: what else decides the maps beyond the name and the weights (a wrapped model's Final layer and
+    #: normalization): hashed into the fingerprint; empty for the presets, whose cache keys stay as they were
+    identity: str = ""
 
 
 def _torchvision(builder_name: str, weights_enum: str):
@@ -223,8 +227,8 @@ class LoadedModel(nn.Module):
         self.net = net.eval()
         body, head, gap_linear = spec.split(self.net)
         self.body, self.head, self.gap_linear = body, head, gap_linear
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
         for p in self.parameters():
             p.requires_grad_(False)
         self._fingerprint = None  #: (stamp of every parameter and buffer, their hash), see fingerprint()
@@ -238,11 +242,16 @@ class LoadedModel(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    @property
+    def channels(self) -> int:
+        """Colour channels of the images the model takes (3, or 1 for a greyscale model)."""
+        return self.spec.channels
+
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
         return (x01 - self.mean) / self.std
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes) of images (B, 3, H, W) in [0,1] pixel units."""
+        """Logits (B, classes) of images (B, channels, H, W) in [0,1] pixel units."""
         return self.net(self.normalize(x01))
 
     def features(self, xn: torch.Tensor) -> tuple[torch.Tensor, tuple]:
@@ -258,7 +267,7 @@ class LoadedModel(nn.Module):
         if self._classes is None:
             with torch.no_grad():
                 size = self.spec.crop
-                self._classes = int(self(torch.zeros(1, 3, size, size, device=self.device)).shape[1])
+                self._classes = int(self(torch.zeros(1, self.channels, size, size, device=self.device)).shape[1])
         return self._classes
 
     def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,6 +305,8 @@ class LoadedModel(nn.Module):
         stamp = tuple((k, id(v), v._version) for k, v in self.state_dict(keep_vars=True).items())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
             h = hashlib.sha256(self.name.encode())
+            if self.spec.identity:
+                h.update(self.spec.identity.encode())
             for key, tensor in self.net.state_dict().items():
                 h.update(key.encode())
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

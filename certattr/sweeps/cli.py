@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import os
 
+from ..book.build import CHAPTERS, PROFILES, ROOT, chapter_parameters, parse_overrides
+from ..engine.validation import CertattrError
+from .costs import estimate
+from .plans import ModelPool, book_plan, load_work_model
+from .run import dry_run_text, run_sweep
+
 __all__ = ["add_parser", "command"]
 
 
 def add_parser(sub) -> None:
     """Register ``certattr sweep`` on the subparsers ``sub`` of the certattr command line."""
-    from ..book.build import CHAPTERS, PROFILES
 
     p = sub.add_parser("sweep", help="compute every sample the book's chapters need, on Dask workers, ahead of the book",
                        description="Build the plans of the chapters (the (model, method, layer, sigma, image, target) "
@@ -41,11 +46,6 @@ def command(args) -> int:
     """``certattr sweep``: dry run, or run the plan and print the report."""
     import torch
 
-    from ..book.build import CHAPTERS, ROOT, chapter_parameters, parse_overrides
-    from .plans import ModelPool, book_plan
-    from .run import dry_run_text, run_sweep
-    from ..engine.validation import CertattrError
-
     root = args.root or ROOT
     overrides = parse_overrides(args.parameter)
     cache_dir = args.cache_dir or os.environ.get("CERTATTR_CACHE")
@@ -65,7 +65,6 @@ def command(args) -> int:
     plan = book_plan(args.profile, args.only, overrides, root=root, pool=pool, placeholders=args.dry_run)
     plan.notes += load_notes
     if args.dry_run:
-        from .costs import estimate
 
         rates = args.rates or str(os.path.join(root, ".cache", "sweep_rates.json"))
         est = estimate(plan, lambda w: pool.get(w.model, w.weights, w.model_seed, w.zero_head_redraw),
@@ -100,8 +99,6 @@ def _dry_run_loader(device, notes: list):
     """Models for counting: the chapter's weights where they are here, else the same architecture with random
     weights (the same cost per pass; nothing is downloaded), on the CPU when the profile's GPU is not here."""
     import torch
-
-    from .plans import load_work_model
 
     def load(name, weights, seed, redraw):
         here = device or "cpu"

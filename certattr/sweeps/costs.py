@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.encodings import encoding_from_spec
+from ..methods import get_method
+
 __all__ = ["passes_per_sample", "layer_shape", "measure_rates", "device_label", "compression_ratio", "compression_ratios",
            "work_bytes", "estimate"]
 
@@ -119,7 +122,6 @@ def measure_rates(model, image_hw: tuple[int, int], batch: int | None = None) ->
     """Seconds per image of: a full pass (Gradient at the Input layer, forward and backward, ``batch`` images at
     once), a body pass (forward to the Final layer) and a head pass (Gradient at the Final layer on the
     activations, 8 x ``batch`` of them at once) of ``model``."""
-    from ..methods import get_method
 
     batch = batch or (8 if model.device.type == "cuda" else 4)
     gen = torch.Generator().manual_seed(0)
@@ -184,7 +186,6 @@ def compression_ratio(cache_dir, limit: int = 40) -> tuple[float, str]:
 def work_bytes(work, layer_hw, ratios: dict | None = None) -> tuple[dict, int]:
     """(``{kind: bytes}`` the work's chunk files take, compressed by ``ratios`` where measured, and the bytes
     float32 maps of all its samples at the layer's resolution would take)."""
-    from ..engine.encodings import encoding_from_spec
 
     ratios = ratios or {}
     image_hw = tuple(work.shape[1:])
@@ -210,7 +211,6 @@ def estimate(plan, pool_get, *, rates_file=None, measure: bool = True, device=No
 
     ``pool_get(work)`` returns the loaded model of a work; rates are looked up in ``rates_file`` under this
     machine's :func:`device_label` and measured (then stored there) when missing and ``measure`` is true."""
-    from ..methods import get_method
 
     device = device or plan.device
     label = device_label(device)

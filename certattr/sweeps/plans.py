@@ -28,7 +28,21 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..book.build import CHAPTERS, ROOT, chapter_parameters, declared_parameters
+from ..certificates.attack import select_seed
+from ..engine.cache import SampleCache, cache_key
+from ..engine.config import SamplingConfig
+from ..engine.encodings import BoundedSum, TopKSet, certificate_encoding, encoding_from_spec
+from ..engine.noise import Gaussian, UniformBall
+from ..engine.smoothing import SmoothedAttribution
+from ..engine.targets import resolve_target
 from ..engine.validation import CertattrError, check_choice
+from ..evaluation.experiments import (Job, engine_configs, grid_jobs, grids_for_model, image_set, method_for,
+    model_list, photo_jobs, resolve_methods)
+from ..evaluation.grids import Grid, build_grids
+from ..methods import get_method
+from ..models.data import Image
+from ..models.registry import load_model
 
 __all__ = ["Work", "Plan", "ModelPool", "chapter_plan", "book_plan", "merge", "cache_keys", "compare_with_cache",
            "PLANNERS", "load_work_model", "work_engine", "redraw_zero_head"]
@@ -91,8 +105,6 @@ class Work:
         return tuple(out)
 
     def encodings(self, chunk: int, size: int) -> tuple:
-        from ..engine.encodings import encoding_from_spec
-
         for c, r, specs in self.chunk_files:
             if (c, r) == (chunk, size):
                 return tuple(encoding_from_spec(s) for s in specs)
@@ -166,7 +178,6 @@ def _image_key(image_id: str, tensor: torch.Tensor) -> str:
 
 def cache_keys(plan: Plan, pool: "ModelPool | None" = None) -> dict:
     """``{sample-cache key: Work}`` of the plan's works (loads each model once, through ``pool``)."""
-    from ..engine.cache import cache_key
 
     pool = pool or ModelPool(plan.device)
     out = {}
@@ -180,7 +191,6 @@ def compare_with_cache(plan: Plan, pool: "ModelPool | None" = None) -> tuple[dic
     """``(missing, extra)``: per sample-cache key, the chunk file names the plan lists that are not in
     ``plan.cache_dir``, and those in it that the plan does not list. After the chapters ran, both empty means
     the plan is exactly the chapters' sampling work (a sweep of it leaves them nothing to compute)."""
-    from ..engine.cache import SampleCache
 
     cache = SampleCache(plan.cache_dir)
     planned = {key: {cache.chunk_path(key, c, None if size == w.chunk_size else size, enc).name
@@ -207,7 +217,6 @@ def redraw_zero_head(net, seed: int) -> bool:
 
 def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, zero_head_redraw: bool = False):
     """The model as the chapter loads it (:func:`certattr.models.registry.load_model`, plus the ViT chapter's head fix)."""
-    from ..models.registry import load_model
 
     net = load_model(model, weights, device, seed=model_seed)
     if zero_head_redraw and weights == "random":
@@ -234,11 +243,6 @@ class ModelPool:
 def work_engine(work: Work, model, cache=None, progress: bool = False, n: int | None = None):
     """The :class:`certattr.engine.smoothing.SmoothedAttribution` engine of ``work``'s cache entry that reads the first
     ``n`` samples (default: the most any reader takes)."""
-    from ..methods import get_method
-    from ..engine.smoothing import SmoothedAttribution
-
-    from ..engine.config import SamplingConfig
-    from ..engine.noise import Gaussian, UniformBall
 
     method = get_method(work.method, **json.loads(work.method_params))
     noise = UniformBall(work.sigma) if work.noise == "uniform-ball" else Gaussian(work.sigma)
@@ -263,8 +267,6 @@ class _Builder:
     def image_set(self, photos, imagenet_dir, n_images):
         """:func:`certattr.evaluation.experiments.image_set`; for a dry run of the paper profile without ``imagenet_dir``,
         ``n_images`` placeholder 224x224 images (labels 0) that count the same work."""
-        from ..models.data import Image
-        from ..evaluation.experiments import image_set
 
         if self._placeholder_needed(imagenet_dir):
             note = ("imagenet_dir is not set: the paper profile is counted with placeholder 224x224 images "
@@ -278,7 +280,6 @@ class _Builder:
 
     def grids(self, photos, imagenet_dir, n_images, qualify, n_grids, grid_seed, threshold, grid_size):
         """The chapter's grids (:func:`certattr.evaluation.grids.build_grids` on :func:`grid_sources`), or placeholders."""
-        from ..evaluation.grids import Grid, build_grids
 
         if self._placeholder_needed(imagenet_dir):
             side = int(grid_size) if grid_size else 448
@@ -303,7 +304,6 @@ class _Builder:
     def add(self, net, jobs, methods, layers, sigmas, *, method_overrides=None, first_sigma_only=(), skip=(),
             n=None, seed=None, model_seed: int = 0, redraw: bool = False):
         """The works of one ``certify_jobs(net, jobs, methods, layers, sigmas, ...)`` call of the chapter."""
-        from ..evaluation.experiments import engine_configs
 
         configs, _ = engine_configs(net, methods, layers, sigmas, method_overrides=method_overrides,
                                     first_sigma_only=first_sigma_only, skip=skip)
@@ -319,8 +319,6 @@ class _Builder:
         """One entry; ``reads``: its readers' (encoding spec, n) pairs, default the certificate's encoding at the
         chapter's ks (:func:`certattr.engine.encodings.certificate_encoding`) for ``n`` (one or several; default the
         chapter's n)."""
-        from ..engine.encodings import certificate_encoding
-        from ..methods import get_method
 
         method = get_method(method) if isinstance(method, str) else method
         if reads is None:
@@ -344,25 +342,17 @@ class _Builder:
 
 
 def _photo_jobs(net, images):
-    from ..evaluation.experiments import photo_jobs
-    from ..models.data import Image
-
     if images and str(images[0].id).startswith("placeholder-"):  # no model call for placeholder targets
         return photo_jobs(net, [Image(im.id, im.tensor, 0) for im in images])
     return photo_jobs(net, images)
 
 
 def _models(p):
-    from ..evaluation.experiments import model_list
-
     return model_list(p.get("models"), p.get("model"))
 
 
 # --- one planner per chapter: each mirrors the chapter's certification cell -----------------------------------------
 def _plan_method(b: _Builder):
-    from ..evaluation.experiments import method_for, resolve_methods
-    from ..engine.targets import resolve_target
-
     p = b.p
     net = b.model(p["model"])
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
@@ -377,8 +367,6 @@ def _plan_method(b: _Builder):
 
 
 def _job(image_id, tensor, target):
-    from ..evaluation.experiments import Job
-
     return Job(image_id, image_id, tensor, int(target))
 
 
@@ -388,10 +376,6 @@ _SELECT_N = {"smoke": 20, "cpu": 100, "paper": 500}
 
 def _plan_certificates(b: _Builder):
     import math
-
-    from ..certificates.attack import select_seed
-    from ..engine.encodings import BoundedSum, TopKSet, certificate_encoding
-    from ..engine.targets import resolve_target
 
     p = b.p
     net = b.model(p["model"])
@@ -431,8 +415,6 @@ def _plan_robustness(b: _Builder):
 
 
 def _plan_localization(b: _Builder):
-    from ..evaluation.experiments import grid_jobs, grids_for_model, model_list
-
     p = b.p
     names = _models(p)
     qualify = model_list(p["qualify_models"], None) if p.get("qualify_models") else names
@@ -447,7 +429,6 @@ def _plan_localization(b: _Builder):
 
 def _plan_tradeoff(b: _Builder):
     """What the trade-off chapter computes when the robustness and localization tables are missing."""
-    from ..evaluation.experiments import grid_jobs, grids_for_model, model_list
 
     p = b.p
     names, skip, overrides = _models(p), p.get("skip") or (), p.get("method_overrides")
@@ -493,7 +474,6 @@ PLANNERS = {"method": _plan_method, "robustness": _plan_robustness, "localizatio
 
 def _declared(chapter: str, root=None) -> dict:
     """The defaults of the chapter's parameters cell ({} where the notebooks are not at hand)."""
-    from ..book.build import ROOT, declared_parameters
 
     try:
         return declared_parameters(chapter, Path(root) if root is not None else ROOT)
@@ -517,7 +497,6 @@ def chapter_plan(chapter: str, params: dict, *, pool: ModelPool | None = None, p
 def book_plan(profile: str, chapters=None, overrides: dict | None = None, *, root=None, pool: ModelPool | None = None,
               placeholders: bool = False) -> Plan:
     """The merged plan of ``chapters`` (default: every chapter, in book order) under ``profile``."""
-    from ..book.build import CHAPTERS, ROOT, chapter_parameters
 
     chapters = list(CHAPTERS if not chapters else chapters)
     for chapter in chapters:

@@ -36,6 +36,7 @@ import torch
 from ..engine.encodings import RAW
 from .plans import Plan, Work, load_work_model, work_engine
 from ..engine.validation import CertattrError
+from ..engine.cache import cache_key
 
 __all__ = ["SweepReport", "group_works", "compute_group", "run_sweep", "local_cluster", "worker_device"]
 
@@ -100,7 +101,6 @@ def compute_group(works: list[Work], image: torch.Tensor, cache_dir: str, device
     """Fill the cache entries of ``works`` (one model, one image (3, H, W), one sigma) chunk by chunk;
     returns (chunks computed, chunks found in the cache). ``on_chunk(work, chunk)`` is called after each
     computed chunk (tests interrupt a sweep with it)."""
-    from ..engine.cache import cache_key
 
     if torch_threads and not _THREADS_SET[0]:
         torch.set_num_threads(int(torch_threads))

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ...engine.certificate import Certificate
@@ -76,6 +75,8 @@ class PixelAttackSweep:
     def flip_grid(self) -> pd.DataFrame:
         """The table for reading: one row per eps / R (index: eps / R and eps as text), one column per group and
         perturbation ("certified targets, attack", ...), cells "flipped (confidently flipped)"."""
+        import pandas as pd  # pandas loads with the first table, not with the command line
+
         cells = {}
         for row in self.table.to_dict("records"):
             kinds = [ATTACK, RANDOM] if row["perturbation"] == NONE else [row["perturbation"]]
@@ -154,6 +155,8 @@ def pixel_attack_sweep(model: LoadedModel, image: torch.Tensor, cert: Certificat
                                       **settings)
             attacks[(mult, group)] = result
             add_row(mult, group, ATTACK, result.details["attacked"], result.delta_norm, time.perf_counter() - start)
+    import pandas as pd
+
     table = pd.DataFrame(rows).sort_values(["targets", "perturbation", "ε / R"]).reset_index(drop=True)
     return PixelAttackSweep(table=table, eps_multiples=multiples, radius=radius, targets=targets,
                             references=references, attacks=attacks, attack_settings=settings)
