@@ -15,6 +15,7 @@ from .engine.statistics import certified_radius, min_samples_to_certify
 from .engine.validation import CertattrError, UndefinedAttribution
 from .models.data import bundled_photo, bundled_photos, load_image_file
 from .models.registry import load_model, model_names
+from .models.wrap import wrap
 from .methods import get_method, method_names  # importing the methods registers them
 from .certificates.sparsified_smoothgrad import TopKCertificate, sparsified_smoothgrad, topk_certificate
 from .certificates.cosine import CosineCertificate, certify_cosine, smooth_uniform

@@ -16,11 +16,13 @@ from .engine.cache import SampleCache, default_cache_dir
 from .engine.config import CertConfig, DEFAULT_CERT, DEFAULT_SAMPLING, SamplingConfig, check_fits
 from .engine.files import check_writable_folder, os_cause, refuse_foreign_files, write_file_set
 from .engine.smoothing import SmoothedAttribution
-from .engine.validation import CORRECTIONS, CertattrError, check_choice, check_sigma
+from .engine.validation import CORRECTIONS, CertattrError, check_choice, check_device, check_sigma
 from .methods import METHODS, get_method, method_names
 from .models.data import BUNDLED_PHOTOS, bundled_photo, load_image_file
-from .models.registry import LAYERS, MODELS, load_model, model_names
+from .models.registry import LAYERS, MODELS, model_names
+from .models.sources import SOURCE_FORMS, load_source
 from .sweeps.cli import add_parser as _add_sweep
+from .sweeps.images import FolderJob, certify_folder, list_images
 
 __all__ = ["main"]
 
@@ -61,24 +63,85 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"certattr: warning: {text}", file=sys.stderr if file is None else file)
 
 
-def _image_arg(value: str):
-    """A bundled photo id (e.g. ``chelsea``, or ``photo:chelsea``) or an image file path."""
+def _image_arg(value: str, resize: int = 256, crop: int = 224):
+    """A bundled photo id (e.g. ``chelsea``, or ``photo:chelsea``) or an image file path, read at the model's
+    size (shorter side to ``resize``, center crop ``crop``)."""
 
     name = value[len("photo:"):] if value.startswith("photo:") else value
     if name in BUNDLED_PHOTOS and not Path(value).exists():
-        photo = bundled_photo(name)
+        photo = bundled_photo(name, resize, crop)
         return photo.id, photo.tensor
-    return Path(value).stem, load_image_file(value)
+    return Path(value).stem, load_image_file(value, resize, crop)
+
+
+def _is_folder(value: str) -> bool:
+    """IMAGE names several images: a folder, or a glob pattern."""
+    return Path(value).is_dir() or any(c in value for c in "*?[")
+
+
+def _source_args(args, device) -> dict:
+    """load_source's arguments from the model flags."""
+    return {"source": args.model, "weights": args.weights, "device": str(device), "final_layer": args.final_layer,
+            "mean": args.mean, "std": args.std, "input_size": args.input_size, "classes": args.classes,
+            "drop_tokens": args.drop_tokens, "trust_pickle": args.trust_pickle, "precision": args.precision}
+
+
+def _check_cache(args) -> None:
+    """A cache folder that exists is used as it is (a read-only one that holds every chunk a run needs is only
+    read; a run that must write to it stops at its first write with one line); a missing one must be creatable."""
+    if not args.no_cache and not Path(args.cache).is_dir():
+        SampleCache(args.cache).check_writable()
+
+
+def _certify_folder(args, source: dict, sampling, config) -> int:
+    """``certattr certify DIR_OR_GLOB --out RESULTS/``: certattr.sweeps.images does the work."""
+    if args.workers is not None and args.workers < 1:
+        raise CertattrError(f"--workers {args.workers} is not allowed: give a positive number of workers")
+    if args.workers is not None and args.scheduler:
+        raise CertattrError("--scheduler joins a running cluster: it cannot be combined with --workers")
+    paths = list_images(args.image)
+    out = Path(args.out)
+    check_writable_folder(out, "--out")
+    _check_cache(args)
+    load_source(**source)  # every model error now, in one line, before any worker starts
+    job = FolderJob(source, args.method, args.layer, args.sigma, sampling, config, args.target,
+                    None if args.no_cache else str(Path(args.cache).resolve()))
+    result = certify_folder(paths, out, job, workers=args.workers, scheduler=args.scheduler,
+                            progress=not args.quiet)
+    print(f"{result['done']} certified, {result['skipped']} already done, {result['bad']} unreadable "
+          f"(see {out / 'log.txt'})" if result["bad"] else
+          f"{result['done']} certified, {result['skipped']} already done")
+    print("wrote " + ", ".join(str(p) for p in result["tables"]) + f" ({result['rows']} images) and "
+          f"{out / 'certificates'}/")
+    return 0
 
 
 def _add_certify(sub):
     p = sub.add_parser("certify", help="certify the top-K pixels of one image's attribution map",
                        description="Certify which pixels are in the top K%% of an attribution map under l2 "
                                    "perturbations (Anani et al., ICML 2025). Writes overlay.png and certificate.json "
-                                   "(and certificate.npz) into --out.")
-    p.add_argument("image", help="an image file, or a bundled photo id (chelsea, coffee, camera, ...)")
-    p.add_argument("--model", action=_Once, default="efficientnet_lite0", choices=model_names())
-    p.add_argument("--weights", action=_Once, default="pretrained", choices=["pretrained", "random"])
+                                   "(and certificate.npz) into --out; both files also hold the band certificate "
+                                   "(one claim for all K at 1 - alpha: band_labels, band_fractions).")
+    p.add_argument("image", help="an image file, a bundled photo id (chelsea, coffee, camera, ...), or a folder or "
+                                 "glob of images (then --out gets one certificate per image and results.csv)")
+    p.add_argument("--model", action=_Once, default="efficientnet_lite0",
+                   help=f"{SOURCE_FORMS}; presets: {', '.join(model_names())}")
+    p.add_argument("--weights", action=_Once, default="pretrained",
+                   help="pretrained, random (seeded), or a state-dict file for a torchvision:/timm:/file model")
+    p.add_argument("--final-layer", action=_Once, default=None,
+                   help="module path of the Final layer of a torchvision:/timm:/file model (default: guessed)")
+    p.add_argument("--mean", action=_Once, type=float, nargs="+", default=None, help="normalization mean per channel")
+    p.add_argument("--std", action=_Once, type=float, nargs="+", default=None, help="normalization std per channel")
+    p.add_argument("--input-size", action=_Once, type=int, default=None, help="side of the model's square input")
+    p.add_argument("--classes", action=_Once, default=None, metavar="FILE", help="class names, one per line")
+    p.add_argument("--drop-tokens", action=_Once, type=int, default=0,
+                   help="leading non-patch tokens of a token Final layer (1 for a CLS token)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow a pickled whole module (unpickling runs code named in the file; see README)")
+    p.add_argument("--workers", action=_Once, type=int, default=None,
+                   help="a folder of images: certify on this many Dask LocalCluster workers")
+    p.add_argument("--scheduler", action=_Once, default=None, metavar="ADDRESS",
+                   help="a folder of images: certify on a running Dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--method", action=_Once, default="gradcam", type=str.lower, help="attribution method (see `certattr list`)")
     p.add_argument("--layer", action=_Once, default="final", choices=LAYERS, type=str.lower)
     p.add_argument("--sigma", action=_Once, type=float, default=0.15, help="noise level in [0,1] pixel units (> 0)")
@@ -97,6 +160,8 @@ def _add_certify(sub):
     p.add_argument("--chunk-size", action=_Once, type=int, default=DEFAULT_SAMPLING.chunk_size,
                    help="noisy copies per model call and per cache file (bounds memory)")
     p.add_argument("--device", action=_Once, default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", action=_Once, default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="of the model passes: fp32 (default), bf16 (CPU and CUDA), fp16 (CUDA); part of the cache key")
     p.add_argument("--cache", action=_Once, default=str(default_cache_dir()), help="sample cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sample cache")
     p.add_argument("--keep-maps", action="store_true",
@@ -108,26 +173,25 @@ def _add_certify(sub):
 
 
 def _certify(args) -> int:
-    import torch
-
     # validate everything cheap before loading a model: the samples' settings and the certificate's
     check_sigma(args.sigma)
     sampling = SamplingConfig(n=args.n, seed=args.seed, chunk_size=args.chunk_size, keep_maps=args.keep_maps)
     config = CertConfig(n0=args.n0, tau=args.tau, alpha=args.alpha, correction=args.correction, ks=tuple(args.k))
     check_fits(sampling, config)
     method = get_method(args.method)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise CertattrError(f"device={args.device!r} is not allowed: give cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CertattrError(f"device={args.device!r} is not available here: no CUDA GPU was found; use --device cpu")
-    image_id, image = _image_arg(args.image)
+    device = check_device(args.device)
+    source = _source_args(args, device)
+    if _is_folder(args.image):
+        return _certify_folder(args, source, sampling, config)
+    if args.workers is not None or args.scheduler is not None:
+        raise CertattrError("--workers and --scheduler spread a folder of images: give a folder or a glob as IMAGE")
+    if not Path(args.image).exists() and args.image.removeprefix("photo:") not in BUNDLED_PHOTOS:
+        load_image_file(args.image)  # the one-line error naming the missing file, before the model loads
     out = Path(args.out)
     _check_out(out)
-    if not args.no_cache:
-        SampleCache(args.cache).check_writable()
-    model = load_model(args.model, args.weights, device)
+    _check_cache(args)
+    model = load_source(**source)
+    image_id, image = _image_arg(args.image, model.spec.resize, model.spec.crop)
     engine = SmoothedAttribution(model, method, args.layer, args.sigma, sampling, config,
                                  cache=None if args.no_cache else args.cache, progress=not args.quiet)
     cert = engine.certify(image, image_id, args.target)  # at the config's ks, tau, alpha and correction
@@ -142,6 +206,10 @@ def _certify(args) -> int:
     print(f"R = {cert.radius:.3f}; " + "; ".join(
         f"K={k:g}%: {100 * f['certified_1']:.1f}% certified 1, {100 * f['certified_0']:.1f}% certified 0, "
         f"{100 * f['abstain']:.1f}% abstain" for k, f in cert.fractions().items()))
+    # the band certificate (always written: band_labels in certificate.npz, band_fractions in certificate.json)
+    print(f"bands (all K together at 1 - alpha = {1 - cert.alpha:g}): " + "; ".join(
+        f"K={k:g}%: {100 * f['certified_1']:.1f}% certified 1, {100 * f['certified_0']:.1f}% certified 0"
+        for k, f in cert.band_fractions().items()))
     if cert.degenerate:
         print(f"degenerate maps: {cert.degenerate}")
     print(f"wrote {out / 'overlay.png'}, {out / 'certificate.json'}, {out / 'certificate.npz'}")

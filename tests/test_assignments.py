@@ -143,6 +143,9 @@ WRONG = {
     "certificates-topk-n": lambda d, tau, eta: math.ceil(math.log(d / (1 - eta)) / (2 * (1 - tau) ** 2)),  # d, not 2d
     "certificates-tangent": lambda h, a: h / math.sqrt(h * h + a * a),  # the printed Theorem 1
     "certificates-mc": lambda alpha, ratio: int(((1 + math.sqrt(2 * math.log(1 / alpha))) / ratio) ** 2),  # floor
+    "levine-overlap": lambda clean, perturbed, k: len(set(np.argsort(np.ravel(clean), kind="stable")[::-1][:k])
+                                                      & set(np.argsort(np.ravel(perturbed), kind="stable")[::-1][:k])) / k,  # ties: higher index first
+    "levine-control": lambda x, u, r: r / float(np.linalg.norm(u)),  # ignores what clipping stops
 }
 
 

@@ -15,7 +15,7 @@ from certattr.engine.validation import CertattrError
 
 
 def _copy_book(dst: Path) -> Path:
-    for name in ("_config.yml", "_toc.yml"):
+    for name in ("_config.yml", "_toc.yml", "README.md"):  # book/instructors.md includes the README's section
         shutil.copy(ROOT / name, dst / name)
     shutil.copytree(ROOT / "notebooks", dst / "notebooks")
     shutil.copytree(ROOT / "_static", dst / "_static")
@@ -269,8 +269,14 @@ def test_execution_page_reports_hardware_versions_and_each_chapters_run(tmp_path
         assert item in page
     for package in PACKAGES:
         assert f"| {package} |" in page
-    assert "| {doc}`method` | executed in this run in 53 s, profile `smoke` |" in page
-    assert "| {doc}`robustness` | up to date (executed on 2027-01-15 07:00 UTC in 412 s (6.9 min)), profile `smoke` |" in page
-    assert "| {doc}`vit` | not run in this build (executed on 2027-01-15 07:59 UTC in 7 s), profile `cpu` |" in page
+    from certattr.book.execution import machine
+    here = machine()
+    assert "| {doc}`method` | executed in this run on 2027-01-15 08:01 UTC in 53 s, profile `smoke`, on " + here + " |" in page
+    assert ("| {doc}`robustness` | up to date (executed on 2027-01-15 07:00 UTC in 412 s (6.9 min)), profile `smoke`, on "
+            + here + " |") in page
+    assert "| {doc}`vit` | not run in this build (executed on 2027-01-15 07:59 UTC in 7 s), profile `cpu`, on " + here in page
     assert "| {doc}`gallery` | not executed |" in page
     assert page.count("| {doc}`") == len(CHAPTERS)
+    # the total is that of every recorded run, and the share this build executed is said apart
+    assert "took 472 s (7.9 min) to compute in all, on " + here in page
+    assert "This build executed 1 of them in 53 s" in page

@@ -212,7 +212,7 @@ def test_pixel_radii_are_saved_and_old_files_still_load(tmp_path):
     buf = io.BytesIO()
     np.savez_compressed(buf, params=np.frombuffer(json.dumps(params).encode(), dtype=np.uint8), **arrays)
     (tmp_path / "future.npz").write_bytes(buf.getvalue())
-    with pytest.raises(ValueError, match=r"format 99 is not understood.*reads formats \[1, 2, 3\]"):
+    with pytest.raises(ValueError, match=r"format 99 is not understood.*reads formats \[1, 2, 3, 4\]"):
         Certificate.load(tmp_path / "future.npz")
 
 

@@ -94,3 +94,38 @@ def test_identical_maps_text_lists_the_groups_and_explains_linear_head_ones():
     explained = chapter.identical_maps_text([["IxG", "IntGrad", "LRP"], ["Grad", "GB"]])
     assert explained.startswith("At the Final layer, some methods certify exactly the same pixels: IxG, IntGrad and "
                                 "LRP; Grad and GB. This is expected when the head is global average pooling")
+
+
+def test_missing_bars_are_empty_slots_and_real_zeros_are_drawn():
+    """'not run' is a label over an empty slot (no bar at all), and a GridPG of exactly 0 is a visible stub."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.patches import Rectangle
+
+    from certattr.book.plotting import interval_bars
+
+    fig, ax = plt.subplots()
+    frame = pd.DataFrame([{"method_title": "Grad", "R": "0.10", "value": 0.0, "low": 0.0, "high": 0.0},
+                          {"method_title": "LRP", "R": "0.10", "value": 0.4, "low": 0.3, "high": 0.5}])
+    interval_bars(ax, frame, ["Grad", "LRP"], ["0.10", "0.17"])
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert sorted(round(b.get_height(), 6) for b in bars) == [0.0, 0.4]  # no bar for the two missing slots
+    assert [t.get_text() for t in ax.texts].count("not run") == 2
+    stubs = [line for line in ax.lines if list(line.get_ydata()) == [0, 0] and line.get_linewidth() >= 2]
+    assert len(stubs) == 1 and stubs[0].get_xdata()[0] < 0.5  # Grad's real zero, in Grad's first slot
+    plt.close(fig)
+
+
+def test_abstain_stripes_show_on_a_grey_photo():
+    """On a uniform grey photo the abstain overlay must change pixels both up and down (a flat grey tint
+    would leave the panel looking like the bare photo)."""
+    from certattr.book.plotting import abstain_stripes
+
+    mask = np.zeros((12, 12), bool)
+    mask[2:10, 2:10] = True
+    rgba = abstain_stripes(mask)
+    grey = 0.5
+    shown = rgba[..., :3] * rgba[..., 3:] + grey * (1 - rgba[..., 3:])
+    inside = shown[mask].mean(axis=1)
+    assert (rgba[~mask, 3] == 0).all()
+    assert inside.max() - grey > 0.3 and grey - inside.min() > 0.2

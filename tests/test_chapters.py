@@ -139,7 +139,7 @@ def paper_world(tmp_path, monkeypatch):
     # a random ResNet-18 predicts one or two classes on such images: give four of them their own class with
     # fc rows W = pinv(P)^T of their pooled features P, so that logit_{c_i}(x_j) = 10 * delta_ij
     images = [ImageNetFolder(folder)[i] for i in range(4)]
-    net = load_model("resnet18", "pretrained")
+    net = load_model("resnet18", "pretrained", fast=False)  # its weights are saved as torchvision builds them
     with torch.no_grad():
         pooled = net.features(net.normalize(torch.stack([im.tensor for im in images])))[0].mean(dim=(2, 3))
     rows = 10 * torch.linalg.pinv(pooled.double()).T.float()  # (4, 512)
@@ -177,6 +177,10 @@ _PAPER_CHAPTERS = {
                      "topk_attack_n_eval": 4, "pixel_attack_eps": [1, 10], "pixel_attack_targets": 4,
                      "pixel_attack_steps": 1, "pixel_attack_n_attack": 1, "pixel_attack_eval_n": 4,
                      "pixel_attack_select_n": 2},
+    "levine": {"lams": [0.0, 1.0], "digit_size": 8, "epochs": 1, "train_steps": 1, "n_attack_digits": 6,
+               "attack_eps": [1.0], "attack_steps": 1, "attack_restarts": 1, "n_example_digits": 2, "n_cert_digits": 1,
+               "ks": [50, 10], "ss_n": 12, "ss_eps": [0.1], "digit_chunk_size": 6, "fig1b_n_images": 1,
+               "fig1b_n": 12, "fig1b_eps": [0.01]},
 }
 
 

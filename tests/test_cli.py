@@ -29,6 +29,10 @@ def test_certify_end_to_end_on_a_bundled_photo(tmp_path):
         assert f == cert.fractions()[float(k)]
         assert abs(sum(f.values()) - 1) < 1e-9
     assert summary["fractions"]["50.0"]["certified_1"] > 0.1  # GradCAM at the final layer certifies regions
+    # the band certificate: written always, one claim at alpha, at least the per-K certificates at alpha/3 each
+    assert cert.band_labels.shape == cert.labels.shape and "bands (all K together at 1 - alpha = 0.999)" in run.stdout
+    for k, f in summary["band_fractions"].items():
+        assert f == cert.band_fractions()[float(k)]
     png = np.asarray(PILImage.open(out / "overlay.png"))
     assert png.ndim == 3 and png.shape[0] > 300 and png.std() > 10
     # a second run reuses the cache and gives the identical certificate

@@ -27,7 +27,14 @@ _RUNNER = textwrap.dedent(r"""
     torch.set_num_threads(1)
     import certattr.models.registry as models
     from certattr.models.testing import tiny_model
-    models.load_model = lambda name, weights="pretrained", device="cpu", seed=0: tiny_model(seed=0)
+    import dataclasses
+
+    def load_model(name, weights="pretrained", device="cpu", seed=0):
+        model = tiny_model(seed=0)  # the CLI reads images at the model's size: 224x224, as the presets (and the
+        model.spec = dataclasses.replace(model.spec, resize=256, crop=224)  # sizes the full disk is sized for)
+        return model
+
+    models.load_model = load_model
     if "--bomb" in sys.argv:
         sys.argv.remove("--bomb")
         from PIL import Image

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from .execution import record_execution, write_execution_page
+from .exercise_outputs import show_stub_checks
 from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..engine.validation import CertattrError, check_choice
 from ..course.notebooks import build_assignments
@@ -39,7 +40,8 @@ __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_b
 ROOT = Path(__file__).resolve().parents[2]  #: the repository (notebooks/, book/, _config.yml)
 
 #: chapter stems in book order (``notebooks/<stem>.md`` -> ``book/chapters/<stem>.ipynb``)
-CHAPTERS = ["method", "robustness", "localization", "faithfulness", "tradeoff", "vit", "gallery", "certificates"]
+CHAPTERS = ["method", "robustness", "localization", "faithfulness", "tradeoff", "vit", "gallery", "certificates",
+            "levine"]
 
 #: every profile's certificate settings: the defaults of certattr.engine.config (the paper's), written there once
 _CERTIFICATE = {name: getattr(DEFAULT_CERT if hasattr(DEFAULT_CERT, name) else DEFAULT_SAMPLING, name)
@@ -65,7 +67,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                                "topk_attack_steps": 1, "topk_attack_n_eval": 10},
               "method": {"photo": "coffee", "sigma": 0.15, "methods": ["grad", "ixg", "gradcam"],
                          "layers": ["final"], "focus_method": "gradcam", "focus_layer": "final",
-                         "ks": [50, 25, 5]}},
+                         "ks": [50, 25, 5], "fewer_photos": ["coffee"], "fewer_n_max": 100, "fewer_ns": [50]}},
     "cpu": {"certificates": {"photo": "coffee", "sigma": 0.15, "method": "ixg", "layer": "final",
                              "ks": [50, 25, 5], "topk_ns": [50, 100, 200], "cos_N": 64, "attack_eps": [1, 10],
                              "attack_n": 100, "attack_steps": 4, "attack_restarts": 1, "attack_n_attack": 2,
@@ -78,7 +80,10 @@ PROFILES: dict[str, dict[str, dict]] = {
                                "attack_restarts": 2, "attack_n_attack": 8, "topk_attack_steps": 20,
                                "topk_attack_n_eval": 64},
               "method": {"photo": None, "sigma": 0.15, "methods": "all", "layers": ["input", "final"],
-                         "focus_method": "rise", "focus_layer": "input", "ks": [50, 25, 5]}},
+                         "focus_method": "rise", "focus_layer": "input", "ks": [50, 25, 5],
+                         "fewer_photos": ["chelsea", "coffee", "camera", "rocket", "astronaut", "motorcycle",
+                                          "grace_hopper", "china", "flower"], "fewer_n_max": 1000,
+                         "fewer_ns": [100, 150, 200]}},
 }
 
 
@@ -164,6 +169,23 @@ _EVALUATION_PROFILES = {
 }
 for _profile, _entries in _EVALUATION_PROFILES.items():
     PROFILES[_profile].update(_entries)
+
+# --- Levine et al.'s adversarial training (notebooks/levine.md) ----------------------------------------------------
+#: cpu: four lambdas, 10 epochs on the 16x16 digits, the book's model for Fig. 1(b) on two photos at 112x112 and
+#: n = 400 (about the smallest n at which Sparsified SmoothGrad certifies anything there); paper: their MNIST size
+#: (28x28), longer training and evaluation, their n = 8192, and 64 ImageNet images at 224x224 for Fig. 1(b) (they
+#: used ResNet-50)
+PROFILES["smoke"]["levine"] = {"lams": [0.0, 1.0], "epochs": 1, "n_attack_digits": 12, "attack_eps": [1.0],
+                               "attack_steps": 2, "n_example_digits": 2, "n_cert_digits": 2, "ks": [50, 10],
+                               "ss_n": 50, "ss_eps": [0.1], "fig1b_photos": ["coffee"], "fig1b_n": 20,
+                               "fig1b_eps": [0.01]}
+PROFILES["cpu"]["levine"] = {"lams": [0.0, 0.1, 1.0, 10.0], "epochs": 10, "n_attack_digits": 150,
+                             "attack_eps": [0.5, 1.0, 2.0], "attack_steps": 10, "n_cert_digits": 10, "ks": [50, 30, 10],
+                             "ss_n": 500, "fig1b_photos": ["chelsea", "coffee"], "fig1b_n": 400}
+PROFILES["paper"]["levine"] = {"lams": [0.0, 0.01, 0.1, 1.0, 10.0], "digit_size": 28, "epochs": 30, "train_steps": 5,
+                               "n_attack_digits": 450, "attack_eps": [0.5, 1.0, 2.0, 4.0], "attack_steps": 50,
+                               "attack_restarts": 3, "n_cert_digits": 100, "ks": [50, 30, 10], "ss_n": 8192,
+                               "fig1b_photos": None, "fig1b_n_images": 64, "fig1b_n": 8192}
 
 
 def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None, root: Path = ROOT) -> dict:
@@ -364,6 +386,7 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     finally:
         tmp_in.unlink(missing_ok=True)
     _fold_injected_parameters(tmp_out)
+    show_stub_checks(tmp_out)  # the reader sees the stub above each check: show the stub's check, not the solution's
     tmp_out.replace(out)
     stamp.write_text(digest)
     seconds = time.time() - start

@@ -8,6 +8,7 @@ at least 8 pt on the page.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
@@ -24,6 +25,25 @@ DPI = 100  #: figure.dpi of the inline backend: 1 inch = 100 px on the page
 TEXT_WIDTH = 6.5  #: inches that fit the text column unscaled (650 px; the column is about 655 px at a 1280-px window)
 WIDE_WIDTH = 9.3  #: inches that fit a full-width cell unscaled (the full-width figure is about 930 px there)
 NOT_RUN = "not run"
+
+
+#: the repository (notebooks/, book/, .cache/): where a chapter's default paths point, whatever the working folder
+REPOSITORY = Path(__file__).resolve().parents[2]
+#: the parameters cell's defaults for the two folders (relative to where `certattr book` runs chapters)
+DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR = "../../.cache/samples", "results"
+
+
+def repository_paths(cache_dir, results_dir, profile: str) -> tuple[str, str]:
+    """The chapter's folders with its parameters cell's defaults resolved against the repository, not the working
+    folder (papermill runs a notebook wherever it is started): the default cache is ``$CERTATTR_CACHE`` or
+    ``<repository>/.cache/samples``, the default results folder ``<repository>/book/chapters/results/<profile>`` (as
+    ``certattr book`` passes them). Any other value is kept as given (a relative one is relative to the working
+    folder, as the user typed it)."""
+    if cache_dir == DEFAULT_CACHE_DIR:
+        cache_dir = os.environ.get("CERTATTR_CACHE") or str(REPOSITORY / ".cache" / "samples")
+    if results_dir == DEFAULT_RESULTS_DIR:
+        results_dir = str(REPOSITORY / "book" / "chapters" / "results" / str(profile))
+    return cache_dir, results_dir
 
 
 def setup(results_dir, *, style: str = "whitegrid") -> float:

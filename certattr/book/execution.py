@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["PACKAGES", "record_execution", "read_execution", "hardware", "software", "write_execution_page"]
+__all__ = ["PACKAGES", "record_execution", "read_execution", "hardware", "software", "write_execution_page", "machine",
+           "chapter_rows"]
 
 #: the distributions whose versions the page lists (PyPI names)
 PACKAGES = ["torch", "torchvision", "captum", "zennit", "timm", "numpy", "scipy", "pandas", "matplotlib", "seaborn",
@@ -39,8 +40,19 @@ def record_execution(output_dir: Path, chapter: str, seconds: float, *, profile:
     path = _record_path(output_dir, chapter)
     finished = time.time() if finished is None else finished
     path.write_text(json.dumps({"chapter": chapter, "seconds": round(float(seconds), 1), "finished": finished,
-                                "date": _date(finished), "profile": profile}, indent=1))
+                                "date": _date(finished), "profile": profile, "machine": machine()}, indent=1))
     return path
+
+
+def machine() -> str:
+    """The machine a chapter runs on, in words: CPU model, usable cores and GPU (no host name)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 0
+    gpu = _gpu()
+    text = f"{_cpu_model()}, {usable} core{'' if usable == 1 else 's'}"
+    return text + ("" if gpu.startswith(("none", "unknown")) else f", {gpu}")
 
 
 def read_execution(output_dir: Path, chapter: str) -> dict | None:
@@ -136,13 +148,15 @@ def chapter_rows(output_dir: Path, chapters, *, ran=(), since: float | None = No
             executed = (Path(output_dir) / f"{chapter}.ipynb").exists()
             status = "executed (no timing recorded)" if executed else "not executed"
         elif since is not None and chapter in ran and record.get("finished", 0) >= since:
-            status = f"executed in this run in {_seconds(record['seconds'])}"
+            status = f"executed in this run on {record['date']} in {_seconds(record['seconds'])}"
         elif chapter in ran:
             status = f"up to date (executed on {record['date']} in {_seconds(record['seconds'])})"
         else:
             status = f"not run in this build (executed on {record['date']} in {_seconds(record['seconds'])})"
         if record is not None and record.get("profile"):
             status += f", profile `{record['profile']}`"
+        if record is not None:
+            status += f", on {record.get('machine') or 'a machine not recorded'}"
         rows.append((f"{{doc}}`{chapter}`", status))
     return rows
 
@@ -155,8 +169,18 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
     now = time.time() if now is None else now
     override_text = (", with the overrides " + ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in overrides.items())
                      if overrides else "")
-    total = sum(float(r["seconds"]) for c in chapters
-                if (r := read_execution(output_dir, c)) and since is not None and c in ran and r.get("finished", 0) >= since)
+    records = {c: r for c in chapters if (r := read_execution(output_dir, c))}
+    this_build = {c: r for c, r in records.items() if since is not None and c in ran and r.get("finished", 0) >= since}
+    total = sum(float(r["seconds"]) for r in records.values())
+    machines = sorted({r.get("machine") or "a machine not recorded" for r in records.values()})
+    if records:
+        total_text = (f"The numbers of the {len(records)} chapters with a recorded run took {_seconds(total)} to compute "
+                      f"in all, on {'; '.join(machines)}. This build executed "
+                      + (f"{len(this_build)} of them in {_seconds(sum(float(r['seconds']) for r in this_build.values()))}; "
+                         f"the others come from the earlier runs dated in their rows." if this_build else
+                         "none of them: every chapter's numbers come from the earlier run dated in its row."))
+    else:
+        total_text = "No chapter has a recorded run: the chapters' numbers were not computed by `certattr book`."
     page = "\n".join([
         "# Execution of this build",
         "",
@@ -175,10 +199,10 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
         "",
         "## Chapters",
         "",
-        _table(("chapter", "execution"), chapter_rows(output_dir, chapters, ran=ran, since=since)),
+        _table(("chapter", "where and when its numbers were computed"),
+               chapter_rows(output_dir, chapters, ran=ran, since=since)),
         "",
-        (f"Chapters executed by this build: {_seconds(total)} in all." if total > 0 else
-         "No chapter was executed by this build: every chapter was up to date."),
+        total_text,
         "",
     ])
     path = output_dir / "execution.md"

@@ -6,9 +6,9 @@ import numpy as np
 from ..engine.certificate import ABSTAIN, Certificate
 from .chapter import WIDE_WIDTH, layer_title
 
-__all__ = ["K_COLORS", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
+__all__ = ["K_COLORS", "k_colors", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
            "plot_overlay", "save_overlay_png", "OUTCOME_COLORS", "outcome_bars", "outcome_legend", "interval_bars",
-           "draw_not_run"]
+           "draw_not_run", "draw_zero", "abstain_stripes", "abstain_legend_patch"]
 
 ABSTAIN_COLOR = (0.62, 0.62, 0.62)
 ZERO_COLOR = (0.08, 0.08, 0.16)
@@ -17,8 +17,23 @@ K_COLORS = ((0.99, 0.91, 0.15), (0.96, 0.48, 0.15), (0.80, 0.10, 0.25), (0.45, 0
 
 
 def _image_hwc(image) -> np.ndarray:
+    """(C, H, W) in [0, 1], C = 3 or 1 (a greyscale model's image, shown grey) -> (H, W, 3)."""
     arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.shape[0] == 1:
+        arr = np.repeat(arr, 3, axis=0)
     return np.clip(arr.transpose(1, 2, 0), 0, 1)
+
+
+def k_colors(count: int) -> list[tuple[float, float, float]]:
+    """One colour per K, largest K first, all distinct: :data:`K_COLORS` for up to five K, else ``count`` points
+    evenly spaced along the path through them (light yellow to dark blue), so no two K share a colour."""
+    if count <= len(K_COLORS):
+        return list(K_COLORS[:count])
+    anchors = np.array(K_COLORS)
+    positions = np.linspace(0, len(anchors) - 1, count)
+    low = np.minimum(positions.astype(int), len(anchors) - 2)
+    frac = (positions - low)[:, None]
+    return [tuple(float(v) for v in c) for c in anchors[low] * (1 - frac) + anchors[low + 1] * frac]
 
 
 def label_rgb(labels: np.ndarray) -> np.ndarray:
@@ -28,15 +43,41 @@ def label_rgb(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+#: abstention in an overlay: diagonal stripes of white and near-black, ``ABSTAIN_STRIPE`` pixels wide, which show on a
+#: dark, a light and a greyscale photo alike (a flat grey tint vanishes on a grey photo)
+ABSTAIN_STRIPE = 3
+ABSTAIN_LIGHT, ABSTAIN_DARK = (1.0, 1.0, 1.0, 0.75), (0.05, 0.05, 0.05, 0.55)
+
+
+def abstain_stripes(mask: np.ndarray) -> np.ndarray:
+    """(H, W, 4) RGBA drawing the pixels of the bool ``mask`` (H, W) as alternating light and dark diagonal
+    stripes of :data:`ABSTAIN_STRIPE` pixels; transparent elsewhere."""
+    h, w = mask.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    light = ((yy + xx) // ABSTAIN_STRIPE) % 2 == 0
+    out = np.zeros((h, w, 4))
+    out[mask & light] = ABSTAIN_LIGHT
+    out[mask & ~light] = ABSTAIN_DARK
+    return out
+
+
+def abstain_legend_patch():
+    """The legend entry of :func:`abstain_stripes`."""
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor="white", edgecolor="0.1", hatch="////", label="abstain")
+
+
 def overlay_rgba(cert: Certificate) -> np.ndarray:
     """(H, W, 4): colour of the smallest K at which a pixel is certified '1' (K sorted largest first gets
-    the lightest colour); grey where it is certified '1' at no K and abstains at some K; else transparent."""
-    out = np.zeros(cert.labels.shape[1:] + (4,))
+    the lightest colour); light/dark stripes (:func:`abstain_stripes`) where it is certified '1' at no K and
+    abstains at some K; else transparent (the photo shows through where every K certifies '0')."""
     overlay = cert.overlay()
     abstain = (cert.labels == ABSTAIN).any(axis=0) & np.isnan(overlay)
-    out[abstain] = (*ABSTAIN_COLOR, 0.55)
-    for i, k in enumerate(sorted(cert.ks, reverse=True)):
-        out[overlay == k] = (*K_COLORS[i % len(K_COLORS)], 0.85)
+    out = abstain_stripes(abstain)
+    ks = sorted(cert.ks, reverse=True)
+    for k, colour in zip(ks, k_colors(len(ks))):
+        out[overlay == k] = (*colour, 0.85)
     return out
 
 
@@ -65,10 +106,12 @@ def plot_overlay(cert: Certificate, image, ax, title: str | None = None, legend:
     if legend:
         from matplotlib.patches import Patch
 
-        handles = [Patch(color=K_COLORS[i % len(K_COLORS)], label=f"top {k:g}%")
-                   for i, k in enumerate(sorted(cert.ks, reverse=True))]
-        handles.append(Patch(color=ABSTAIN_COLOR, label="abstain"))
-        ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
+        ks = sorted(cert.ks, reverse=True)
+        handles = [Patch(color=colour, label=f"top {k:g}%") for k, colour in zip(ks, k_colors(len(ks)))]
+        handles.append(abstain_legend_patch())
+        # below the image, never over it
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, frameon=False,
+                  ncol=min(len(handles), 4))
 
 
 def save_overlay_png(cert: Certificate, image, path, title: str | None = None) -> None:
@@ -87,15 +130,20 @@ def save_overlay_png(cert: Certificate, image, path, title: str | None = None) -
 # --- bar charts of the evaluation chapters ---------------------------------------------------------
 OUTCOME_COLORS = {"certified 1": "#f2c14e", "certified 0": "#2d3047", "abstain": "#c4c4c4"}
 _OUTCOME_COLUMNS = {"certified 1": "certified_1", "certified 0": "certified_0", "abstain": "abstain"}
-NOT_RUN_STYLE = dict(facecolor="none", edgecolor="0.55", hatch="////", linewidth=0.6)
+NOT_RUN_COLOR = "0.4"
 
 
 def draw_not_run(ax, x: float, width: float, height: float, label: str = "not run") -> None:
-    """A hatched empty bar with a vertical label: visibly different from a bar of height 0."""
-    from matplotlib.patches import Rectangle
+    """An empty slot: no bar, only its label written upwards from the axis in grey italics, so missing data
+    never looks like data (``width`` and ``height`` are kept for the callers; the label starts at the bottom)."""
+    bottom = ax.get_ylim()[0] if ax.get_ylim()[1] > ax.get_ylim()[0] else 0.0
+    ax.text(x, bottom + 0.02 * height, label, rotation=90, ha="center", va="bottom", fontsize=8,
+            color=NOT_RUN_COLOR, style="italic")
 
-    ax.add_patch(Rectangle((x - width / 2, 0), width, height, **NOT_RUN_STYLE))
-    ax.text(x, height * 0.5, label, rotation=90, ha="center", va="center", fontsize=8, color="0.35")
+
+def draw_zero(ax, x: float, width: float, color) -> None:
+    """A real zero: a thick stub on the axis (a bar of height 0 draws nothing)."""
+    ax.plot([x - width / 2, x + width / 2], [0, 0], color=color, lw=3, solid_capstyle="butt", clip_on=False)
 
 
 def _slots(groups, xs):
@@ -144,7 +192,6 @@ def outcome_legend(fig, loc: str = "outside upper center") -> None:
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=o) for o, c in OUTCOME_COLORS.items()]
-    handles.append(Patch(**NOT_RUN_STYLE, label="not run"))
     fig.legend(handles=handles, loc=loc, ncol=len(handles), frameon=False, fontsize=8)
 
 
@@ -169,6 +216,8 @@ def interval_bars(ax, frame, groups, hues, *, group_col: str = "method_title", h
             draw_not_run(ax, slot, 0.85, 0.9 * top + ylim[0])
             continue
         ax.bar(slot, float(row[value]), width=0.85, color=palette[h], edgecolor="none")
+        if float(row[value]) == 0.0:
+            draw_zero(ax, slot, 0.85, palette[h])
         if low and high:
             ax.plot([slot, slot], [float(row[low]), float(row[high])], color="0.15", lw=1)
     for g in undefined:
@@ -179,7 +228,7 @@ def interval_bars(ax, frame, groups, hues, *, group_col: str = "method_title", h
                        fontsize=9)
     ax.set_xlim(-0.8, len(groups) * step - 1.2)
     ax.set_ylim(*ylim)
-    return [Patch(color=palette[h], label=str(h)) for h in hues] + [Patch(**NOT_RUN_STYLE, label="not run")]
+    return [Patch(color=palette[h], label=str(h)) for h in hues]
 
 
 def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_order, undefined_pairs, x_col: str,

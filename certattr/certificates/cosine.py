@@ -41,6 +41,7 @@ from ..engine.encodings import BoundedSum, bound_norm
 from ..engine.noise import UniformBall, uniform_ball_noise
 from ..engine.registry import get_method
 from ..engine.smoothing import SmoothedAttribution
+from .provenance import SampledFrom
 from .sparsified_smoothgrad import check_eps
 from ..engine.validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval, check_positive_int
 
@@ -172,7 +173,7 @@ def mc_error(N, M, alpha) -> float:
 
 # --- from a model -------------------------------------------------------------------------------------
 @dataclass
-class UniformSmoothed:
+class UniformSmoothed(SampledFrom):
     """The estimate h_hat (h, w) of a uniformly smoothed attribution, with everything that made it."""
 
     h_hat: np.ndarray
@@ -181,11 +182,6 @@ class UniformSmoothed:
     M: float
     bound: str
     d_input: int
-    method: str
-    layer: str
-    target: int
-    seed: int
-    image_id: str
 
     @property
     def norm(self) -> float:

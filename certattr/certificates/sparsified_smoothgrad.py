@@ -52,6 +52,7 @@ from ..engine.noise import Gaussian
 from ..engine.registry import get_method
 from ..engine.smoothing import SmoothedAttribution
 from ..engine.sparsify import abs_values, check_fraction, rank_order, sparsify_topk, topk_count
+from .provenance import SampledFrom
 from ..engine.validation import CertattrError, check_finite_number, check_image, check_interval, check_positive_int, check_sigma
 
 __all__ = [
@@ -272,7 +273,7 @@ def median_rank_bound(k_s, d, eps, sigma, c) -> int:
 
 # --- from a model: the smoothed map and the certificate ----------------------------------------------
 @dataclass
-class SmoothedTopK:
+class SmoothedTopK(SampledFrom):
     """The Sparsified SmoothGrad estimate s_hat (h, w) of one image, with everything that made it."""
 
     s_hat: np.ndarray
@@ -281,11 +282,6 @@ class SmoothedTopK:
     tau_frac: float
     gamma_frac: float | None
     k_s: int
-    method: str
-    layer: str
-    target: int
-    seed: int
-    image_id: str
 
     @property
     def d(self) -> int:

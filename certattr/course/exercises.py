@@ -97,6 +97,7 @@ def _recertify_inputs():
         engine = SmoothedAttribution(model, "grad", "input", 0.25, n=_RECERTIFY_N, n0=_RECERTIFY_N0, seed=0,
                                      chunk_size=20, cache=cache, progress=False)
         engine.sample(image, "check-image", 2)  # fills the cache
+        model.gradient_memo().clear()  # so that an answer that resamples calls the model (the memo would answer it)
         for k, tau, alpha in [(50, 0.75, 0.05), (50, 0.6, 0.05), (20, 0.6, 0.1)]:
             yield Case((engine, image, "check-image", 2, k, tau, alpha), watch=(ModelCalls(model),),
                        about=f"abstain_at_tau(engine, image, 'check-image', 2, k={k}, tau={tau}, alpha={alpha})")
@@ -385,10 +386,44 @@ CERTIFICATES = [
 ]
 
 
+# --- levine ------------------------------------------------------------------------------------------------------
+def _overlap_inputs():
+    gen = np.random.default_rng(24)
+    for shape, k in [((6, 6), 5), ((4, 7), 3), ((8, 8), 12), ((5, 5), 25)]:
+        # coarse values (few levels) make ties, which rank by the lower flat index
+        clean = gen.integers(0, 4, shape).astype(np.float32)
+        perturbed = np.where(gen.random(shape) < 0.5, clean, gen.integers(0, 4, shape)).astype(np.float32)
+        yield Case((clean, perturbed, k), about=f"topk_overlap_share(maps {shape} with ties, k={k})")
+    flat = np.zeros((3, 3), dtype=np.float32)  # every value tied: the top-3 are the flat indices 0, 1, 2
+    yield Case((flat, np.arange(9, 0, -1, dtype=np.float32).reshape(3, 3), 3),
+               about="topk_overlap_share(a constant 3x3 map, a map falling with the flat index, k=3)")
+
+
+def _control_inputs():
+    gen = np.random.default_rng(25)
+    for size, background, r in [(64, 0.6, 1.0), (49, 0.8, 0.5), (30, 0.0, 2.0), (100, 0.5, 3.0)]:
+        x = np.where(gen.random(size) < background, 0.0, gen.uniform(0, 1, size))  # digits: mostly background at 0
+        u = gen.standard_normal(size)
+        u /= np.linalg.norm(u)
+        yield Case((x, u, r), about=f"same_norm_step(x of {size} pixels, {background:.0%} at 0, r={r})")
+
+
+LEVINE = [
+    Exercise("levine", "levine-overlap", "Top-k overlap with ties", "topk_overlap_share", 1, 10,
+             "rank the flat values with a stable sort of the negated values (np.argsort(-a.ravel(), kind='stable')), "
+             "take the first k of each map and count the common indices.",
+             (Cases(_overlap_inputs, o.topk_overlap_share, Close(1e-12)),)),
+    Exercise("levine", "levine-control", "A random control of the same norm", "same_norm_step", 1, 15,
+             "the clipped norm grows with s: bracket r (double s until it is reached) and bisect; s = r / ||u|| "
+             "ignores the pixels that clipping stops.",
+             (Cases(_control_inputs, o.same_norm_step, Close(1e-7)),)),
+]
+
+
 #: {chapter: its exercises}, chapters in the book's order (the exercise numbers follow it)
 EXERCISES: dict[str, list[Exercise]] = {
     "method": METHOD, "robustness": ROBUSTNESS, "localization": LOCALIZATION, "faithfulness": FAITHFULNESS,
-    "tradeoff": TRADEOFF, "vit": VIT, "gallery": GALLERY, "certificates": CERTIFICATES,
+    "tradeoff": TRADEOFF, "vit": VIT, "gallery": GALLERY, "certificates": CERTIFICATES, "levine": LEVINE,
 }
 
 _BY_LABEL = {ex.label: ex for exs in EXERCISES.values() for ex in exs}

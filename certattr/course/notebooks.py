@@ -33,7 +33,7 @@ __all__ = ["student_notebook", "instructor_notebook", "build_assignments", "STUD
 #: order with one shared cold sample cache, on a 2-core CPU with other builds running beside it (an idle laptop
 #: is faster). See the README, "For instructors".
 STUDENT_MINUTES = {"method": 2, "robustness": 1, "localization": 1, "faithfulness": 1, "tradeoff": 1, "vit": 4,
-                   "gallery": 1, "certificates": 15}
+                   "gallery": 1, "certificates": 15, "levine": 2}
 
 
 # --- student and instructor notebooks -----------------------------------------------------------------------------

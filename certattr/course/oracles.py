@@ -237,3 +237,32 @@ def n_for_mc(alpha, ratio) -> int:
     while const / math.sqrt(n) > ratio:
         n += 1
     return n
+
+
+# --- levine ------------------------------------------------------------------------------------------------------
+def topk_overlap_share(clean, perturbed, k) -> float:
+    """By sorting (value, index) pairs in plain Python: the k largest, equal values by the lower flat index."""
+    def top(a):
+        flat = [float(v) for v in np.asarray(a).ravel()]
+        return {i for _, i in sorted(((-v, i) for i, v in enumerate(flat)))[:k]}
+
+    return len(top(clean) & top(perturbed)) / k
+
+
+def same_norm_step(x, u, r) -> float:
+    """The exact s: pixel i moves s·|u_i| until it reaches its bound at s_i = room_i / |u_i| (room: 1 - x_i upwards,
+    x_i downwards), so ||clip(x + s u) - x||^2 = sum over reached pixels of room_i^2 + s^2 · sum over the others of
+    u_i^2; walk the s_i in increasing order and solve the quadratic inside the segment that holds r."""
+    pixels = []
+    for xi, ui in zip(np.asarray(x, dtype=float).ravel(), np.asarray(u, dtype=float).ravel()):
+        if ui != 0:
+            room = (1.0 - xi) if ui > 0 else xi
+            pixels.append((room / abs(ui), room, ui * ui))
+    pixels.sort()
+    reached, moving = 0.0, math.fsum(p[2] for p in pixels)
+    for cap, room, u2 in pixels:
+        if moving > 0 and reached + cap * cap * moving >= r * r:
+            return math.sqrt((r * r - reached) / moving)
+        reached += room * room
+        moving -= u2
+    return math.nan  # r cannot be reached

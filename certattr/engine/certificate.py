@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
+from .bands import band_extent, band_labels
+from .confseq import anytime_level
 from .files import atomic_write_bytes
 from .statistics import pixel_radius_table
 
 __all__ = ["ABSTAIN", "Certificate"]
 
 ABSTAIN = -1  #: label of an abstained pixel (the paper's ⊘)
-FORMAT_VERSION = 3  #: 2 adds the per-pixel radii, 3 the degenerate-map flag; files of format 1-2 still load
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4  #: 2 adds the per-pixel radii, 3 the degenerate-map flag, 4 the band labels and the anytime
+#: flag; files of format 1-3 still load (their band labels are computed from the stored p-values)
+READABLE_FORMATS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -31,6 +34,12 @@ class Certificate:
     (p_lower: one-sided Clopper-Pearson bound of c_p out of n - n0 at level alpha/P), 0 where
     p_lower <= 1/2 (no radius; :meth:`pixel_radius_certified` is the boolean). Computed from the counts
     when not given (see :mod:`certattr.engine.statistics`).
+    ``band_labels``: int8 (len(ks), H, W), the band certificate (:mod:`certattr.engine.bands`): labels that hold
+    for all K and all pixels together with probability >= 1 - alpha (``labels`` hold per K); computed from
+    ``majority`` and ``pvalues`` when not given. :meth:`band_map` reads the band of each pixel.
+    ``anytime``: True for a certificate of :func:`certattr.engine.sequential.certify_sequential` (confidence
+    sequences, n = the samples drawn when it stopped, n0 = 0, no selection samples); its labels are then already
+    joint over all K (``band_labels`` equals ``labels``) and its radii come from the same bounds.
     """
 
     labels: np.ndarray
@@ -50,12 +59,21 @@ class Certificate:
     #: "" for a normal certificate; otherwise one sentence saying why the top-K sets of the noisy maps are
     #: decided by float rounding or ties rather than by the image (see :func:`certattr.engine.certify.degenerate_reason`)
     degenerate: str = ""
+    band_labels: np.ndarray | None = None
+    anytime: bool = False
 
     def __post_init__(self):
         # radii are a function of the counts: computed when absent, and recomputed when their shape no longer
         # matches (e.g. ``dataclasses.replace`` keeping some K of the counts but not of the radii)
+        if self.anytime:
+            if self.radii is None or self.band_labels is None:
+                raise ValueError("an anytime certificate needs its radii and band labels: they come from its "
+                                 "confidence sequences, not from the counts")
+            return
         if self.radii is None or np.shape(self.radii) != np.shape(self.counts):
             self.radii = self.compute_radii()
+        if self.band_labels is None or np.shape(self.band_labels) != np.shape(self.labels):
+            self.band_labels = band_labels(self.majority, self.pvalues, self.alpha)
 
     def compute_radii(self) -> np.ndarray:
         """R_p from the counts (float64, (len(ks), H, W)): sigma Phi^-1(p_lower), 0 where p_lower <= 1/2."""
@@ -70,7 +88,10 @@ class Certificate:
 
     @property
     def radius_level(self) -> float:
-        """alpha/P: the level of each pixel's Clopper-Pearson bound (Bonferroni, also for Holm certificates)."""
+        """alpha/P: the level of each pixel's Clopper-Pearson bound (Bonferroni, also for Holm certificates);
+        for an anytime certificate the level of each confidence sequence (alpha/(2P), alpha/P for one K)."""
+        if self.anytime:
+            return anytime_level(self.alpha, self.n_pixels, len(self.ks))
         return float(self.alpha) / self.n_pixels
 
     @property
@@ -116,8 +137,21 @@ class Certificate:
             out[self.labels[i] == 1] = float(self.ks[i])
         return out
 
+    def band_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """The band of each pixel, jointly for all K at level alpha (:func:`certattr.engine.bands.band_extent`):
+        (inside, outside) float (H, W): the smallest K whose top set certainly holds the pixel, and the largest K
+        whose top set certainly does not (NaN: none)."""
+        return band_extent(self.band_labels, self.ks)
+
+    def band_fractions(self) -> dict:
+        """Per K: the fractions of pixels the band certificate certifies '1', '0' and abstains on."""
+        return {float(k): {"certified_1": float((lab == 1).mean()), "certified_0": float((lab == 0).mean()),
+                           "abstain": float((lab == ABSTAIN).mean())} for k, lab in zip(self.ks, self.band_labels)}
+
     def statement(self) -> str:
         """What this certificate guarantees, with its alpha and correction, in one paragraph."""
+        if self.anytime:
+            return self._anytime_statement()
         m = len(self.ks)
         corr = {"bonferroni": f"Bonferroni over the P = {self.n_pixels} pixels (each pixel tested at alpha/P)",
                 "holm": f"Holm's step-down over the P = {self.n_pixels} pixels"}[self.correction]
@@ -132,7 +166,23 @@ class Certificate:
                 f"||delta||_2 < R_p, for all pixels at once with the same probability; R_p = 0 means no radius.")
         if m > 1:
             text += (f" The overlay of the {m} K values read as one claim holds with probability at least "
-                     f"1 - {m}*alpha = {1 - m * self.alpha:g} (union bound).")
+                     f"1 - {m}*alpha = {1 - m * self.alpha:g} (union bound). The band certificate (band_labels, "
+                     f"band_map) is one claim for all {m} K and all pixels at 1 - alpha = {1 - self.alpha:g}: "
+                     f"each pixel's p-value at alpha/P where its n0 labels are the same at every K, at alpha/(2P) "
+                     f"where they change (Bonferroni over pixels).")
+        if self.degenerate:
+            text += f" Degenerate maps: {self.degenerate}; the certified pixels then reflect that, not the image."
+        return text
+
+    def _anytime_statement(self) -> str:
+        text = (f"Anytime certificate: with probability at least 1 - alpha = {1 - self.alpha:g}, for all K "
+                f"({', '.join(f'{float(k):g}%' for k in self.ks)}) and all P = {self.n_pixels} pixels together, every "
+                f"certified pixel keeps its label under every perturbation with ||delta||_2 < R = {self.radius:.3f} "
+                f"([0,1] pixel units; sigma = {self.sigma:g}, tau = {self.tau:g}; strict), and every pixel keeps its "
+                f"label for ||delta||_2 < R_p from the same bounds. Sampling stopped after n = {self.n} samples "
+                f"({self.metadata.get('stopped', 'see metadata')}); the guarantee holds whatever that stopping "
+                f"time: each pixel and K has a time-uniform confidence sequence (beta-binomial mixture, Ville's "
+                f"inequality) at level {self.radius_level:.3g}. Abstained pixels carry no claim.")
         if self.degenerate:
             text += f" Degenerate maps: {self.degenerate}; the certified pixels then reflect that, not the image."
         return text
@@ -145,7 +195,8 @@ class Certificate:
                 "pixel_radius_level": self.radius_level,
                 "pixel_radii": {str(float(k)): self._radius_summary(i) for i, k in enumerate(self.ks)},
                 "guarantee": self.statement(), "fractions": {str(k): v for k, v in self.fractions().items()},
-                "degenerate": self.degenerate, "metadata": self.metadata}
+                "degenerate": self.degenerate, "metadata": self.metadata, "anytime": self.anytime,
+                "band_fractions": {str(k): v for k, v in self.band_fractions().items()}}
 
     def _radius_summary(self, i: int) -> dict:
         r = self.radii[i]
@@ -154,12 +205,12 @@ class Certificate:
                 else 0.0, "max": float(r.max())}
 
     # --- persistence ----------------------------------------------------------------------------
-    _ARRAYS = ("labels", "majority", "counts", "pvalues", "mean_sparsified", "radii")
+    _ARRAYS = ("labels", "majority", "counts", "pvalues", "mean_sparsified", "radii", "band_labels")
 
     def to_bytes(self) -> bytes:
         params = {"format": FORMAT_VERSION, "ks": [float(k) for k in self.ks], "sigma": self.sigma, "tau": self.tau,
                   "alpha": self.alpha, "n": self.n, "n0": self.n0, "correction": self.correction,
-                  "degenerate": self.degenerate, "metadata": self.metadata}
+                  "degenerate": self.degenerate, "metadata": self.metadata, "anytime": self.anytime}
         buf = io.BytesIO()
         np.savez_compressed(buf, params=np.frombuffer(json.dumps(params).encode(), dtype=np.uint8),
                             **{name: getattr(self, name) for name in self._ARRAYS})
@@ -189,5 +240,6 @@ class Certificate:
         if not isinstance(other, Certificate):
             return NotImplemented
         same_params = all(getattr(self, a) == getattr(other, a)
-                          for a in ("ks", "sigma", "tau", "alpha", "n", "n0", "correction", "degenerate", "metadata"))
+                          for a in ("ks", "sigma", "tau", "alpha", "n", "n0", "correction", "degenerate", "metadata",
+                                     "anytime"))
         return same_params and all(np.array_equal(getattr(self, a), getattr(other, a)) for a in self._ARRAYS)

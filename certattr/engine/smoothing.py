@@ -47,10 +47,11 @@ from .config import CertConfig, SamplingConfig, check_fits, route_settings
 from .encodings import RAW, Encoding, TopKCodes, certificate_encoding
 from .noise import Gaussian, as_noise
 from .registry import Method, get_method
+from .sequential import DEFAULT_UNDECIDED, certify_sequential, check_undecided
 from .sparsify import flat_maps, sparsify, upsample_maps
 from .store import SampleStore
 from .targets import ModelModeWarning, eval_mode, in_train_mode, predict, resolve_target
-from .validation import CertattrError, check_image, check_layer
+from .validation import CertattrError, check_image, check_layer, check_model, check_sample_count
 
 __all__ = ["SmoothedAttribution", "predict", "eval_mode", "in_train_mode", "ModelModeWarning"]
 
@@ -81,8 +82,8 @@ class SmoothedAttribution:
                  sampling: SamplingConfig | None = None, cert: CertConfig | None = None, *,
                  cache: SampleCache | str | None = None, progress: bool = True, also_store: Sequence[Encoding] = (),
                  **settings):
-        self.model = model
-        self.method = get_method(method) if isinstance(method, str) else method
+        self.model = check_model(model)
+        self.method = method if hasattr(method, "attribute") and hasattr(method, "config") else get_method(method)
         self.layer = check_layer(layer)
         self.method.check_defined(model, self.layer)
         if "sigma" in settings:  # SmoothedAttribution(model, method, layer, sigma=0.25)
@@ -169,7 +170,7 @@ class SmoothedAttribution:
         Reads (or computes and keeps) raw maps; holds the n maps it returns (n * H * W * 4 bytes) and one chunk.
         :meth:`certify` needs neither.
         """
-        image = check_image(image)
+        image = check_image(image, channels=getattr(self.model, "channels", 3))
         target = self.resolve_target(image, target)
         out = np.empty((self.n, *image.shape[1:]), dtype=np.float32)
         i = 0
@@ -190,12 +191,13 @@ class SmoothedAttribution:
         (:func:`certattr.engine.encodings.certificate_encoding`)."""
         return certificate_encoding(self.layer, self.cert.ks if ks is None else ks)
 
-    def sparsified(self, image: torch.Tensor, image_id: str, target: int, ks: Sequence[float]) -> Iterator[tuple]:
-        """The top-K maps of samples 0..n-1, chunk by chunk: (binary bool (len(ks), b, H, W), flat bool (b,)),
+    def sparsified(self, image: torch.Tensor, image_id: str, target: int, ks: Sequence[float],
+                   n: int | None = None) -> Iterator[tuple]:
+        """The top-K maps of samples 0..n-1 (default: the sampling's n), chunk by chunk: (binary bool (len(ks), b, H, W), flat bool (b,)),
         h_K of each map at the image's resolution (:func:`certattr.engine.sparsify.sparsify`) and whether it is
         constant up to rounding (:func:`certattr.engine.sparsify.flat_maps`)."""
         encoding = self.certificate_encoding(ks)
-        with contextlib.closing(self.chunks(image, image_id, target, encoding)) as chunks:
+        with contextlib.closing(self.chunks(image, image_id, target, encoding, n=n)) as chunks:
             for data in chunks:
                 if isinstance(encoding, TopKCodes):
                     yield encoding.decode(data, ks)  # the cache keeps the top-K maps of the ladder as codes
@@ -206,7 +208,7 @@ class SmoothedAttribution:
     def top_k_frequencies(self, image: torch.Tensor, image_id: str, target: int | None, ks: Sequence[float]) -> np.ndarray:
         """float64 (len(ks), H, W), ks largest first: the fraction of the n noisy maps whose top-K set holds each
         pixel (the Monte-Carlo estimate of the smoothed top-K probability; no certificate)."""
-        image = check_image(image)
+        image = check_image(image, channels=getattr(self.model, "channels", 3))
         target = self.resolve_target(image, target)
         counter = MapCounter(ks, self.n, 0, image.shape[1:])
         with contextlib.closing(self.sparsified(image, image_id, target, counter.ks)) as samples:
@@ -215,17 +217,27 @@ class SmoothedAttribution:
         return counter.frequencies()
 
     # --- steps 3-5: count, test, abstain ---------------------------------------------------------------
-    def certify(self, image: torch.Tensor, image_id: str, target: int | None = None, **settings) -> Certificate:
+    def certify(self, image: torch.Tensor, image_id: str, target: int | None = None, *, sequential: bool = False,
+                n_max: int | None = None, undecided: float | None = None, **settings) -> Certificate:
         """Certify every pixel of the top-K maps for each K, streaming the chunks.
+
+        ``sequential=True``: anytime certification (:mod:`certattr.engine.sequential`): samples chunk by chunk up
+        to ``n_max`` (default: the sampling's n), stops when at most the fraction ``undecided`` (default 0.05) of
+        the (K, pixel) pairs is undecided, and gives labels valid for all K and pixels at alpha whatever the
+        stopping time (no selection samples: n0 and correction do not apply and may not be given).
 
         ``settings`` replace the engine's ks, tau, alpha, correction or n0 for this certificate (the samples and
         the cache entry are the same: nothing is resampled, except a K outside the cached ladder without raw maps).
         When the noisy maps are degenerate (constant up to float rounding, or selecting no pixel) the
         certificate's ``degenerate`` says so and a one-line :class:`certattr.DegenerateMapWarning` is emitted.
         """
+        if sequential:
+            return self._certify_sequential(image, image_id, target, n_max, undecided, settings)
+        if n_max is not None or undecided is not None:
+            raise CertattrError("n_max and undecided are settings of sequential certification: give sequential=True")
         cert = self._certification(settings)
         check_fits(self.sampling, cert)
-        sigma, image = self.sigma, check_image(image)
+        sigma, image = self.sigma, check_image(image, channels=getattr(self.model, "channels", 3))
         target = self.resolve_target(image, target)
         counter = MapCounter(cert.ks, self.n, cert.n0, image.shape[1:])
         with contextlib.closing(self.sparsified(image, image_id, target, cert.ks)) as samples:
@@ -233,6 +245,23 @@ class SmoothedAttribution:
                 counter.add(binary, flat)  # count
         return counter.certificate(sigma=sigma, tau=cert.tau, alpha=cert.alpha, correction=cert.correction,
                                    metadata=self._metadata(image_id, target))  # test, abstain
+
+    def _certify_sequential(self, image, image_id: str, target, n_max, undecided, settings: dict) -> Certificate:
+        """sample -> sparsify -> count and bound after each chunk -> stop when decided (the loop is
+        :func:`certattr.engine.sequential.certify_sequential`)."""
+        fixed_only = sorted(set(settings) & {"n0", "correction"})
+        if fixed_only:
+            raise CertattrError(f"{', '.join(fixed_only)} cannot be given with sequential=True: the anytime "
+                                f"certificate has no selection samples and bounds each pixel itself (Bonferroni)")
+        cert = self._certification(settings)
+        n_max = check_sample_count(self.n if n_max is None else n_max, "n_max")
+        undecided = check_undecided(DEFAULT_UNDECIDED if undecided is None else undecided)
+        sigma, image = self.sigma, check_image(image, channels=getattr(self.model, "channels", 3))
+        target = self.resolve_target(image, target)
+        with contextlib.closing(self.sparsified(image, image_id, target, cert.ks, n=n_max)) as samples:
+            return certify_sequential(samples, cert.ks, image.shape[1:], sigma=sigma, tau=cert.tau, alpha=cert.alpha,
+                                      n_max=n_max, undecided=undecided,
+                                      metadata=self._metadata(image_id, target))
 
     def _certification(self, settings: dict) -> CertConfig:
         """The engine's CertConfig with ``settings`` (one certify call's) replaced; sampling fields refused."""

@@ -54,9 +54,7 @@ class SampleStore:
         chunk that is not stored; ``image_hw`` (H, W) is the input's size (top-K codes are at that resolution)."""
         n = check_positive_int("n", n)
         key = cache_key(identity)
-        if self.cache.enabled:
-            self.cache.check_writable()
-        self.cache.write_manifest(key, identity)
+        self.cache.write_manifest(key, identity)  # writes only where the entry has no manifest yet
         sizes = chunk_sizes(n, self.chunk_size)
         stores = self.stored_encodings(encoding)
         image_hw = tuple(image_hw)
@@ -65,6 +63,9 @@ class SampleStore:
             for c, size in enumerate(sizes):
                 data = self.read(key, c, size, encoding, image_hw)
                 if data is None:
+                    if computed == 0 and self.cache.enabled:
+                        # here, not before: a read-only cache that holds every chunk is only read
+                        self.cache.check_writable()
                     began = time.perf_counter()
                     data = self.write(key, c, size, compute(c, size), encoding, stores, image_hw)
                     computed += 1

@@ -25,6 +25,9 @@ __all__ = [
     "check_positive_int",
     "check_choice",
     "check_image",
+    "match_channels",
+    "check_model",
+    "check_device",
     "check_finite_number",
     "check_interval",
 ]
@@ -154,10 +157,65 @@ def check_choice(name: str, value, allowed: Iterable[str]) -> str:
     return value
 
 
-def check_image(image, name: str = "image", spatial: Sequence[int] | None = None):
-    """A float image tensor (3, H, W) with values in [0, 1], no NaN or inf.
+def check_device(device):
+    """A torch.device that this machine has (cpu; cuda, cuda:N below the GPU count; mps where available), else one
+    line saying what is available. The meta device is refused: it holds shapes, no values."""
+    import torch
 
-    Returns it as a contiguous float32 CPU tensor. ``spatial`` optionally fixes (H, W).
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CertattrError(f"device={device!r} is not allowed: give cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CertattrError(f"device={str(device)!r} is not available here: no CUDA GPU was found; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise CertattrError(f"device={str(device)!r} is not available here: this machine has {count} CUDA GPU(s), "
+                                f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise CertattrError(f"device={str(device)!r} is not available here: no Apple GPU (MPS) was found; use "
+                                f"--device cpu")
+    elif dev.type == "meta":
+        raise CertattrError("device='meta' is not allowed: the meta device holds shapes, not values, so nothing can be "
+                            "computed on it; use cpu, cuda or mps")
+    elif dev.type != "cpu":
+        raise CertattrError(f"device={str(device)!r} is not supported: give cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def check_model(model, name: str = "model"):
+    """A certattr model (a ``LoadedModel``: ``load_model(name)`` or ``certattr.wrap(module, ...)``), else one line
+    saying how to make one. Duck-typed (this layer does not import the models)."""
+    if not all(hasattr(model, attr) for attr in ("view", "fingerprint", "normalize", "spec")):
+        raise CertattrError(f"{name} of type {type(model).__name__} is not a certattr model: load one with "
+                            f"certattr.load_model(name) or wrap your network with certattr.wrap(module, final_layer=..., "
+                            f"mean=..., std=..., input_size=...)")
+    return model
+
+
+#: ITU-R BT.601 luma weights of (R, G, B), as Pillow's "L" conversion: a colour image for a 1-channel model
+LUMA = (0.299, 0.587, 0.114)
+
+
+def match_channels(image, channels: int):
+    """``image`` (C, H, W) with C in (1, 3) as ``channels`` channels: RGB -> grey by :data:`LUMA`, grey -> RGB by
+    repeating it; unchanged (the same tensor) when C == channels."""
+    if image.shape[0] == channels:
+        return image
+    if channels == 1:
+        return (image[0] * LUMA[0] + image[1] * LUMA[1] + image[2] * LUMA[2]).clamp(0, 1).unsqueeze(0).contiguous()
+    return image.expand(channels, -1, -1).contiguous()
+
+
+def check_image(image, name: str = "image", spatial: Sequence[int] | None = None, channels: int = 3):
+    """A float image tensor (3, H, W) or (1, H, W) with values in [0, 1], no NaN or inf, H and W >= 1, dense, on a
+    real device.
+
+    Returns it as a contiguous float32 CPU tensor with ``channels`` channels (converted by :func:`match_channels`:
+    a colour image for a 1-channel model is made grey, a grey image for a 3-channel one RGB). ``spatial``
+    optionally fixes (H, W).
     """
     import torch
 
@@ -167,8 +225,17 @@ def check_image(image, name: str = "image", spatial: Sequence[int] | None = None
         raise CertattrError(f"{name} of type {type(image).__name__} is not allowed: give a float tensor of shape (3, H, W) in [0, 1]")
     if not torch.is_floating_point(image):
         raise CertattrError(f"{name} has dtype {image.dtype}, which is not allowed: give a float tensor in [0, 1] (divide uint8 images by 255)")
-    if image.dim() != 3 or image.shape[0] != 3:
+    if image.layout != torch.strided:
+        raise CertattrError(f"{name} is a {str(image.layout).replace('torch.', '')} tensor, which is not allowed: give a "
+                            f"dense tensor (image.to_dense())")
+    if image.device.type == "meta":
+        raise CertattrError(f"{name} is on the meta device (shapes only, no values), which is not allowed: give an "
+                            f"image with values, e.g. on the CPU")
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise CertattrError(f"{name} has shape {tuple(image.shape)}, which is not allowed: give shape (3, H, W)")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise CertattrError(f"{name} has shape {tuple(image.shape)}, which is not allowed: an image needs at least one "
+                            f"pixel (H, W >= 1)")
     if spatial is not None and tuple(image.shape[1:]) != tuple(spatial):
         raise CertattrError(f"{name} has size {tuple(image.shape[1:])}, which is not allowed here: expected (H, W) = {tuple(spatial)}")
     if not torch.isfinite(image).all():
@@ -176,4 +243,4 @@ def check_image(image, name: str = "image", spatial: Sequence[int] | None = None
     lo, hi = float(image.min()), float(image.max())
     if lo < 0 or hi > 1:
         raise CertattrError(f"{name} has values in [{lo:.3g}, {hi:.3g}], which is not allowed: pixel values must lie in [0, 1] (before normalization)")
-    return image.detach().to("cpu", torch.float32).contiguous()
+    return match_channels(image.detach().to("cpu", torch.float32).contiguous(), channels)

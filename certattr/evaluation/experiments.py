@@ -217,12 +217,13 @@ def _clean_row(row: dict) -> dict:
 
 
 def robustness_rows(model: LoadedModel, certificates: dict) -> list[dict]:
-    """Tidy %certified rows (one per image x method x layer x sigma x K) from :func:`certify_jobs` output on photos."""
+    """Tidy %certified rows (one per image x method x layer x sigma x K) from :func:`certify_jobs` output on photos;
+    ``degenerate`` holds the certificate's degenerate-map reason ("" when not flagged)."""
     rows = []
     for (key, name, layer, sigma), cert in certificates.items():
         rows.extend(_clean_row(r) for r in certificate_rows(
             cert, image_id=str(key), model=model.name, model_title=model.spec.title, method=name,
-            method_title=get_method(name).title, layer=layer))
+            method_title=get_method(name).title, layer=layer, degenerate=cert.degenerate))
     return rows
 
 
@@ -250,7 +251,7 @@ def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_o
         rows.extend(_clean_row(r) for r in gridpg_rows(
             cert, int(cell), grid.layout, attribution=raw, grid_id=grid_id, model=model.name,
             model_title=model.spec.title, method=name, method_title=get_method(name).title, layer=layer,
-            target_class=int(target), target_name=names[target] if target < len(names) else str(target),
+            degenerate=cert.degenerate, target_class=int(target), target_name=names[target] if target < len(names) else str(target),
             cell_image=grid.image_ids[cell]))
     return rows
 
@@ -353,14 +354,42 @@ def describe_settings(method_overrides: dict | None = None, first_sigma_only=(),
     text = "; ".join(parts) + "." if parts else "Every method uses its reference settings."
     if skip:
         text += f" To fit the compute budget, this run leaves out {_spec_titles(skip)}."
-    if first_sigma_only and len(sigmas) > 1:
-        text += f" It certifies {_spec_titles(first_sigma_only)} at σ = {sigmas[0]:g} only."
+    ran_only = _ran_specs(first_sigma_only, run)
+    if ran_only and len(sigmas) > 1:
+        text += f" It certifies {_spec_titles(ran_only)} at σ = {sigmas[0]:g} only."
     return text[0].upper() + text[1:]
+
+
+def _ran_specs(specs, run: dict | None) -> list[str]:
+    """The "method" / "method@layer" specs restricted to what ``run`` ({layer: names}) ran: a spec for both layers
+    becomes one spec per layer it ran at, and a spec for a layer it did not run at is dropped."""
+    if run is None:
+        return list(specs)
+    out = []
+    for spec in specs:
+        name, _, layer = str(spec).partition("@")
+        ran_at = [lay for lay, names in run.items() if name in names and (not layer or lay == layer)]
+        if len(ran_at) == len(run) and not layer and len(run) > 1:
+            out.append(name)
+        else:
+            out += [f"{name}@{lay}" for lay in ran_at]
+    return out
+
+
+def methods_run_text(frame, layers: Sequence[str] = ("input", "final")) -> str:
+    """"At the Input layer this run certified Grad, IxG and LRP; at the Final layer ...", read from the run's own
+    tidy rows (columns ``method`` and ``layer``), so that the text cannot disagree with the tables."""
+    parts = []
+    for layer in layers:
+        names = [get_method(m).title for m in dict.fromkeys(frame[frame.layer == layer].method)] if len(frame) else []
+        listed = (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]) if names else "nothing"
+        parts.append(f"at the {layer.capitalize()} layer {listed}")
+    return "This run certified " + "; ".join(parts) + "."
 
 
 __all__ += ["model_list", "layer_methods", "engine_configs", "Job", "photo_jobs", "grid_jobs", "certify_jobs",
             "robustness_rows", "localization_rows", "grid_sources", "undefined_table", "pooled",
-            "certificate_subset", "describe_settings", "run_list", "grids_for_model"]
+            "certificate_subset", "describe_settings", "run_list", "grids_for_model", "methods_run_text"]
 
 
 def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int = 0):

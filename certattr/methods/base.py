@@ -16,12 +16,13 @@ from typing import ClassVar
 
 import torch
 
+from ..engine.memo import tensor_key
 from ..engine.registry import METHODS, get_method, method_names, register
 from ..models.registry import LayerView, LoadedModel
-from ..engine.validation import CertattrError, UndefinedAttribution, check_layer, check_positive_int
+from ..engine.validation import CertattrError, UndefinedAttribution, check_layer, check_model, check_positive_int
 
 __all__ = ["AttributionMethod", "register", "get_method", "method_names", "METHODS", "as_target", "pass_batch",
-           "check_pass_batch", "PASS_ELEMENTS"]
+           "check_pass_batch", "PASS_ELEMENTS", "shared_input_gradient"]
 
 #: Elements of the layer's tensor per model pass when a method's pass batch is None ("auto"). CPU kernels
 #: are fastest at small batches (EfficientNet-Lite0 on 2 cores, images/s at batch 8 / 16 / 64: forward
@@ -95,13 +96,16 @@ class AttributionMethod:
         ``seed`` and ``image_id`` fix the method's own randomness (RISE masks), shared by all rows.
         """
         layer = check_layer(layer)
+        check_model(model)
         self.check_defined(model, layer)
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise CertattrError(f"images of shape {tuple(images.shape)} are not allowed: give (B, 3, H, W)")
+        channels = getattr(model, "channels", 3)
+        if images.dim() != 4 or images.shape[1] != channels:
+            raise CertattrError(f"images of shape {tuple(images.shape)} are not allowed: give (B, {channels}, H, W)")
         images = images.to(model.device, torch.float32)
         target = as_target(target, images.shape[0], model.device)
-        view = model.view(model.normalize(images), layer)
-        maps = self.explain(view, target, seed=seed, image_id=image_id)
+        with model.execution.autocast(model.device):  # bf16 / fp16 passes where the model was loaded so
+            view = model.view(model.normalize(images), layer)
+            maps = self.explain(view, target, seed=seed, image_id=image_id)
         return maps.detach().float()
 
     def explain(self, view: LayerView, target: torch.Tensor, *, seed: int, image_id: str) -> torch.Tensor:
@@ -124,3 +128,16 @@ def input_gradient(view: LayerView, target: torch.Tensor) -> tuple[torch.Tensor,
         score = target_logits(view.forward(x), target).sum()
         (grad,) = torch.autograd.grad(score, x)
     return x.detach(), grad
+
+
+def shared_input_gradient(view: LayerView, target: torch.Tensor) -> torch.Tensor:
+    """d logit_target / d inputs (B, C, h, w), computed once per (layer tensor, target) and shared by the methods
+    that need it: Grad and IxG explain the same noisy copies (the noise does not depend on the method), so the
+    second of them reads the first one's backward pass from the model's gradient memo (same values bit for bit)."""
+    memo = view.model.gradient_memo()
+    key = tensor_key(f"gradient|{view.model.fingerprint()}|{view.layer}|{bool(view.model.training)}", view.inputs, target)
+    grad = memo.get(key)
+    if grad is None:
+        grad = input_gradient(view, target)[1]
+        memo.put(key, grad)
+    return grad

@@ -1,4 +1,4 @@
-"""Gradient methods: Grad and IxG (captum), Guided Backprop (own), Integrated Gradients (captum).
+"""Gradient methods: Grad and IxG (one shared backward pass), Guided Backprop (own), Integrated Gradients (captum).
 
 All of them explain ``view.inputs`` A (B, C, h, w): the normalized image at the Input layer, the Final
 activation at the Final layer. y is the target logit; every method handles the B rows in one batched
@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..engine.validation import check_positive_int
-from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register
+from .base import AttributionMethod, check_pass_batch, input_gradient, pass_batch, register, shared_input_gradient
 
 
 def _captum_args(view, target) -> dict:
@@ -24,30 +24,24 @@ def _captum_args(view, target) -> dict:
 
 @register
 class Grad(AttributionMethod):
-    """|d y / d A| summed over channels (captum ``Saliency`` with ``abs=True``)."""
+    """|d y / d A| summed over channels (captum's ``Saliency`` with ``abs=True``; tested against it). The gradient
+    is shared with IxG on the same copies (:func:`~certattr.methods.base.shared_input_gradient`)."""
 
     name, title, family = "grad", "Grad", "backprop"
 
     def explain(self, view, target, *, seed, image_id):
-        from captum.attr import Saliency  # here: captum loads matplotlib, and `import certattr` registers this class
-
-        with torch.enable_grad():
-            attr = Saliency(view.forward).attribute(abs=True, **_captum_args(view, target))
-        return view.reduce_channels(attr)
+        return view.reduce_channels(shared_input_gradient(view, target).abs())
 
 
 @register
 class InputXGrad(AttributionMethod):
-    """A * d y / d A, summed over channels, signed (captum ``InputXGradient``)."""
+    """A * d y / d A, summed over channels, signed (captum's ``InputXGradient``; tested against it), from the
+    gradient Grad computed on the same copies where it ran first."""
 
     name, title, family = "ixg", "IxG", "backprop"
 
     def explain(self, view, target, *, seed, image_id):
-        from captum.attr import InputXGradient  # here: captum loads matplotlib (see Grad.explain)
-
-        with torch.enable_grad():
-            attr = InputXGradient(view.forward).attribute(**_captum_args(view, target))
-        return view.reduce_channels(attr)
+        return view.reduce_channels(view.inputs * shared_input_gradient(view, target))
 
 
 # --- Guided Backprop -------------------------------------------------------------------------------

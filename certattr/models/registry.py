@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from ..engine.memo import BoundedMemo, tensor_key
-from ..engine.validation import LAYERS, CertattrError, check_choice, check_layer
+from ..engine.validation import LAYERS, CertattrError, check_choice, check_device, check_layer
+from .execution import Execution, check_precision, default_execution, fold_batchnorm
 
 __all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
 
@@ -104,6 +105,9 @@ class ModelSpec:
     #: what else decides the maps beyond the name and the weights (a wrapped model's Final layer and
     #: normalization): hashed into the fingerprint; empty for the presets, whose cache keys stay as they were
     identity: str = ""
+    #: the memory layout its passes run fastest in, per device type ("channels_last" or "contiguous"; measured by
+    #: benchmarks/bench_execution.py); a device type not listed runs contiguous
+    layouts: dict = field(default_factory=dict)
 
 
 def _torchvision(builder_name: str, weights_enum: str):
@@ -154,21 +158,25 @@ def _split_efficientnet(net):
 
 _RESNET_CANONIZERS = ("merge_batchnorm", "torchvision_resnet_sum", "gap_linear_head")
 _TIMM_EFFICIENTNET_CANONIZERS = ("merge_timm_batchnorm_act", "timm_residual_sum", "gap_linear_head")
+#: convolutional networks run channels-last (benchmarks/bench_execution.py on 2 CPU cores: EfficientNet-Lite0
+#: forward 1.6-2.2x with BatchNorm folded, ResNet-18 1.25-1.8x; on CUDA it is the layout tensor cores read, and
+#: benchmarks/gpu_check.sh measures both); ViT stays contiguous (no convolution after its patch embedding)
+_CONV_LAYOUTS = {"cpu": "channels_last", "cuda": "channels_last"}
 
 MODELS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
         "efficientnet_lite0", "EfficientNet-Lite0", _build_efficientnet_lite0, _split_efficientnet,
         "the 1280x7x7 output of the last conv block (conv_head + BN + ReLU6) before global pooling",
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), canonizers=_TIMM_EFFICIENTNET_CANONIZERS),
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), canonizers=_TIMM_EFFICIENTNET_CANONIZERS, layouts=_CONV_LAYOUTS),
     "resnet18": ModelSpec("resnet18", "ResNet-18", _torchvision("resnet18", "ResNet18_Weights"), _split_resnet,
-                          "layer4 output (512x7x7)", canonizers=_RESNET_CANONIZERS),
+                          "layer4 output (512x7x7)", canonizers=_RESNET_CANONIZERS, layouts=_CONV_LAYOUTS),
     "resnet152": ModelSpec("resnet152", "ResNet-152", _torchvision("resnet152", "ResNet152_Weights"), _split_resnet,
-                           "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS),
+                           "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS, layouts=_CONV_LAYOUTS),
     "wide_resnet50_2": ModelSpec("wide_resnet50_2", "Wide-ResNet-50-2",
                                  _torchvision("wide_resnet50_2", "Wide_ResNet50_2_Weights"), _split_resnet,
-                                 "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS),
+                                 "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS, layouts=_CONV_LAYOUTS),
     "vgg11": ModelSpec("vgg11", "VGG-11", _torchvision("vgg11", "VGG11_Weights"), _split_vgg,
-                       "the ReLU after the last conv, features[19] (512x14x14)",
+                       "the ReLU after the last conv, features[19] (512x14x14)", layouts=_CONV_LAYOUTS,
                        head_kind="VGG-11 has no GAP->linear head (three fully connected layers), so Cam is undefined"),
     "vit_b_16": ModelSpec("vit_b_16", "ViT-B/16", _torchvision("vit_b_16", "ViT_B_16_Weights"), _split_vit,
                           "the 196 patch tokens entering the last encoder block (CLS dropped), as 768x14x14",
@@ -221,10 +229,16 @@ def final_activation_memo() -> BoundedMemo:
 class LoadedModel(nn.Module):
     """A network with its preprocessing, split at its Final layer. ``forward`` takes [0,1] images."""
 
-    def __init__(self, spec: ModelSpec, net: nn.Module, weights: str):
+    def __init__(self, spec: ModelSpec, net: nn.Module, weights: str, execution: Execution = Execution()):
         super().__init__()
         self.spec, self.weights = spec, weights
-        self.net = net.eval()
+        net = net.eval()
+        if execution.fold_batchnorm:
+            net, folded = fold_batchnorm(net, _folding_example(spec, net))
+            if not folded:  # nothing to fold, or the definition order did not follow the data flow
+                execution = Execution(execution.layout, False, execution.precision)
+        self.execution = execution  #: how the passes run: layout, BatchNorm folding, precision (part of the key)
+        self.net = net.to(memory_format=execution.memory_format)
         body, head, gap_linear = spec.split(self.net)
         self.body, self.head, self.gap_linear = body, head, gap_linear
         self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -248,11 +262,13 @@ class LoadedModel(nn.Module):
         return self.spec.channels
 
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
-        return (x01 - self.mean) / self.std
+        """Normalized images, in the memory layout the model runs in."""
+        return self.execution.arrange((x01 - self.mean) / self.std)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes) of images (B, channels, H, W) in [0,1] pixel units."""
-        return self.net(self.normalize(x01))
+        """Logits (B, classes), float32, of images (B, channels, H, W) in [0,1] pixel units."""
+        with self.execution.autocast(self.device):
+            return self.net(self.normalize(x01)).float()
 
     def features(self, xn: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         """Final activation (B, C, h, w) and the context the head needs, from normalized images."""
@@ -296,6 +312,22 @@ class LoadedModel(nn.Module):
         act, context = found
         return LayerView("final", act, self.head, context, self.spec.final_reduce, self.gap_linear, self)
 
+    def set_precision(self, precision: str) -> "LoadedModel":
+        """Run every later pass in ``precision`` ("fp32", "bf16", or "fp16" on CUDA); it is part of the fingerprint,
+        so samples computed at one precision are never read at another. Returns the model."""
+        precision = check_precision(precision, self.device)
+        self.execution = Execution(self.execution.layout, self.execution.fold_batchnorm, precision)
+        self._fingerprint = None
+        self.__dict__.pop("_final_memo", None)
+        self.__dict__.pop("_gradient_memo", None)
+        return self
+
+    def gradient_memo(self) -> BoundedMemo:
+        """Input gradients keyed by the layer tensor and the target (at most 256 MiB): see
+        :func:`certattr.methods.base.shared_input_gradient`."""
+        return self.__dict__.setdefault(
+            "_gradient_memo", BoundedMemo(lambda g: g.numel() * g.element_size(), 256 * 2 ** 20))
+
     def fingerprint(self) -> str:
         """A hash of the architecture name and every weight (16 hex digits): part of each sample-cache key.
 
@@ -307,11 +339,20 @@ class LoadedModel(nn.Module):
             h = hashlib.sha256(self.name.encode())
             if self.spec.identity:
                 h.update(self.spec.identity.encode())
+            if self.execution.key():  # empty for the plain way: those keys stay as they were
+                h.update(self.execution.key().encode())
             for key, tensor in self.net.state_dict().items():
                 h.update(key.encode())
                 h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
             self._fingerprint = (stamp, h.hexdigest()[:16])
         return self._fingerprint[1]
+
+
+def _folding_example(spec: ModelSpec, net: nn.Module) -> torch.Tensor:
+    """A fixed normalized batch (2, channels, crop, crop) on which a folded network is checked against ``net``."""
+    generator = torch.Generator().manual_seed(0)
+    device = next(net.parameters()).device
+    return torch.randn(2, spec.channels, spec.crop, spec.crop, generator=generator).to(device)
 
 
 class _NetOnNormalized(nn.Module):
@@ -334,14 +375,20 @@ def model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def load_model(name: str, weights: str = "pretrained", device: str | torch.device = "cpu", seed: int = 0) -> LoadedModel:
+def load_model(name: str, weights: str = "pretrained", device: str | torch.device = "cpu", seed: int = 0, *,
+               fast: bool = True, precision: str = "fp32") -> LoadedModel:
     """Load a registered model in eval mode on ``device``.
 
-    ``weights="random"`` initialises with ``torch.manual_seed(seed)`` (no download, for tests).
+    ``weights="random"`` initialises with ``torch.manual_seed(seed)`` (no download, for tests). ``fast``: run in
+    the fastest exact way (BatchNorm folded, the layout the spec declares for the device; maps change only at
+    float rounding, and the cache keys say which way ran, see :mod:`certattr.models.execution`); ``False`` for the
+    network exactly as built. ``precision``: "fp32" (default), "bf16", or "fp16" on CUDA, for every model pass.
     """
     check_choice("model", name, MODELS)
     check_choice("weights", weights, ("pretrained", "random"))
+    device = check_device(device)
     spec = MODELS[name]
+    execution = default_execution(spec.layouts, device, foldable=True, fast=fast, precision=precision)
     if weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -356,4 +403,4 @@ def load_model(name: str, weights: str = "pretrained", device: str | torch.devic
                     f"torchvision downloads them once into $TORCH_HOME/hub/checkpoints, so run once online, "
                     f"copy the file there, or use weights='random'") from err
             raise
-    return LoadedModel(spec, net, weights).to(device)
+    return LoadedModel(spec, net, weights, execution).to(device)

@@ -41,7 +41,7 @@ from ..evaluation.experiments import (Job, engine_configs, grid_jobs, grids_for_
     model_list, photo_jobs, resolve_methods)
 from ..evaluation.grids import Grid, build_grids
 from ..methods import get_method
-from ..models.data import Image
+from ..models.data import Image, bundled_photo
 from ..models.registry import load_model
 
 __all__ = ["Work", "Plan", "ModelPool", "chapter_plan", "book_plan", "merge", "cache_keys", "compare_with_cache",
@@ -364,6 +364,16 @@ def _plan_method(b: _Builder):
     names = resolve_methods(p["methods"])
     b.add(net, [_job(image.id, image.tensor, target)], {layer: names for layer in p["layers"]}, p["layers"],
           [p["sigma"]], method_overrides=overrides)
+    # "Fewer samples": fixed n (each of fewer_ns and fewer_n_max) and the anytime runs (up to fewer_n_max) read
+    # one entry per bundled photo, at the certificate's encoding
+    if p.get("fewer_photos"):
+        fewer = method_for(p["fewer_method"], p["fewer_layer"], overrides)
+        spec = certificate_encoding(p["fewer_layer"], p.get("ks") or ()).spec
+        ns = sorted({int(v) for v in p.get("fewer_ns") or ()} | {int(p["fewer_n_max"])})
+        for photo_id in p["fewer_photos"]:
+            shot = bundled_photo(photo_id)
+            b.add_one(net, fewer, p["fewer_layer"], p["fewer_sigma"], shot.id, shot.tensor,
+                      resolve_target(net, shot.tensor, None), reads=[(spec, v) for v in ns])
 
 
 def _job(image_id, tensor, target):
@@ -466,10 +476,16 @@ def _plan_vit(b: _Builder):
           method_overrides=p.get("method_overrides"), model_seed=seed, redraw=True)
 
 
+def _plan_levine(b: _Builder):
+    """Nothing: the levine chapter samples networks it trains itself (their weights are not known before it runs),
+    and keeps those samples and its Fig. 1(b) samples in its own folder (``levine_cache_dir``), not in the
+    shared sample cache."""
+
+
 #: chapter -> planner (each mirrors the cells of ``notebooks/<chapter>.md`` that sample)
 PLANNERS = {"method": _plan_method, "robustness": _plan_robustness, "localization": _plan_localization,
             "faithfulness": _plan_photos, "tradeoff": _plan_tradeoff, "vit": _plan_vit, "gallery": _plan_photos,
-            "certificates": _plan_certificates}
+            "certificates": _plan_certificates, "levine": _plan_levine}
 
 
 def _declared(chapter: str, root=None) -> dict:

@@ -1,0 +1,40 @@
+"""The paper's claims, checked against a run: what the paper and its rebuttal reported, what the run measured,
+and a verdict computed from the run's numbers with a stated criterion.
+
+* :mod:`.claims`: the list of claims (:data:`FINDINGS`), each with its words, source, chapter and criterion;
+* :mod:`.evidence`: which methods and settings may count as evidence (written once for every check);
+* :mod:`.stats`: bootstrap intervals, sign test, rank correlation, proportion intervals;
+* :mod:`.robustness`, :mod:`.localization`, :mod:`.faithfulness`, :mod:`.tradeoff`, :mod:`.vit`: the checks;
+* :mod:`.registry`: one check per claim (:data:`CHECKS`) and :func:`check_claims` for a chapter;
+* :mod:`.render`: the chapter's HTML rows, the saved JSON, the introduction's table.
+
+Verdicts: ``agrees`` / ``disagrees`` (the criterion's interval lies on the paper's side / on the other side),
+``inconclusive`` (it does not decide, or a method the claim names cannot count as evidence), ``not tested``
+(the run lacks what the criterion needs) and ``cannot test offline`` (the claim is about weights that cannot be
+installed without a network). Bootstrap resampling is seeded, so the same tables give the same verdicts.
+"""
+from __future__ import annotations
+
+from .claims import CHAPTER_ORDER, FINDINGS, VERDICTS, Finding, Verdict
+from .evidence import (MAX_EMPTY_SHARE, MIN_RISE_MASKS, PAPER_OCCLUSION, Evidence, RunSettings, admissible,
+                       inflating_settings)
+from .faithfulness import (check_deletion_input_leaders, check_final_flip, check_gradcam_least_faithful_input,
+                           check_gradgb_final_faithful_vgg, check_localization_faithfulness, faithfulness_scores)
+from .localization import check_gradgb_final, check_input_localization_leaders
+from .registry import CHECKS, RunTables, check_claims
+from .render import findings_frame, findings_html, read_findings, summary_markdown, write_findings
+from .robustness import (GRADIENT_METHODS, check_gradient_input, check_input_robust_leaders,
+                         check_input_small_k_balance, check_k_trend_every_model, check_r_trend_every_model,
+                         check_sigma_trend, check_small_k_detail, check_tau_trend)
+from .stats import (CONFIDENCE, N_BOOT, TEST_LEVEL, bootstrap_interval, direction_verdict, proportion_interval,
+                    sign_test, spearman_permutation)
+from .tradeoff import check_rise_best_balance, check_rise_lrp_balance
+from .vit import check_vit_activation_weak_final, check_vit_gradient_weak, check_vit_rise_robust
+
+__all__ = ["Finding", "Verdict", "FINDINGS", "VERDICTS", "CHAPTER_ORDER", "RunSettings", "RunTables", "Evidence",
+           "admissible", "inflating_settings", "MIN_RISE_MASKS", "PAPER_OCCLUSION", "MAX_EMPTY_SHARE", "CHECKS",
+           "check_claims", "CONFIDENCE", "TEST_LEVEL", "N_BOOT", "bootstrap_interval", "sign_test",
+           "direction_verdict", "spearman_permutation", "proportion_interval", "faithfulness_scores",
+           "GRADIENT_METHODS", "findings_frame", "findings_html", "read_findings", "summary_markdown",
+           "write_findings"]
+__all__ += sorted(name for name in list(globals()) if name.startswith("check_") and name != "check_claims")

@@ -1,0 +1,178 @@
+"""Every qualitative and quantitative claim of the paper and its rebuttal that the book checks, each with the
+words it was reported in, where (figure or section), the chapter that checks it and the criterion that decides.
+
+:data:`FINDINGS` is the list the book is held to: the findings table has one row per entry, and a test checks
+that every entry gets a row with a computed verdict. A verdict is one of :data:`VERDICTS`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ...engine.config import DEFAULT_CERT
+
+__all__ = ["Finding", "Verdict", "FINDINGS", "VERDICTS", "CHAPTER_ORDER"]
+
+#: "cannot test offline": the claim is about pretrained weights or a model that cannot be installed without a network
+VERDICTS = ("agrees", "disagrees", "inconclusive", "not tested", "cannot test offline")
+CHAPTER_ORDER = ("robustness", "localization", "faithfulness", "tradeoff", "vit")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One claim: ``paper`` quotes or closely paraphrases what was reported, ``source`` says where (the paper or
+    the rebuttal, and the figure or section), ``criterion`` how a run decides it, ``chapter`` where it is checked."""
+
+    id: str
+    title: str
+    paper: str
+    source: str
+    criterion: str
+    chapter: str
+
+
+@dataclass
+class Verdict:
+    finding: Finding
+    verdict: str  #: one of VERDICTS
+    measured: str  #: what the run measured, in words with its numbers
+    why: str  #: why the verdict came out so, from the same numbers
+    statistics: dict = field(default_factory=dict)
+    excluded: str = ""  #: which methods or settings were not counted as evidence, and why
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r} is not allowed: give one of {', '.join(VERDICTS)}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self.finding), "verdict": self.verdict, "measured": self.measured, "why": self.why,
+                "excluded": self.excluded, "statistics": self.statistics}
+
+
+_TREND = ("Paired over (image, method, layer) units certified at both the smallest and the largest {x}: the "
+          "difference of certified robustness (1 - abstain) at the largest K, smallest {x} minus largest {x}. Agrees "
+          "if the 95% bootstrap interval of the mean difference lies above 0, disagrees if it lies below 0, "
+          "otherwise inconclusive; the sign test is reported beside it.")
+_LEAD = ("{measure} per method at the {layer} layer; margin = min({named}) - max(every other method), 95% bootstrap "
+         "interval over {units}. Agrees if the interval lies above 0, disagrees if below 0, otherwise inconclusive. "
+         "A named method that did not run or is not counted as evidence makes the verdict at best inconclusive.")
+
+FINDINGS: dict[str, Finding] = {f.id: f for f in [
+    # --- robustness ---------------------------------------------------------------------------------------
+    Finding("sigma_trend", "Larger σ gives a larger R and fewer certified pixels",
+            "Larger σ gives a larger certified radius R = σ·Φ⁻¹(τ) and fewer certified pixels.", "paper, Sec. 4",
+            _TREND.format(x="σ") + " (R grows with σ by its closed form.)", "robustness"),
+    Finding("tau_trend", "Larger τ likewise gives a larger R and fewer certified pixels",
+            "A larger τ certifies a larger radius but needs more agreeing samples, so fewer pixels are certified.",
+            "paper, Sec. 4",
+            f"The same samples certified at τ = {DEFAULT_CERT.tau:g} and at a larger τ (no resampling), "
+            + _TREND.format(x="τ")[0].lower() + _TREND.format(x="τ")[1:], "robustness"),
+    Finding("r_trend_every_model", "%certified falls as R grows, on every model",
+            "The general trend of reduced certification rates by increasing the certified radius R ... holds across "
+            "all five models.", "rebuttal, Figure 1",
+            "The σ criterion per model. Agrees if it agrees on every model run and more than one model ran; "
+            "disagrees if it disagrees on any; otherwise inconclusive (one model cannot show 'every model').",
+            "robustness"),
+    Finding("k_trend_every_model", "Fewer pixels are certified important as K decreases, on every model",
+            "... as well as reduced certified top K% pixels by decreasing K holds across all five models.",
+            "rebuttal, Figure 2",
+            "Per model, paired over (image, method, layer) units at the smallest σ: certified-'1' share at the "
+            "largest K minus at the smallest K; the interval rule of the σ trend. Agrees if it agrees on every "
+            "model and more than one model ran; disagrees if it disagrees on any; otherwise inconclusive.",
+            "robustness"),
+    Finding("gradient_input", "Gradient methods certify almost nothing as important at the Input layer",
+            "Grad, GB, IxG and IntGrad certify almost no pixel as important at the Input layer.", "paper, Sec. 5",
+            "Per named method: share of the top-K budget certified '1' (certified-'1' pixels / K% of the pixels), "
+            "pooled over images, at the smallest σ and the largest K, with a 95% bootstrap interval over images. "
+            "'Almost nothing' = below 10% of the budget. Agrees if all four ran and every interval lies below 0.10; "
+            "disagrees if any interval lies above 0.10; otherwise inconclusive.", "robustness"),
+    Finding("input_robust_leaders", "At the Input layer LRP and RISE are the most robust",
+            "Input layer: LRP and RISE exhibit the highest robustness, as they also maintain a relatively high "
+            "%certified across all three radii.", "rebuttal, Figure 1",
+            _LEAD.format(measure="Certified robustness (1 - abstain, mean over K and σ)", layer="Input",
+                         named="LRP, RISE", units="images"), "robustness"),
+    Finding("input_small_k_balance", "At the Input layer LRP and RISE keep certifying as K decreases",
+            "They [LRP and RISE] also maintain a balance in certified top K% pixels by decreasing K.",
+            "rebuttal, Figure 2",
+            _LEAD.format(measure="Share of the K budget certified '1' at the smallest K", layer="Input",
+                         named="LRP, RISE", units="images"), "robustness"),
+    Finding("small_k_detail", "A small K certifies fine detail",
+            "At a small K (5%) the certified important pixels are fine features (e.g. eyes), at a large K (50%) "
+            "coarse regions.", "paper, Figures 1, 6 and 7",
+            "At the Input layer, paired over (image, method) units that certify at least one pixel '1' at both the "
+            "smallest and the largest K: the log-ratio of the mean size (pixels) of the 4-connected certified-'1' "
+            "components, smallest K over largest K. Agrees if its 95% bootstrap interval lies below 0; disagrees if "
+            "above 0; inconclusive otherwise or when fewer than two units certify at both K.", "robustness"),
+    # --- localization -------------------------------------------------------------------------------------
+    Finding("gradgb_final", "Grad and GB at the Final layer look robust but localize at chance",
+            "Final layer: though Grad and GB still seem the most robust on CNNs, they localize very poorly ... "
+            "grid-like almost constant attributions.", "rebuttal, Figures 1 and 3",
+            "Robust: pooled certified robustness at the Final layer (smallest R, largest K) >= 0.9. At chance: the "
+            "95% bootstrap interval over grid targets of the mean Certified GridPG (largest K) lies within "
+            "0.25 +- 0.10. Agrees if both hold for each of Grad and GB; disagrees if robustness < 0.9 or the interval "
+            "lies wholly outside the band with something certified; a score that is low because most certificates "
+            "are empty is an artefact, inconclusive.", "localization"),
+    Finding("input_localization_leaders", "At the Input layer LRP and RISE localize best",
+            "LRP and RISE also have the highest Certified GridPG scores on the input layer across all five models.",
+            "rebuttal, Figure 3",
+            _LEAD.format(measure="Certified GridPG (mean over grid targets and K)", layer="Input",
+                         named="LRP, RISE", units="grid targets"), "localization"),
+    # --- faithfulness -------------------------------------------------------------------------------------
+    Finding("deletion_input_leaders", "At the Input layer LRP and RISE cause the steepest first deletion drop",
+            "Input layer: LRP and RISE cause the steepest confidence drop in the first removal step on ResNet-18 "
+            "and VGG-11.", "rebuttal, Figure 8",
+            _LEAD.format(measure="Deletion faithfulness (1 - p after the first step / p clean)", layer="Input",
+                         named="LRP, RISE", units="images"), "faithfulness"),
+    Finding("gradcam_least_faithful_input", "GradCam is the least faithful at the Input layer",
+            "GradCam is the least faithful on both ResNet-18 and VGG-11, which causes an increase in the confidence "
+            "in VGG-11.", "rebuttal, Figure 8",
+            "Deletion faithfulness per method at the Input layer; margin = min(every other method) - GradCam, 95% "
+            "bootstrap interval over images. Agrees if above 0, disagrees if below 0, otherwise inconclusive.",
+            "faithfulness"),
+    Finding("final_flip", "At the Final layer most methods flip the prediction after the first deletion step",
+            "At the final layer, most methods cause a prediction flip after the first deletion step.",
+            "rebuttal, Figure 8",
+            "Per method at the Final layer: the share of its deletion curves whose top-1 class changes after the "
+            "first step; a method 'flips' if that share exceeds one half. Agrees if the exact 95% interval of the "
+            "share of flipping methods lies above one half; disagrees if below; otherwise inconclusive.",
+            "faithfulness"),
+    Finding("localization_faithfulness", "Localization and faithfulness align at the Input layer",
+            "There is an alignment between certified localization and faithfulness, as LRP and RISE also have the "
+            "highest Certified GridPG scores on the input layer.", "rebuttal, Sec. 2.1",
+            "Across the methods counted as evidence at the Input layer: Spearman's rank correlation between the mean "
+            "Certified GridPG and deletion faithfulness. Agrees if rho > 0 with a one-sided permutation p < 0.05; "
+            "disagrees if rho < 0 with the opposite p < 0.05; otherwise inconclusive (at least 4 methods needed).",
+            "faithfulness"),
+    Finding("gradgb_final_faithful_vgg", "On VGG-11 Grad and GB at the Final layer are faithful but localize at chance",
+            "Some methods are faithful, but localize poorly (e.g. GB and Grad at the final layer on VGG-11).",
+            "rebuttal, Figures 3 and 8",
+            "Needs VGG-11 with its ImageNet weights: deletion faithfulness of Grad and GB at its Final layer above the "
+            "median method, with Certified GridPG in the chance band.", "faithfulness"),
+    # --- trade-off ----------------------------------------------------------------------------------------
+    Finding("rise_lrp_balance", "RISE and LRP balance robustness, localization and faithfulness best",
+            "RISE and LRP balance robustness, localization and faithfulness best.", "paper, abstract and Sec. 5",
+            "Balance = geometric mean of certified robustness (mean over K), Certified GridPG (mean over grid targets "
+            "and K) and deletion faithfulness at the Input layer. Agrees if the 95% bootstrap interval (images and "
+            "grid targets resampled independently) of min(RISE, LRP) - max(any other method) lies above 0; disagrees "
+            "if below 0; otherwise inconclusive.", "tradeoff"),
+    Finding("rise_best_balance", "RISE strikes the best balance at both layers, LRP second",
+            "RISE strikes the best balance at both layers. Interestingly, LRP comes second, which outperforms the "
+            "rest of backpropagation methods by a big margin.", "rebuttal, Figure 5",
+            "Per layer, balance = sqrt(certified robustness x Certified GridPG) (both means over K). Agrees if at "
+            "both layers the interval of RISE - best other lies above 0 and of LRP - best non-RISE method above 0; "
+            "disagrees if either lies below 0 at a layer; otherwise inconclusive.", "tradeoff"),
+    # --- ViT ----------------------------------------------------------------------------------------------
+    Finding("vit_gradient_weak", "Gradient methods are as weak on ViT-B/16 as on CNNs",
+            "Gradient-based methods exhibit low robustness on ViT-B/16 comparable to their CNNs performance on both "
+            "the input and final layers.", "rebuttal, Figure 1",
+            "Needs ViT-B/16 with its ImageNet weights: robustness of the gradient methods on ViT within 0.1 of their "
+            "robustness on the CNN at each layer.", "vit"),
+    Finding("vit_rise_robust", "RISE stays highly robust on ViT-B/16",
+            "RISE maintains ... high robustness across both architecture types, with the highest at radius R = 0.10 "
+            "at the final layer on ViT-B/16.", "rebuttal, Figure 1",
+            "Needs ViT-B/16 with its ImageNet weights: RISE the most robust method on ViT at the Final layer.", "vit"),
+    Finding("vit_activation_weak_final", "Activation methods are weak on ViT-B/16 at the Final layer",
+            "Activation-based methods perform poorly on the transformer model compared to CNNs on the final layer.",
+            "rebuttal, Figure 1",
+            "Needs ViT-B/16 with its ImageNet weights: robustness of the activation methods at the Final layer lower "
+            "on ViT than on the CNN, interval of the difference below 0.", "vit"),
+]}

@@ -1,0 +1,95 @@
+"""The README's papermill command works from any folder: a chapter's default folders are the repository's.
+
+Oracle: where the files land. The chapter runs with its parameters cell's own defaults for cache_dir and results_dir
+(not passed), from a folder outside the repository; its tables must appear under
+<repository>/book/chapters/results/<profile>/ and its samples under $CERTATTR_CACHE, and nothing in the working folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from certattr.book.build import chapter_parameters
+from certattr.book.chapter import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR, REPOSITORY, repository_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_the_defaults_resolve_against_the_repository(monkeypatch):
+    monkeypatch.delenv("CERTATTR_CACHE", raising=False)
+    assert REPOSITORY == ROOT
+    assert repository_paths(DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR, "cpu") == (
+        str(ROOT / ".cache" / "samples"), str(ROOT / "book" / "chapters" / "results" / "cpu"))
+    monkeypatch.setenv("CERTATTR_CACHE", "/shared/cache")
+    assert repository_paths(DEFAULT_CACHE_DIR, "mine", "cpu") == ("/shared/cache", "mine")  # given values are kept
+
+
+@pytest.mark.slow
+def test_the_readme_papermill_command_from_another_folder(tmp_path):
+    if not (BIN / "papermill").exists() or not (BIN / "jupytext").exists():
+        pytest.skip("papermill or jupytext is not installed")
+    profile = f"test-anywhere-{uuid.uuid4().hex[:8]}"  # its own results folder, removed afterwards
+    params = chapter_parameters("smoke", "faithfulness")
+    params = {k: v for k, v in params.items() if k not in ("cache_dir", "results_dir")}
+    params.update(profile=profile, n=20, n0=5, alpha=0.05, methods=["gradcam"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    elsewhere, cache = tmp_path / "elsewhere", tmp_path / "cache"
+    elsewhere.mkdir()
+    env = {**os.environ, "CERTATTR_CACHE": str(cache)}
+    results = ROOT / "book" / "chapters" / "results" / profile
+    try:
+        subprocess.run([str(BIN / "jupytext"), "--to", "ipynb", str(ROOT / "notebooks" / "faithfulness.md"), "-o",
+                        str(tmp_path / "f.ipynb")], cwd=elsewhere, check=True, capture_output=True, env=env)
+        run = subprocess.run([str(BIN / "papermill"), str(tmp_path / "f.ipynb"), str(tmp_path / "f-out.ipynb"),
+                              "-f", str(tmp_path / "params.yaml"), "--cwd", str(elsewhere)],
+                             cwd=elsewhere, capture_output=True, text=True, env=env, timeout=900)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert sorted(p.suffix for p in results.iterdir()) and any(p.suffix == ".csv" for p in results.iterdir())
+        assert any(cache.rglob("chunk_*")), "the samples went to $CERTATTR_CACHE"
+        assert list(elsewhere.iterdir()) == []  # nothing in the working folder
+        assert not (tmp_path.parent / ".cache").exists() or not any((tmp_path.parent / ".cache").rglob("chunk_*"))
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_chapter_on_a_users_model_file_and_image_folder(tmp_path, monkeypatch):
+    """`certattr book --only robustness -p models '["file:my.pt"]' -p final_layer ... -p image_dir DIR` (in a copy
+    of the book's folder, so the repository's executed chapters are untouched)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from PIL import Image as PILImage
+
+    from certattr.cli import main
+    from certattr.models.tiny_nets import TinyResNet
+
+    root = tmp_path / "book"
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    (root / "book" / "chapters").mkdir(parents=True)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(2):
+        PILImage.fromarray((np.random.RandomState(i).rand(40, 48, 3) * 255).astype("uint8")).save(scans / f"scan{i}.png")
+    torch.manual_seed(0)
+    torch.save(TinyResNet(10, 8).eval(), tmp_path / "my.pt")
+    monkeypatch.setenv("CERTATTR_CACHE", str(tmp_path / "cache"))
+    params = {"models": f'["file:{tmp_path / "my.pt"}"]', "final_layer": "last", "mean": "[0.5, 0.5, 0.5]",
+              "std": "[0.25, 0.25, 0.25]", "input_size": "32", "trust_pickle": "true", "image_dir": str(scans),
+              "n": "30", "n0": "4", "alpha": "0.2", "tau": "0.6", "taus": "[]", "sigmas": "[0.15]",
+              "methods": "[gradcam, cam]", "layers": "[final]"}
+    args = ["book", "--profile", "smoke", "--only", "robustness", "--no-build", "--root", str(root)]
+    for name, value in params.items():
+        args += ["-p", name, value]
+    assert main(args) == 0
+    table = pd.read_csv(root / "book" / "chapters" / "results" / "smoke" / "robustness.csv")
+    assert set(table.image_id) == {"scan0", "scan1"} and set(table.model) == {"my.pt"}
+    assert len(table) > 0 and any((tmp_path / "cache").rglob("chunk_*"))
