@@ -83,7 +83,8 @@ def _source_args(args, device) -> dict:
     """load_source's arguments from the model flags."""
     return {"source": args.model, "weights": args.weights, "device": str(device), "final_layer": args.final_layer,
             "mean": args.mean, "std": args.std, "input_size": args.input_size, "classes": args.classes,
-            "drop_tokens": args.drop_tokens, "trust_pickle": args.trust_pickle, "precision": args.precision}
+            "drop_tokens": args.drop_tokens, "trust_pickle": args.trust_pickle, "precision": args.precision,
+            "compilation": args.compilation}
 
 
 def _check_cache(args) -> None:
@@ -162,6 +163,9 @@ def _add_certify(sub):
     p.add_argument("--device", action=_Once, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", action=_Once, default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="of the model passes: fp32 (default), bf16 (CPU and CUDA), fp16 (CUDA); part of the cache key")
+    p.add_argument("--compilation", action=_Once, default="auto", choices=["auto", "off", "on"],
+                   help="torch.compile for RISE's and Occlusion's forward-only passes: auto (default: where the "
+                        "measured saving repays the compile time), off, on; part of the cache key")
     p.add_argument("--cache", action=_Once, default=str(default_cache_dir()), help="sample cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sample cache")
     p.add_argument("--keep-maps", action="store_true",

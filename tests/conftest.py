@@ -3,7 +3,9 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("CERTATTR_TEST_THREADS", "2")))
+# two torch threads, or the cores' share of each pytest-xdist worker (`make test` runs one worker per core)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(int(os.environ.get("CERTATTR_TEST_THREADS", max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))))
 
 
 @pytest.fixture(scope="session")

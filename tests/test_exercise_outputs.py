@@ -5,10 +5,12 @@ import io
 from contextlib import redirect_stdout
 
 import nbformat
+import pytest
 
 from certattr.book.exercise_outputs import CHECK_CALL, show_stub_checks, stub_message
 from certattr.course import check
 from certattr.course.checks import STUB
+from certattr.engine.validation import CertattrError
 
 
 def _stub(*args, **kwargs):
@@ -36,3 +38,14 @@ def test_check_cells_of_an_executed_notebook_show_the_stub_check(tmp_path):
     assert cells[0].outputs[0]["text"].startswith("not yet:") and "correct" not in cells[0].outputs[0]["text"]
     assert cells[1].outputs[0]["text"].startswith("correct")  # not a check cell: untouched
     assert CHECK_CALL.match('check("a-b", fn)') and not CHECK_CALL.match('score = check("a-b", fn)')
+
+
+def test_a_check_that_fails_on_the_solution_stops_the_chapter(tmp_path):
+    failed = nbformat.v4.new_output("stream", name="stdout", text="not yet: the count is off by one.\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('check("robustness-pooled", pooled_and_mean_abstain)', outputs=[failed])]
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(CertattrError, match="robustness-pooled.*fails on its own solution.*off by one"):
+        show_stub_checks(path)
+    assert "off by one" in nbformat.read(path, as_version=4).cells[0].outputs[0]["text"]  # left as it was

@@ -178,20 +178,23 @@ def test_dry_run_counts_passes_and_bytes(tmp_path, capsys):
     from certattr.sweeps.costs import estimate
 
     # the smoke method chapter: the focus method and three methods at the Final layer of EfficientNet-Lite0 (a 7x7
-    # map on the 224x224 photo); the focus (GradCAM at the Final layer) is one of them: 3 entries, 100 samples each
+    # map on the 224x224 photo); the focus (GradCAM at the Final layer) is one of them: 3 entries, 100 samples each;
+    # the "Fewer samples" section adds GradCAM at the Final layer under its own sigma: a 4th entry of 100 samples
     plan = book_plan("smoke", ["method"], {"cache_dir": str(tmp_path / "c")}, pool=_POOL)
+    assert len(plan.works) == 4 and len({w.sigma for w in plan.works}) == 2
     est = estimate(plan, lambda w: _POOL.get(w.model, w.weights), rates_file=tmp_path / "r.json")
-    # one body pass per sample shared by the three, one head pass per sample and method
-    assert (est["full_passes"], est["body_passes"], est["head_passes"]) == (0, 100, 3 * 100)
-    assert est["raw_bytes"] == 3 * 100 * 7 * 7 * 4
+    # one body pass per sample and sigma shared by the methods, one head pass per sample and method
+    assert (est["full_passes"], est["body_passes"], est["head_passes"]) == (0, 2 * 100, 4 * 100)
+    assert est["raw_bytes"] == 4 * 100 * 7 * 7 * 4
     # Final-layer maps are kept raw (7x7 floats are smaller than one bit per input pixel); no chunk to measure the
     # compression on yet: the uncompressed size, plus 1 KiB per entry
-    assert est["bytes_by_encoding"] == {"raw": 3 * 100 * 7 * 7 * 4} and est["bytes"] == 3 * 100 * 7 * 7 * 4 + 3 * 1024
+    assert est["bytes_by_encoding"] == {"raw": 4 * 100 * 7 * 7 * 4} and est["bytes"] == 4 * 100 * 7 * 7 * 4 + 4 * 1024
     assert est["seconds"] > 0 and est["rates_measured"] == ["efficientnet_lite0|224x224"]
     # RISE at the Input layer: n_masks forward passes per sample on top of the sample's own full pass
     rise = chapter_plan("method", chapter_parameters("smoke", "method", {
         "methods": ["rise"], "layers": ["input"], "focus_method": "rise", "focus_layer": "input", "n": 20,
-        "method_overrides": {"rise": {"n_masks": 7}}, "cache_dir": str(tmp_path / "c")}), pool=_POOL)
+        "method_overrides": {"rise": {"n_masks": 7}}, "fewer_photos": [], "cache_dir": str(tmp_path / "c")}),
+        pool=_POOL)
     est = estimate(rise, lambda w: _POOL.get(w.model, w.weights), rates_file=tmp_path / "r.json")
     assert (est["full_passes"], est["forward_passes"], est["raw_bytes"]) == (20, 20 * 7, 20 * 224 * 224 * 4)
     assert est["bytes_by_encoding"] == {"raw": 20 * 224 * 224 * 4}  # the method chapter shows its focus method's maps
@@ -206,7 +209,8 @@ def test_dry_run_counts_passes_and_bytes(tmp_path, capsys):
     # RISE at the Final layer: through a GAP->linear head its masks are closed-form evaluations, else head passes
     rise_final = chapter_plan("method", chapter_parameters("smoke", "method", {
         "methods": ["rise"], "layers": ["final"], "focus_method": "rise", "focus_layer": "final", "n": 20,
-        "method_overrides": {"rise": {"n_masks": 7}}, "cache_dir": str(tmp_path / "c")}), pool=_POOL)
+        "method_overrides": {"rise": {"n_masks": 7}}, "fewer_photos": [], "cache_dir": str(tmp_path / "c")}),
+        pool=_POOL)
     est = estimate(rise_final, lambda w: _POOL.get(w.model, w.weights), rates_file=tmp_path / "r.json")
     closed = _POOL.get("efficientnet_lite0", "pretrained").gap_linear is not None
     assert (est["body_passes"], est["head_passes"], est["closed_form"]) == (
@@ -215,18 +219,19 @@ def test_dry_run_counts_passes_and_bytes(tmp_path, capsys):
     assert main(["sweep", "--profile", "smoke", "--only", "method", "--dry-run", "--cache-dir", str(tmp_path / "c"),
                  "--rates", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
-    assert "3 cache entries" in out and "chunks: 30; samples: 300" in out
+    assert "4 cache entries" in out and "chunks: 40; samples: 400" in out
     assert "model passes: 0 full (Input layer, forward and backward), 0 forward only" in out
-    assert "100 to the Final layer" in out and "300 after it" in out
+    assert "200 to the Final layer" in out and "400 after it" in out
     assert "rates read from" in out and "measured now" not in out
 
 
 def test_the_command_line_sweeps_then_finds_everything_in_the_cache(tmp_path, capsys):
     from certattr.cli import main
 
-    # the smoke method chapter cut down: GradCAM (its focus) and Gradient at the Final layer, 20 samples each
+    # the smoke method chapter cut down: GradCAM (its focus) and Gradient at the Final layer, 20 samples each (and
+    # without its "Fewer samples" section)
     args = ["sweep", "--profile", "smoke", "--only", "method", "--serial", "--cache-dir", str(tmp_path),
-            "-p", "methods", "[grad, gradcam]", "-p", "n", "20"]
+            "-p", "methods", "[grad, gradcam]", "-p", "n", "20", "-p", "fewer_photos", "[]"]
     assert main(args) == 0
     assert "2 cache entries in 1 tasks: 4 chunks, 4 computed now, 0 already in the cache" in capsys.readouterr().out
     assert main(args) == 0
@@ -301,3 +306,28 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
     with pytest.raises(CertattrError, match="could not connect to the Dask scheduler") as err:
         run_sweep(plan, scheduler="tcp://127.0.0.1:9", progress=False, connect_timeout="2s")
     assert "\n" not in str(err.value)
+
+
+def test_a_bf16_plan_keys_its_own_samples_and_the_chapters_engine_reads_them(tmp_path, monkeypatch):
+    """precision is a chapter parameter: its plan's works carry it, their cache keys are disjoint from float32's,
+    and after a serial sweep the chapter's own engine on a bf16 model certifies from the cache (no model call)."""
+    from certattr.book.parameters import check_chapter_parameters
+    from certattr.engine.smoothing import SmoothedAttribution
+    from certattr.models.registry import load_model
+
+    small = {**_SMALL, "photos": ["coffee"], "methods": ["gradcam"], "sigmas": [0.15], "n": 10, "n0": 5}
+    plans = {p: chapter_plan("robustness", chapter_parameters("smoke", "robustness", {
+        **small, "precision": p, "cache_dir": str(tmp_path)}), pool=_POOL) for p in ("fp32", "bf16")}
+    assert {w.precision for w in plans["bf16"].works} == {"bf16"} and {w.precision for w in plans["fp32"].works} == {"fp32"}
+    keys = {p: set(cache_keys(plan, _POOL)) for p, plan in plans.items()}
+    assert keys["bf16"] and not keys["bf16"] & keys["fp32"]
+    assert run_sweep(plans["bf16"], serial=True, progress=False).computed == 1
+    w = plans["bf16"].works[0]
+    net = load_model(w.model, w.weights, "cpu", precision="bf16")
+    with monkeypatch.context() as m:
+        m.setattr(SmoothedAttribution, "attribute_chunk", lambda *a: pytest.fail("resampled a swept bf16 chunk"))
+        cert = SmoothedAttribution(net, w.method, w.layer, w.sigma, n=10, n0=5, ks=(50,), cache=tmp_path,
+                                   progress=False).certify(plans["bf16"].images[w.image_key], w.image_id, w.target)
+    assert cert.n == 10
+    with pytest.raises(CertattrError, match="fp16.*cpu: use one of fp32, bf16"):
+        check_chapter_parameters(chapter_parameters("smoke", "robustness", {"precision": "fp16"}))

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from ..course.checks import STUB
+from ..engine.validation import CertattrError
 from ..course.exercises import exercise
 
 __all__ = ["CHECK_CALL", "stub_message", "show_stub_checks"]
@@ -26,8 +27,19 @@ def stub_message(label: str) -> str:
             f"`{STUB[1]}` in the cell above with your code.")
 
 
+def _check_passed(label: str, outputs: list, path: Path) -> None:
+    """The executed check (of the folded solution) passed, else a one-line error: a chapter whose solution fails
+    its own check is a defect of the chapter, and hiding its output must not hide that."""
+    texts = [o.get("text", "") for o in outputs if o.get("output_type") == "stream"]
+    texts += [str(o.get("data", {}).get("text/html", "")) for o in outputs if "data" in o]
+    if not any("certattr-score-pass" in t or t.startswith("correct:") for t in texts):
+        shown = " ".join(t.strip() for t in texts if t.strip())[:300] or "no output"
+        raise CertattrError(f"{path.name}: the check of exercise {label!r} fails on its own solution ({shown})")
+
+
 def show_stub_checks(path) -> int:
-    """Rewrite the executed notebook ``path`` so that every check cell shows the stub's check; returns how many."""
+    """Rewrite the executed notebook ``path`` so that every check cell shows the stub's check; returns how many.
+    Every check must have passed on the chapter's solution (:class:`CertattrError` otherwise)."""
     import nbformat
 
     path = Path(path)
@@ -36,6 +48,7 @@ def show_stub_checks(path) -> int:
     for cell in nb.cells:
         match = CHECK_CALL.match(cell.source) if cell.cell_type == "code" else None
         if match:
+            _check_passed(match.group(1), cell.outputs, path)
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stub_message(match.group(1)) + "\n")]
             count += 1
     if count:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..methods import get_method
+from ..models.execution import check_precision
 from ..models.registry import MODELS, check_layer
 from ..engine.validation import (CertattrError, check_alpha, check_choice, check_correction, check_ks, check_n,
                          check_positive_int, check_sigma, check_tau)
@@ -49,28 +50,9 @@ def check_chapter_parameters(params: dict) -> dict:
         check_layer(layer)
     if "device" in p and not (isinstance(p["device"], str) and p["device"].split(":")[0] in ("cpu", "cuda", "mps")):
         raise CertattrError(f"device={p['device']!r} is not allowed: give cpu, cuda, cuda:N or mps")
+    if "precision" in p:
+        check_precision(p["precision"], p.get("device", "cpu"))
     for name in ("chunk_size", "seed"):
         if name in p:
             check_positive_int(name, p[name], 1 if name == "chunk_size" else 0)
     return p
-
-
-#: A proposal for the cpu profile's evaluation chapters (not applied: ``certattr.book.build`` holds the profiles),
-#: from what the findings' claims need (:mod:`certattr.evaluation.findings`): GB, IntGrad and GradCam at the Input
-#: layer (the gradient-method, GradCam-least-faithful and alignment claims), the σ trend on every photo for the
-#: cheap methods, and no RISE with 12 masks or Occlusion with 75x75 windows at the Input layer, which the evidence
-#: rules never count (they inflate robustness). Cost at today's speed, bottom-up from the last cold cpu build's
-#: per-method timings (2 cores): +36 s GB, +171 s IntGrad (5 steps), +36 s GradCam at the Input layer on 9 photos;
-#: +342 s for the larger two σ on 6 more photos; +55 s GradCam on the grids; -268 s (photos) and -140 s (grids)
-#: without RISE/Occlusion at the Input layer: net about +4 min, a cold build of about 39.5 min against 35.5 today.
-#: ``certattr sweep --profile cpu --dry-run`` with the same stored rates: 17,042 s against 17,070 s estimated
-#: device time today (the dry run's rates were measured on a loaded machine; only the ratio is meaningful).
-#: RISE at the Input layer with 100 masks (the least the evidence rules count) would add about 16 min on the photos
-#: and 10 min on the grids: it needs the faster model path's savings. A second real model (EfficientNet-Lite1,
-#: pip-installable like Lite0) needs per-model photo and method lists in the chapters, which they do not have yet.
-CPU_EVIDENCE_PROPOSAL = {
-    "input_methods": ["grad", "gb", "ixg", "intgrad", "lrp", "gradcam"],  # robustness, faithfulness, trade-off
-    "grid_input_methods": ["grad", "ixg", "lrp", "gradcam"],  # localization and trade-off grids
-    "robustness": {"trend_photos": None,  # the σ trend on every photo
-                   "first_sigma_only": ["gradcam@input", "intgrad", "gradcampp", "ablationcam", "cam"]},
-}

@@ -12,13 +12,33 @@ import torch
 __all__ = ["BoundedMemo", "tensor_key"]
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether t's elements fill a block of memory without gaps or overlaps, in some order of its dimensions
+    (NCHW, channels_last, ...)."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
 def tensor_key(prefix: str, *tensors: torch.Tensor) -> str:
-    """BLAKE2b of ``prefix`` and each tensor's shape, dtype, device and bytes."""
+    """BLAKE2b of ``prefix`` and each tensor's shape, memory order, dtype, device and bytes.
+
+    A dense tensor is hashed in its own memory order (a channels_last batch is not copied to NCHW first), with
+    its strides in the key, so equal keys still mean equal values; the same values in another memory order only
+    get another key (a memo miss, never a wrong hit)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(prefix.encode())
     for t in tensors:
-        h.update(f"|{tuple(t.shape)}|{t.dtype}|{t.device}".encode())
-        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+        t = t.detach().cpu()
+        if not _dense(t):
+            t = t.contiguous()
+        order = tuple(st if sz != 1 else 0 for sz, st in zip(t.shape, t.stride()))  # size-1 strides are arbitrary
+        h.update(f"|{tuple(t.shape)}|{order}|{t.dtype}|{t.device}".encode())
+        flat = t.as_strided((t.numel(),), (1,))  # the elements in memory order
+        h.update(flat.view(torch.uint8).numpy())  # bf16 has no numpy; hashed without a copy
     return h.hexdigest()
 
 

@@ -14,6 +14,7 @@ noise (``gaussian_noise((3, 8, 8), 0, "img", [25486, 46592])`` did, before this 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ __all__ = ["sample_seed", "numpy_generator", "gaussian_noise", "noisy_copies", "
            "UniformBall", "as_noise"]
 
 SEED_BYTES = 16  #: BLAKE2b digest size of a stream key (128 bits, all of them used by the generator)
+ROWS_PER_THREAD = 4  #: a chunk's rows are drawn by several threads only from this many rows per thread on
 
 
 def sample_seed(seed: int, image_id: str, index: int, stream: str = "noise") -> int:
@@ -48,15 +50,28 @@ def gaussian_noise(shape: Sequence[int], seed: int, image_id: str, indices: Sequ
     shape = tuple(int(s) for s in shape)
     indices = list(indices)
     out = np.empty((len(indices), *shape), dtype=np.float32)
-    for row, index in enumerate(indices):
-        numpy_generator(seed, image_id, index, stream).standard_normal(shape, dtype=np.float32, out=out[row])
+
+    def draw(rows: range) -> None:
+        for row in rows:
+            numpy_generator(seed, image_id, indices[row], stream).standard_normal(shape, dtype=np.float32, out=out[row])
+
+    # Each row has its own generator, so rows can be drawn in any order and by any thread with the same values;
+    # NumPy releases the GIL while it draws. As many threads as torch uses for the model (a pool per call: a pool
+    # kept between calls would hang in a process forked after it started).
+    threads = min(torch.get_num_threads(), len(indices) // ROWS_PER_THREAD)
+    if threads <= 1:
+        draw(range(len(indices)))
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(draw, [range(t, len(indices), threads) for t in range(threads)]))
     return torch.from_numpy(out)
 
 
 def noisy_copies(image: torch.Tensor, sigma: float, seed: int, image_id: str, indices: Sequence[int]) -> torch.Tensor:
     """x + sigma * eps_i for the given sample indices: (B, 3, H, W) in [0,1] pixel units, not clamped."""
-    noise = gaussian_noise(image.shape, seed, image_id, indices)
-    return image.unsqueeze(0).cpu() + float(sigma) * noise
+    noise = gaussian_noise(image.shape, seed, image_id, indices).mul_(float(sigma))  # in place: same values
+    image = image.unsqueeze(0).cpu()
+    return noise.add_(image) if noise.dtype == image.dtype else image + noise
 
 
 def uniform_ball_noise(shape, r: float, seed: int, image_id: str, indices, stream: str = "ball") -> torch.Tensor:
@@ -88,7 +103,7 @@ class Gaussian:
 
     def draw(self, shape, seed: int, image_id: str, indices) -> torch.Tensor:
         """(len(indices), *shape) float32 on the CPU: sigma * eps_i, each row a function of its index alone."""
-        return float(self.sigma) * gaussian_noise(shape, seed, image_id, indices)
+        return gaussian_noise(shape, seed, image_id, indices).mul_(float(self.sigma))  # = sigma * eps, no copy
 
     def identity(self) -> dict:
         return {"sigma": self.sigma}  # the key of every Gaussian cache entry since the first version

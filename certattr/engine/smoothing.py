@@ -130,7 +130,9 @@ class SmoothedAttribution:
 
     def noisy_copies(self, image: torch.Tensor, image_id: str, indices: Sequence[int]) -> torch.Tensor:
         """x + eps_i for the sample indices: (B, 3, H, W) in [0,1] pixel units, not clamped."""
-        return image.unsqueeze(0).cpu() + self.noise.draw(image.shape, self.seed, image_id, list(indices))
+        noise = self.noise.draw(image.shape, self.seed, image_id, list(indices))  # a new tensor: add in place
+        image = image.unsqueeze(0).cpu()
+        return noise.add_(image) if noise.dtype == image.dtype else image + noise
 
     def attribute_chunk(self, image: torch.Tensor, image_id: str, target: int, chunk: int,
                         size: int | None = None) -> np.ndarray:

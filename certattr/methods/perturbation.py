@@ -2,7 +2,9 @@
 
 Both multiply the layer's tensor A (B, C, h, w) by masks M (h, w) shared by all channels: masking sets
 values to 0 in the layer's space (the normalized image 0, i.e. the dataset mean colour, at the Input
-layer; the zero activation at the Final layer). Maps are (B, h, w) at the layer's resolution.
+layer; the zero activation at the Final layer). Maps are (B, h, w) at the layer's resolution. The masked passes
+run through ``torch.compile`` where the model's compilation policy says the call's work repays the compile time
+(:mod:`certattr.models.compilation`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.compilation import forward_runner
 from ..models.registry import GapLinearHead
 from ..engine.memo import BoundedMemo, tensor_key
 from ..engine.noise import sample_seed
@@ -65,12 +68,10 @@ def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
     """
     act = view.inputs
     rows = act.shape[0]
-    if isinstance(view.module, GapLinearHead) and not view.context:
+    if _closed_form(view):
         yield from _gap_linear_forwards(act, view.module.linear, count, masks)
         return
-    batch = pass_batch(batch, act)
-    per_chunk = max(1, batch // rows)  # masks per chunk
-    row_step = math.ceil(rows / math.ceil(rows / batch))  # equal parts of at most batch rows
+    forward, per_chunk, row_step = _masked_passes(view, count, batch)
     for start in range(0, count, per_chunk):
         chunk = masks(start, min(start + per_chunk, count)).to(act)
         k = chunk.shape[0]
@@ -79,8 +80,25 @@ def masked_forwards(view, count: int, masks: Callable[[int, int], torch.Tensor],
             part = act[r:r + row_step]
             inputs = (part[:, None] * chunk[None, :, None]).flatten(0, 1)
             context = tuple(c[r:r + row_step].repeat_interleave(k, dim=0) for c in view.context)
-            parts.append(view.forward(inputs, *context).view(part.shape[0], k, -1))
+            parts.append(forward(inputs, *context).view(part.shape[0], k, -1))
         yield chunk, torch.cat(parts)
+
+
+def _closed_form(view) -> bool:
+    """Are the masked passes of ``view`` computed in closed form (a GAP->linear head, see
+    :func:`_gap_linear_forwards`) rather than by the model?"""
+    return isinstance(view.module, GapLinearHead) and not view.context
+
+
+def _masked_passes(view, count: int, batch: int | None) -> tuple[Callable[..., torch.Tensor], int, int]:
+    """How the ``count`` masked passes of ``view``'s rows run: ``(forward, masks per pass, rows per pass)``.
+    ``forward`` is ``view.forward``, or its compiled form where the model's compilation policy says this call's
+    work repays the compile time (:func:`certattr.models.compilation.forward_runner`)."""
+    rows = view.inputs.shape[0]
+    batch = pass_batch(batch, view.inputs)
+    per_chunk = max(1, batch // rows)  # masks per pass
+    row_step = math.ceil(rows / math.ceil(rows / batch))  # equal parts of at most batch rows
+    return forward_runner(view, count * rows, per_chunk * row_step), per_chunk, row_step
 
 
 def _gap_linear_forwards(act: torch.Tensor, linear: torch.nn.Linear, count: int,
@@ -216,7 +234,9 @@ class Occlusion(AttributionMethod):
         saliency = view.inputs.new_zeros((view.inputs.shape[0], *view.inputs.shape[2:]))
         coverage = view.inputs.new_zeros(tuple(view.inputs.shape[2:]))  # windows covering each pixel
         with torch.inference_mode():
-            y = target_logits(view.forward(view.inputs), target)
+            # the unoccluded logits run the same way (eager or compiled) as the occluded ones they are compared to
+            forward = view.forward if _closed_form(view) else _masked_passes(view, count, self.params["pass_batch"])[0]
+            y = target_logits(forward(view.inputs), target)
             masks_id = ("occlusion", view.layer, count, area, self.params["window"], self.params["stride"])
             for chunk, logits in shared_masked_forwards(view, count, keep, self.params["pass_batch"], masks_id):
                 drop = y[:, None] - _per_target(logits, target)

@@ -14,6 +14,8 @@ samples computed another.
   when it is folded; a network whose definition order does not match its data flow is left unfolded.
 * ``precision``: ``"fp32"``, ``"bf16"`` (CPU and CUDA) or ``"fp16"`` (CUDA): the model passes run under
   ``torch.autocast``; maps are returned as float32.
+* ``compilation``: ``"off"``, ``"auto"`` or ``"on"``: whether RISE's and Occlusion's forward-only passes run
+  through ``torch.compile`` (:mod:`certattr.models.compilation` decides, and says why "auto" is deterministic).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.validation import CertattrError, check_choice
+from .compilation import POLICIES, policy_key, resolve_policy
 
 __all__ = ["Execution", "LAYOUTS", "PRECISIONS", "check_precision", "fold_batchnorm", "default_execution"]
 
@@ -51,10 +54,12 @@ class Execution:
     layout: str = "contiguous"
     fold_batchnorm: bool = False
     precision: str = "fp32"
+    compilation: str = "off"  #: "off" | "auto" | "on", see certattr.models.compilation
 
     def __post_init__(self):
         check_choice("layout", self.layout, LAYOUTS)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("compilation", self.compilation, POLICIES)
 
     @property
     def is_default(self) -> bool:
@@ -64,12 +69,16 @@ class Execution:
         """What enters the model's fingerprint: empty for the plain way (so those cache keys stay as they were)."""
         if self.is_default:
             return ""
-        return f"layout={self.layout};fold_batchnorm={self.fold_batchnorm};precision={self.precision}"
+        key = f"layout={self.layout};fold_batchnorm={self.fold_batchnorm};precision={self.precision}"
+        compiled = policy_key(self.compilation)  # empty for "off": those keys stay as they were
+        return f"{key};{compiled}" if compiled else key
 
     def describe(self) -> str:
         parts = [self.layout.replace("_", "-"), self.precision]
         if self.fold_batchnorm:
             parts.append("BatchNorm folded")
+        if self.compilation != "off":
+            parts.append(f"compilation {self.compilation}")
         return ", ".join(parts)
 
     @property
@@ -88,14 +97,18 @@ class Execution:
         return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
-def default_execution(layouts: dict, device, *, foldable: bool, fast: bool, precision: str = "fp32") -> Execution:
+def default_execution(layouts: dict, device, *, foldable: bool, fast: bool, precision: str = "fp32",
+                      compilation: str = "off", spec=None) -> Execution:
     """The fastest exact way for a model whose spec declares ``layouts`` (device type -> layout) on ``device``;
-    the plain way (NCHW, unfolded) when ``fast`` is False. ``precision`` is never lowered unless asked."""
+    the plain way (NCHW, unfolded, "auto" compilation off) when ``fast`` is False. ``precision`` is never lowered
+    unless asked; ``compilation`` is turned off where it is unavailable or, for "auto", where ``spec``'s
+    architecture has no estimate (:func:`.compilation.resolve_policy`)."""
     precision = check_precision(precision, device)
+    compilation = resolve_policy(compilation, device, spec)
     if not fast:
-        return Execution(precision=precision)
+        return Execution(precision=precision, compilation="on" if compilation == "on" else "off")
     layout = layouts.get(torch.device(device).type, "contiguous")
-    return Execution(layout=layout, fold_batchnorm=foldable, precision=precision)
+    return Execution(layout=layout, fold_batchnorm=foldable, precision=precision, compilation=compilation)
 
 
 # --- BatchNorm folding -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ torchvision models through torchvision's weights API, which downloads once into 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +21,7 @@ import torch.nn as nn
 
 from ..engine.memo import BoundedMemo, tensor_key
 from ..engine.validation import LAYERS, CertattrError, check_choice, check_device, check_layer
+from .compilation import forget as forget_compiled, resolve_policy
 from .execution import Execution, check_precision, default_execution, fold_batchnorm
 
 __all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
@@ -236,7 +238,7 @@ class LoadedModel(nn.Module):
         if execution.fold_batchnorm:
             net, folded = fold_batchnorm(net, _folding_example(spec, net))
             if not folded:  # nothing to fold, or the definition order did not follow the data flow
-                execution = Execution(execution.layout, False, execution.precision)
+                execution = dataclasses.replace(execution, fold_batchnorm=False)
         self.execution = execution  #: how the passes run: layout, BatchNorm folding, precision (part of the key)
         self.net = net.to(memory_format=execution.memory_format)
         body, head, gap_linear = spec.split(self.net)
@@ -312,14 +314,30 @@ class LoadedModel(nn.Module):
         act, context = found
         return LayerView("final", act, self.head, context, self.spec.final_reduce, self.gap_linear, self)
 
+    @property
+    def precision(self) -> str:
+        """The precision of the model passes: "fp32", "bf16" or "fp16" (see :meth:`set_precision`)."""
+        return self.execution.precision
+
     def set_precision(self, precision: str) -> "LoadedModel":
         """Run every later pass in ``precision`` ("fp32", "bf16", or "fp16" on CUDA); it is part of the fingerprint,
         so samples computed at one precision are never read at another. Returns the model."""
         precision = check_precision(precision, self.device)
-        self.execution = Execution(self.execution.layout, self.execution.fold_batchnorm, precision)
+        self.execution = dataclasses.replace(self.execution, precision=precision)
         self._fingerprint = None
+        forget_compiled(self)
         self.__dict__.pop("_final_memo", None)
         self.__dict__.pop("_gradient_memo", None)
+        return self
+
+    def set_compilation(self, compilation: str) -> "LoadedModel":
+        """Run RISE's and Occlusion's forward-only passes compiled: "off", "auto" (where the estimated saving repays
+        the compile time) or "on" (see :mod:`certattr.models.compilation`); part of the fingerprint. Returns the
+        model."""
+        compilation = resolve_policy(compilation, self.device, self.spec)
+        self.execution = dataclasses.replace(self.execution, compilation=compilation)
+        self._fingerprint = None
+        forget_compiled(self)
         return self
 
     def gradient_memo(self) -> BoundedMemo:
@@ -376,19 +394,22 @@ def model_device(model) -> torch.device:
 
 
 def load_model(name: str, weights: str = "pretrained", device: str | torch.device = "cpu", seed: int = 0, *,
-               fast: bool = True, precision: str = "fp32") -> LoadedModel:
+               fast: bool = True, precision: str = "fp32", compilation: str = "auto") -> LoadedModel:
     """Load a registered model in eval mode on ``device``.
 
     ``weights="random"`` initialises with ``torch.manual_seed(seed)`` (no download, for tests). ``fast``: run in
     the fastest exact way (BatchNorm folded, the layout the spec declares for the device; maps change only at
     float rounding, and the cache keys say which way ran, see :mod:`certattr.models.execution`); ``False`` for the
     network exactly as built. ``precision``: "fp32" (default), "bf16", or "fp16" on CUDA, for every model pass.
+    ``compilation``: "auto" (default; RISE's and Occlusion's forward-only passes run through ``torch.compile``
+    where the measured saving repays the compile time), "off" or "on" (:mod:`certattr.models.compilation`).
     """
     check_choice("model", name, MODELS)
     check_choice("weights", weights, ("pretrained", "random"))
     device = check_device(device)
     spec = MODELS[name]
-    execution = default_execution(spec.layouts, device, foldable=True, fast=fast, precision=precision)
+    execution = default_execution(spec.layouts, device, foldable=True, fast=fast, precision=precision,
+                                  compilation=compilation, spec=spec)
     if weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

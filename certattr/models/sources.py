@@ -209,15 +209,16 @@ def _check_dynamic_batch(net: nn.Module, channels: int, size: int, path: Path) -
 def load_source(source: str, *, weights: str = "pretrained", device="cpu", final_layer: str | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 input_size: int | None = None, classes=None, drop_tokens: int = 0, trust_pickle: bool = False,
-                seed: int = 0, precision: str = "fp32") -> LoadedModel:
+                seed: int = 0, precision: str = "fp32", compilation: str = "auto") -> LoadedModel:
     """The model ``source`` names (see the module docstring), wrapped at ``final_layer`` (default: guessed, see
     :func:`guess_final_layer`). ``classes``: names, or the path of a file with one per line. ``precision``: of
-    every model pass (see :meth:`certattr.models.registry.LoadedModel.set_precision`)."""
+    every model pass (see :meth:`certattr.models.registry.LoadedModel.set_precision`); ``compilation``: of RISE's and
+    Occlusion's forward-only passes (:meth:`certattr.models.registry.LoadedModel.set_compilation`)."""
     device = check_device(device)
     check_precision(precision, device)
     return _load_source(source, weights=weights, device=device, final_layer=final_layer, mean=mean, std=std,
                         input_size=input_size, classes=classes, drop_tokens=drop_tokens, trust_pickle=trust_pickle,
-                        seed=seed).set_precision(precision)
+                        seed=seed).set_precision(precision).set_compilation(compilation)
 
 
 def _load_source(source, *, weights, device, final_layer, mean, std, input_size, classes, drop_tokens, trust_pickle,

@@ -67,7 +67,7 @@ def command(args) -> int:
     if args.dry_run:
 
         rates = args.rates or str(os.path.join(root, ".cache", "sweep_rates.json"))
-        est = estimate(plan, lambda w: pool.get(w.model, w.weights, w.model_seed, w.zero_head_redraw),
+        est = estimate(plan, lambda w: pool.get(*w.model_key),
                        rates_file=rates, measure=not args.no_measure,
                        device=plan.device if torch.cuda.is_available() or not plan.device.startswith("cuda") else "cpu")
         print(dry_run_text(plan, est, args.profile))
@@ -100,14 +100,19 @@ def _dry_run_loader(device, notes: list):
     weights (the same cost per pass; nothing is downloaded), on the CPU when the profile's GPU is not here."""
     import torch
 
-    def load(name, weights, seed, redraw):
+    def load(name, weights, seed, redraw, precision):
         here = device or "cpu"
         if str(here).startswith("cuda") and not torch.cuda.is_available():
             here = "cpu"
+            if precision == "fp16":
+                note = "fp16 runs on CUDA only: its passes are counted at bf16 on this CPU"
+                if note not in notes:
+                    notes.append(note)
+                precision = "bf16"
         if weights == "pretrained" and not _weights_here(name):
             note = f"the pretrained weights of {name} are not in $TORCH_HOME: counted with random weights (same cost)"
             if note not in notes:
                 notes.append(note)
             weights = "random"
-        return load_work_model(name, weights, here, seed, redraw)
+        return load_work_model(name, weights, here, seed, redraw, precision)
     return load

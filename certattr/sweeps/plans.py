@@ -54,7 +54,8 @@ class Work:
     ``chunk_size`` below n, the last one partial when n is not a multiple; see :attr:`chunk_specs`), of ``method`` (with ``method_params``, JSON) at ``layer`` of ``model`` under noise ``sigma`` ([0,1] pixel
     units), noise and method seeded by ``seed``, for the image ``image_id`` (tensor ``Plan.images[image_key]``,
     (3, H, W) float32 in [0,1]) and class ``target``. ``model_seed`` and ``zero_head_redraw`` say how the model was
-    made (random weights: ``load_model(..., seed=model_seed)``; the ViT chapter redraws an all-zero head)."""
+    made (random weights: ``load_model(..., seed=model_seed)``; the ViT chapter redraws an all-zero head); ``precision``
+    is that of its model passes (:meth:`certattr.models.registry.LoadedModel.set_precision`)."""
 
     model: str
     weights: str
@@ -73,6 +74,7 @@ class Work:
     shape: tuple
     chapters: tuple = ()
     noise: str = "gaussian"
+    precision: str = "fp32"
 
     @property
     def n(self) -> int:
@@ -127,7 +129,7 @@ class Work:
 
     @property
     def model_key(self) -> tuple:
-        return (self.model, self.weights, self.model_seed, self.zero_head_redraw)
+        return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision)
 
 
 @dataclass
@@ -182,7 +184,7 @@ def cache_keys(plan: Plan, pool: "ModelPool | None" = None) -> dict:
     pool = pool or ModelPool(plan.device)
     out = {}
     for w in plan.works:
-        engine = work_engine(w, pool.get(w.model, w.weights, w.model_seed, w.zero_head_redraw))
+        engine = work_engine(w, pool.get(*w.model_key))
         out[cache_key(engine.identity(plan.images[w.image_key], w.image_id, w.target))] = w
     return out
 
@@ -215,26 +217,29 @@ def redraw_zero_head(net, seed: int) -> bool:
     return False
 
 
-def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, zero_head_redraw: bool = False):
-    """The model as the chapter loads it (:func:`certattr.models.registry.load_model`, plus the ViT chapter's head fix)."""
+def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, zero_head_redraw: bool = False,
+                    precision: str = "fp32"):
+    """The model as the chapter loads it (:func:`certattr.models.registry.load_model` at the chapter's
+    ``precision``, plus the ViT chapter's head fix)."""
 
     net = load_model(model, weights, device, seed=model_seed)
     if zero_head_redraw and weights == "random":
         redraw_zero_head(net, model_seed)
-    return net
+    return net.set_precision(precision)
 
 
 class ModelPool:
-    """Loaded models by (name, weights, seed, zero-head redraw), each loaded once; ``loader`` makes them
-    (default :func:`load_work_model` on ``device``)."""
+    """Loaded models by (name, weights, seed, zero-head redraw, precision), each loaded once; ``loader`` makes
+    them (default :func:`load_work_model` on ``device``)."""
 
     def __init__(self, device: str = "cpu", loader: Callable | None = None):
         self.device = device
-        self.loader = loader or (lambda name, weights, seed, redraw: load_work_model(name, weights, device, seed, redraw))
+        self.loader = loader or (lambda name, weights, seed, redraw, precision:
+                                 load_work_model(name, weights, device, seed, redraw, precision))
         self._models: dict = {}
 
-    def get(self, name: str, weights: str, seed: int = 0, redraw: bool = False):
-        key = (name, weights, int(seed), bool(redraw))
+    def get(self, name: str, weights: str, seed: int = 0, redraw: bool = False, precision: str = "fp32"):
+        key = (name, weights, int(seed), bool(redraw), str(precision))
         if key not in self._models:
             self._models[key] = self.loader(*key)
         return self._models[key]
@@ -290,7 +295,7 @@ class _Builder:
         return build_grids(sources, qualify, n_grids, seed=grid_seed, threshold=threshold, grid_size=grid_size)
 
     def model(self, name, seed: int = 0, redraw: bool = False):
-        return self.pool.get(name, self.p["weights"], seed, redraw)
+        return self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"))
 
     def image_key(self, image_id, tensor) -> str:
         """:func:`_image_key`, once per tensor object (a placeholder is keyed by its id alone)."""
@@ -334,7 +339,7 @@ class _Builder:
             sigma=float(sigma), seed=int(self.p["seed"] if seed is None else seed),
             reads=reads, chunk_size=int(self.p["chunk_size"]),
             image_id=str(image_id), image_key=key, target=int(target), shape=tuple(tensor.shape),
-            chapters=(self.chapter,), noise=noise))
+            chapters=(self.chapter,), noise=noise, precision=net.precision))
 
     def plan(self) -> Plan:
         """The chapter's works, an entry read twice (e.g. the method chapter's focus method) listed once."""

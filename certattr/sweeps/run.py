@@ -92,7 +92,7 @@ def worker_device(device: str) -> str:
 def _model(work: Work, device: str):
     key = (work.model_key, device)
     if key not in _MODELS:
-        _MODELS[key] = load_work_model(work.model, work.weights, device, work.model_seed, work.zero_head_redraw)
+        _MODELS[key] = load_work_model(*work.model_key[:2], device, *work.model_key[2:])
     return _MODELS[key]
 
 
