@@ -61,7 +61,7 @@ PAPER = {"n": 100, "n0": 10, "sigma": 0.15, "ks": [50, 30, 10], "tau": 0.75, "al
          "largest_chunk_cap": 8192}
 #: the CPU rehearsal: every step, a few copies, the costly methods reduced
 TINY = {"n": 6, "n0": 2, "sigma": 0.15, "ks": [50, 30, 10], "tau": 0.75, "alpha": 0.001, "correction": "bonferroni",
-        "chunk_size": 3, "image_size": 224, "limit_batches": [1, 3], "single_copies": 2, "budget_seconds": 300.0,
+        "chunk_size": 3, "image_size": 224, "limit_batches": [1, 3], "single_copies": 2, "budget_seconds": 600.0,
         "largest_chunk_cap": 8,
         "overrides": {"rise": {"n_masks": 4}, "occlusion@input": {"window": "half", "stride": "half"},
                       "intgrad": {"steps": 2}}}
@@ -78,7 +78,7 @@ def parse_args(argv=None):
     parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
     parser.add_argument("--photo", default="coffee")
     parser.add_argument("--image-size", type=int, help="square input size (default 224; smaller only to rehearse)")
-    parser.add_argument("--budget-seconds", type=float, help="time guard (default: 480 paper, 300 tiny)")
+    parser.add_argument("--budget-seconds", type=float, help="time guard (default: 480 paper, 600 tiny)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     return parser.parse_args(argv)
 

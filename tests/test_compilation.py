@@ -85,6 +85,7 @@ def test_auto_compiles_exactly_when_the_saving_exceeds_the_compile_time():
     assert not should_compile("auto", CompileEstimate(0.01, 0.79, 1.0), 10 ** 9)  # slower compiled: never
     assert CompileEstimate(0.01, 0.79, 1.0).break_even_images() == float("inf")
     assert not should_compile("auto", None, 10 ** 9)  # not measured: eager
+    assert not should_compile("auto", CompileEstimate(0.01, compilation.MIN_SPEEDUP - 0.01, 1.0), 10 ** 9)
     assert not should_compile("off", estimate, 10 ** 9)
     assert should_compile("on", None, 1)
 
@@ -93,7 +94,9 @@ TINY_ESTIMATE = ("tiny_resnet", "input", "cpu", "fp32")
 
 
 def test_auto_decides_per_call_from_the_estimate_of_the_model(monkeypatch, images):
-    # no estimate for the tiny network: "auto" is "off" (it would never compile)
+    # no estimate for the tiny network, or one where compiling is slower: "auto" is "off" (it would never compile)
+    assert tiny_model(seed=0).set_compilation("auto").execution.compilation == "off"
+    monkeypatch.setitem(compilation.ESTIMATES, TINY_ESTIMATE, CompileEstimate(0.01, 0.97, 10.0))
     assert tiny_model(seed=0).set_compilation("auto").execution.compilation == "off"
     # an injected estimate: 4 rows x 1000 masks = 4000 images save 4000 * 0.01 * 0.5 = 20 s > 10 s; 400 images 2 s
     monkeypatch.setitem(compilation.ESTIMATES, TINY_ESTIMATE, CompileEstimate(0.01, 2.0, 10.0))
