@@ -44,7 +44,10 @@ def test_stage_clock_counts_the_engine_steps_and_changes_nothing(tiny, tiny_imag
     model = stages["model"] + stages["clean prediction"]
     assert report["model_s"] == pytest.approx(model, abs=1e-5)
     assert report["outside_s"] == pytest.approx(sum(stages.values()) - model, abs=1e-5)
-    assert report["wall_s"] == pytest.approx(sum(stages.values()), rel=1e-3, abs=1e-5)  # exclusive times add up
+    # exclusive times add up: never more than the wall time (nothing counted twice), and short of it only by the
+    # clock's own calls (a few microseconds each; six-digit rounding of each stage adds up to 1e-5)
+    gap = report["wall_s"] - sum(stages.values())
+    assert -1e-5 <= gap <= 0.01 * report["wall_s"] + 1e-4
 
 
 def test_label_changes_counts_each_kind_of_change():

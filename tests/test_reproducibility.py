@@ -8,14 +8,16 @@ import pytest
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "benchmarks"))
 from bench_memory import peak_rss_mb  # noqa: E402
 
-BOUND_MB = 3000  # the README's stated bound for EfficientNet-Lite0 on CPU, chunk_size 10
+BOUND_MB = 1500  # above the RSS of the loaded model: EfficientNet-Lite0 on CPU, chunk_size 10 (README: Memory)
 
 
 @pytest.mark.slow
 def test_peak_rss_is_bounded_and_flat_in_n():
-    _, peak_50, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 50, 10)
+    loaded_50, peak_50, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 50, 10)
     _, peak_10, _ = peak_rss_mb("efficientnet_lite0", "grad", "input", 10, 10)
-    assert peak_50 < BOUND_MB
+    # measured above the loaded model: the libraries a torch build maps (a CUDA build maps far more than a CPU one)
+    # are not the engine's memory (here 1.12 GB loaded, 1.73 GB peak at n = 50)
+    assert peak_50 - loaded_50 < BOUND_MB
     assert peak_50 - peak_10 < 150  # the chunk, not n, sets the memory (benchmarks/bench_memory.py: up to n = 200)
 
 
