@@ -18,6 +18,10 @@ class attributes), so the certificate computed under the clock is the one comput
   noisy copy) and NumPy's standard normal draws into the chunk's array (:func:`noise_seconds` times the hashing
   apart; the clock does not, since the rows may be drawn by several threads);
 * ``noise scale and add``: sigma * eps and x + sigma * eps on the CPU;
+* ``noise wait``: where the engine draws the next chunk's copies during the model's pass (off the CPU, see
+  :mod:`certattr.engine.prefetch`), the time the model did not cover: waiting for that draw to finish. The draw
+  itself then runs in a background thread; its seconds are reported apart as ``overlapped`` (off the critical
+  path, not counted in the share);
 * ``host-device copies``: the rest of ``attribute_chunk``: the maps' copy back to the host and their finiteness
   check (the copy to the device happens inside ``attribute`` and is measured apart by :func:`transfer_seconds`);
 * ``upsampling``, ``sparsification`` (top-K thresholds by partition, and the flat-map check), ``encoding`` (the
@@ -26,11 +30,12 @@ class attributes), so the certificate computed under the clock is the one comput
 * ``other``: the certify call's wall time not inside any stage (the loop, the store's bookkeeping).
 
 "Outside the model" is every stage but ``model`` and ``clean prediction``; its share is given over the model's
-time (the issue's measure: at most about 10% of the model's time). The clock assumes one thread calls the stages
-(the noise's worker threads call none of them).
+time (the issue's measure: at most about 10% of the model's time). Stages called from another thread than the
+one that entered the clock (the prefetch's) are timed inclusively into ``overlapped``.
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import ExitStack
 from typing import Callable
@@ -38,14 +43,15 @@ from typing import Callable
 import torch
 
 from certattr.engine import certify as certify_module
-from certattr.engine import encodings, noise, smoothing
+from certattr.engine import encodings, noise, prefetch, smoothing
 from certattr.engine.cache import SampleCache
 from certattr.models import registry
 from certattr.methods import base as methods_base
 from certattr.methods import perturbation
 
 #: stages in report order; "model" first, "other" last
-STAGES = ("model", "clean prediction", "noise drawing", "noise scale and add", "host-device copies", "memo hashing",
+STAGES = ("model", "clean prediction", "noise drawing", "noise scale and add", "noise wait", "host-device copies",
+          "memo hashing",
           "fingerprint", "cache key", "upsampling", "sparsification", "encoding", "decoding", "cache", "counting", "testing",
           "other")
 MODEL_STAGES = ("model", "clean prediction")  #: the model's own passes; every other stage is certattr's
@@ -64,12 +70,20 @@ class StageClock:
         self.calls = {stage: 0 for stage in STAGES}
         self._stack: list[list] = []  # [stage, start, children's seconds]
         self._exit = ExitStack()
+        self._thread = threading.get_ident()
+        self.overlapped = {stage: 0.0 for stage in STAGES}  #: inclusive seconds of stages run in other threads
 
     # --- timing ------------------------------------------------------------------------------------------
     def timed(self, stage: str, fn: Callable, sync: bool = False) -> Callable:
         clock = self
 
         def wrapper(*args, **kwargs):
+            if threading.get_ident() != clock._thread:  # the prefetch's thread: beside the critical path
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    clock.overlapped[stage] += time.perf_counter() - start
             clock._stack.append([stage, time.perf_counter(), 0.0])
             try:
                 return fn(*args, **kwargs)
@@ -97,6 +111,7 @@ class StageClock:
         p(self.method, "attribute", "model", sync=True)
         p(noise, "gaussian_noise", "noise drawing")  # not its generators one by one: they may run in threads
         p(smoothing.SmoothedAttribution, "noisy_copies", "noise scale and add")
+        p(prefetch.CopyPrefetch, "wait", "noise wait")
         p(smoothing.SmoothedAttribution, "attribute_chunk", "host-device copies")
         for module in (registry, methods_base, perturbation):
             p(module, "tensor_key", "memo hashing")
@@ -128,14 +143,16 @@ class StageClock:
 
     # --- the result --------------------------------------------------------------------------------------------
     def report(self) -> dict:
-        """{"seconds": per stage, "model_s", "outside_s", "outside_over_model", "wall_s"}; model = the stages of
-        :data:`MODEL_STAGES`, outside = all the others."""
+        """{"seconds": per stage, "model_s", "outside_s", "outside_over_model", "wall_s", "overlapped"}; model = the
+        stages of :data:`MODEL_STAGES`, outside = all the others (in the thread that entered the clock); overlapped:
+        seconds per stage run in the prefetch's thread, during the model's passes."""
         seconds = {k: round(v, 6) for k, v in self.seconds.items()}
         model = self.seconds["model"] + self.seconds["clean prediction"]
         outside = sum(v for k, v in self.seconds.items() if k not in MODEL_STAGES)
         return {"seconds": seconds, "model_s": round(model, 6), "outside_s": round(outside, 6),
                 "outside_over_model": round(outside / model, 4) if model > 0 else None,
-                "wall_s": round(getattr(self, "wall", model + outside), 6)}
+                "wall_s": round(getattr(self, "wall", model + outside), 6),
+                "overlapped": {k: round(v, 6) for k, v in self.overlapped.items() if v > 0}}
 
 
 def clear_memos(model) -> None:

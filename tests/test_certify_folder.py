@@ -117,3 +117,40 @@ def test_dask_workers_give_the_serial_results(setup, tmp_path):
         assert Certificate.load(serial / "certificates" / f"img{i}.npz") == \
             Certificate.load(spread / "certificates" / f"img{i}.npz")
     assert json.loads((spread / "certificates" / "img0.json").read_text())["model"] == "net.pt"
+
+
+def test_the_parquet_table_holds_the_csv_tables_rows_with_typed_columns(setup, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")  # in the test extra, so `make test` runs this
+    photos, model = setup
+    out = tmp_path / "results"
+    assert main(["certify", str(photos / "img*.png"), "--model", str(model), "--out", str(out)] + FLAGS) == 0
+    from_csv, from_parquet = pd.read_csv(out / "results.csv"), pd.read_parquet(out / "results.parquet")
+    assert list(from_parquet.columns) == list(COLUMNS) and len(from_parquet) == len(from_csv) == 3 * 2
+    assert from_parquet["degenerate"].dtype == bool and from_parquet["n"].dtype.kind == "i"
+    for column in COLUMNS:
+        a, b = from_csv[column].to_numpy(), from_parquet[column].to_numpy()
+        if b.dtype.kind in "fiub":  # typed in Parquet: the CSV's text parses to the same numbers
+            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-12, equal_nan=True, err_msg=column)
+        else:  # text (an empty CSV cell reads back as NaN)
+            assert [str(x) if x == x else "" for x in a] == [str(x) for x in b], column
+
+
+@pytest.mark.slow
+def test_a_running_scheduler_gives_the_serial_results(setup, tmp_path, capsys):
+    from distributed import LocalCluster
+
+    photos, model = setup
+    serial, spread = tmp_path / "serial", tmp_path / "scheduler"
+    assert main(["certify", str(photos / "img*.png"), "--model", str(model), "--out", str(serial)] + FLAGS) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        assert main(["certify", str(photos / "img*.png"), "--model", str(model), "--out", str(spread),
+                     "--scheduler", cluster.scheduler_address] + FLAGS) == 0
+    for i in range(3):
+        assert Certificate.load(serial / "certificates" / f"img{i}.npz") == \
+            Certificate.load(spread / "certificates" / f"img{i}.npz")
+    assert (serial / "results.csv").read_text() == (spread / "results.csv").read_text()
+    capsys.readouterr()
+    assert main(["certify", str(photos), "--model", str(model), "--out", str(spread), "--workers", "2",
+                 "--scheduler", "tcp://127.0.0.1:1"] + FLAGS) == 2
+    assert "cannot be combined with --workers" in capsys.readouterr().err

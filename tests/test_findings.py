@@ -194,6 +194,29 @@ def test_summary_lists_every_finding_and_reads_saved_verdicts(tmp_path):
     assert "nan" not in text.lower().replace("finan", "")
 
 
+def test_summary_gives_every_related_claim_a_row_with_its_saved_verdict(tmp_path):
+    from certattr.book.build import write_findings_page
+    from certattr.evaluation.adversarial_training_findings import LEVINE_FINDINGS
+    from certattr.evaluation.sequential_findings import SEQUENTIAL_FINDINGS
+
+    related = [*LEVINE_FINDINGS.values(), *SEQUENTIAL_FINDINGS.values()]
+    first = related[0]
+    F.write_findings([F.Verdict(first, "disagrees", "measured 0.12", "because 0.12 < 0.5")], tmp_path, first.chapter)
+    text = F.summary_markdown(tmp_path, "cpu", related)
+    paper_part, related_part = text.split("**Beyond the paper.**")
+    assert f"{len(related)} claims" in related_part and "1 disagrees" in related_part
+    for finding in related:
+        assert finding.title in related_part and finding.title not in paper_part
+        assert f"<chapters/{finding.chapter}>" in related_part
+    assert "**disagrees**: because 0.12 < 0.5" in related_part
+    assert related_part.count("was not executed in this build") == len(related) - 1
+    # the book's page (written by the build) lists them too
+    results = tmp_path / "root" / "book" / "chapters" / "results" / "cpu"
+    F.write_findings([F.Verdict(first, "agrees", "measured 0.9", "because 0.9 > 0.5")], results, first.chapter)
+    page = write_findings_page("cpu", root=tmp_path / "root").read_text()
+    assert all(f.title in page for f in related) and "**agrees**: because 0.9 > 0.5" in page
+
+
 def test_certified_components_against_a_brute_force_flood_fill():
     lab = (RNG.random((30, 30)) < 0.3).astype(np.int8)
     seen, sizes = np.zeros_like(lab, bool), []

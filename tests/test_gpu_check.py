@@ -4,6 +4,7 @@ method with ratios that recompute from its own numbers."""
 import importlib
 import json
 import math
+import threading
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,6 +49,70 @@ def test_stage_clock_counts_the_engine_steps_and_changes_nothing(tiny, tiny_imag
     # clock's own calls (a few microseconds each; six-digit rounding of each stage adds up to 1e-5)
     gap = report["wall_s"] - sum(stages.values())
     assert -1e-5 <= gap <= 0.01 * report["wall_s"] + 1e-4
+
+
+@pytest.mark.filterwarnings("ignore::certattr.engine.certify.CertificationWarning")
+def test_prefetched_copies_give_the_same_certificate_and_leave_only_the_wait_on_the_critical_path(tiny, tiny_image,
+                                                                                                 tmp_path):
+    """Where the model runs off the CPU the engine draws chunk c+1's copies while the model runs on chunk c
+    (forced here on the CPU): the certificate is bit for bit the plain one, every chunk's copies are drawn once
+    (the first in the caller's thread, the others in the prefetch's), and the clock counts the draws in the
+    background as overlapped, the caller's waiting for them as "noise wait"."""
+    settings = dict(sigma=0.2, n=7, n0=2, chunk_size=3, progress=False)
+    plain = SmoothedAttribution(tiny, "grad", "input", cache=None, **settings).certify(tiny_image, "pf", ks=(50, 20))
+    draws = []
+    original = noise.gaussian_noise
+
+    def counted(shape, seed, image_id, indices, *a, **k):
+        draws.append((threading.current_thread().name, tuple(indices)))
+        return original(shape, seed, image_id, indices, *a, **k)
+
+    engine = SmoothedAttribution(tiny, "grad", "input", cache=None, **settings)
+    engine.prefetch = True
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(noise, "gaussian_noise", counted)
+        with overhead.StageClock(engine.method) as clock:
+            timed = clock.run(engine.certify, tiny_image, "pf", ks=(50, 20))
+    for field in ("labels", "majority", "counts"):
+        np.testing.assert_array_equal(getattr(timed, field), getattr(plain, field))
+    assert sorted(i for _, i in draws) == [(0, 1, 2), (3, 4, 5), (6,)]  # each chunk once, none past n
+    assert {i: t for t, i in draws}[(0, 1, 2)] == threading.current_thread().name
+    assert {t for t, i in draws if i != (0, 1, 2)} == {"certattr-copy-prefetch"}
+    report = clock.report()
+    assert clock.calls["noise drawing"] == 1 and clock.calls["noise wait"] == 2
+    assert report["overlapped"]["noise drawing"] > 0
+    gap = report["wall_s"] - sum(report["seconds"].values())
+    assert -1e-5 <= gap <= 0.01 * report["wall_s"] + 1e-4
+    # a resumed run (chunk 0 cached, 1 and 2 not): chunk 1 is drawn where it is computed, 2 during 1's model pass
+    cached = SmoothedAttribution(tiny, "grad", "input", cache=tmp_path, **settings)
+    cached.certify(tiny_image, "pf", ks=(50, 20))
+    lost = [f for f in tmp_path.rglob("chunk_*") if f.name.startswith(("chunk_00001", "chunk_00002"))]
+    assert len(lost) == 2
+    for f in lost:
+        f.unlink()
+    again = SmoothedAttribution(tiny, "grad", "input", cache=tmp_path, **settings)
+    again.prefetch = True
+    draws.clear()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(noise, "gaussian_noise", counted)
+        resumed = again.certify(tiny_image, "pf", ks=(50, 20))
+    np.testing.assert_array_equal(resumed.labels, plain.labels)
+    assert draws == [(threading.current_thread().name, (3, 4, 5)), ("certattr-copy-prefetch", (6,))]
+
+
+def test_a_failed_prefetch_is_raised_where_the_batch_is_taken():
+    from certattr.engine.prefetch import CopyPrefetch
+
+    image = object()
+    pf = CopyPrefetch()
+    pf.start((image, "a", 0, 3), lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        pf.take((image, "a", 0, 3))
+    pf.start((image, "a", 0, 3), lambda: "batch")
+    assert pf.take((object(), "a", 0, 3)) is None  # another image (by identity): dropped
+    assert pf.take((image, "a", 0, 3)) is None  # and gone
+    pf.start((image, "a", 3, 3), lambda: "batch")
+    assert pf.take((image, "a", 3, 3)) == "batch"
 
 
 def test_label_changes_counts_each_kind_of_change():

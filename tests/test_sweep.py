@@ -331,3 +331,29 @@ def test_a_bf16_plan_keys_its_own_samples_and_the_chapters_engine_reads_them(tmp
     assert cert.n == 10
     with pytest.raises(CertattrError, match="fp16.*cpu: use one of fp32, bf16"):
         check_chapter_parameters(chapter_parameters("smoke", "robustness", {"precision": "fp16"}))
+
+
+def test_compilation_is_a_chapter_parameter_its_works_carry_and_the_chapters_engine_reads(tmp_path, monkeypatch):
+    """compilation travels like precision: the plan's works and models carry the chapter's policy, its cache keys
+    are those of a model loaded with that policy (disjoint from "auto"'s), and a bad policy is refused."""
+    from certattr.book.parameters import check_chapter_parameters
+    from certattr.engine.smoothing import SmoothedAttribution
+    from certattr.models.registry import load_model
+
+    small = {**_SMALL, "photos": ["coffee"], "methods": ["gradcam"], "sigmas": [0.15], "n": 10, "n0": 5}
+    plans = {c: chapter_plan("robustness", chapter_parameters("smoke", "robustness", {
+        **small, "compilation": c, "cache_dir": str(tmp_path)}), pool=_POOL) for c in ("auto", "off")}
+    assert {w.compilation for w in plans["off"].works} == {"off"}
+    assert {w.model_key[-1] for w in plans["auto"].works} == {"auto"}
+    keys = {c: set(cache_keys(plan, _POOL)) for c, plan in plans.items()}
+    assert keys["off"] and not keys["off"] & keys["auto"]
+    assert run_sweep(plans["off"], serial=True, progress=False).computed == 1
+    w = plans["off"].works[0]
+    net = load_model(w.model, w.weights, "cpu", compilation="off")
+    with monkeypatch.context() as m:
+        m.setattr(SmoothedAttribution, "attribute_chunk", lambda *a: pytest.fail("resampled a swept chunk"))
+        cert = SmoothedAttribution(net, w.method, w.layer, w.sigma, n=10, n0=5, ks=(50,), cache=tmp_path,
+                                   progress=False).certify(plans["off"].images[w.image_key], w.image_id, w.target)
+    assert cert.n == 10
+    with pytest.raises(CertattrError, match="compilation.*sometimes"):
+        check_chapter_parameters(chapter_parameters("smoke", "robustness", {"compilation": "sometimes"}))

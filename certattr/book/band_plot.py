@@ -2,14 +2,14 @@
 
 Colours: the K colours of :mod:`certattr.book.plotting` for "certified in the top K%" (the smallest such K), a
 blue scale for "certified outside the top K%" (the largest such K) where the pixel is in no certified top set, and
-grey for abstain (no claim at any K).
+the overlays' light/dark stripes for abstain (no claim at any K), which show on any photo.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..engine.certificate import Certificate
-from .plotting import ABSTAIN_COLOR, _image_hwc, k_colors
+from .plotting import _image_hwc, abstain_legend_patch, abstain_stripes, k_colors
 
 __all__ = ["band_rgba", "plot_band_map", "OUTSIDE_COLORS"]
 
@@ -24,10 +24,10 @@ def _outside_colors(count: int) -> list:
 
 
 def band_rgba(cert: Certificate) -> tuple[np.ndarray, list]:
-    """((H, W, 4) colours, legend entries [(label, colour)]) of the band map (:meth:`Certificate.band_map`)."""
+    """((H, W, 4) colours, legend entries [(label, colour)] of the certified bands) of the band map
+    (:meth:`Certificate.band_map`); abstaining pixels are striped (:func:`abstain_stripes`)."""
     inside, outside = cert.band_map()
-    out = np.zeros(inside.shape + (4,))
-    out[np.isnan(inside) & np.isnan(outside)] = (*ABSTAIN_COLOR, 0.55)
+    out = abstain_stripes(np.isnan(inside) & np.isnan(outside))
     ks = sorted((float(k) for k in cert.ks), reverse=True)
     legend = []
     for k, colour in zip(sorted(ks), _outside_colors(len(ks))):  # smallest K lightest
@@ -36,7 +36,6 @@ def band_rgba(cert: Certificate) -> tuple[np.ndarray, list]:
     for k, colour in zip(ks, k_colors(len(ks))):
         out[inside == k] = (*colour, 0.9)
         legend.append((f"in top {k:g}%", colour))
-    legend.append(("abstain", ABSTAIN_COLOR))
     return out, legend
 
 
@@ -52,5 +51,5 @@ def plot_band_map(cert: Certificate, image, ax, title: str | None = None, legend
     if legend:
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=c, label=l) for l, c in entries], loc="center left", bbox_to_anchor=(1.02, 0.5),
-                  fontsize=8, frameon=False)
+        ax.legend(handles=[Patch(color=c, label=l) for l, c in entries] + [abstain_legend_patch()], loc="center left",
+                  bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)

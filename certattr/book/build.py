@@ -31,7 +31,9 @@ from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..engine.validation import CertattrError, check_choice
 from ..course.notebooks import build_assignments
 from ..engine.files import atomic_write_bytes
+from ..evaluation.adversarial_training_findings import LEVINE_FINDINGS
 from ..evaluation.findings import summary_markdown
+from ..evaluation.sequential_findings import SEQUENTIAL_FINDINGS
 from .parameters import check_chapter_parameters
 
 __all__ = ["PROFILES", "CHAPTERS", "chapter_parameters", "run_chapter", "build_book", "parse_overrides", "ROOT",
@@ -415,7 +417,8 @@ def write_findings_page(profile: str, overrides: dict | None = None, root: Path 
 
     results_dir = Path(chapter_parameters(profile, "robustness", overrides, root)["results_dir"])
     path = Path(root) / "book" / "chapters" / "findings.md"
-    atomic_write_bytes(path, summary_markdown(results_dir, profile).encode())
+    related = [*LEVINE_FINDINGS.values(), *SEQUENTIAL_FINDINGS.values()]
+    atomic_write_bytes(path, summary_markdown(results_dir, profile, related).encode())
     return path
 
 

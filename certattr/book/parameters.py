@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING
 from ..methods import get_method
+from ..models.compilation import POLICIES
 from ..models.execution import check_precision
 from ..models.registry import MODELS, check_layer
 from ..engine.validation import (CertattrError, check_alpha, check_choice, check_correction, check_ks, check_n,
@@ -52,6 +53,8 @@ def check_chapter_parameters(params: dict) -> dict:
         raise CertattrError(f"device={p['device']!r} is not allowed: give cpu, cuda, cuda:N or mps")
     if "precision" in p:
         check_precision(p["precision"], p.get("device", "cpu"))
+    if "compilation" in p:
+        check_choice("compilation", p["compilation"], POLICIES)
     for name in ("chunk_size", "seed"):
         if name in p:
             check_positive_int(name, p[name], 1 if name == "chunk_size" else 0)

@@ -46,6 +46,7 @@ from .certify import MapCounter
 from .config import CertConfig, SamplingConfig, check_fits, route_settings
 from .encodings import RAW, Encoding, TopKCodes, certificate_encoding
 from .noise import Gaussian, as_noise
+from .prefetch import CopyPrefetch
 from .registry import Method, get_method
 from .sequential import DEFAULT_UNDECIDED, certify_sequential, check_undecided
 from .sparsify import flat_maps, sparsify, upsample_maps
@@ -97,6 +98,7 @@ class SmoothedAttribution:
         self.cache = cache if isinstance(cache, SampleCache) else SampleCache(cache)
         self.store = SampleStore(self.cache, self.sampling.chunk_size, keep_maps=self.sampling.keep_maps,
                                  also_store=also_store, progress=progress)
+        self._prefetch = CopyPrefetch()
 
     # the sampling settings, read from their object (one place for them)
     n = property(lambda self: self.sampling.n)
@@ -110,6 +112,15 @@ class SmoothedAttribution:
             raise CertattrError(f"this engine's noise is {self.noise!r}: the top-K certificate (radius sigma Phi^-1(tau)) "
                                 f"needs Gaussian noise")
         return self.noise.sigma
+
+    #: draw the next chunk's noisy copies in a background thread while the model runs on this chunk
+    #: (:mod:`certattr.engine.prefetch`): None (default) where the model runs off the CPU, or True / False
+    prefetch: bool | None = None
+
+    def prefetches(self) -> bool:
+        if self.prefetch is not None:
+            return bool(self.prefetch)
+        return torch.device(getattr(self.model, "device", "cpu")).type != "cpu"
 
     def _eval(self):
         """eval_mode(model), warning once per engine when the model is found in train mode."""
@@ -135,12 +146,21 @@ class SmoothedAttribution:
         return noise.add_(image) if noise.dtype == image.dtype else image + noise
 
     def attribute_chunk(self, image: torch.Tensor, image_id: str, target: int, chunk: int,
-                        size: int | None = None) -> np.ndarray:
+                        size: int | None = None, *, until: int | None = None) -> np.ndarray:
         """Layer-resolution maps (size, h, w) float32 of the noisy copies of samples chunk * chunk_size onwards,
-        in one batched call of the model in eval mode; ``size`` defaults to the chunk's samples below n."""
+        in one batched call of the model in eval mode; ``size`` defaults to the chunk's samples below n.
+        ``until``: the run's sample count, so that the next chunk's copies (below it) can be drawn during this
+        chunk's model pass (:meth:`prefetches`)."""
         start = chunk * self.chunk_size
         size = min(self.chunk_size, self.n - start) if size is None else size
-        batch = self.noisy_copies(image, image_id, range(start, start + size))
+        batch = self._prefetch.take((image, image_id, start, size))
+        if batch is None:
+            batch = self.noisy_copies(image, image_id, range(start, start + size))
+        after = start + self.chunk_size
+        if until is not None and after < until and self.prefetches():
+            indices = range(after, min(after + self.chunk_size, until))
+            self._prefetch.start((image, image_id, after, len(indices)),
+                                 lambda: self.noisy_copies(image, image_id, indices))
         with self._eval():
             maps = self.method.attribute(self.model, batch, target, self.layer, seed=self.seed, image_id=image_id)
         maps = maps.cpu().numpy().astype(np.float32, copy=False)
@@ -154,12 +174,14 @@ class SmoothedAttribution:
         (b, h, w) float32, or the encoding's arrays. The store reads each chunk from the cache where present and
         valid (derived from kept raw maps otherwise), else computes it (:meth:`attribute_chunk`) and writes it.
         One chunk in memory at a time."""
+        total = self.n if n is None else n
+
         def compute(chunk: int, size: int) -> np.ndarray:
-            return self.attribute_chunk(image, image_id, target, chunk, size=size)
+            return self.attribute_chunk(image, image_id, target, chunk, size=size, until=total)
 
         identity = self.identity(image, image_id, target)
         with self._eval():
-            yield from self.store.chunks(identity, self.n if n is None else n, encoding, compute,
+            yield from self.store.chunks(identity, total, encoding, compute,
                                          image_hw=image.shape[1:], label=f"{self.method.name}@{self.layer} {image_id}")
 
     def layer_chunks(self, image: torch.Tensor, image_id: str, target: int) -> Iterator[np.ndarray]:

@@ -100,7 +100,7 @@ def _dry_run_loader(device, notes: list):
     weights (the same cost per pass; nothing is downloaded), on the CPU when the profile's GPU is not here."""
     import torch
 
-    def load(name, weights, seed, redraw, precision):
+    def load(name, weights, seed, redraw, precision, compilation):
         here = device or "cpu"
         if str(here).startswith("cuda") and not torch.cuda.is_available():
             here = "cpu"
@@ -114,5 +114,5 @@ def _dry_run_loader(device, notes: list):
             if note not in notes:
                 notes.append(note)
             weights = "random"
-        return load_work_model(name, weights, here, seed, redraw, precision)
+        return load_work_model(name, weights, here, seed, redraw, precision, compilation)
     return load

@@ -55,7 +55,8 @@ class Work:
     units), noise and method seeded by ``seed``, for the image ``image_id`` (tensor ``Plan.images[image_key]``,
     (3, H, W) float32 in [0,1]) and class ``target``. ``model_seed`` and ``zero_head_redraw`` say how the model was
     made (random weights: ``load_model(..., seed=model_seed)``; the ViT chapter redraws an all-zero head); ``precision``
-    is that of its model passes (:meth:`certattr.models.registry.LoadedModel.set_precision`)."""
+    is that of its model passes (:meth:`certattr.models.registry.LoadedModel.set_precision`) and ``compilation`` their
+    ``torch.compile`` policy (:mod:`certattr.models.compilation`)."""
 
     model: str
     weights: str
@@ -75,6 +76,7 @@ class Work:
     chapters: tuple = ()
     noise: str = "gaussian"
     precision: str = "fp32"
+    compilation: str = "auto"
 
     @property
     def n(self) -> int:
@@ -129,7 +131,7 @@ class Work:
 
     @property
     def model_key(self) -> tuple:
-        return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision)
+        return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision, self.compilation)
 
 
 @dataclass
@@ -218,28 +220,29 @@ def redraw_zero_head(net, seed: int) -> bool:
 
 
 def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, zero_head_redraw: bool = False,
-                    precision: str = "fp32"):
+                    precision: str = "fp32", compilation: str = "auto"):
     """The model as the chapter loads it (:func:`certattr.models.registry.load_model` at the chapter's
-    ``precision``, plus the ViT chapter's head fix)."""
+    ``precision`` and ``compilation``, plus the ViT chapter's head fix)."""
 
-    net = load_model(model, weights, device, seed=model_seed)
+    net = load_model(model, weights, device, seed=model_seed, compilation=compilation)
     if zero_head_redraw and weights == "random":
         redraw_zero_head(net, model_seed)
     return net.set_precision(precision)
 
 
 class ModelPool:
-    """Loaded models by (name, weights, seed, zero-head redraw, precision), each loaded once; ``loader`` makes
+    """Loaded models by (name, weights, seed, zero-head redraw, precision, compilation), each loaded once; ``loader`` makes
     them (default :func:`load_work_model` on ``device``)."""
 
     def __init__(self, device: str = "cpu", loader: Callable | None = None):
         self.device = device
-        self.loader = loader or (lambda name, weights, seed, redraw, precision:
-                                 load_work_model(name, weights, device, seed, redraw, precision))
+        self.loader = loader or (lambda name, weights, seed, redraw, precision, compilation:
+                                 load_work_model(name, weights, device, seed, redraw, precision, compilation))
         self._models: dict = {}
 
-    def get(self, name: str, weights: str, seed: int = 0, redraw: bool = False, precision: str = "fp32"):
-        key = (name, weights, int(seed), bool(redraw), str(precision))
+    def get(self, name: str, weights: str, seed: int = 0, redraw: bool = False, precision: str = "fp32",
+            compilation: str = "auto"):
+        key = (name, weights, int(seed), bool(redraw), str(precision), str(compilation))
         if key not in self._models:
             self._models[key] = self.loader(*key)
         return self._models[key]
@@ -295,7 +298,8 @@ class _Builder:
         return build_grids(sources, qualify, n_grids, seed=grid_seed, threshold=threshold, grid_size=grid_size)
 
     def model(self, name, seed: int = 0, redraw: bool = False):
-        return self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"))
+        return self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"),
+                             self.p.get("compilation", "auto"))
 
     def image_key(self, image_id, tensor) -> str:
         """:func:`_image_key`, once per tensor object (a placeholder is keyed by its id alone)."""
@@ -339,7 +343,8 @@ class _Builder:
             sigma=float(sigma), seed=int(self.p["seed"] if seed is None else seed),
             reads=reads, chunk_size=int(self.p["chunk_size"]),
             image_id=str(image_id), image_key=key, target=int(target), shape=tuple(tensor.shape),
-            chapters=(self.chapter,), noise=noise, precision=net.precision))
+            chapters=(self.chapter,), noise=noise, precision=net.precision,
+            compilation=str(self.p.get("compilation", "auto"))))
 
     def plan(self) -> Plan:
         """The chapter's works, an entry read twice (e.g. the method chapter's focus method) listed once."""

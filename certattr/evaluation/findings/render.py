@@ -48,22 +48,10 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def summary_markdown(results_dir, profile: str) -> str:
-    """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts: one row per claim."""
-    saved = read_findings(results_dir)
-    counts: dict[str, int] = {}
-    for fid in FINDINGS:
-        verdict = saved[fid]["verdict"] if fid in saved else "not tested"
-        counts[verdict] = counts.get(verdict, 0) + 1
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
-    lines = [f"Profile **{profile}**: {len(FINDINGS)} claims of the paper and its rebuttal ({tally}). Each verdict "
-             f"is computed in the chapter named in the first column from that run's numbers, with the criterion "
-             f"stated there (intervals at {CONFIDENCE:.0%}, tests at level {TEST_LEVEL}); methods and settings that "
-             f"cannot carry a verdict are named in the row.", "", "```{div} full-width", "",
-             "| claim (chapter) | the paper reported | this run measured | verdict: why |", "|---|---|---|---|"]
-    ordered = sorted(FINDINGS.values(), key=lambda f: CHAPTER_ORDER.index(f.chapter) if f.chapter in CHAPTER_ORDER
-                     else len(CHAPTER_ORDER))
-    for finding in ordered:
+def _table(findings, saved: dict) -> list[str]:
+    lines = ["```{div} full-width", "", "| claim (chapter) | the paper reported | this run measured | verdict: why |",
+             "|---|---|---|---|"]
+    for finding in findings:
         row = saved.get(finding.id)
         name = f"**{_cell(finding.title)}** ({{doc}}`{finding.chapter} <chapters/{finding.chapter}>`)"
         paper = f"{_cell(finding.paper)} ({_cell(finding.source)})"
@@ -73,7 +61,35 @@ def summary_markdown(results_dir, profile: str) -> str:
             continue
         why = row["why"] + (f" {row['excluded']}" if row.get("excluded") else "")
         lines.append(f"| {name} | {paper} | {_cell(row['measured'])} | **{row['verdict']}**: {_cell(why)} |")
-    lines += ["", "```"]
+    return lines + ["", "```"]
+
+
+def _tally(findings, saved: dict) -> str:
+    counts: dict[str, int] = {}
+    for finding in findings:
+        verdict = saved[finding.id]["verdict"] if finding.id in saved else "not tested"
+        counts[verdict] = counts.get(verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
+
+
+def summary_markdown(results_dir, profile: str, related: Sequence = ()) -> str:
+    """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts: one row per claim of
+    the paper and its rebuttal (:data:`FINDINGS`), then one per ``related`` claim (:class:`Finding` of Levine et
+    al.'s defenses or of the certificates beyond the paper), each a row whether its chapter ran or not."""
+    saved = read_findings(results_dir)
+    ordered = sorted(FINDINGS.values(), key=lambda f: CHAPTER_ORDER.index(f.chapter) if f.chapter in CHAPTER_ORDER
+                     else len(CHAPTER_ORDER))
+    lines = [f"Profile **{profile}**: {len(FINDINGS)} claims of the paper and its rebuttal "
+             f"({_tally(ordered, saved)}). Each verdict is computed in the chapter named in the first column from "
+             f"that run's numbers, with the criterion stated there (intervals at {CONFIDENCE:.0%}, tests at level "
+             f"{TEST_LEVEL}); methods and settings that cannot carry a verdict are named in the row.", ""]
+    lines += _table(ordered, saved)
+    if related:
+        lines += ["", f"**Beyond the paper.** {len(related)} claims of the related certificates and defenses "
+                  f"(Levine et al.'s adversarial training and Sparsified SmoothGrad) and of this project's own "
+                  f"extensions (one certificate for every K, anytime sampling), checked by the same rules "
+                  f"({_tally(related, saved)}):", ""]
+        lines += _table(related, saved)
     return "\n".join(lines) + "\n"
 
 
