@@ -91,3 +91,26 @@ def test_the_defaults_are_the_configs():
         for name in ("n", "n0", "tau", "alpha", "correction", "seed", "chunk_size"):
             default = DEFAULT_SAMPLING if name in DEFAULT_SAMPLING.field_names() else DEFAULT_CERT
             assert params[name].default == getattr(default, name), (fn.__name__, name)
+
+
+def test_methods_of_one_layer_and_sigma_share_each_images_gradient_whatever_the_number_of_images():
+    """Grad and IxG read one input gradient per noisy chunk. With a gradient memo that holds one image's chunks
+    only (as the real memo holds a few 224x224 images'), certify_jobs must certify the methods image by image for
+    the second to find the first one's gradients: every chunk is a miss for Grad and a hit for IxG. The
+    certificates equal those of each method alone and come back in the configs' order."""
+    from certattr.engine.memo import BoundedMemo
+
+    net = tiny_model(seed=4)
+    images = [Job(f"k{i}", f"img-{i}", torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(10 + i)), 3)
+              for i in range(3)]
+    chunk_bytes = 10 * 3 * 32 * 32 * 4
+    net.__dict__["_gradient_memo"] = BoundedMemo(lambda g: g.numel() * g.element_size(), 6 * chunk_bytes)
+    certs, _ = certify_jobs(net, images, ["grad", "ixg"], ["input"], [0.2], [50, 20], **SETTINGS)
+    memo = net.gradient_memo()
+    assert (memo.misses, memo.hits) == (3 * 6, 3 * 6)  # 3 images x 6 chunks of 10: computed once, read once
+    assert list(certs) == [(j.key, m, "input", 0.2) for m in ("grad", "ixg") for j in images]
+    for method in ("grad", "ixg"):
+        memo.clear()
+        alone, _ = certify_jobs(net, images, [method], ["input"], [0.2], [50, 20], **SETTINGS)
+        for key, cert in alone.items():
+            _equal(cert, certs[key])

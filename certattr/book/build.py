@@ -132,7 +132,10 @@ _EVALUATION_PROFILES = {
         "robustness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
                        "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
                        "trend_photos": None, "taus": [0.75, 0.9],
-                       "first_sigma_only": ["gradcam@input", "intgrad", "gradcampp", "ablationcam", "cam"]},
+                       # the sigma trend (0.25, 0.33) on every photo with Grad and IxG at the Input layer (one
+                       # shared gradient) and Grad, GB, GradCam and RISE at the Final layer
+                       "first_sigma_only": ["gradcam@input", "intgrad", "gradcampp", "ablationcam", "cam", "gb@input",
+                                            "lrp", "ixg@final", "occlusion@final", "layercam@final"]},
         "localization": {"photos": None, **{k: v for k, v in _CPU_GRIDS.items() if k != "grid_photos"},
                          "methods": {"input": _CPU_GRID_INPUT, "final": "all"}, "layers": ["input", "final"],
                          "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10],

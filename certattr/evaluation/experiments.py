@@ -198,16 +198,30 @@ def certify_jobs(model: LoadedModel, jobs: Sequence[Job], methods, layers: Seque
     certificates = {}
     configs, undefined = engine_configs(model, methods, layers, sigmas, method_overrides=method_overrides,
                                         first_sigma_only=first_sigma_only, skip=skip)
+    engines: dict[tuple, list] = {}  # (layer, sigma) -> [(name, engine)], in the configs' order
     for name, layer, method, sigma in configs:
-        engine = SmoothedAttribution(model, method, layer, sigma, sampling, config, cache=cache_dir, progress=progress)
+        engines.setdefault((layer, sigma), []).append(
+            (name, SmoothedAttribution(model, method, layer, sigma, sampling, config, cache=cache_dir, progress=progress)))
+    # Methods inside jobs: the methods of one (layer, sigma) certify one image's noisy copies one after another,
+    # so work they share on the same copies (Grad and IxG: one input gradient; the Final-layer activation) is
+    # still in the model's memo; certificates do not depend on the order (returned in the configs' order).
+    done, taus_done = {}, {}
+    for (layer, sigma), members in engines.items():
         for job in jobs:
-            start = _time.time()
-            certificates[(job.key, name, layer, sigma)] = engine.certify(job.tensor, job.image_id, job.target)
-            for t in other_taus:  # the same samples at another tau: the engine re-reads them, never resamples
-                tau_out[(job.key, name, layer, sigma, t)] = engine.certify(job.tensor, job.image_id, job.target, tau=t)
-            if log is not None:
-                log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
-                            "key": str(job.key), "seconds": _time.time() - start})
+            for name, engine in members:
+                start = _time.time()
+                done[(job.key, name, layer, sigma)] = engine.certify(job.tensor, job.image_id, job.target)
+                for t in other_taus:  # the same samples at another tau: the engine re-reads them, never resamples
+                    taus_done[(job.key, name, layer, sigma, t)] = engine.certify(job.tensor, job.image_id, job.target,
+                                                                                 tau=t)
+                if log is not None:
+                    log.append({"model": model.name, "method": name, "layer": layer, "sigma": float(sigma),
+                                "key": str(job.key), "seconds": _time.time() - start})
+    for name, layer, _, sigma in configs:
+        for job in jobs:
+            certificates[(job.key, name, layer, sigma)] = done[(job.key, name, layer, sigma)]
+            for t in other_taus:
+                tau_out[(job.key, name, layer, sigma, t)] = taus_done[(job.key, name, layer, sigma, t)]
     return certificates, undefined
 
 
