@@ -8,7 +8,7 @@ from .chapter import WIDE_WIDTH, layer_title
 
 __all__ = ["K_COLORS", "k_colors", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
            "plot_overlay", "save_overlay_png", "OUTCOME_COLORS", "outcome_bars", "outcome_legend", "interval_bars",
-           "draw_not_run", "draw_zero", "abstain_stripes", "abstain_legend_patch"]
+           "draw_not_run", "draw_zero", "abstain_stripes", "abstain_legend_patch", "overlay_legend"]
 
 ABSTAIN_COLOR = (0.62, 0.62, 0.62)
 ZERO_COLOR = (0.08, 0.08, 0.16)
@@ -280,3 +280,13 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
 
 
 __all__ += ["method_bars_figure"]
+
+
+def overlay_legend(fig, ks) -> None:
+    """One legend for a figure of overlays (:func:`plot_overlay` with ``legend=False``), under its panels: the K
+    colours, largest K first, and the abstain stripes (a legend beside one panel would widen that column)."""
+    from matplotlib.patches import Patch
+
+    ks = sorted((float(k) for k in ks), reverse=True)
+    handles = [Patch(color=c, label=f"top {k:g}%") for k, c in zip(ks, k_colors(len(ks)))] + [abstain_legend_patch()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)

@@ -197,7 +197,8 @@ class Qualification:
     def explain(self) -> str:
         reasons = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in self.rejected.items() if v) or "none rejected"
         return (f"{len(self.qualified)} of {self.n_images} images qualified (top-1 softmax confidence >= "
-                f"{self.threshold:g} for all {self.n_models} model(s), the same top-1 class for all, and the given "
+                f"{self.threshold:g} for " + ("the model" if self.n_models == 1 else f"all {self.n_models} models, the "
+                                                 f"same top-1 class for all") + ", and the given "
                 f"label where one was given; rejected: {reasons}), covering {len(self.by_class())} distinct classes")
 
 
