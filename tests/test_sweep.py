@@ -308,52 +308,33 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_a_bf16_plan_keys_its_own_samples_and_the_chapters_engine_reads_them(tmp_path, monkeypatch):
-    """precision is a chapter parameter: its plan's works carry it, their cache keys are disjoint from float32's,
-    and after a serial sweep the chapter's own engine on a bf16 model certifies from the cache (no model call)."""
+@pytest.mark.parametrize("name, base, other, bad, refusal", [
+    ("precision", "fp32", "bf16", "fp16", "fp16.*cpu: use one of fp32, bf16"),
+    ("compilation", "auto", "off", "sometimes", "compilation.*sometimes"),
+])
+def test_a_model_setting_is_a_chapter_parameter_its_plan_keys_and_the_chapters_engine_reads(
+        tmp_path, monkeypatch, name, base, other, bad, refusal):
+    """precision and compilation are chapter parameters: the plan's works carry the chapter's value, their cache
+    keys are disjoint from the default's, after a serial sweep the chapter's own engine on a model loaded with that
+    value certifies from the cache (no model call), and a bad value is refused before any work."""
     from certattr.book.parameters import check_chapter_parameters
     from certattr.engine.smoothing import SmoothedAttribution
     from certattr.models.registry import load_model
 
     small = {**_SMALL, "photos": ["coffee"], "methods": ["gradcam"], "sigmas": [0.15], "n": 10, "n0": 5}
-    plans = {p: chapter_plan("robustness", chapter_parameters("smoke", "robustness", {
-        **small, "precision": p, "cache_dir": str(tmp_path)}), pool=_POOL) for p in ("fp32", "bf16")}
-    assert {w.precision for w in plans["bf16"].works} == {"bf16"} and {w.precision for w in plans["fp32"].works} == {"fp32"}
-    keys = {p: set(cache_keys(plan, _POOL)) for p, plan in plans.items()}
-    assert keys["bf16"] and not keys["bf16"] & keys["fp32"]
-    assert run_sweep(plans["bf16"], serial=True, progress=False).computed == 1
-    w = plans["bf16"].works[0]
-    net = load_model(w.model, w.weights, "cpu", precision="bf16")
+    plans = {v: chapter_plan("robustness", chapter_parameters("smoke", "robustness", {
+        **small, name: v, "cache_dir": str(tmp_path)}), pool=_POOL) for v in (base, other)}
+    for v, plan in plans.items():
+        assert {getattr(w, name) for w in plan.works} == {v}
+    keys = {v: set(cache_keys(plan, _POOL)) for v, plan in plans.items()}
+    assert keys[other] and not keys[other] & keys[base]
+    assert run_sweep(plans[other], serial=True, progress=False).computed == 1
+    w = plans[other].works[0]
+    net = load_model(w.model, w.weights, "cpu", **{name: other})
     with monkeypatch.context() as m:
-        m.setattr(SmoothedAttribution, "attribute_chunk", lambda *a: pytest.fail("resampled a swept bf16 chunk"))
+        m.setattr(SmoothedAttribution, "attribute_chunk", lambda *a, **k: pytest.fail("resampled a swept chunk"))
         cert = SmoothedAttribution(net, w.method, w.layer, w.sigma, n=10, n0=5, ks=(50,), cache=tmp_path,
-                                   progress=False).certify(plans["bf16"].images[w.image_key], w.image_id, w.target)
+                                   progress=False).certify(plans[other].images[w.image_key], w.image_id, w.target)
     assert cert.n == 10
-    with pytest.raises(CertattrError, match="fp16.*cpu: use one of fp32, bf16"):
-        check_chapter_parameters(chapter_parameters("smoke", "robustness", {"precision": "fp16"}))
-
-
-def test_compilation_is_a_chapter_parameter_its_works_carry_and_the_chapters_engine_reads(tmp_path, monkeypatch):
-    """compilation travels like precision: the plan's works and models carry the chapter's policy, its cache keys
-    are those of a model loaded with that policy (disjoint from "auto"'s), and a bad policy is refused."""
-    from certattr.book.parameters import check_chapter_parameters
-    from certattr.engine.smoothing import SmoothedAttribution
-    from certattr.models.registry import load_model
-
-    small = {**_SMALL, "photos": ["coffee"], "methods": ["gradcam"], "sigmas": [0.15], "n": 10, "n0": 5}
-    plans = {c: chapter_plan("robustness", chapter_parameters("smoke", "robustness", {
-        **small, "compilation": c, "cache_dir": str(tmp_path)}), pool=_POOL) for c in ("auto", "off")}
-    assert {w.compilation for w in plans["off"].works} == {"off"}
-    assert {w.model_key[-1] for w in plans["auto"].works} == {"auto"}
-    keys = {c: set(cache_keys(plan, _POOL)) for c, plan in plans.items()}
-    assert keys["off"] and not keys["off"] & keys["auto"]
-    assert run_sweep(plans["off"], serial=True, progress=False).computed == 1
-    w = plans["off"].works[0]
-    net = load_model(w.model, w.weights, "cpu", compilation="off")
-    with monkeypatch.context() as m:
-        m.setattr(SmoothedAttribution, "attribute_chunk", lambda *a: pytest.fail("resampled a swept chunk"))
-        cert = SmoothedAttribution(net, w.method, w.layer, w.sigma, n=10, n0=5, ks=(50,), cache=tmp_path,
-                                   progress=False).certify(plans["off"].images[w.image_key], w.image_id, w.target)
-    assert cert.n == 10
-    with pytest.raises(CertattrError, match="compilation.*sometimes"):
-        check_chapter_parameters(chapter_parameters("smoke", "robustness", {"compilation": "sometimes"}))
+    with pytest.raises(CertattrError, match=refusal):
+        check_chapter_parameters(chapter_parameters("smoke", "robustness", {name: bad}))
