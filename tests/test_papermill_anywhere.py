@@ -60,9 +60,17 @@ def test_the_readme_papermill_command_from_another_folder(tmp_path):
         shutil.rmtree(results, ignore_errors=True)
 
 
+#: each chapter that takes a user's model: its own parameters beside the shared ones, and the table it writes
+USER_MODEL_CHAPTERS = {
+    "robustness": ({"tau": "0.6", "taus": "[]", "sigmas": "[0.15]"}, "robustness.csv"),
+    "faithfulness": ({"tau": "0.6", "sigma": "0.15", "ks": "[10, 50]"}, "faithfulness.csv"),
+}
+
+
 @pytest.mark.slow
-def test_a_chapter_on_a_users_model_file_and_image_folder(tmp_path, monkeypatch):
-    """`certattr book --only robustness -p models '["file:my.pt"]' -p final_layer ... -p image_dir DIR` (in a copy
+@pytest.mark.parametrize("chapter", sorted(USER_MODEL_CHAPTERS))
+def test_a_chapter_on_a_users_model_file_and_image_folder(chapter, tmp_path, monkeypatch):
+    """`certattr book --only CHAPTER -p models '["file:my.pt"]' -p final_layer ... -p image_dir DIR` (in a copy
     of the book's folder, so the repository's executed chapters are untouched)."""
     import numpy as np
     import pandas as pd
@@ -84,12 +92,13 @@ def test_a_chapter_on_a_users_model_file_and_image_folder(tmp_path, monkeypatch)
     monkeypatch.setenv("CERTATTR_CACHE", str(tmp_path / "cache"))
     params = {"models": f'["file:{tmp_path / "my.pt"}"]', "final_layer": "last", "mean": "[0.5, 0.5, 0.5]",
               "std": "[0.25, 0.25, 0.25]", "input_size": "32", "trust_pickle": "true", "image_dir": str(scans),
-              "n": "30", "n0": "4", "alpha": "0.2", "tau": "0.6", "taus": "[]", "sigmas": "[0.15]",
-              "methods": "[gradcam, cam]", "layers": "[final]"}
-    args = ["book", "--profile", "smoke", "--only", "robustness", "--no-build", "--root", str(root)]
+              "n": "30", "n0": "4", "alpha": "0.2", "methods": "[gradcam, cam]", "layers": "[final]"}
+    own, written = USER_MODEL_CHAPTERS[chapter]
+    params.update(own)
+    args = ["book", "--profile", "smoke", "--only", chapter, "--no-build", "--root", str(root)]
     for name, value in params.items():
         args += ["-p", name, value]
     assert main(args) == 0
-    table = pd.read_csv(root / "book" / "chapters" / "results" / "smoke" / "robustness.csv")
+    table = pd.read_csv(root / "book" / "chapters" / "results" / "smoke" / written)
     assert set(table.image_id) == {"scan0", "scan1"} and set(table.model) == {"my.pt"}
     assert len(table) > 0 and any((tmp_path / "cache").rglob("chunk_*"))

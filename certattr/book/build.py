@@ -97,7 +97,7 @@ _SMOKE_CHEAP = {"methods": ["grad", "gradcam"], "layers": ["final"]}
 #: that splits evenly into the 2x2 cells), because every grid has four targets. Costs per 100 samples of a 224x224
 #: image on 2 idle cores: gradients 3-12 s (Input) and 2-5 s (Final), LRP 17 s, AblationCam 25-90 s, and at the
 #: Input layer with the reduced settings IntGrad 100 s, Occlusion 100 s, RISE 190 s; 5-15x more on a busy machine.
-_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 10, "grid_size": 128}
+_CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 6, "grid_size": 128}
 #: the Input-layer methods of the evaluation chapters: what the findings' claims need (certattr.evaluation.findings):
 #: the gradient family (Grad, GB, IxG, IntGrad), LRP and GradCam. RISE with 12 masks and Occlusion with 75x75
 #: windows are not run there: the evidence rules never count them (too few masks, too coarse windows inflate
@@ -127,7 +127,7 @@ _EVALUATION_PROFILES = {
     "cpu": {
         # Where the budget goes (2 CPU cores, cold build <= 40 min): every bundled photo at sigma = 0.15 for the
         # headline comparisons (robustness, faithfulness, trade-off) with the Input-layer methods the findings need
-        # and every Final-layer method; the sigma sweep on every photo with the cheap methods; ten 128x128
+        # and every Final-layer method; the sigma sweep on every photo with the cheap methods; six 128x128
         # grids (every cell a target) for localization. Each chapter states what was reduced.
         "robustness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
                        "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
@@ -140,9 +140,9 @@ _EVALUATION_PROFILES = {
                          "methods": {"input": _CPU_GRID_INPUT, "final": "all"}, "layers": ["input", "final"],
                          "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 20, 10],
                          "method_overrides": _CPU_GRID_OVERRIDES,
-                         # the R sweep on the grids: Grad, GB, GradCam and RISE at the Final layer
-                         "first_sigma_only": ["grad@input", "ixg", "lrp", "gradcam@input", "rise@input",
-                                              "occlusion", "intgrad", "gradcampp", "ablationcam", "cam", "layercam"]},
+                         # the R sweep on the grids: Grad, GB and GradCam at the Final layer
+                         "first_sigma_only": ["grad@input", "ixg", "lrp", "gradcam@input", "rise", "occlusion",
+                                              "intgrad", "gradcampp", "ablationcam", "cam", "layercam"]},
         "faithfulness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
                          "layers": ["input", "final"], "sigma": 0.15, "ks": [10, 30, 50], "fill": "mean"},
         "tradeoff": {"photos": None, **_CPU_GRIDS, "methods": {"input": _CPU_GRID_INPUT, "final": "all"},
