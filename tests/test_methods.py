@@ -397,7 +397,7 @@ def test_occlusion_at_a_7x7_final_layer_has_no_centre_bias():
 
 # --- the registered architectures (random weights except EfficientNet-Lite0; batch 1 each) --------
 FINAL_SIZE = {"resnet18": 7, "resnet152": 7, "wide_resnet50_2": 7, "vgg11": 14, "vit_b_16": 14,
-              "efficientnet_lite0": 7}
+              "efficientnet_lite0": 7, "efficientnet_lite1": 7, "efficientnet_lite2": 7}  # at 224x224
 
 
 @pytest.mark.slow

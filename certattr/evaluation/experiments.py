@@ -10,7 +10,9 @@ import numpy as np
 from ..models.data import Image, ImageNetFolder, bundled_photos
 from ..methods import get_method, method_names
 from ..models.registry import LoadedModel
+from .findings.evidence import listing
 from .metrics import certificate_rows, gridpg_rows
+from .names import layer_title, method_title
 from ..engine.config import DEFAULT_CERT as _CERT, DEFAULT_SAMPLING as _SAMPLING, CertConfig, SamplingConfig, check_fits
 from ..engine.smoothing import SmoothedAttribution, predict
 from ..engine.targets import resolve_target
@@ -27,15 +29,52 @@ def class_names() -> list[str]:
 
 
 def image_set(photos: Sequence[str] | str | None = None, imagenet_dir: str | None = None,
-              n_images: int | None = None) -> list[Image]:
-    """Bundled photos (default: all) or the first ``n_images`` of an ImageNet folder in the paper's order."""
+              n_images: int | None = None, *, resize: int = 256, crop: int = 224) -> list[Image]:
+    """Bundled photos (default: all) or the first ``n_images`` of an ImageNet folder in the paper's order, resized
+    so that the shorter side is ``resize`` pixels and centre-cropped to ``crop`` x ``crop`` (a model's own
+    preprocessing: ``model.spec.resize``, ``model.spec.crop``)."""
     if imagenet_dir:
-        folder = ImageNetFolder(imagenet_dir)
+        folder = ImageNetFolder(imagenet_dir, resize=resize, crop=crop)
         return list(folder.paper_images(n_images or len(folder)))
     if isinstance(photos, str):
         photos = [photos]
-    images = bundled_photos(photos)
+    images = bundled_photos(photos, resize, crop)
     return images[:n_images] if n_images else images
+
+
+def model_scope_of(model_scope: dict | None, name: str) -> dict:
+    """A chapter's narrower run for one model: ``model_scope[name]`` = {"photos": [ids], "methods": {layer:
+    methods}} (either key optional), checked; {} where the model runs the chapter's full settings."""
+    scope = dict((model_scope or {}).get(name) or {})
+    unknown = set(scope) - {"photos", "methods"}
+    if unknown:
+        raise CertattrError(f"model_scope[{name!r}] has unknown key(s) {sorted(unknown)}: allowed are 'photos' "
+                            f"(a list of photo ids) and 'methods' (as the chapter's methods parameter)")
+    return scope
+
+
+def scope_text(model_scope: dict | None, titles: dict, layers: Sequence[str]) -> str:
+    """One sentence per group of models with the same narrower run (``titles``: {model name: title}), e.g.
+    "EfficientNet-Lite1 and EfficientNet-Lite2 ran on chelsea, coffee and camera only, with Grad and LRP at the
+    Input layer and every method at the Final layer."; "" when every model runs the chapter's full settings."""
+    groups: dict = {}
+    for name, title in titles.items():
+        scope = model_scope_of(model_scope, name)
+        if scope:
+            groups.setdefault(repr(sorted(scope.items(), key=str)), (scope, []))[1].append(title)
+    sentences = []
+    for scope, names in groups.values():
+        parts = []
+        if scope.get("photos"):
+            parts.append(f"on {listing(list(scope['photos']))} only")
+        if "methods" in scope:
+            per_layer = layer_methods(scope["methods"], layers)
+            said = [("every method" if set(ms) == set(method_names()) else
+                     listing([method_title(m) for m in ms]) if ms else "no method") + f" at the {layer_title(l)} layer"
+                    for l, ms in per_layer.items()]
+            parts.append("with " + listing(said))
+        sentences.append(f"{listing(names)} ran {', '.join(parts)}.")
+    return " ".join(sentences)
 
 
 def resolve_methods(methods: Sequence[str] | str) -> list[str]:

