@@ -36,6 +36,7 @@ import torch
 
 from certattr.models.data import bundled_photo
 from certattr.methods import get_method, method_names
+from certattr.methods.perturbation import MASKED_LOGITS
 from certattr.models.registry import LAYERS, load_model
 from certattr.engine.noise import noisy_copies
 
@@ -148,11 +149,17 @@ def bench(args) -> list[dict]:
                     rows.append({"model": model_name, "layer": layer, "method": name, "undefined": reason})
                     continue
 
+                # each method alone: the memos would otherwise return what the previous round computed (the
+                # sharing between methods, e.g. Grad and IxG's one gradient, is a saving of its own, not a rate)
                 def batched():
+                    model.forget_memos()
+                    MASKED_LOGITS.clear()
                     for chunk in copies.split(args.chunk_size):
                         method.attribute(model, chunk, target, layer, image_id="coffee")
 
                 def single():
+                    model.forget_memos()
+                    MASKED_LOGITS.clear()
                     for copy in copies[:args.single].split(1):
                         method.attribute(model, copy, target, layer, image_id="coffee")
 

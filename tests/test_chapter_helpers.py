@@ -94,6 +94,12 @@ def test_identical_maps_text_lists_the_groups_and_explains_linear_head_ones():
     explained = chapter.identical_maps_text([["IxG", "IntGrad", "LRP"], ["Grad", "GB"]])
     assert explained.startswith("At the Final layer, some methods certify exactly the same pixels: IxG, IntGrad and "
                                 "LRP; Grad and GB. This is expected when the head is global average pooling")
+    # several models: one clause per model that has groups, named; one model with groups reads as before
+    by_model = chapter.identical_maps_text({"Lite0": [["Grad", "GB"]], "Lite1": [], "Lite2": [["IxG", "LRP"]]})
+    assert by_model.startswith("At the Final layer, some methods certify exactly the same pixels. On Lite0: Grad "
+                               "and GB. On Lite2: IxG and LRP. This is expected")
+    assert chapter.identical_maps_text({"Lite0": [["Grad", "GB"]], "Lite1": []}) == plain
+    assert chapter.identical_maps_text({"Lite0": []}) == ""
 
 
 def test_missing_bars_are_empty_slots_and_real_zeros_are_drawn():

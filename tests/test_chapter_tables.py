@@ -120,7 +120,7 @@ def test_gridpg_trend_counts_the_combinations_that_fall_with_the_radius():
 def test_gridpg_summary_table_has_every_k_and_the_uncertified_columns():
     got = tables.gridpg_summary_table(_means(), 0.15, 50.0, {"m": "Model M"})
     assert list(got.columns) == ["K = 50%", "K = 10%", "uncertified GridPG",
-                                 "% targets with nothing certified '1' (K = 50%)"]
+                                 "% empty (K = 50%)"]
     assert got.loc[("Model M", "GRAD", "Input")].tolist() == [0.5, 0.25, 0.4, 25.0]
     assert got.loc[("Model M", "GRADCAM", "Final"), "K = 10%"] == 0.3
     assert list(got.index.names) == ["model", "method", "layer"]

@@ -209,11 +209,21 @@ def undefined_frame(rows):
 def identical_maps_text(groups) -> str:
     """The robustness chapter's sentence on methods that certify exactly the same pixels at the Final layer
     (``groups``: lists of method titles, from :func:`certattr.evaluation.tables.identical_certificate_groups`),
-    with why that is expected when two of the linear-head methods coincide; "" without groups."""
-    if not groups:
+    with why that is expected when two of the linear-head methods coincide; "" without groups. ``groups`` may
+    also be {model title: groups}, for a run of several models."""
+    if isinstance(groups, dict):  # {model title: groups}: one clause per model that has any
+        per_model = {m: g for m, g in groups.items() if g}
+        if len(per_model) <= 1:
+            return identical_maps_text(next(iter(per_model.values()), []))
+        listed = " ".join(f"On {m}: " + "; ".join(", ".join(ms[:-1]) + " and " + ms[-1] for ms in g) + "."
+                          for m, g in per_model.items())
+        text = f"At the Final layer, some methods certify exactly the same pixels. {listed}"
+        groups = [ms for g in per_model.values() for ms in g]
+    elif not groups:
         return ""
-    listed = "; ".join(", ".join(ms[:-1]) + " and " + ms[-1] for ms in groups)
-    text = f"At the Final layer, some methods certify exactly the same pixels: {listed}."
+    else:
+        listed = "; ".join(", ".join(ms[:-1]) + " and " + ms[-1] for ms in groups)
+        text = f"At the Final layer, some methods certify exactly the same pixels: {listed}."
     if any(len(set(ms) & {"IxG", "IntGrad", "LRP", "GradCam", "Cam"}) > 1 for ms in groups):
         text += (" This is expected when the head is global average pooling followed by a linear layer, as here: "
                  "the gradient of the logit with respect to the last feature map A is the classifier weight "

@@ -85,7 +85,7 @@ def gridpg_trend(means, k: float) -> tuple[int, int] | None:
 def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mapping[str, str]):
     """The localization chapter's table at noise ``sigma``: one row per (model, method, layer), the mean
     Certified GridPG at each K (columns "K = 50%", ..., largest K first), the uncertified GridPG and the
-    percentage of targets with nothing certified '1', both at K = ``k_ref``. NaN where not run.
+    percentage of targets with nothing certified '1' ("% empty"), both at K = ``k_ref``. NaN where not run.
     ``means``: :func:`certattr.evaluation.experiments.gridpg_intervals` rows by (model, method, method_title,
     layer, sigma, R, k)."""
 
@@ -95,8 +95,7 @@ def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mappin
     summary.columns = [f"K = {k_text(k)}%" for k in summary.columns]
     extra = means[(means.sigma == sigma) & (means.k == k_ref)].set_index(["model", "method_title", "layer"])
     summary["uncertified GridPG"] = extra.gridpg.reindex(summary.index)
-    summary[f"% targets with nothing certified '1' (K = {k_text(k_ref)}%)"] = \
-        100 * extra.no_certified.reindex(summary.index)
+    summary[f"% empty (K = {k_text(k_ref)}%)"] = 100 * extra.no_certified.reindex(summary.index)
     summary = summary.rename(index=model_titles, level=0).rename(index=layer_title, level=2)
     return summary.rename_axis(index=["model", "method", "layer"])
 
