@@ -177,6 +177,26 @@ def test_deletion_summary_means_over_images():
     assert got.drop1 == pytest.approx((0.5 + 1.0) / 2) and got.removed1 == pytest.approx(0.2)
 
 
+def test_ranked_deletion_auc_reports_empty_first_steps_instead_of_ranking_them():
+    # GradCam removes nothing on 2 of 3 images (its high AUC measures the empty certificate): not ranked, even
+    # though its AUC is the highest; Grad removes nothing on 1 of 3 (at most half): ranked; RISE lowest.
+    removed = {"GradCam": (0.0, 0.0, 0.2), "Grad": (0.0, 0.1, 0.1), "RISE": (0.3, 0.3, 0.3)}
+    aucs = {"GradCam": (0.9, 0.9, 0.5), "Grad": (0.6, 0.4, 0.5), "RISE": (0.2, 0.3, 0.1)}
+    rows = []
+    for method in removed:
+        for i, image in enumerate("abc"):
+            for step in (0, 1, 2):
+                rows.append({"model": "m", "image_id": image, "method_title": method, "layer": "input", "step": step,
+                             "auc": aucs[method][i], "removed_fraction": removed[method][i] * step})
+    rows.append({"model": "m", "image_id": "a", "method_title": "RISE", "layer": "final", "step": 1, "auc": 0.7,
+                 "removed_fraction": 0.0})
+    ranked, empty = tables.ranked_deletion_auc(pd.DataFrame(rows), "input")
+    assert list(ranked.index) == ["RISE", "Grad"] and ranked["Grad"] == pytest.approx(0.5)
+    assert empty == {"GradCam": pytest.approx(2 / 3)}
+    ranked, empty = tables.ranked_deletion_auc(pd.DataFrame(rows), "final")
+    assert ranked.empty and empty == {"RISE": 1.0}
+
+
 # --- method chapter ---------------------------------------------------------------------------------------------
 def test_per_k_outcome_table_and_budget_shares():
     rows = pd.DataFrame([

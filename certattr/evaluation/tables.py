@@ -13,7 +13,7 @@ import numpy as np
 from ..engine.statistics import binomial_pvalues
 from .names import k_text, layer_title, method_title
 
-__all__ = ["LAYER_RANK", "ranked_means", "pooled_outcome_table", "identical_certificate_groups",
+__all__ = ["LAYER_RANK", "ranked_means", "ranked_deletion_auc", "pooled_outcome_table", "identical_certificate_groups",
            "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
            "per_k_outcome_table", "budget_shares", "overlay_pairs"]
 
@@ -137,6 +137,25 @@ def deletion_summary(rows):
     step1 = rows[rows.step == 1].groupby(keys, sort=False).agg(
         drop1=("relative_probability", "mean"), removed1=("removed_fraction", "mean")).reset_index()
     return auc.merge(step1, on=keys)
+
+
+def ranked_deletion_auc(rows, layer: str, *, max_empty: float = 0.5):
+    """The deletion AUC per method at ``layer``, most faithful (lowest) first, over the methods that are
+    measured, and {method title: share of curves} for those that are not.
+
+    ``rows``: deletion rows (:func:`certattr.evaluation.metrics.deletion_rows`, columns model, image_id,
+    method_title, layer, step, auc, removed_fraction). A method whose first deletion step removed no pixel on
+    more than ``max_empty`` of its curves (it certified nothing '1') keeps a high curve because nothing was
+    deleted: its AUC measures the empty certificate, not faithfulness, so it is returned apart, not ranked
+    (the findings' rule, :data:`certattr.evaluation.findings.evidence.MAX_EMPTY_SHARE`). Returns
+    (Series indexed by method title, dict)."""
+    part = rows[rows.layer == layer]
+    first = part[part.step == 1]
+    empty = (first.removed_fraction == 0).groupby(first.method_title).mean()
+    not_ranked = {m: float(s) for m, s in empty.items() if s > max_empty}
+    curves = part.groupby(["model", "image_id", "method_title"], sort=False).auc.first().reset_index()
+    ranked = ranked_means(curves[~curves.method_title.isin(list(not_ranked))], "auc", ascending=True)
+    return ranked, not_ranked
 
 
 def per_k_outcome_table(rows):
