@@ -409,7 +409,7 @@ def describe_settings(method_overrides: dict | None = None, first_sigma_only=(),
         text += f" To fit the compute budget, this run leaves out {_spec_titles(skip)}."
     ran_only = _ran_specs(first_sigma_only, run)
     if ran_only and len(sigmas) > 1:
-        text += f" It certifies {_spec_titles(ran_only)} at σ = {sigmas[0]:g} only."
+        text += f" Only at σ = {sigmas[0]:g}, not at the larger σ: {_spec_titles(ran_only)}."
     return text[0].upper() + text[1:]
 
 
