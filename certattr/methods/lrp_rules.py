@@ -134,7 +134,7 @@ class RelayedZPlus(RelayedRule):
         return RelayedZPlus(self.epsilon)
 
     def terms(self, x: torch.Tensor) -> range:
-        return range(1) if bool(x.min() >= 0) else range(2)
+        return range(1) if bool(x.amin() >= 0) else range(2)  # amin: min() copies a channels_last tensor first
 
     def relevance(self, module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, output=None) -> torch.Tensor:
         one_term = len(self.terms(x)) == 1
@@ -149,7 +149,7 @@ class RelayedZPlus(RelayedRule):
             with _parameters_swapped(module, params):
                 z = module.forward(term_input)
             detached = z.detach()
-            denominator = detached + self.epsilon if bool(detached.min() >= 0) else stabilizer(self.epsilon)(detached)
+            denominator = detached + self.epsilon if bool(detached.amin() >= 0) else stabilizer(self.epsilon)(detached)
             scaled = torch.div(grad_out, denominator, out=denominator)
             (gradient,) = torch.autograd.grad(z, term_input, scaled)
         if one_term:
