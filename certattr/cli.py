@@ -1,4 +1,5 @@
-"""Command line: ``certattr certify``, ``certattr list``, ``certattr book`` and ``certattr assignments``."""
+"""Command line: ``certattr certify``, ``certattr list``, ``certattr book``, ``certattr findings-check``,
+``certattr assignments`` and ``certattr sweep``."""
 from __future__ import annotations
 
 import argparse
@@ -302,12 +303,31 @@ def _assignments(args) -> int:
     return 0
 
 
+def _add_findings_check(sub):
+    p = sub.add_parser("findings-check", help="recompute every findings row of a built profile from its CSV tables "
+                                               "with a second, plain implementation, and compare")
+    p.add_argument("results_dir", help="a built profile's results folder, e.g. book/chapters/results/cpu")
+    p.set_defaults(func=_findings_check)
+
+
+def _findings_check(args) -> int:
+    from .evaluation.recheck import recheck
+
+    folder = Path(args.results_dir)
+    if not folder.is_dir() or not any(folder.glob("findings_*.json")):
+        raise CertattrError(f"{folder} is not a built profile's results folder: it has no findings_*.json (build "
+                            f"the book first, e.g. `certattr book --profile cpu`, then give "
+                            f"book/chapters/results/cpu)")
+    return 1 if recheck(folder) else 0
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog="certattr", description="Pixel-level certified attributions via randomized smoothing")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_certify(sub)
     _add_list(sub)
     _add_book(sub)
+    _add_findings_check(sub)
     _add_assignments(sub)
     _add_sweep(sub)
     args = parser.parse_args(argv)

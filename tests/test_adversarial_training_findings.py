@@ -41,9 +41,9 @@ def test_accuracy_verdict_uses_the_stated_threshold():
     assert verdict.verdict == "inconclusive" and verdict.statistics["low"] < lf.ACCURACY_DROP < verdict.statistics["high"]
 
 
-def _scaled(sparse: float, scaled: float) -> pd.DataFrame:
-    return pd.DataFrame([{"image": im, "method": m, "eps": e, "certified_overlap": v + 0.01 * j}
-                         for j, im in enumerate(["a", "b", "c"]) for e in (0.01, 0.02)
+def _scaled(sparse: float, scaled: float, photos: int = 8) -> pd.DataFrame:
+    return pd.DataFrame([{"image": f"p{j}", "method": m, "eps": e, "certified_overlap": v + 0.01 * (j % 3)}
+                         for j in range(photos) for e in (0.01, 0.02)
                          for m, v in (("Sparsified SmoothGrad", sparse), ("scaled SmoothGrad", scaled))])
 
 
@@ -54,10 +54,14 @@ def test_figure_1b_verdict_needs_a_vacuous_scaled_and_a_non_vacuous_sparsified_c
     assert lf.check_sparsified_beats_scaled(_scaled(0.0, 0.0)).verdict == "inconclusive"
     near_empty = lf.check_sparsified_beats_scaled(_scaled(0.01, 0.0))  # larger, but both (near) vacuous
     assert near_empty.verdict == "inconclusive" and "near vacuous" in near_empty.why
+    few = lf.check_sparsified_beats_scaled(_scaled(0.4, 0.0, photos=2))  # two photos: no interval, no verdict
+    assert few.verdict == "inconclusive" and few.statistics["low"] is None and "CI" not in few.measured
+    assert "too few for an interval" in few.measured
 
 
 def test_lambda_trend_pairs_the_same_images():
-    frame = pd.DataFrame({"lam": [0.0, 0.0, 1.0, 1.0, 1.0], "image": ["a", "b", "a", "b", "c"],
-                          "value": [0.1, 0.2, 0.3, 0.4, 9.0]})
+    frame = pd.DataFrame({"lam": [0.0] * 8 + [1.0] * 9, "image": [f"i{j}" for j in range(8)] + [f"i{j}" for j in range(9)],
+                          "value": [0.1 * j for j in range(8)] + [0.1 * j + 0.2 for j in range(8)] + [9.0]})
     trend = lf.lambda_trend(frame, "value")
-    assert trend["n"] == 2 and abs(trend["estimate"] - 0.2) < 1e-12 and trend["answer"] == "rises"
+    assert trend["n"] == 8 and abs(trend["estimate"] - 0.2) < 1e-12 and trend["answer"] == "rises"
+    assert lf.lambda_trend(frame[frame.image.isin(["i0", "i1", "i8"])], "value")["answer"] == "undecided"  # 2 pairs

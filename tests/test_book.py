@@ -64,6 +64,23 @@ def test_smoke_book_builds_offline_with_warnings_as_errors_then_warm(smoke_book)
 
 
 @pytest.mark.slow
+def test_findings_check_recomputes_every_smoke_row_from_the_csvs(smoke_book):
+    """`certattr findings-check` (a second, plain implementation) agrees with every findings row of the smoke build,
+    and the execution page gives the machine's model speed beside each chapter's time."""
+    root, _ = smoke_book
+    run = _certattr("findings-check", str(root / "book" / "chapters" / "results" / "smoke"))
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    found = re.search(r"(\d+) quantities of (\d+) claims recomputed from the CSV tables; 0 differ", run.stdout)
+    assert found and int(found.group(1)) >= 5, run.stdout[-2000:]
+    execution = (root / "book" / "chapters" / "execution.md").read_text()
+    assert execution.count("EfficientNet-Lite0 at batch 8 on 2 threads:") == len(CHAPTERS)
+    bottom = (root / "book" / "chapters" / "bottom_line.md").read_text()
+    assert bottom.startswith("Of the paper's") and "{" not in bottom
+    intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
+    assert "Does the paper hold up?" in intro and intro.index("Does the paper hold up?") < intro.index("How a verdict")
+
+
+@pytest.mark.slow
 def test_the_smoke_plan_is_exactly_what_the_smoke_chapters_sample(smoke_book):
     """certattr.sweeps.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
     nothing else: a sweep of the plan fills the cache so that the chapters compute no chunk (and the sweep no
@@ -259,7 +276,8 @@ def test_execution_page_reports_hardware_versions_and_each_chapters_run(tmp_path
     out = tmp_path / "book" / "chapters"
     out.mkdir(parents=True)
     start = 1_800_000_000.0
-    record_execution(out, "method", 53.24, profile="smoke", finished=start + 60)       # executed by this build
+    speed = {"forward": 147.2, "forward_gradient": 52.4, "batch": 8, "threads": 2}
+    record_execution(out, "method", 53.24, profile="smoke", finished=start + 60, speed=speed)  # executed by this build
     record_execution(out, "robustness", 412.0, profile="smoke", finished=start - 3600)  # up to date, from before
     record_execution(out, "vit", 7.0, profile="cpu", finished=start - 60)              # not run by this build (--only)
     page = write_execution_page(tmp_path, "smoke", CHAPTERS, ran=["method", "robustness"], since=start,
@@ -272,9 +290,10 @@ def test_execution_page_reports_hardware_versions_and_each_chapters_run(tmp_path
         assert f"| {package} |" in page
     from certattr.book.execution import machine
     here = machine()
-    assert "| {doc}`method` | executed in this run on 2027-01-15 08:01 UTC in 53 s, profile `smoke`, on " + here + " |" in page
+    assert ("| {doc}`method` | executed in this run on 2027-01-15 08:01 UTC in 53 s, profile `smoke`, on " + here
+            + "; EfficientNet-Lite0 at batch 8 on 2 threads: 147 images/s forward, 52 forward+gradient |") in page
     assert ("| {doc}`robustness` | up to date (executed on 2027-01-15 07:00 UTC in 412 s (6.9 min)), profile `smoke`, on "
-            + here + " |") in page
+            + here + "; machine speed not recorded |") in page
     assert "| {doc}`vit` | not run in this build (executed on 2027-01-15 07:59 UTC in 7 s), profile `cpu`, on " + here in page
     assert "| {doc}`gallery` | not executed |" in page
     assert page.count("| {doc}`") == len(CHAPTERS)

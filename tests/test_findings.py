@@ -124,16 +124,25 @@ def loc_rows(gridpg, *, methods=("grad", "gb", "ixg", "lrp", "rise", "occlusion"
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("value, expected", [(0.25, "agrees"), (0.0, "disagrees"), (0.8, "disagrees")])
+@pytest.mark.parametrize("value, expected", [(0.02, "agrees"), (0.25, "inconclusive"), (0.8, "disagrees")])
 def test_gradgb_final(value, expected):
+    """Constant, as robust as any method, and Certified GridPG below chance: agrees; at chance: undecided (the
+    interval contains 0.25); far above: they localize, which contradicts the claim."""
     loc = loc_rows(lambda m, l: value if m in ("grad", "gb") else 0.5)
-    rob = rob_rows(lambda *a: (0.2, 0.02))
+    rob = rob_rows(lambda *a: (0.2, 0.02), methods=("grad", "gb", "ixg", "lrp", "rise"))
+    rob["degenerate"] = np.where(rob.method.isin(["grad", "gb"]) & (rob.layer == "final"), "constant", "")
     assert F.check_gradgb_final(loc, rob).verdict == expected
 
 
-def test_gradgb_final_disagrees_when_not_robust():
-    loc = loc_rows(lambda m, l: 0.25)
-    assert F.check_gradgb_final(loc, rob_rows(lambda *a: (0.2, 0.5))).verdict == "disagrees"
+def test_gradgb_final_disagrees_when_not_robust_or_not_constant():
+    loc = loc_rows(lambda m, l: 0.02)
+    rob = rob_rows(lambda im, m, l, s, k, t: (0.2, 0.5 if m in ("grad", "gb") else 0.02),
+                   methods=("grad", "gb", "ixg", "lrp", "rise"))
+    rob["degenerate"] = np.where(rob.method.isin(["grad", "gb"]) & (rob.layer == "final"), "constant", "")
+    assert F.check_gradgb_final(loc, rob).verdict == "disagrees"
+    not_constant = rob_rows(lambda *a: (0.2, 0.02), methods=("grad", "gb", "ixg")).assign(degenerate="")
+    v = F.check_gradgb_final(loc, not_constant)
+    assert v.verdict == "disagrees" and "almost constant" in v.why
 
 
 def faith_rows(score, methods=("grad", "ixg", "lrp", "rise", "occlusion")):
@@ -254,23 +263,29 @@ def test_pooled_frame_equals_pooled_fractions_of_the_label_maps():
     assert out.n_images == 4
 
 
-def test_tradeoff_points_against_a_loop():
-    from certattr.evaluation.experiments import tradeoff_points
-
+def test_balance_table_against_a_loop():
+    """The trade-off chapter's table and the balance verdicts share balance_parts: recompute each number with a
+    plain loop (mean over images / grid targets at each K, geometric mean, mean over K)."""
     rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 0.1 + 0.05 * ("rise", "lrp", "grad", "ixg", "occlusion").index(m)),
                    ks=(50.0, 10.0))
     loc = loc_rows(lambda m, l: ORDER.get(m, 0.25), methods=tuple(ORDER))
+    loc = pd.concat([loc, loc.assign(k=10.0, certified_gridpg=loc.certified_gridpg * 0.9)])
     faith = faith_rows(lambda m: ORDER[m])
-    points = tradeoff_points(rob, loc, faith).set_index(["method", "layer"])
-    for (m, layer), p in points.iterrows():
-        r = rob[(rob.method == m) & (rob.layer == layer)]
-        by_k = [1 - g.n_abstain.sum() / g.n_pixels.sum() for _, g in r.groupby("k")]
-        g = loc[(loc.method == m) & (loc.layer == layer)].certified_gridpg.mean()
-        f = faith[(faith.method == m) & (faith.layer == layer) & (faith.step == 1)]
-        fa = np.clip(1 - f.relative_probability, 0, 1).mean()
-        assert p.robustness == pytest.approx(np.mean(by_k)) and p.certified_gridpg == pytest.approx(g)
-        assert p.faithfulness == pytest.approx(fa)
-        assert p.balance3 == pytest.approx((np.mean(by_k) * g * fa) ** (1 / 3))
+    table, _ = F.balance_table(rob, loc, faith)
+    assert len(table) == 2 * len(ORDER)
+    for _, p in table.iterrows():
+        per_k = []
+        for k in (50.0, 10.0):
+            r = rob[(rob.method == p.method) & (rob.layer == p.layer) & (rob.k == k)].robustness.mean()
+            g = loc[(loc.method == p.method) & (loc.layer == p.layer) & (loc.k == k)].certified_gridpg.mean()
+            per_k.append((r, g))
+        f = faith[(faith.method == p.method) & (faith.layer == p.layer) & (faith.step == 1)]
+        drop = (1 - f.relative_probability).mean()
+        assert p.robustness == pytest.approx(np.mean([r for r, _ in per_k]))
+        assert p.certified_gridpg == pytest.approx(np.mean([g for _, g in per_k]))
+        assert p.faithfulness == pytest.approx(drop)
+        assert p.balance == pytest.approx(np.mean([np.sqrt(r * g) for r, g in per_k]))
+        assert p.balance3 == pytest.approx(np.mean([np.cbrt(r * g * max(drop, 0)) for r, g in per_k]))
 
 
 def test_gridpg_intervals_cover_the_mean_and_shrink_with_more_targets():

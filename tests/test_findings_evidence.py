@@ -128,10 +128,10 @@ def test_inflating_settings_follow_the_declared_thresholds(overrides, flagged):
 
 
 def test_gb_and_intgrad_not_run_at_input_are_not_evidence():
-    """Issue case 1: Grad and IxG certify almost nothing, but GB and IntGrad did not run: not 'agrees'."""
+    """Grad and IxG certify almost nothing, but GB and IntGrad did not run: the claim was not tested."""
     rob = robustness(lambda i, m, l, s, k: (0.001, 0.9), methods=("grad", "ixg", "lrp", "rise"))
     v = F.check_gradient_input(rob)
-    assert v.verdict == "inconclusive"
+    assert v.verdict == "not tested"
     assert "GB (not run at the Input layer)" in v.why and "IntGrad (not run at the Input layer)" in v.why
     full = robustness(lambda i, m, l, s, k: (0.001, 0.9), methods=F.GRADIENT_METHODS)
     assert F.check_gradient_input(full).verdict == "agrees"
@@ -147,7 +147,7 @@ def test_inflated_rise_and_degenerate_occlusion_never_count():
     loc["degenerate"] = np.where(loc.method == "occlusion", "noisy maps constant", "")
     settings = F.RunSettings({"rise@input": {"n_masks": 12}})
     v = F.check_input_localization_leaders(loc, settings=settings)
-    assert v.verdict == "inconclusive"  # LRP leads what is left, but RISE, which the claim names, is not evidence
+    assert v.verdict == "not tested"  # LRP leads what is left, but RISE ran only at a setting that does not count
     assert "RISE at the Input layer (12 masks" in v.excluded and "Occlusion at the Input layer" in v.excluded
     assert "Occlusion" not in v.measured and "RISE" not in v.measured.split("highest first:")[1].split(";")[0]
     # counted, the degenerate Occlusion would decide the verdict against the paper
@@ -160,10 +160,11 @@ def test_zero_from_nothing_removed_is_reported_not_ranked():
                      removed=lambda m, l: 0 if m in ("grad", "ixg") else 100)
     v = F.check_deletion_input_leaders(faith)
     assert v.verdict == "agrees"
+    # Grad and IxG removed nothing, so their curves are the same: one method, reported once, not ranked
     assert "Grad (nothing removed at the first step in 100% of its units)" in v.excluded
     ranked = v.measured.split("highest first:")[1].split(";")[0]
     assert "Grad" not in ranked and "IxG" not in ranked and "Occlusion" in ranked
-    assert set(v.statistics["not_ranked"]) == {"grad", "ixg"}
+    assert set(v.statistics["not_ranked"]) == {"grad"} and v.statistics["identical"] == {"grad": ["grad", "ixg"]}
     # a named method that removed nothing cannot agree
     faith2 = deletion(lambda m, l: 0.3, methods=("grad", "lrp", "rise", "occlusion"),
                       removed=lambda m, l: 0 if m == "rise" else 100)
@@ -180,10 +181,18 @@ def test_sigma_trend_agrees_when_the_interval_excludes_zero_though_the_sign_test
         d = drops[unit] if unit < len(drops) else 0.0  # units past 33 are dropped below
         return 0.05, 0.3 + (d if s > 0.2 else 0.0)
     rob = robustness(value, methods=("grad", "lrp", "rise"), images=6, ks=(50.0,))
-    rob = rob[~((rob.image_id == "im5") & (rob.layer == "final"))]  # 33 units, as in the issue
+    rob = rob[~((rob.image_id == "im5") & (rob.layer == "final"))]  # 33 units
+    rob = pd.concat([rob, rob.assign(model="m2", model_title="M2")])  # a second model: 66 units, 6 images
+    rob = pd.concat([rob, rob[rob.image_id.isin(["im0", "im1"])].assign(image_id=lambda f: f.image_id + "b")])
     v = F.check_sigma_trend(rob)
     s = v.statistics
-    assert (s["positive"], s["negative"], s["units"]) == (18, 8, 33) and s["sign_test_p"] > 0.05
+    # a plain recomputation keyed by the whole unit
+    a = rob[rob.sigma == 0.15].set_index(["model", "image_id", "method", "layer"]).robustness
+    b = rob[rob.sigma == 0.33].set_index(["model", "image_id", "method", "layer"]).robustness
+    d = (a - b).dropna()
+    assert (s["positive"], s["negative"], s["units"], s["clusters"]) == ((d > 0).sum(), (d < 0).sum(), len(d), 8)
+    per_image = d.groupby(level="image_id").mean()
+    assert (s["clusters_positive"], s["clusters_negative"]) == ((per_image > 0).sum(), (per_image < 0).sum())
     assert s["ci_low"] > 0 and v.verdict == "agrees"
     # the text carries the numbers that decided
     assert f"{100 * s['ci_low']:.1f} to {100 * s['ci_high']:.1f}" in v.why
@@ -195,58 +204,80 @@ def test_small_k_with_a_clear_size_effect_is_not_inconclusive():
     def comps(i, m, l, s, k):
         return {"mean_component_px_1": (17.0 if k == 10 else 52.0) * (1 + 0.3 * RNG.random())}
 
-    def value(i, m, l, s, k):  # at K = 10% only 17 of 48 units certify anything
-        unit = i * 6 + ALL.index(m) % 6
-        return (0.0 if k == 10 and unit >= 17 else 0.01), 0.5
+    def value(i, m, l, s, k):  # at K = 10% only 16 of 48 units certify anything, two on each image
+        return (0.0 if k == 10 and (ALL.index(m) + i) % 3 else 0.01), 0.5
     rob = robustness(value, methods=("grad", "gb", "ixg", "intgrad", "lrp", "rise"), layers=("input",),
                      sigmas=(0.15,), extra=comps)
     v = F.check_small_k_detail(rob)
-    assert v.statistics["nonempty_small_k"] < 0.5 and v.statistics["sign_test_p"] < 1e-3
+    assert v.statistics["nonempty_small_k"] < 0.5 and v.statistics["sign_test_p"] < 0.01  # 8 of 8 images
     assert v.verdict == "agrees" and "Only" in v.why
 
 
-def test_empty_certificate_artefact_is_not_disagreement():
-    """Issue case 5: Grad and GB certify nothing '1' on the grids at the Final layer: GridPG 0 is an artefact."""
+def test_constant_final_maps_are_the_evidence_of_the_grad_gb_claim():
+    """Grad and GB at the Final layer: constant maps (flagged degenerate), every pixel certified '0' (100%
+    robust), nothing certified '1' on any grid: that is what the rebuttal describes, so it agrees."""
+    constant = lambda i, m, l, s, k: {"degenerate": "noisy maps constant" if m in ("grad", "gb") else ""}
     loc = localization(lambda m, l: 0.5, methods=("grad", "gb", "lrp"), empty=lambda m, l: m in ("grad", "gb"))
-    rob = robustness(lambda *a: (0.0, 0.0), methods=("grad", "gb"), sigmas=(0.15,))
+    loc["degenerate"] = np.where(loc.method.isin(["grad", "gb"]), "noisy maps constant", "")
+    rob = robustness(lambda i, m, l, s, k: (0.0, 0.0 if m in ("grad", "gb") else 0.1 + 0.02 * RNG.random()),
+                     methods=("grad", "gb", "lrp"), sigmas=(0.15,), extra=constant)
     v = F.check_gradgb_final(loc, rob)
-    assert v.verdict == "inconclusive" and "artefact" in v.why
-    # with something certified and GridPG far from chance it does disagree
+    assert v.verdict == "agrees", v.measured
+    assert v.statistics["grad"]["constant_share"] == 1.0 and v.statistics["grad"]["best_other"] == "lrp"
+    # maps that localize (GridPG far above chance) contradict "localize very poorly"
     loc2 = localization(lambda m, l: 0.9, methods=("grad", "gb", "lrp"))
     assert F.check_gradgb_final(loc2, rob).verdict == "disagrees"
+    # another method clearly more robust contradicts "the most robust"
+    rob2 = robustness(lambda i, m, l, s, k: (0.0, 0.3 if m in ("grad", "gb") else 0.0), methods=("grad", "gb", "lrp"),
+                      sigmas=(0.15,), extra=constant)
+    assert F.check_gradgb_final(loc, rob2).verdict == "disagrees"
 
 
 def test_the_two_values_of_one_metric_are_named():
     loc = localization(lambda m, l: {"lrp": 0.7, "rise": 0.6}.get(m, 0.3), methods=("grad", "lrp", "rise", "ixg"))
     v = F.check_input_localization_leaders(loc)
-    assert "mean over K = 50 and 10%" in v.measured and "not the K = 50% value" in v.measured
+    assert "per K = 50 and 10%" in v.measured and "the mean over K = 50% and K = 10%" in v.measured
 
 
 # --- criteria on constructed numbers ------------------------------------------------------------------------
 def test_rank_verdict_margin_matches_the_means_and_reads_both_ways():
-    values = pd.DataFrame({"a": RNG.normal(0.8, 0.05, 30), "b": RNG.normal(0.5, 0.05, 30),
-                           "c": RNG.normal(0.4, 0.05, 30)})
-    v = rank_verdict("input_robust_leaders", values, ("a",), measure="m", unit="image")
+    wide = pd.DataFrame({"a": RNG.normal(0.8, 0.05, 30), "b": RNG.normal(0.5, 0.05, 30),
+                         "c": RNG.normal(0.4, 0.05, 30)})
+    values = wide.assign(model="m", image_id=[f"im{i}" for i in range(30)]).melt(
+        id_vars=["model", "image_id"], var_name="method", value_name="v")
+    args = dict(value="v", conditions=(), measure="m", unit="image")
+    v = rank_verdict("input_robust_leaders", values, ("a",), **args)
     assert v.verdict == "agrees"
-    assert v.statistics["margin"] == pytest.approx(values.a.mean() - values.b.mean())
-    low = rank_verdict("gradcam_least_faithful_input", values, ("c",), measure="m", unit="image", highest=False)
-    assert low.verdict == "agrees" and low.statistics["margin"] == pytest.approx(values.b.mean() - values.c.mean())
-    assert rank_verdict("input_robust_leaders", values, ("c",), measure="m", unit="image").verdict == "disagrees"
-    # a named method that is not evidence caps the verdict at inconclusive
-    capped = rank_verdict("input_robust_leaders", values, ("a", "z"), measure="m", unit="image",
-                          unavailable={"z": "not run at the Input layer"})
-    assert capped.verdict == "inconclusive" and "not run at the Input layer" in capped.why
+    assert v.statistics["margin"] == pytest.approx(wide.a.mean() - wide.b.mean())
+    low = rank_verdict("gradcam_least_faithful_input", values, ("c",), highest=False, **args)
+    assert low.verdict == "agrees" and low.statistics["margin"] == pytest.approx(wide.b.mean() - wide.c.mean())
+    assert rank_verdict("input_robust_leaders", values, ("c",), **args).verdict == "disagrees"
+    # a named method that did not run: not tested; one that ran but is degenerate: inconclusive
+    capped = rank_verdict("input_robust_leaders", values, ("a", "z"), **args,
+                          unavailable={"z": F.evidence.Absence("not run", "not run at the Input layer")})
+    assert capped.verdict == "not tested" and "not run at the Input layer" in capped.why
+    flagged = rank_verdict("input_robust_leaders", values, ("a", "z"), **args,
+                           unavailable={"z": F.evidence.Absence("degenerate", "9 of 9 rows flagged degenerate")})
+    assert flagged.verdict == "inconclusive" and "flagged degenerate" in flagged.why
     m = re.search(r"= ([+-]\d\.\d\d) \(95% CI ([+-]\d\.\d\d) to ([+-]\d\.\d\d)", v.measured)
     assert [float(x) for x in m.groups()] == pytest.approx([v.statistics[k] for k in ("margin", "ci_low", "ci_high")],
                                                            abs=0.006)
 
 
-@pytest.mark.parametrize("flipping, expected", [(11, "agrees"), (1, "disagrees"), (6, "inconclusive")])
+@pytest.mark.parametrize("flipping, expected", [(11, "agrees"), (1, "disagrees"), (6, "disagrees")])
 def test_final_flip_counts_methods(flipping, expected):
+    """Each method flips all of its 6 curves (exact interval above one half) or none (below)."""
     flips = pd.DataFrame([{"model": "m", "image_id": f"im{i}", "method": m, "layer": "final",
                            "flipped": ALL.index(m) < flipping} for i in range(6) for m in ALL])
     v = F.check_final_flip(flips)
     assert v.verdict == expected and len(v.statistics["flipping"]) == flipping
+
+
+def test_final_flip_is_inconclusive_when_the_methods_are_undecided():
+    flips = pd.DataFrame([{"model": "m", "image_id": f"im{i}", "method": m, "layer": "final", "flipped": i % 2 == 0}
+                          for i in range(6) for m in ALL])
+    v = F.check_final_flip(flips)
+    assert v.verdict == "inconclusive" and v.statistics["flipping"] == v.statistics["keeping"] == []
 
 
 def test_proportion_interval_is_clopper_pearson():

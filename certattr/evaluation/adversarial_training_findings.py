@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .findings import CONFIDENCE, Finding, Verdict, bootstrap_interval
+from .findings import CONFIDENCE, MIN_CLUSTERS, Finding, Verdict, bootstrap_interval
 
 __all__ = ["LEVINE_FINDINGS", "ACCURACY_DROP", "VACUOUS", "lambda_trend", "check_robustness_rises",
            "check_accuracy_drops_little", "check_sparsified_beats_scaled"]
@@ -62,6 +62,9 @@ def lambda_trend(frame, value: str, *, seed: int = 0) -> dict:
                 "low_lam": lams[0] if lams else None, "high_lam": None, "n": 0}
     per = frame.groupby(["lam", "image"])[value].mean().unstack("lam")[[lams[0], lams[-1]]].dropna()
     diff = (per[lams[-1]] - per[lams[0]]).to_numpy()
+    if len(diff) < MIN_CLUSTERS:  # too few images for an interval
+        return {"answer": "undecided", "estimate": float(diff.mean()) if len(diff) else float("nan"), "low": None,
+                "high": None, "low_lam": float(lams[0]), "high_lam": float(lams[-1]), "n": int(len(diff))}
     est, low, high = bootstrap_interval(diff, np.mean, seed=seed)
     answer = "rises" if low > 0 else "falls" if high < 0 else "undecided"
     return {"answer": answer, "estimate": est, "low": low, "high": high, "low_lam": float(lams[0]),
@@ -74,13 +77,15 @@ def check_robustness_rises(attacks, *, seed: int = 0) -> Verdict:
     if trend["high_lam"] is None:
         return Verdict(finding, "not tested", "one λ only", "the run trained a single λ, so no trend can be seen")
     means = attacks.groupby("lam")["attack"].mean()
+    diff_text = (_interval_text(trend['estimate'], trend['low'], trend['high']) if trend["low"] is not None else
+                 f"{trend['estimate']:+.3f} (too few digits for an interval, {MIN_CLUSTERS} needed)")
     measured = ("attacked top-k overlap (mean over digits and ε) " + ", ".join(f"λ={l:g}: {m:.3f}" for l, m in means.items())
-                + f"; λ={trend['high_lam']:g} minus λ={trend['low_lam']:g}: {_interval_text(trend['estimate'], trend['low'], trend['high'])}"
-                f" over {trend['n']} digits")
+                + f"; λ={trend['high_lam']:g} minus λ={trend['low_lam']:g}: {diff_text} over {trend['n']} digits")
     verdict = {"rises": "agrees", "falls": "disagrees", "undecided": "inconclusive"}[trend["answer"]]
     why = {"agrees": "the interval of the paired difference lies above 0",
            "disagrees": "the interval of the paired difference lies below 0",
-           "inconclusive": "the interval of the paired difference contains 0"}[verdict]
+           "inconclusive": "the interval of the paired difference contains 0" if trend["low"] is not None else
+           f"only {trend['n']} digits: too few for an interval"}[verdict]
     return Verdict(finding, verdict, measured, why, {**trend, "confidence": CONFIDENCE})
 
 
@@ -113,15 +118,21 @@ def check_sparsified_beats_scaled(scaled, *, seed: int = 0) -> Verdict:
     if not needed <= set(per.columns) or per.empty:
         return Verdict(finding, "not tested", "no photo", "the run certified no photo with both methods")
     diff = (per["Sparsified SmoothGrad"] - per["scaled SmoothGrad"]).to_numpy()
-    est, low, high = bootstrap_interval(diff, np.mean, seed=seed)
+    few = len(diff) < MIN_CLUSTERS  # no interval from fewer photos
+    est, low, high = (float(diff.mean()), None, None) if few else bootstrap_interval(diff, np.mean, seed=seed)
     by_eps = scaled.groupby(["method", "eps"])["certified_overlap"].mean()
     worst_scaled = float(by_eps["scaled SmoothGrad"].max())
+    diff_text = (f"{est:+.3f} (only {len(diff)} photo{'s' if len(diff) != 1 else ''}: too few for an interval, "
+                 f"{MIN_CLUSTERS} needed)" if few else _interval_text(est, low, high))
     measured = ("certified top-k overlap (share of k, mean over photos) " + "; ".join(
         f"ε={e:g}: Sparsified {by_eps['Sparsified SmoothGrad'][e]:.3f}, scaled {by_eps['scaled SmoothGrad'][e]:.3f}"
-        for e in sorted(scaled["eps"].unique())) + f"; Sparsified minus scaled {_interval_text(est, low, high)} over "
-        f"{len(diff)} photos")
+        for e in sorted(scaled["eps"].unique())) + f"; Sparsified minus scaled {diff_text} over {len(diff)} photos")
     best_sparse = float(by_eps["Sparsified SmoothGrad"][min(scaled["eps"])])
-    if low > 0 and worst_scaled <= VACUOUS < best_sparse:
+    if few:
+        verdict = "inconclusive"
+        why = (f"Sparsified minus scaled is {est:+.3f}, but {len(diff)} photos are too few for an interval "
+               f"({MIN_CLUSTERS} needed)")
+    elif low > 0 and worst_scaled <= VACUOUS < best_sparse:
         verdict, why = "agrees", (f"the interval lies above 0, scaled SmoothGrad certifies at most {worst_scaled:.1%} "
                                   f"of k and Sparsified SmoothGrad {best_sparse:.1%} at the smallest ε")
     elif high < 0:

@@ -131,7 +131,7 @@ import time as _time
 from dataclasses import dataclass as _dataclass
 
 from ..engine.sparsify import upsample_maps
-from .findings import bootstrap_interval, faithfulness_scores
+from .findings import bootstrap_interval
 
 
 def model_list(models: Sequence[str] | str | None, model: str | None = None) -> list[str]:
@@ -461,27 +461,4 @@ def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int 
     return pd.DataFrame(out)
 
 
-def tradeoff_points(rob, loc, faith=None):
-    """One row per (model, method, layer) present in both tables: ``robustness`` (pooled over images per K,
-    then the mean over K), ``certified_gridpg`` (mean over grid targets and K), ``grid_robustness``, and with
-    deletion rows ``faithfulness`` (:func:`certattr.evaluation.findings.faithfulness_scores`, mean over images);
-    ``balance`` = sqrt(robustness x GridPG) and, with faithfulness, ``balance3`` = the cube root of the product
-    of the three (negative values clipped to 0)."""
-
-    keys = ["model", "method", "layer"]
-    rob_pooled = pooled(rob, keys + ["k"]).groupby(keys).agg(robustness=("robustness", "mean"),
-                                                              n_images=("n_images", "max")).reset_index()
-    loc_mean = loc.groupby(keys).agg(certified_gridpg=("certified_gridpg", "mean"),
-                                     n_targets=("certified_gridpg", "size"),
-                                     grid_robustness=("robustness", "mean")).reset_index()
-    points = rob_pooled.merge(loc_mean, on=keys, how="inner")
-    points["balance"] = np.sqrt(points.robustness.clip(lower=0) * points.certified_gridpg.clip(lower=0))
-    if faith is not None and len(faith):
-        fscore = faithfulness_scores(faith).groupby(keys).faithfulness.mean().reset_index()
-        points = points.merge(fscore, on=keys, how="left")
-        points["balance3"] = np.cbrt(points.robustness.clip(lower=0) * points.certified_gridpg.clip(lower=0)
-                                     * points.faithfulness.clip(lower=0))
-    return points
-
-
-__all__ += ["gridpg_intervals", "tradeoff_points"]
+__all__ += ["gridpg_intervals"]

@@ -6,7 +6,8 @@ that every entry gets a row with a computed verdict. A verdict is one of :data:`
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 
 from ...engine.config import DEFAULT_CERT
 
@@ -28,6 +29,7 @@ class Finding:
     source: str
     criterion: str
     chapter: str
+    layers: tuple = ("input", "final")  #: the layers the claim is about: a row names only their exclusions
 
 
 @dataclass
@@ -42,19 +44,36 @@ class Verdict:
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict={self.verdict!r} is not allowed: give one of {', '.join(VERDICTS)}")
+        self.excluded = _for_layers(self.excluded, self.finding.layers)
 
     def to_dict(self) -> dict:
         return {**asdict(self.finding), "verdict": self.verdict, "measured": self.measured, "why": self.why,
                 "excluded": self.excluded, "statistics": self.statistics}
 
 
-_TREND = ("Paired over (image, method, layer) units certified at both the smallest and the largest {x}: the "
-          "difference of certified robustness (1 - abstain) at the largest K, smallest {x} minus largest {x}. Agrees "
-          "if the 95% bootstrap interval of the mean difference lies above 0, disagrees if it lies below 0, "
-          "otherwise inconclusive; the sign test is reported beside it.")
-_LEAD = ("{measure} per method at the {layer} layer; margin = min({named}) - max(every other method), 95% bootstrap "
-         "interval over {units}. Agrees if the interval lies above 0, disagrees if below 0, otherwise inconclusive. "
-         "A named method that did not run or is not counted as evidence makes the verdict at best inconclusive.")
+_PREFIX = "Not counted as evidence: "
+
+
+def _for_layers(excluded: str, layers) -> str:
+    """The "Not counted as evidence: ..." sentence with only the (method, layer) pairs of ``layers``."""
+    if not excluded.startswith(_PREFIX) or set(layers) >= {"input", "final"}:
+        return excluded
+    body, dot, rest = excluded[len(_PREFIX):].partition(". Not ranked")
+    items = re.split(r"; (?=[A-Z][\w+\-]* at the (?:Input|Final) layer)", body.rstrip("."))
+    keep = [i for i in items if any(f" at the {layer.capitalize()} layer" in i.split(" (")[0] for layer in layers)]
+    tail = ("Not ranked" + rest) if dot else ""
+    return " ".join(filter(None, [(_PREFIX + "; ".join(keep) + ".") if keep else "", tail]))
+
+
+_TREND = ("Paired over (model, image, method, layer) units certified at both the smallest and the largest {x}: the "
+          "difference of certified robustness (1 - abstain) at the largest K, smallest {x} minus largest {x}. The 95% "
+          "bootstrap interval of the mean difference resamples images (each with all its units); agrees if it lies "
+          "above 0, disagrees if below 0, otherwise inconclusive; the sign test over the images' mean differences "
+          "is reported beside it.")
+_LEAD = ("{measure} per method at the {layer} layer, on the models on which the named methods ran; margin = "
+         "min({named}) - max(every other method) at each {cond}, then the mean over the {cond}s; at each {cond} a "
+         "method{empty} is not ranked, and methods with identical certificates count once. The 95% bootstrap "
+         "interval resamples {units}. Agrees if it lies above 0, disagrees if below 0, otherwise inconclusive.")
 
 FINDINGS: dict[str, Finding] = {f.id: f for f in [
     # --- robustness ---------------------------------------------------------------------------------------
@@ -70,77 +89,92 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
             "The general trend of reduced certification rates by increasing the certified radius R ... holds across "
             "all five models.", "rebuttal, Figure 1",
             "The σ criterion per model. Agrees if it agrees on every model run and more than one model ran; "
-            "disagrees if it disagrees on any; otherwise inconclusive (one model cannot show 'every model').",
+            "disagrees if it disagrees on any; otherwise inconclusive (one model cannot show 'every model'; a model "
+            "with fewer than 8 images gets no interval).",
             "robustness"),
     Finding("k_trend_every_model", "Fewer pixels are certified important as K decreases, on every model",
             "... as well as reduced certified top K% pixels by decreasing K holds across all five models.",
             "rebuttal, Figure 2",
             "Per model, paired over (image, method, layer) units at the smallest σ: certified-'1' share at the "
             "largest K minus at the smallest K; the interval rule of the σ trend. Agrees if it agrees on every "
-            "model and more than one model ran; disagrees if it disagrees on any; otherwise inconclusive.",
+            "model and more than one model ran; disagrees if it disagrees on any; otherwise inconclusive (a model "
+            "with fewer than 8 images gets no interval).",
             "robustness"),
     Finding("gradient_input", "Gradient methods certify almost nothing as important at the Input layer",
             "Grad, GB, IxG and IntGrad certify almost no pixel as important at the Input layer.", "paper, Sec. 5",
             "Per named method: share of the top-K budget certified '1' (certified-'1' pixels / K% of the pixels), "
-            "pooled over images, at the smallest σ and the largest K, with a 95% bootstrap interval over images. "
+            "pooled over its (model, image) units, at the smallest σ and the largest K, with a 95% bootstrap interval "
+            "resampling images. "
             "'Almost nothing' = below 10% of the budget. Agrees if all four ran and every interval lies below 0.10; "
             "disagrees if any interval lies above 0.10; otherwise inconclusive.", "robustness"),
     Finding("input_robust_leaders", "At the Input layer LRP and RISE are the most robust",
             "Input layer: LRP and RISE exhibit the highest robustness, as they also maintain a relatively high "
             "%certified across all three radii.", "rebuttal, Figure 1",
-            _LEAD.format(measure="Certified robustness (1 - abstain, mean over K and σ)", layer="Input",
-                         named="LRP, RISE", units="images"), "robustness"),
+            _LEAD.format(measure="Certified robustness (1 - abstain)", layer="Input", cond="(σ, K) setting",
+                         empty="", named="LRP, RISE", units="images"), "robustness"),
     Finding("input_small_k_balance", "At the Input layer LRP and RISE keep certifying as K decreases",
             "They [LRP and RISE] also maintain a balance in certified top K% pixels by decreasing K.",
             "rebuttal, Figure 2",
-            _LEAD.format(measure="Share of the K budget certified '1' at the smallest K", layer="Input",
-                         named="LRP, RISE", units="images"), "robustness"),
+            _LEAD.format(measure="Share of the K budget certified '1' at the smallest K and σ", layer="Input",
+                         cond="K", empty="", named="LRP, RISE", units="images"), "robustness"),
     Finding("small_k_detail", "A small K certifies fine detail",
             "At a small K (5%) the certified important pixels are fine features (e.g. eyes), at a large K (50%) "
             "coarse regions.", "paper, Figures 1, 6 and 7",
-            "At the Input layer, paired over (image, method) units that certify at least one pixel '1' at both the "
-            "smallest and the largest K: the log-ratio of the mean size (pixels) of the 4-connected certified-'1' "
-            "components, smallest K over largest K. Agrees if its 95% bootstrap interval lies below 0; disagrees if "
-            "above 0; inconclusive otherwise or when fewer than two units certify at both K.", "robustness"),
+            "At the Input layer, paired over (model, image, method) units that certify at least one pixel '1' at both "
+            "the smallest and the largest K: the log-ratio of the mean size (pixels) of the 4-connected "
+            "certified-'1' components, smallest K over largest K. Agrees if its 95% bootstrap interval (resampling "
+            "images) lies below 0; disagrees if above 0; inconclusive otherwise.", "robustness"),
     # --- localization -------------------------------------------------------------------------------------
-    Finding("gradgb_final", "Grad and GB at the Final layer look robust but localize at chance",
-            "Final layer: though Grad and GB still seem the most robust on CNNs, they localize very poorly ... "
-            "grid-like almost constant attributions.", "rebuttal, Figures 1 and 3",
-            "Robust: pooled certified robustness at the Final layer (smallest R, largest K) >= 0.9. At chance: the "
-            "95% bootstrap interval over grid targets of the mean Certified GridPG (largest K) lies within "
-            "0.25 +- 0.10. Agrees if both hold for each of Grad and GB; disagrees if robustness < 0.9 or the interval "
-            "lies wholly outside the band with something certified; a score that is low because most certificates "
-            "are empty is an artefact, inconclusive.", "localization"),
+    Finding("gradgb_final", "Grad and GB at the Final layer seem the most robust but localize very poorly",
+            "Final layer: Though Grad and GB still seem the most robust on CNNs in Figure 1, they localize very "
+            "poorly, this is because they produce grid-like almost constant attributions at the final layer of the "
+            "CNN architecture.", "rebuttal, Figures 1 and 3",
+            "Three parts, each for Grad and for GB at the Final layer, their constant maps counted as the evidence "
+            "they are: (1) almost constant: at least 90% of their certificates flagged as constant maps; (2) the "
+            "most robust: certified robustness (mean over K, smallest σ, on the photos) minus that of the most "
+            "robust other method, 95% interval resampling images, not below 0; (3) localize very poorly: mean "
+            "Certified GridPG at the largest K (an empty certificate scores 0: it localizes nothing), 95% interval "
+            "over grid targets, below chance (0.25). Agrees if all three hold for both; disagrees if an interval "
+            "lies on the other side of any part; otherwise inconclusive.", "localization"),
     Finding("input_localization_leaders", "At the Input layer LRP and RISE localize best",
             "LRP and RISE also have the highest Certified GridPG scores on the input layer across all five models.",
             "rebuttal, Figure 3",
-            _LEAD.format(measure="Certified GridPG (mean over grid targets and K)", layer="Input",
+            _LEAD.format(measure="Certified GridPG (mean over grid targets)", layer="Input", cond="K",
+                         empty=" with nothing certified '1' in more than half of the grid targets",
                          named="LRP, RISE", units="grid targets"), "localization"),
     # --- faithfulness -------------------------------------------------------------------------------------
     Finding("deletion_input_leaders", "At the Input layer LRP and RISE cause the steepest first deletion drop",
             "Input layer: LRP and RISE cause the steepest confidence drop in the first removal step on ResNet-18 "
             "and VGG-11.", "rebuttal, Figure 8",
-            _LEAD.format(measure="Deletion faithfulness (1 - p after the first step / p clean)", layer="Input",
+            _LEAD.format(measure="Confidence drop at the first deletion step (1 - p₁/p₀, one minus the faithfulness "
+                                 "table's relative probability, not clipped; mean over images)", layer="Input",
+                         cond="step", empty=" whose first step removed nothing in more than half of the images",
                          named="LRP, RISE", units="images"), "faithfulness"),
     Finding("gradcam_least_faithful_input", "GradCam is the least faithful at the Input layer",
             "GradCam is the least faithful on both ResNet-18 and VGG-11, which causes an increase in the confidence "
             "in VGG-11.", "rebuttal, Figure 8",
-            "Deletion faithfulness per method at the Input layer; margin = min(every other method) - GradCam, 95% "
-            "bootstrap interval over images. Agrees if above 0, disagrees if below 0, otherwise inconclusive.",
+            "Confidence drop at the first deletion step (1 - p₁/p₀, not clipped; mean over images) per method at the "
+            "Input layer; margin = min(every other method) - GradCam, 95% bootstrap interval resampling images; a "
+            "method whose first step removed nothing in more than half of the images is not ranked. Agrees if above "
+            "0, disagrees if below 0, otherwise inconclusive.",
             "faithfulness"),
     Finding("final_flip", "At the Final layer most methods flip the prediction after the first deletion step",
             "At the final layer, most methods cause a prediction flip after the first deletion step.",
             "rebuttal, Figure 8",
-            "Per method at the Final layer: the share of its deletion curves whose top-1 class changes after the "
-            "first step; a method 'flips' if that share exceeds one half. Agrees if the exact 95% interval of the "
-            "share of flipping methods lies above one half; disagrees if below; otherwise inconclusive.",
+            "Per method at the Final layer (methods with identical deletion curves counted once; curves whose first "
+            "step removed nothing left out): the share of its images whose top-1 class changes after the first step, "
+            "with an exact 95% interval; the method flips if the interval lies above one half, keeps the prediction "
+            "if below. Agrees if more than half of the methods flip; disagrees if at least half keep it; otherwise "
+            "inconclusive.",
             "faithfulness"),
     Finding("localization_faithfulness", "Localization and faithfulness align at the Input layer",
             "There is an alignment between certified localization and faithfulness, as LRP and RISE also have the "
             "highest Certified GridPG scores on the input layer.", "rebuttal, Sec. 2.1",
-            "Across the methods counted as evidence at the Input layer: Spearman's rank correlation between the mean "
-            "Certified GridPG and deletion faithfulness. Agrees if rho > 0 with a one-sided permutation p < 0.05; "
-            "disagrees if rho < 0 with the opposite p < 0.05; otherwise inconclusive (at least 4 methods needed).",
+            "Across the methods counted as evidence at the Input layer (identical methods once, the empty rule for "
+            "each measure): Spearman's rank correlation between Certified GridPG (mean over the K at which every "
+            "method is ranked) and the first-step confidence drop. Agrees if rho > 0 with a one-sided exact "
+            "permutation p < 0.05; disagrees if rho < 0 with the opposite p < 0.05; otherwise inconclusive (at least "
+            "4 methods needed).",
             "faithfulness"),
     Finding("gradgb_final_faithful_vgg", "On VGG-11 Grad and GB at the Final layer are faithful but localize at chance",
             "Some methods are faithful, but localize poorly (e.g. GB and Grad at the final layer on VGG-11).",
@@ -150,16 +184,18 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
     # --- trade-off ----------------------------------------------------------------------------------------
     Finding("rise_lrp_balance", "RISE and LRP balance robustness, localization and faithfulness best",
             "RISE and LRP balance robustness, localization and faithfulness best.", "paper, abstract and Sec. 5",
-            "Balance = geometric mean of certified robustness (mean over K), Certified GridPG (mean over grid targets "
-            "and K) and deletion faithfulness at the Input layer. Agrees if the 95% bootstrap interval (images and "
-            "grid targets resampled independently) of min(RISE, LRP) - max(any other method) lies above 0; disagrees "
-            "if below 0; otherwise inconclusive.", "tradeoff"),
+            "Balance at each K = geometric mean of certified robustness (mean over images), Certified GridPG (mean "
+            "over grid targets; not ranked at a K where more than half are empty) and the first-step confidence drop "
+            "(mean over images) at the Input layer; margin = min(RISE, LRP) - max(any other method), the mean over "
+            "K. Agrees if its 95% bootstrap interval (images and grid targets resampled independently) lies above "
+            "0; disagrees if below 0; otherwise inconclusive.", "tradeoff"),
     Finding("rise_best_balance", "RISE strikes the best balance at both layers, LRP second",
             "RISE strikes the best balance at both layers. Interestingly, LRP comes second, which outperforms the "
             "rest of backpropagation methods by a big margin.", "rebuttal, Figure 5",
-            "Per layer, balance = sqrt(certified robustness x Certified GridPG) (both means over K). Agrees if at "
-            "both layers the interval of RISE - best other lies above 0 and of LRP - best non-RISE method above 0; "
-            "disagrees if either lies below 0 at a layer; otherwise inconclusive.", "tradeoff"),
+            "Per layer and K, balance = √(certified robustness × Certified GridPG) (the empty rule of the "
+            "localization rows); margins RISE - best other and LRP - best non-RISE method, each the mean over K. "
+            "Agrees if at both layers both intervals lie above 0; disagrees if either lies below 0 at a layer; "
+            "otherwise inconclusive.", "tradeoff"),
     # --- ViT ----------------------------------------------------------------------------------------------
     Finding("vit_gradient_weak", "Gradient methods are as weak on ViT-B/16 as on CNNs",
             "Gradient-based methods exhibit low robustness on ViT-B/16 comparable to their CNNs performance on both "
@@ -176,3 +212,11 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
             "Needs ViT-B/16 with its ImageNet weights: robustness of the activation methods at the Final layer lower "
             "on ViT than on the CNN, interval of the difference below 0.", "vit"),
 ]}
+
+#: the claims about one layer only (their rows name only that layer's exclusions)
+_ONE_LAYER = {**dict.fromkeys(("gradient_input", "input_robust_leaders", "input_small_k_balance", "small_k_detail",
+                               "input_localization_leaders", "deletion_input_leaders", "gradcam_least_faithful_input",
+                               "localization_faithfulness", "rise_lrp_balance"), ("input",)),
+              **dict.fromkeys(("gradgb_final", "final_flip", "gradgb_final_faithful_vgg", "vit_activation_weak_final"),
+                              ("final",))}
+FINDINGS = {fid: replace(f, layers=_ONE_LAYER.get(fid, f.layers)) for fid, f in FINDINGS.items()}

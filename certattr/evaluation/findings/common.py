@@ -1,6 +1,17 @@
-"""Helpers shared by the checks: row selection, the ranking criterion (do the named methods lead, or trail,
-a per-method measure?) and the 'not tested' verdict. Every verdict's text is formatted here or in the check
-from the same numbers that decide it."""
+"""Helpers shared by the checks: row selection, the labels, and the ranking criterion (do the named methods lead,
+or trail, a per-method measure?). Every verdict's text is formatted here or in the check from the same numbers
+that decide it.
+
+The labels (:data:`LABEL_RULE`, stated on the introduction page):
+
+* **not tested**: a method or setting the claim names did not run in this profile (or ran only at a setting the
+  evidence rules do not accept); a claim about several methods that the run contradicts for one of them is still
+  "disagrees";
+* **inconclusive**: it was measured and the data do not decide: the interval contains the threshold, fewer than
+  :data:`~.stats.MIN_CLUSTERS` images or grid targets (no interval is printed; the row says how many), or a named
+  method's maps are degenerate or its certificates empty;
+* **cannot test offline**: only for claims about weights or data that cannot be installed offline.
+"""
 from __future__ import annotations
 
 import warnings
@@ -9,10 +20,20 @@ import numpy as np
 
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .evidence import MAX_EMPTY_SHARE, empty_methods, listing, notes
-from .stats import CONFIDENCE, bootstrap_interval
+from .evidence import MAX_EMPTY_SHARE, empty_methods, listing, not_measured, notes
+from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap
+from .units import cluster_labels, collapse_identical, group_title, identical_groups, unit_columns
 
-__all__ = ["select", "not_tested", "count", "titles", "rank_verdict", "fmt_interval"]
+__all__ = ["select", "not_tested", "count", "titles", "rank_verdict", "fmt_interval", "too_few", "LABEL_RULE",
+           "absent_text"]
+
+LABEL_RULE = (f"**not tested** when a method or setting the claim names did not run in this profile; "
+              f"**inconclusive** only when it was measured and the data do not decide (the interval contains the "
+              f"threshold; or fewer than {MIN_CLUSTERS} images or grid targets, when no interval is printed and the "
+              f"row says how many there were; or a named method's maps are degenerate or its certificates empty); "
+              f"**cannot test offline** only for claims about weights or data that cannot be installed offline. "
+              f"A claim about several methods that the run contradicts for one of them is **disagrees** even when "
+              f"another did not run.")
 
 
 def select(frame, **equal):
@@ -42,73 +63,201 @@ def fmt_interval(low: float, high: float, fmt: str = "{:+.2f}") -> str:
     return f"{CONFIDENCE:.0%} CI {fmt.format(low)} to {fmt.format(high)}"
 
 
-def rank_verdict(fid: str, values, named, *, measure: str, unit: str, highest: bool = True,
-                 unavailable: dict | None = None, empty: dict | None = None, empty_what: str = "",
-                 evidence=(), fmt: str = "{:.2f}", seed: int = 0) -> Verdict:
+def too_few(n: int, noun: str) -> str:
+    """"only 3 images: too few for an interval (8 needed)"."""
+    return f"only {count(n, noun)}: too few for an interval ({MIN_CLUSTERS} needed)"
+
+
+def absent_text(absent: dict) -> str:
+    return listing([f"{method_title(m)} ({w})" for m, w in absent.items()])
+
+
+def _verb(methods, singular: str, plural: str) -> str:
+    return singular if len(methods) == 1 else plural
+
+
+def rank_verdict(fid: str, long, named, *, value: str, measure: str, unit: str, highest: bool = True,
+                 conditions=("k",), empty: str | None = None, empty_what: str = "", unavailable: dict | None = None,
+                 evidence=(), groups: dict | None = None, fmt: str = "{:.2f}", seed: int = 0) -> Verdict:
     """Do the ``named`` methods lead (``highest``) or trail a per-method measure?
 
-    ``values``: DataFrame, one row per unit (image or grid target), one column per method counted as evidence
-    (NaN where a unit has no value); ``evidence``: the Evidence objects the values came from (for the note of
-    what was excluded). ``unavailable``: {named method: why it is not evidence}. ``empty``:
-    {method: share of its units whose metric is zero because nothing was certified or removed}; a method above
-    MAX_EMPTY_SHARE is reported, not ranked. The margin is min(named) - max(others) (``highest``) or
-    min(others) - max(named), with a bootstrap interval over the units."""
+    ``long``: one row per measurement counted as evidence, with the unit's columns (model and image, or model and
+    grid target), the ``conditions`` columns (e.g. K), ``method`` and ``value``; ``empty`` names a boolean column
+    (the measure is zero because nothing was certified or removed). The comparison runs on the models on which
+    every named method that is evidence ran, over the units where each compared method has a value.
+
+    * At each condition a method whose measurement is empty in more than :data:`MAX_EMPTY_SHARE` of the units is
+      not ranked there (the same rule for every method, K and measure).
+    * Methods with identical certificates on a model (``groups``, :func:`~.units.identical_groups` of the full
+      rows; None: found from ``long``'s own columns) count once.
+    * The margin at a condition is min(named) - max(others) (``highest``) or min(others) - max(named), each a
+      mean over the units; the statistic is the mean margin over the conditions where a named and another
+      method are ranked, with a bootstrap interval resampling clusters (images or grid targets).
+    """
     unavailable = dict(unavailable or {})
-    empty = empty or {}
-    not_ranked = sorted(m for m in values.columns if empty.get(m, 0.0) > MAX_EMPTY_SHARE)
+    long, kept = collapse_identical(long, identical_groups(long) if groups is None else groups, prefer=named)
+    present = [m for m in named if m in set(long.method)]
     for m in named:
-        if m in not_ranked:
-            unavailable[m] = f"{empty_what} in {100 * empty[m]:.0f}% of its units"
-        elif m not in values.columns and m not in unavailable:
+        if m not in present and m not in unavailable:
             unavailable[m] = "not run"
-    note = notes(*evidence, not_ranked={m: w for m, w in empty_methods(empty, empty_what).items() if m in not_ranked})
-    cols = [m for m in values.columns if m not in not_ranked and values[m].notna().any()]
-    present = [m for m in named if m in cols]
-    others = [m for m in cols if m not in named]
+    units = unit_columns(long)
+    if present:  # the models on which every present named method ran
+        models = set.intersection(*(set(long[long.method == m].model) for m in present))
+        long = long[long.model.isin(models)]
+    methods = sorted(set(long.method), key=lambda m: (m not in named, m))
+    others = [m for m in methods if m not in named]
     if not present or not others:
-        missing = listing([f"{method_title(m)} ({why})" for m, why in unavailable.items()])
-        reason = (f"no method the claim names counts as evidence: {missing}" if not present
+        reason = (f"no method the claim names counts as evidence: {absent_text(unavailable)}" if not present
                   else f"no other method counts as evidence to compare {titles(present)} with")
-        return not_tested(fid, reason, excluded=note)
-    matrix = values[cols].to_numpy(float)
-    i_named = [cols.index(m) for m in present]
-    i_other = [cols.index(m) for m in others]
+        return _absent_verdict(fid, reason, unavailable, evidence)
+    cond_names = list(conditions)
+    tuples = list(zip(*[long[c].to_numpy(float) for c in cond_names])) if cond_names else [()] * len(long)
+    cond_values = sorted(set(tuples), reverse=True)  # largest K (σ) first
+    code = {c: i for i, c in enumerate(cond_values)}
+    long = long.assign(_cond=[code[t] for t in tuples])
+    wide = long.pivot_table(index=units + ["_cond"], columns="method", values=value, aggfunc="mean")
+    wide = wide.reindex(columns=methods)
+    per_unit = wide.groupby(level=list(range(len(units)))).count()
+    complete = per_unit.index[(per_unit > 0).all(axis=1)]  # units where every compared method has a value
+    wide = wide[wide.index.droplevel("_cond").isin(complete)]
+    flags = (long.pivot_table(index=units + ["_cond"], columns="method", values=empty, aggfunc="max")
+             .reindex(index=wide.index, columns=methods).fillna(False).astype(bool) if empty else
+             wide.isna() & False)
+    unit_index = wide.index.droplevel("_cond").unique()
+    n_units = len(unit_index)
+    present_codes = set(wide.index.get_level_values("_cond"))
+    cond_values = [c for c in cond_values if code[c] in present_codes]
+    blocks, ranked, not_ranked = [], {}, {}
+    for c in cond_values:
+        block = wide.xs(code[c], level="_cond").reindex(unit_index)
+        shares = flags.xs(code[c], level="_cond").reindex(unit_index).fillna(False).astype(float).mean()
+        ok = [m for m in methods if shares.get(m, 0.0) <= MAX_EMPTY_SHARE and block[m].notna().any()]
+        for m in methods:
+            if m not in ok and block[m].notna().any():
+                not_ranked.setdefault(m, []).append((c, float(shares[m])))
+        blocks.append((c, block.to_numpy(float), [methods.index(m) for m in ok]))
+        ranked[c] = ok
+    compared = common_conditions(ranked, methods, named)
+    shared = next(iter(compared.values()), [])
+    used = [(c, mat, [j for j in ok if methods[j] in compared]) for c, mat, ok in blocks if c in shared]
+    never = [m for m in present if m not in compared]
+    for m in never:
+        worst = max(s for _, s in not_ranked.get(m, [(None, 1.0)]))
+        unavailable[m] = _Empty(f"{empty_what} in {100 * worst:.0f}% of its units" + (
+            f" at every {_cond_noun(cond_names)} it shares with the others" if len(cond_values) > 1 else ""))
+    if not any(methods[j] in named for _, _, ok in used for j in ok) or \
+            not any(methods[j] not in named for _, _, ok in used for j in ok):
+        used = []
+    if not used:
+        return _absent_verdict(fid, f"no {_cond_noun(cond_names)} at which a named and another method are "
+                                    f"both ranked", unavailable, evidence, not_ranked=not_ranked, empty_what=empty_what)
     sign = 1.0 if highest else -1.0
 
     def margin(idx):
-        means = np.nanmean(matrix[idx], axis=0)
-        if highest:
-            return np.nanmin(means[i_named]) - np.nanmax(means[i_other])
-        return np.nanmin(means[i_other]) - np.nanmax(means[i_named])
+        out = []
+        for _, mat, ok in used:
+            means = np.nanmean(mat[idx], axis=0)
+            n_ = [means[j] for j in ok if methods[j] in named]
+            o_ = [means[j] for j in ok if methods[j] not in named]
+            out.append(min(n_) - max(o_) if highest else min(o_) - max(n_))
+        return float(np.mean(out))
 
+    labels = cluster_labels(unit_index.to_frame(index=False))
+    n_clusters = len(set(labels))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        est, low, high = bootstrap_interval(np.arange(len(matrix)), margin, seed=seed)
-        means = np.nanmean(matrix, axis=0)
-    order = sorted(range(len(cols)), key=lambda j: -sign * means[j])
-    rival = max(i_other, key=lambda j: sign * means[j])
-    weakest = min(i_named, key=lambda j: sign * means[j])
-    ranking = ", ".join(f"{method_title(cols[j])} {fmt.format(means[j])}" for j in order)
+        est = margin(np.arange(n_units))
+        interval = (cluster_bootstrap(labels, margin, seed=seed)[1:] if n_clusters >= MIN_CLUSTERS else None)
+        means = {methods[j]: float(np.mean([np.nanmean(mat[:, j]) for _, mat, ok in used if j in ok]))
+                 for j in range(len(methods)) if any(j in ok for _, _, ok in used)}
+    order = sorted(means, key=lambda m: -sign * means[m])
+    ranking = ", ".join(f"{_title(m, kept)} {fmt.format(means[m])}" for m in order)
     rel = "min({}) - max(others)" if highest else "min(others) - max({})"
+    unit_noun = count(n_clusters, unit)
+    where = f" on {listing(sorted(set(long.model)))}" if long.model.nunique() > 1 else ""
+    cond_text = ""
+    if len(cond_values) > 1:
+        cond_text = (f"; the mean over {listing([_cond_text(cond_names, c) for c, _, _ in used])}, where every "
+                     f"method compared is ranked")
+    interval_text = fmt_interval(*interval) + ", " if interval else ""
     measured = (f"{measure}, {'highest' if highest else 'lowest'} first: {ranking}; {rel.format(titles(present))} "
-                f"= {est:+.2f} ({fmt_interval(low, high)}, {count(len(matrix), unit)})")
+                f"= {est:+.2f} ({interval_text}{unit_noun}{where}{cond_text})")
+    skipped = {m: v for m, v in not_ranked.items() if m not in never and m in compared}
+    dropped = [m for m in methods if m not in compared and m not in never and m not in named]
+    if skipped:
+        measured += "; not ranked where its certificates are mostly empty: " + "; ".join(
+            f"{method_title(m)} at {listing([_cond_text(cond_names, c) for c, _ in v])}" for m, v in skipped.items())
+    if dropped:
+        measured += ("; left out (ranked at too few " + _cond_noun(cond_names) + "s to share one with the others): "
+                     + titles(dropped))
     place = "ahead of" if highest else "below"
-    if low > 0:
+    low, high = interval if interval else (None, None)
+    if interval and high < 0:
+        rival = max((m for m in means if m not in named), key=lambda m: sign * means[m])
+        weakest = min((m for m in means if m in named), key=lambda m: sign * means[m])
+        verdict, why = "disagrees", f"{method_title(rival)} is {place} {method_title(weakest)}: the interval lies below 0."
+    elif not_measured(unavailable):
+        verdict, why = "not tested", (f"{absent_text({m: w for m, w in unavailable.items()})}, which the claim names"
+                                      + (f"; {titles(present)} alone: margin {est:+.2f}" +
+                                         (f" ({fmt_interval(low, high)})" if interval else "") if present else "") + ".")
+    elif not interval:
+        verdict, why = "inconclusive", f"The margin is {est:+.2f}, but {too_few(n_clusters, unit)}."
+    elif low > 0 and not unavailable:
         verdict = "agrees"
-        why = (f"{titles(present)} {'is' if len(present) == 1 else 'are'} {place} every other method counted: the "
-               f"interval lies above 0.")
-    elif high < 0:
-        verdict = "disagrees"
-        why = (f"{method_title(cols[rival])} is {place} {method_title(cols[weakest])}: the interval lies below 0.")
+        why = f"{titles(present)} {_verb(present, 'is', 'are')} {place} every other method counted: the interval lies above 0."
+    elif low > 0:
+        verdict = "inconclusive"
+        why = (f"{titles(present)} {_verb(present, 'leads' if highest else 'trails', 'lead' if highest else 'trail')}, "
+               f"but {absent_text(unavailable)}, which the claim names, does not count as evidence.")
     else:
         verdict, why = "inconclusive", "The margin's interval contains 0: this run cannot separate them."
-    if unavailable and verdict == "agrees":
-        verdict = "inconclusive"
-        why = (f"{titles(present)} {'leads' if len(present) == 1 and highest else 'lead' if highest else 'trails' if len(present) == 1 else 'trail'}, but {listing([f'{method_title(m)} ({w})' for m, w in unavailable.items()])}, "
-               f"which the claim names, does not count as evidence.")
-    elif unavailable:
-        why += " Not evidence: " + listing([f"{method_title(m)} ({w})" for m, w in unavailable.items()]) + "."
-    stats = {"margin": est, "ci_low": low, "ci_high": high, "units": int(len(matrix)),
-             "means": {c: float(v) for c, v in zip(cols, means)}, "not_ranked": not_ranked,
-             "unavailable": unavailable, "confidence": CONFIDENCE}
+    stats = {"margin": est, "ci_low": low, "ci_high": high, "units": int(n_units), "clusters": int(n_clusters),
+             "means": means, "conditions": [list(map(float, c)) for c, _, _ in used],
+             "not_ranked": {m: [list(map(float, c)) for c, _ in v] for m, v in not_ranked.items()},
+             "identical": {m: g for m, g in kept.items()}, "unavailable": {m: str(w) for m, w in unavailable.items()},
+             "models": sorted(set(long.model)), "confidence": CONFIDENCE}
+    note = notes(*evidence, not_ranked={m: w for m, w in empty_methods(
+        {m: max(s for _, s in v) for m, v in not_ranked.items() if m not in compared}, empty_what).items()})
     return Verdict(FINDINGS[fid], verdict, measured, why, stats, excluded=note)
+
+
+_SYMBOLS = {"k": "K", "sigma": "σ", "tau": "τ", "step": "step"}
+
+
+def _cond_noun(names) -> str:
+    return "(" + ", ".join(_SYMBOLS.get(n, n) for n in names) + ") setting" if len(names) > 1 else (
+        f"{_SYMBOLS.get(names[0], names[0])}" if names else "setting")
+
+
+def _cond_text(names, values) -> str:
+    return ", ".join(f"{_SYMBOLS.get(n, n)} = {v:g}{'%' if n == 'k' else ''}" for n, v in zip(names, values))
+
+
+def common_conditions(ranked: dict, methods, named) -> dict:
+    """{method: its conditions} for the methods compared: each method ranked at some condition, all of them at
+    every condition used (the conditions where every compared method is ranked, so that every method is averaged
+    over the same conditions). Where no condition has them all, the other method ranked at the fewest conditions
+    is left out, then a named one, until one has."""
+    keep = [m for m in methods if any(m in ok for ok in ranked.values())]
+    while keep:
+        common = [c for c, ok in ranked.items() if all(m in ok for m in keep)]
+        if common:
+            return {m: common for m in keep}
+        fewest = sorted(keep, key=lambda m: (m in named, sum(m in ok for ok in ranked.values())))
+        keep.remove(fewest[0])
+    return {}
+
+
+class _Empty(str):
+    kind = "empty"
+    text = property(str.__str__)
+
+
+def _title(m, kept) -> str:
+    return group_title(kept[m], m) if m in kept else method_title(m)
+
+
+def _absent_verdict(fid, reason, unavailable, evidence, *, not_ranked=None, empty_what=""):
+    verdict = "not tested" if not_measured(unavailable) or not unavailable else "inconclusive"
+    note = notes(*evidence, not_ranked={m: f"{empty_what} in most units" for m in (not_ranked or {})})
+    return not_tested(fid, reason, verdict=verdict, excluded=note)

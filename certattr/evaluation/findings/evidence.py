@@ -175,7 +175,23 @@ def empty_methods(empty: dict, what: str) -> dict[str, str]:
     return {m: f"{what} in {100 * s:.0f}% of its units" for m, s in empty.items() if s > MAX_EMPTY_SHARE}
 
 
-def unavailable(named, raw, evidence: Evidence, layer: str, settings: RunSettings | None = None) -> dict[str, str]:
+@dataclass(frozen=True)
+class Absence:
+    """Why a method a claim names is not evidence: ``kind`` decides the label (:data:`NOT_RUN_KINDS` make a claim
+    "not tested", the others "inconclusive"), ``text`` says it in words."""
+
+    kind: str  #: "not run", "not defined", "inflating", "degenerate" or "empty"
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+#: a named method absent for one of these reasons was not measured: the claim is "not tested"
+NOT_RUN_KINDS = ("not run", "not defined", "inflating")
+
+
+def unavailable(named, raw, evidence: Evidence, layer: str, settings: RunSettings | None = None) -> dict[str, Absence]:
     """{named method: why it is not evidence at ``layer``}: not run, not defined, or excluded by a rule above."""
     settings = settings or RunSettings()
     out = {}
@@ -185,12 +201,18 @@ def unavailable(named, raw, evidence: Evidence, layer: str, settings: RunSetting
         if m in kept:
             continue
         if m in ran:
-            out[m] = evidence.excluded.get(pair_text(m, layer), "not counted")
+            why = evidence.excluded.get(pair_text(m, layer), "not counted")
+            out[m] = Absence("degenerate" if "degenerate" in why else "inflating", why)
         elif (m, layer) in settings.undefined:
-            out[m] = f"not defined at the {layer_title(layer)} layer"
+            out[m] = Absence("not defined", f"not defined at the {layer_title(layer)} layer")
         else:
-            out[m] = f"not run at the {layer_title(layer)} layer"
+            out[m] = Absence("not run", f"not run at the {layer_title(layer)} layer")
     return out
 
 
-__all__ += ["unavailable"]
+def not_measured(absent: dict) -> bool:
+    """Did a named method not run (or not run at settings the rules accept)? Then the claim is "not tested"."""
+    return any(getattr(a, "kind", "not run") in NOT_RUN_KINDS for a in absent.values())
+
+
+__all__ += ["unavailable", "Absence", "NOT_RUN_KINDS", "not_measured"]

@@ -1,31 +1,26 @@
-"""Checks on the localization chapter's tables (Certified GridPG rows, one per grid target x method x layer x σ
-x K; see :func:`certattr.evaluation.experiments.localization_rows`)."""
+"""Checks on the localization chapter's tables (Certified GridPG rows, one per model x grid target x method x layer
+x σ x K; see :func:`certattr.evaluation.experiments.localization_rows`), with the robustness rows on photos for
+the Final-layer claim about Grad and GB."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .common import count, not_tested, rank_verdict, select
-from .evidence import MAX_EMPTY_SHARE, RunSettings, admissible, listing, unavailable
-from .stats import CONFIDENCE, bootstrap_interval
+from .common import absent_text, count, fmt_interval, not_tested, rank_verdict, select, too_few
+from .evidence import RunSettings, admissible, listing, not_measured, unavailable
+from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap
+from .units import cluster_labels, identical_groups
 
-__all__ = ["check_gradgb_final", "check_input_localization_leaders", "gridpg_matrix", "CHANCE_BAND"]
+__all__ = ["check_gradgb_final", "check_input_localization_leaders", "gridpg_long", "CHANCE", "CONSTANT_SHARE"]
 
-CHANCE_BAND = (0.15, 0.35)  #: Certified GridPG of a 2x2 grid at chance (0.25) +- 0.10
-ROBUST = 0.9
+CHANCE = 0.25  #: Certified GridPG of a 2x2 grid at chance
+CONSTANT_SHARE = 0.9  #: "almost constant": at least this share of a method's certificates flagged degenerate
 
 
-def gridpg_matrix(loc, layer: str):
-    """(grid targets x methods mean Certified GridPG over K, {method: share of rows with nothing certified '1'})
-    at the smallest σ."""
-    part = select(loc, sigma=float(loc.sigma.min()), layer=layer)
-    values = part.groupby(["grid_id", "target_cell", "method"]).certified_gridpg.mean().unstack()
-    if "no_certified" not in part:
-        return values, {}
-    # a grid target is empty when nothing is certified '1' at any K: its mean GridPG is 0 by emptiness
-    unit_empty = part.groupby(["grid_id", "target_cell", "method"]).no_certified.all()
-    return values, {m: float(s) for m, s in unit_empty.groupby(level="method").mean().items()}
+def gridpg_long(loc, layer: str):
+    """The Certified GridPG rows at ``layer`` and the smallest σ (one per model, grid target, method and K)."""
+    return select(loc, sigma=float(loc.sigma.min()), layer=layer)
 
 
 def check_input_localization_leaders(loc, *, settings: RunSettings | None = None, seed: int = 0) -> Verdict:
@@ -33,71 +28,104 @@ def check_input_localization_leaders(loc, *, settings: RunSettings | None = None
     if loc is None or not len(loc) or not (loc.layer == "input").any():
         return not_tested(fid, "the Input layer was not run on the grids")
     ev = admissible(loc, settings, source="grids")
-    values, empty = gridpg_matrix(ev.frame, "input")
-    ks = sorted(select(ev.frame, layer="input").k.unique(), reverse=True)
-    return rank_verdict(fid, values, ("lrp", "rise"),
-                        measure=f"Certified GridPG at the Input layer, mean over K = {listing([f'{k:g}' for k in ks])}% "
-                                f"(not the K = {ks[0]:g}% value of the localization figures)",
+    part = gridpg_long(ev.frame, "input")
+    ks = sorted(part.k.unique(), reverse=True)
+    return rank_verdict(fid, part, ("lrp", "rise"), value="certified_gridpg", conditions=("k",),
+                        empty="no_certified" if "no_certified" in part else None, empty_what="nothing certified '1'",
+                        measure=f"Certified GridPG at the Input layer, per K = {listing([f'{k:g}' for k in ks])}%",
                         unit="grid target", unavailable=unavailable(("lrp", "rise"), loc, ev, "input", settings),
-                        empty=empty, empty_what="nothing certified '1'", evidence=(ev,), seed=seed)
+                        groups=identical_groups(ev.frame), evidence=(ev,), seed=seed)
+
+
+def _robustness_at_final(rob, loc, sigma_rob):
+    """{method: (per-unit robustness array, cluster labels, where)} at the Final layer, mean over K: on the photos
+    when the robustness rows have the Final layer, else on the grids."""
+    if rob is not None and len(rob) and (rob.layer == "final").any():
+        part = select(rob, sigma=float(rob.sigma.min()), layer="final")
+        where = "on the photos"
+    else:
+        part, where = select(loc, sigma=sigma_rob, layer="final"), "on the grids"
+    units = [c for c in ("model", "image_id", "grid_id", "target_cell") if c in part]
+    per = part.groupby(units + ["method"]).robustness.mean().reset_index()
+    return {m: (g.robustness.to_numpy(float), cluster_labels(g), where) for m, g in per.groupby("method")}, where
 
 
 def check_gradgb_final(loc, rob=None, *, settings: RunSettings | None = None, seed: int = 0) -> Verdict:
-    """From localization rows and, for robustness, robustness rows on single images (else the grids' own)."""
+    """Grad and GB at the Final layer of a CNN "seem the most robust ... localize very poorly ... grid-like almost
+    constant attributions": three parts, each measured. Their degenerate maps are the evidence here."""
     fid = "gradgb_final"
     if loc is None or not len(loc):
         return not_tested(fid, "no localization rows")
     ev = admissible(loc, settings, source="grids", keep_degenerate=True)  # the claim is about their constant maps
-    sigma0, k = float(loc.sigma.min()), float(loc.k.max())
-    part = select(ev.frame, sigma=sigma0, k=k, layer="final")
     missing = unavailable(("grad", "gb"), loc, ev, "final", settings)
-    methods = [m for m in ("grad", "gb") if m not in missing]
-    if not methods:
-        return not_tested(fid, "neither Grad nor GB counts as evidence at the Final layer: " + listing(
-            [f"{method_title(m)} ({w})" for m, w in missing.items()]), excluded=ev.note())
-    texts, stats = [], {}
-    robust_ok, chance_ok, outside, artefact = True, True, [], []
-    for m in methods:
-        rows = part[part.method == m]
-        g = rows.certified_gridpg.to_numpy(float)
-        mean, low, high = bootstrap_interval(g, np.mean, seed=seed)
-        empty = float(rows.no_certified.mean()) if "no_certified" in rows else 0.0
-        if rob is not None and len(rob) and len(select(rob, sigma=float(rob.sigma.min()), k=float(rob.k.max()),
-                                                        layer="final", method=m)):
-            r = select(rob, sigma=float(rob.sigma.min()), k=float(rob.k.max()), layer="final", method=m)
-            robustness, where = 1 - r.n_abstain.sum() / r.n_pixels.sum(), "on the photos"
-        else:
-            robustness, where = float(rows.robustness.mean()), "on the grids"
-        robust_ok &= robustness >= ROBUST
-        inside = CHANCE_BAND[0] <= low and high <= CHANCE_BAND[1]
-        chance_ok &= inside
-        if high < CHANCE_BAND[0] or low > CHANCE_BAND[1]:
-            (artefact if empty > MAX_EMPTY_SHARE and high < CHANCE_BAND[0] else outside).append(m)
-        stats[m] = {"robustness": float(robustness), "gridpg": mean, "ci_low": low, "ci_high": high,
-                    "targets": len(g), "no_certified": empty}
-        texts.append(f"{method_title(m)}: robustness {100 * robustness:.0f}% ({where}), Certified GridPG at K = "
-                     f"{k:g}% {mean:.2f} ({CONFIDENCE:.0%} CI {low:.2f} to {high:.2f}, "
-                     f"{count(len(g), 'grid target')}; nothing certified '1' in {100 * empty:.0f}% of them)")
+    if not_measured(missing):
+        return not_tested(fid, absent_text(missing) + ", which the claim names", excluded=ev.note())
+    sigma0, k = float(loc.sigma.min()), float(loc.k.max())
+    grids = select(ev.frame, sigma=sigma0, layer="final")
+    rob_ev = admissible(rob, settings, keep_degenerate=True).frame if rob is not None and len(rob) else None
+    robust, where = _robustness_at_final(rob_ev, grids, sigma0)
+    others = sorted(m for m in robust if m not in ("grad", "gb"))
+    # the other methods' rows that count as evidence (degenerate ones are excluded there as everywhere)
+    if rob is not None and len(rob):
+        kept_others = set(select(admissible(rob, settings).frame, layer="final").method)
+        others = [m for m in others if m in kept_others]
+    stats, texts, parts = {}, [], {"constant": [], "robust": [], "poor": []}
+    for m in ("grad", "gb"):
+        flagged = grids[grids.method == m]
+        source = rob_ev[(rob_ev.layer == "final") & (rob_ev.method == m)] if rob_ev is not None else flagged
+        constant = float(source.degenerate.fillna("").astype(str).str.strip().isin(["", "False", "0", "false"])
+                          .__invert__().mean()) if "degenerate" in source and len(source) else 0.0
+        g_rows = flagged[np.isclose(flagged.k, k)]
+        g = g_rows.certified_gridpg.to_numpy(float)
+        labels = cluster_labels(g_rows)
+        n_targets = len(set(labels))
+        g_mean = float(g.mean()) if len(g) else float("nan")
+        g_ci = cluster_bootstrap(labels, lambda i: g[i].mean(), seed=seed)[1:] if n_targets >= MIN_CLUSTERS else None
+        r_m, r_labels, _ = robust.get(m, (np.array([]), np.array([], dtype=str), where))
+        best_other = max(others, key=lambda o: robust[o][0].mean()) if others and len(r_m) else None
+        margin = ci = None
+        if best_other is not None:
+            o_vals, o_labels, _ = robust[best_other]
+            margin = float(r_m.mean() - o_vals.mean())
+            if len(set(r_labels)) >= MIN_CLUSTERS:
+                both = np.concatenate([r_labels, o_labels])
+                vals = np.concatenate([r_m, -o_vals])
+                is_m = np.r_[np.ones(len(r_m), bool), np.zeros(len(o_vals), bool)]
+                ci = cluster_bootstrap(both, lambda i: vals[i][is_m[i]].mean() + vals[i][~is_m[i]].mean(),
+                                       seed=seed)[1:]
+        empty = float(g_rows.no_certified.mean()) if "no_certified" in g_rows and len(g_rows) else 0.0
+        stats[m] = {"constant_share": constant, "robustness": float(r_m.mean()) if len(r_m) else None,
+                    "best_other": best_other,
+                    "robust_margin": margin, "robust_ci": ci, "gridpg": g_mean, "gridpg_ci": g_ci,
+                    "targets": n_targets, "no_certified": empty}
+        parts["constant"].append(constant >= CONSTANT_SHARE)
+        parts["robust"].append(None if ci is None else (True if ci[0] >= 0 else False if ci[1] < 0 else None))
+        parts["poor"].append(None if g_ci is None else (True if g_ci[1] < CHANCE else False if g_ci[0] > CHANCE
+                                                        else None))
+        robust_text = (f"robustness {100 * r_m.mean():.0f}% {where} (mean over K), best other method "
+                       f"{method_title(best_other)} {100 * robust[best_other][0].mean():.0f}%, difference "
+                       f"{100 * margin:+.1f} points" + (f" ({fmt_interval(100 * ci[0], 100 * ci[1], '{:+.1f}')})"
+                                                       if ci else f" ({too_few(len(set(r_labels)), 'image')})")
+                       if best_other else f"robustness {100 * r_m.mean():.0f}% {where}" if len(r_m) else
+                       "robustness not measured")
+        texts.append(f"{method_title(m)}: {100 * constant:.0f}% of its certificates flagged as constant maps; "
+                     f"{robust_text}; Certified GridPG at K = {k:g}% {g_mean:.2f}"
+                     + (f" ({fmt_interval(*g_ci, fmt='{:.2f}')}" if g_ci else f" ({too_few(n_targets, 'grid target')}")
+                     + f", {count(n_targets, 'grid target')}, nothing certified '1' in {100 * empty:.0f}% of them)")
     measured = "; ".join(texts)
-    if not robust_ok:
-        verdict, why = "disagrees", f"Robustness is below {ROBUST:.0%} for " + listing(
-            [method_title(m) for m in methods if stats[m]["robustness"] < ROBUST]) + "."
-    elif outside:
-        verdict, why = "disagrees", (f"{listing([method_title(m) for m in outside])}: the GridPG interval lies wholly "
-                                     f"outside the chance band {CHANCE_BAND[0]:.2f}-{CHANCE_BAND[1]:.2f} with "
-                                     f"something certified.")
-    elif artefact:
-        verdict = "inconclusive"
-        why = (f"{listing([method_title(m) for m in artefact])}: the low score is an empty-certificate artefact "
-               f"(a near-constant map certifies nothing '1' in most targets and an empty certificate scores 0), "
-               f"not evidence of localization either way.")
-    elif chance_ok and not missing:
-        verdict, why = "agrees", ("Their Final-layer maps of a GAP->linear head are constant up to float rounding, so "
-                                  "they are stable under noise and carry no information about the target cell.")
-    elif chance_ok:
-        verdict, why = "inconclusive", (f"{listing([method_title(m) for m in methods])} agree{'s' if len(methods) == 1 else ''}, but "
-                                        + listing([f"{method_title(m)} ({w})" for m, w in missing.items()]) + ".")
+    failed = [name for name, vals in (("almost constant", parts["constant"]), ("the most robust", parts["robust"]),
+                                      ("below chance", parts["poor"])) if any(v is False for v in vals)]
+    undecided = [name for name, vals in (("almost constant", parts["constant"]), ("the most robust", parts["robust"]),
+                                         ("below chance", parts["poor"])) if any(v is None for v in vals)]
+    if failed:
+        verdict, why = "disagrees", f"Not {listing(failed)}: an interval lies on the other side."
+    elif undecided:
+        verdict, why = "inconclusive", f"This run cannot decide whether they are {listing(undecided)}."
     else:
-        verdict, why = "inconclusive", "The GridPG interval is too wide to place inside the chance band."
-    stats["missing"] = missing
+        verdict = "agrees"
+        why = (f"Their Final-layer maps are constant up to float rounding (a GAP->linear head passes the same "
+               f"gradient to every position), so noise cannot move them: every pixel is certified '0' (robust), "
+               f"nothing is certified '1', and Certified GridPG stays below chance ({CHANCE:.2f}) in every grid.")
+    stats.update({"k": k, "chance": CHANCE, "constant_threshold": CONSTANT_SHARE,
+                  "missing": {m: str(w) for m, w in missing.items()}})
     return Verdict(FINDINGS[fid], verdict, measured, why, stats, excluded=ev.note())

@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Sequence
 
 from ...engine.files import atomic_write_bytes
+from ..names import layer_title, method_title
 from .claims import CHAPTER_ORDER, FINDINGS, Verdict
+from .common import LABEL_RULE
+from .evidence import listing
 from .stats import CONFIDENCE, TEST_LEVEL
+from .units import identical_groups
 
-__all__ = ["findings_frame", "write_findings", "read_findings", "summary_markdown", "findings_html"]
+__all__ = ["findings_frame", "write_findings", "read_findings", "summary_markdown", "findings_html", "bottom_line",
+           "identical_maps_text"]
 
 
 def findings_frame(verdicts: Sequence[Verdict]):
@@ -72,6 +77,85 @@ def _tally(findings, saved: dict) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
+_HEADLINE = "rise_lrp_balance"
+
+
+def _titles(ids, saved, findings) -> str:
+    return listing([f"“{findings[i].title}”" for i in ids])
+
+
+def bottom_line(saved: dict, findings=None, *, profile: str = "", scope: str = "") -> str:
+    """The introduction's "Does the paper hold up?" paragraph, generated from the verdicts ``saved`` ({claim id:
+    saved row}): what holds, what does not, what this run could not decide and why, and the headline claim."""
+    findings = findings or FINDINGS
+    by: dict[str, list[str]] = {}
+    for fid in findings:
+        by.setdefault(saved[fid]["verdict"] if fid in saved else "not tested", []).append(fid)
+    n = len(findings)
+    parts = [f"Of the paper's {n} checked claims{f' ({scope})' if scope else ''}:"]
+    if by.get("agrees"):
+        parts.append(f"**{len(by['agrees'])} hold** on this run: {_titles(by['agrees'], saved, findings)}.")
+    else:
+        parts.append("**none is confirmed** by this run.")
+    if by.get("disagrees"):
+        parts.append(f"**{len(by['disagrees'])} {'does' if len(by['disagrees']) == 1 else 'do'} not hold**: "
+                     + "; ".join(f"“{findings[i].title}” ({_first_sentence(saved[i]['why'])})" for i in by["disagrees"])
+                     + ".")
+    if by.get("inconclusive"):
+        parts.append(f"**{len(by['inconclusive'])} {'is' if len(by['inconclusive']) == 1 else 'are'} measured but "
+                     f"undecided**: " + "; ".join(f"“{findings[i].title}” ({_first_sentence(saved[i]['why'])})"
+                                                  for i in by["inconclusive"]) + ".")
+    if by.get("not tested"):
+        parts.append(f"**{len(by['not tested'])} {'was' if len(by['not tested']) == 1 else 'were'} not tested** "
+                     f"because what {'it names' if len(by['not tested']) == 1 else 'they name'} did not run in this "
+                     f"profile: " + "; ".join(
+                         f"“{findings[i].title}” ({_first_sentence(saved[i]['why']) if i in saved else 'its chapter did not run'})"
+                         for i in by["not tested"]) + ".")
+    if by.get("cannot test offline"):
+        parts.append(f"**{len(by['cannot test offline'])} cannot be tested offline**: they are about VGG-11 and "
+                     f"ViT-B/16 with their ImageNet weights, which no installable package ships "
+                     f"({_titles(by['cannot test offline'], saved, findings)}).")
+    head = saved.get(_HEADLINE)
+    if head is not None:
+        word = {"agrees": "holds", "disagrees": "does not hold", "inconclusive": "is not decided",
+                "not tested": "was not tested", "cannot test offline": "cannot be tested offline"}[head["verdict"]]
+        parts.append(f"The abstract's headline, that RISE and LRP balance robustness, localization and faithfulness "
+                     f"best, **{word}** on this run: {head['measured']}.")
+    return " ".join(parts)
+
+
+def _first_sentence(text: str) -> str:
+    text = str(text).strip()
+    cut = text.find(". ")
+    text = text if cut < 0 else text[:cut]
+    text = text.rstrip(".")
+    first = text.split(" ", 1)[0].strip(",:;")
+    names = {"Grad", "Cam", "Occlusion", "EfficientNet-Lite0", "EfficientNet-Lite1", "EfficientNet-Lite2"}
+    keep = first in names or first[1:] != first[1:].lower() or any(ch.isdigit() for ch in first)
+    return text if keep or not text else text[0].lower() + text[1:]
+
+
+def identical_maps_text(results_dir) -> str:
+    """"On EfficientNet-Lite0 at the Final layer, IxG, IntGrad, LRP, Cam and GradCam give identical certificates
+    (counted as one method); Grad and GB likewise.", from the run's robustness rows; "" when none coincide."""
+    import pandas as pd
+
+    path = Path(results_dir) / "robustness.csv"
+    if not path.exists():
+        return ""
+    rows = pd.read_csv(path)
+    titles = rows.groupby("model").model_title.first().to_dict() if "model_title" in rows else {}
+    sentences = []
+    for (model, layer), groups in identical_groups(rows).items():
+        said = [listing([method_title(m) for m in g]) for g in groups]
+        sentences.append(f"on {titles.get(model, model)} at the {layer_title(layer)} layer, "
+                         + "; ".join(said))
+    if not sentences:
+        return ""
+    return ("Methods whose certificates are identical on a model (equal outcome counts on every image, σ and K) "
+            "count as one method in every method-level statistic: " + "; ".join(sentences) + ".")
+
+
 def summary_markdown(results_dir, profile: str, related: Sequence = ()) -> str:
     """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts: one row per claim of
     the paper and its rebuttal (:data:`FINDINGS`), then one per ``related`` claim (:class:`Finding` of Levine et
@@ -79,10 +163,14 @@ def summary_markdown(results_dir, profile: str, related: Sequence = ()) -> str:
     saved = read_findings(results_dir)
     ordered = sorted(FINDINGS.values(), key=lambda f: CHAPTER_ORDER.index(f.chapter) if f.chapter in CHAPTER_ORDER
                      else len(CHAPTER_ORDER))
+    same = identical_maps_text(results_dir)
     lines = [f"Profile **{profile}**: {len(FINDINGS)} claims of the paper and its rebuttal "
              f"({_tally(ordered, saved)}). Each verdict is computed in the chapter named in the first column from "
-             f"that run's numbers, with the criterion stated there (intervals at {CONFIDENCE:.0%}, tests at level "
-             f"{TEST_LEVEL}); methods and settings that cannot carry a verdict are named in the row.", ""]
+             f"that run's numbers, with the criterion stated there (intervals at {CONFIDENCE:.0%}, resampling "
+             f"images or grid targets; tests at level {TEST_LEVEL}); methods and settings that cannot carry a "
+             f"verdict are named in the row.", "", f"**How a verdict is labelled.** {LABEL_RULE}", ""]
+    if same:
+        lines += [f"**Identical maps.** {same}", ""]
     lines += _table(ordered, saved)
     if related:
         lines += ["", f"**Beyond the paper.** {len(related)} claims of the related certificates and defenses "
