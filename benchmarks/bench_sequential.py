@@ -35,7 +35,7 @@ import torch
 
 from certattr import SmoothedAttribution
 from certattr.engine.certificate import ABSTAIN
-from certattr.evaluation.experiments import method_for
+from certattr.evaluation.jobs import method_for
 from certattr.models.data import BUNDLED_PHOTOS, bundled_photo
 from certattr.models.registry import load_model
 

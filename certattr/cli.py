@@ -9,16 +9,17 @@ import sys
 import warnings
 from pathlib import Path
 
-from .book.build import (CHAPTERS, PROFILES, ROOT, build_book, chapter_parameters, check_overrides, check_root,
+from .book.build import (PROFILE_NAMES, ROOT, chapter_names, build_book, chapter_parameters, check_overrides, check_root,
     parse_overrides)
 from .book.plotting import save_overlay_png
+from .book.chapters import course as book_course
 from .course.notebooks import build_assignments
 from .engine.cache import SampleCache, default_cache_dir
 from .engine.config import CertConfig, DEFAULT_CERT, DEFAULT_SAMPLING, SamplingConfig, check_fits
 from .engine.files import check_writable_folder, os_cause, refuse_foreign_files, write_file_set
 from .engine.smoothing import SmoothedAttribution
 from .engine.validation import CORRECTIONS, CertattrError, check_choice, check_device, check_sigma
-from .methods import METHODS, get_method, method_names
+from .methods import METHODS, get_method
 from .models.data import BUNDLED_PHOTOS, bundled_photo, load_image_file
 from .models.registry import LAYERS, MODELS, model_names
 from .models.sources import SOURCE_FORMS, load_source
@@ -250,7 +251,7 @@ def _list(args) -> int:
 
 def _add_book(sub):
     p = sub.add_parser("book", help="run the chapters with papermill and build the Jupyter Book")
-    p.add_argument("--profile", action=_Once, default="cpu", choices=list(PROFILES))
+    p.add_argument("--profile", action=_Once, default="cpu", choices=list(PROFILE_NAMES))
     p.add_argument("--only", nargs="*", default=None, action=_Merge,
                    help="run only these chapters (file stems; repeating --only merges the lists)")
     p.add_argument("--no-build", action="store_true", help="run the chapters, do not build the HTML")
@@ -265,7 +266,7 @@ def _add_book(sub):
 
 def _book(args) -> int:
     root = check_root(args.root or ROOT)
-    chapters = [check_choice("chapter", c, CHAPTERS) for c in args.only] if args.only else CHAPTERS
+    chapters = [check_choice("chapter", c, chapter_names()) for c in args.only] if args.only else chapter_names()
     overrides = check_overrides(parse_overrides(args.parameter), args.profile, chapters, root)
     check_writable_folder(root / "book" / "chapters", "the book's output folder")
     return build_book(args.profile, only=args.only, build_html=not args.no_build, force=args.force,
@@ -279,10 +280,10 @@ def _add_assignments(sub):
                                    "markers, nbgrader cell metadata) for every chapter into --out, and an nbgrader "
                                    "course folder --out/nbgrader (see the README, 'For instructors').")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--profile", default="smoke", choices=list(PROFILES),
+    p.add_argument("--profile", default="smoke", choices=list(PROFILE_NAMES),
                    help="the parameters written into each notebook's parameters cell (default: smoke, minutes "
                         "on a laptop CPU)")
-    p.add_argument("--only", nargs="*", default=None, choices=CHAPTERS, metavar="CHAPTER",
+    p.add_argument("--only", nargs="*", default=None, choices=chapter_names(), metavar="CHAPTER",
                    help="only these chapters (file stems)")
     p.add_argument("--cache-dir", default="certattr-cache",
                    help="the sample cache the notebooks use, relative to the folder they run in or absolute "
@@ -294,9 +295,10 @@ def _add_assignments(sub):
 
 def _assignments(args) -> int:
     root = Path(args.root) if args.root else ROOT
-    chapters = {c: chapter_parameters(args.profile, c, root=root) for c in (args.only or CHAPTERS)}
-    written = build_assignments(args.out, chapters=chapters, profile=args.profile, root=root,
-                                cache_dir=args.cache_dir, course=not args.no_course)
+    course = book_course()
+    chapters = {c: chapter_parameters(args.profile, c, root=root) for c in (args.only or course.stems())}
+    written = build_assignments(args.out, chapters=chapters, profile=args.profile, root=root, course=course,
+                                cache_dir=args.cache_dir, nbgrader=not args.no_course)
     students = [p for p in written if p.name.endswith("-student.ipynb") and p.parent == Path(args.out)]
     print(f"wrote {len(students)} student and {len(students)} instructor notebooks into {args.out}"
           + ("" if args.no_course else f", and the nbgrader course {Path(args.out) / 'nbgrader'}"))

@@ -16,9 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.course import (BEGIN, END, EXERCISES, STUB, Score, build_assignments, chapter_exercises, check,
+from certattr.course import (BEGIN, END, STUB, Score, build_assignments, chapter_exercises, check,
                              clear_solutions, exercise)
-from certattr.book.build import CHAPTERS, ROOT, chapter_parameters
+from certattr.book.build import ROOT, chapter_parameters
+from certattr.book.chapters import chapter_names, course as book_course
+
+COURSE = book_course()
+CHAPTERS = chapter_names()
+EXERCISES = {c: list(COURSE.exercises(c)) for c in COURSE.stems()}
+CHAPTER_OF = {ex.label: c for c, exs in EXERCISES.items() for ex in exs}
 from certattr.engine.validation import CertattrError
 
 LABELS = [ex.label for exs in EXERCISES.values() for ex in exs]
@@ -44,8 +50,8 @@ def _namespace(nb):
 def _functions(label):
     """(stub, solution) functions of one exercise, defined from the chapter's own cells."""
     ex = exercise(label)
-    nb = _chapter(ex.chapter)
-    cells = next(c for c in chapter_exercises(nb, ex.chapter) if c.exercise.label == label)
+    nb = _chapter(CHAPTER_OF[label])
+    cells = next(c for c in chapter_exercises(nb, CHAPTER_OF[label], COURSE) if c.exercise.label == label)
     stub_ns, sol_ns = _namespace(nb), _namespace(nb)
     exec(nb.cells[cells.stub].source, stub_ns)
     exec(nb.cells[cells.solution].source, sol_ns)
@@ -154,7 +160,7 @@ def test_every_chapter_has_registered_numbered_labelled_exercises():
     assert len(LABELS) == len(set(LABELS))
     for chapter in CHAPTERS:
         text = (ROOT / "notebooks" / f"{chapter}.md").read_text()
-        found = chapter_exercises(_chapter(chapter), chapter)  # validates the layout against the registry
+        found = chapter_exercises(_chapter(chapter), chapter, COURSE)  # validates the layout against the declaration
         first = sum(len(EXERCISES[c]) for c in CHAPTERS[:CHAPTERS.index(chapter)]) + 1  # one sequence in the book
         assert [f.number for f in found] == list(range(first, first + len(found))) and len(found) >= 2
         assert f"assignments/{chapter}-student.ipynb" in text  # the download link
@@ -326,7 +332,7 @@ def _smoke(chapters, root=ROOT) -> dict:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("assignments")
-    build_assignments(out, chapters=_smoke(CHAPTERS), root=ROOT)
+    build_assignments(out, chapters=_smoke(CHAPTERS), root=ROOT, course=COURSE)
     return out
 
 
@@ -403,10 +409,10 @@ def test_a_broken_exercise_layout_is_reported(tmp_path):
     text = (ROOT / "notebooks" / "gallery.md").read_text()
     (tmp_path / "notebooks" / "gallery.md").write_text(text.replace(":class: dropdown\n", "", 1))
     with pytest.raises(CertattrError, match="dropdown"):
-        build_assignments(tmp_path / "out", chapters=_smoke(["gallery"], tmp_path), root=tmp_path)
+        build_assignments(tmp_path / "out", chapters=_smoke(["gallery"], tmp_path), root=tmp_path, course=COURSE)
     (tmp_path / "notebooks" / "gallery.md").write_text(text.replace('    """The smallest SS among', '    """Smallest SS', 1))
     with pytest.raises(CertattrError, match="must start with the stub's lines"):
-        build_assignments(tmp_path / "out", chapters=_smoke(["gallery"], tmp_path), root=tmp_path)
+        build_assignments(tmp_path / "out", chapters=_smoke(["gallery"], tmp_path), root=tmp_path, course=COURSE)
 
 
 # --- nbgrader itself -------------------------------------------------------------------------------------------------
@@ -485,7 +491,7 @@ def test_nbgrader_autogrades_a_blank_and_a_solved_submission(built, cache, tmp_p
     chapter = "gallery"
     course = tmp_path / "course"
     course.mkdir()
-    build_assignments(course / "built", chapters=_smoke([chapter]), root=ROOT, cache_dir=str(cache))
+    build_assignments(course / "built", chapters=_smoke([chapter]), root=ROOT, course=COURSE, cache_dir=str(cache))
     shutil.copytree(course / "built" / "nbgrader", course, dirs_exist_ok=True)
     _nbgrader(["generate_assignment", chapter], course, env)
     name = f"{chapter}-student.ipynb"

@@ -10,7 +10,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from certattr.book.build import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
+from certattr.book.build import ROOT, chapter_parameters, run_chapter
+from certattr.book.chapters import PROFILE_NAMES as PROFILES, chapter_names, course as book_course
+
+CHAPTERS = chapter_names()
 from certattr.engine.validation import CertattrError
 
 
@@ -82,10 +85,11 @@ def test_findings_check_recomputes_every_smoke_row_from_the_csvs(smoke_book):
 
 @pytest.mark.slow
 def test_the_smoke_plan_is_exactly_what_the_smoke_chapters_sample(smoke_book):
-    """certattr.sweeps.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
+    """certattr.book.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
     nothing else: a sweep of the plan fills the cache so that the chapters compute no chunk (and the sweep no
     chunk the chapters do not read)."""
-    from certattr.sweeps.plans import book_plan, compare_with_cache
+    from certattr.book.build import book_plan
+    from certattr.book.plans import compare_with_cache
 
     root, _ = smoke_book
     plan = book_plan("smoke", root=root)
@@ -210,15 +214,15 @@ def test_smoke_book_numbers_the_exercises_folds_the_solutions_and_links_the_stud
     """sphinx-exercise numbers (in one sequence over the book, as the student notebooks do) and labels each
     chapter's exercises, folds each solution ("Solution to Exercise N", a dropdown), every check passes on the
     solution, and the chapter links its student notebook."""
-    from certattr.course import EXERCISES, exercise_number
+    course = book_course()
 
     root, _ = smoke_book
     html = root / "_build" / "html"
     for chapter in CHAPTERS:
         text = (html / "book" / "chapters" / f"{chapter}.html").read_text()
-        exercises = EXERCISES[chapter]
+        exercises = course.exercises(chapter)
         for ex in exercises:
-            number = exercise_number(ex.label)
+            number = course.number(ex.label)
             assert f'id="{ex.label}"' in text and f"Exercise {number}" in text, (chapter, ex.label)
             assert re.search(rf'Solution to<a class="reference internal" href="#{ex.label}">\s*Exercise {number} ', text)
         assert text.count('class="solution dropdown admonition"') == len(exercises), chapter

@@ -69,7 +69,7 @@ def test_deletion_results_give_curve_rows_and_one_flip_row_per_certificate():
 
 @pytest.mark.slow
 def test_vit_split_reproduces_the_network_and_the_head_is_redrawn():
-    from certattr.evaluation.vit_tokens import reinit_zero_head, token_split_check
+    from certattr.models.vit_tokens import reinit_zero_head, token_split_check
     from certattr.models.registry import load_model
 
     net = load_model("vit_b_16", "random", seed=0)

@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from certattr.book.build import CHAPTERS, PROFILES, ROOT, chapter_parameters, run_chapter
+from certattr.book.build import ROOT, chapter_parameters, run_chapter
+from certattr.book.chapters import PROFILE_NAMES as PROFILES, chapter_names
+
+CHAPTERS = chapter_names()
 
 
 def _parameter_names(chapter: str) -> set[str]:

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binomtest, spearmanr
 
 from certattr.evaluation import findings as F
-from certattr.evaluation.experiments import pooled
+from certattr.evaluation.tables import pooled
 from certattr.evaluation.metrics import certified_components, pooled_fractions
 
 RNG = np.random.default_rng(0)
@@ -167,7 +167,8 @@ def test_localization_faithfulness(sign, expected):
     v = F.check_localization_faithfulness(loc, faith)
     assert v.verdict == expected
     g = loc[(loc.layer == "input")].groupby("method").certified_gridpg.mean()
-    f = F.faithfulness_scores(faith)
+    from certattr.evaluation.metrics import faithfulness_scores
+    f = faithfulness_scores(faith)
     f = f[f.layer == "input"].groupby("method").faithfulness.mean()
     assert v.statistics["rho"] == pytest.approx(spearmanr(g[sorted(ORDER)], f[sorted(ORDER)]).statistic)
 
@@ -193,35 +194,43 @@ def test_rise_lrp_balance_not_tested_without_rise():
     assert F.check_rise_lrp_balance(rob, loc, faith_rows(lambda m: 0.4)).verdict == "not tested"
 
 
+def _book_claims():
+    """[(chapter stem, its Finding objects)] as the build passes them, from the chapters' declarations."""
+    from certattr.book.chapters import chapters
+
+    return [(c.stem, list(c.findings)) for c in chapters() if c.findings]
+
+
 def test_summary_lists_every_finding_and_reads_saved_verdicts(tmp_path):
     rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 0.2 + s), sigmas=(0.15, 0.33))
     F.write_findings([F.check_sigma_trend(rob)], tmp_path, "robustness")
-    text = F.summary_markdown(tmp_path, "cpu")
+    text = F.summary_markdown(tmp_path, "cpu", _book_claims())
+    paper_part = text.split("**Beyond the paper.**")[0]
     for finding in F.FINDINGS.values():
-        assert finding.title in text
-    assert "**agrees**:" in text and text.count("was not executed in this build") == len(F.FINDINGS) - 1
+        assert finding.title in paper_part
+    assert "**agrees**:" in text and paper_part.count("was not executed in this build") == len(F.FINDINGS) - 1
     assert "nan" not in text.lower().replace("finan", "")
 
 
 def test_summary_gives_every_related_claim_a_row_with_its_saved_verdict(tmp_path):
     from certattr.book.build import write_findings_page
-    from certattr.evaluation.adversarial_training_findings import LEVINE_FINDINGS
-    from certattr.evaluation.sequential_findings import SEQUENTIAL_FINDINGS
 
-    related = [*LEVINE_FINDINGS.values(), *SEQUENTIAL_FINDINGS.values()]
+    groups = _book_claims()
+    where = {f.id: stem for stem, claims in groups for f in claims}
+    related = [f for _, claims in groups for f in claims if f.id not in F.FINDINGS]
     first = related[0]
-    F.write_findings([F.Verdict(first, "disagrees", "measured 0.12", "because 0.12 < 0.5")], tmp_path, first.chapter)
-    text = F.summary_markdown(tmp_path, "cpu", related)
+    F.write_findings([F.Verdict(first, "disagrees", "measured 0.12", "because 0.12 < 0.5")], tmp_path, where[first.id])
+    text = F.summary_markdown(tmp_path, "cpu", groups)
     paper_part, related_part = text.split("**Beyond the paper.**")
     assert f"{len(related)} claims" in related_part and "1 disagrees" in related_part
     for finding in related:
         assert finding.title in related_part and finding.title not in paper_part
-        assert f"<chapters/{finding.chapter}>" in related_part
+        assert f"<chapters/{where[finding.id]}>" in related_part
     assert "**disagrees**: because 0.12 < 0.5" in related_part
     assert related_part.count("was not executed in this build") == len(related) - 1
     # the book's page (written by the build) lists them too
     results = tmp_path / "root" / "book" / "chapters" / "results" / "cpu"
-    F.write_findings([F.Verdict(first, "agrees", "measured 0.9", "because 0.9 > 0.5")], results, first.chapter)
+    F.write_findings([F.Verdict(first, "agrees", "measured 0.9", "because 0.9 > 0.5")], results, where[first.id])
     page = write_findings_page("cpu", root=tmp_path / "root").read_text()
     assert all(f.title in page for f in related) and "**agrees**: because 0.9 > 0.5" in page
 
@@ -249,7 +258,7 @@ def test_certified_components_against_a_brute_force_flood_fill():
 
 
 def test_pooled_frame_equals_pooled_fractions_of_the_label_maps():
-    """The one pooling function of the chapters (experiments.pooled, on tidy rows) against metrics'
+    """The one pooling function of the chapters (tables.pooled, on tidy rows) against metrics'
     pooled_fractions on the label maps themselves."""
     maps = [RNG.choice([-1, 0, 1], size=(8, 9 + i)) for i in range(4)]  # images of different sizes
     rows = []
@@ -289,7 +298,7 @@ def test_balance_table_against_a_loop():
 
 
 def test_gridpg_intervals_cover_the_mean_and_shrink_with_more_targets():
-    from certattr.evaluation.experiments import gridpg_intervals
+    from certattr.evaluation.tables import gridpg_intervals
 
     few = gridpg_intervals(loc_rows(lambda m, l: 0.5, n_targets=8), ["method", "layer"])
     many = gridpg_intervals(loc_rows(lambda m, l: 0.5, n_targets=200), ["method", "layer"])

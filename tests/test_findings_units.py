@@ -116,8 +116,11 @@ def test_pairings_never_cross_models():
 def test_every_row_agrees_with_the_plain_recomputation(tmp_path):
     rob, tau, loc, faith, flips = two_model_run()
     run = F.RunTables(robustness=rob, tau=tau, localization=loc, faithfulness=faith, flips=flips)
-    for chapter in F.CHAPTER_ORDER:
-        F.write_findings(F.check_claims(run, chapter), tmp_path, chapter)
+    from certattr.book.chapters import chapters
+    for c in chapters():
+        ids = [f.id for f in c.findings if f.id in F.FINDINGS]
+        if ids:
+            F.write_findings(F.check_claims(run, ids), tmp_path, c.stem)
     for name, frame in (("robustness", rob), ("robustness_tau", tau), ("localization", loc), ("faithfulness", faith),
                         ("faithfulness_flips", flips)):
         frame.to_csv(tmp_path / f"{name}.csv", index=False)

@@ -52,6 +52,9 @@ LAZY_IMPORTS = {
         "the canonizers are zennit's: zennit (and torchvision) load when LRP first checks a model",
     ("certattr.models.wrap", "certattr.models.canonizers"):
         "the canonizers are zennit's: `certattr.wrap` is in the facade, zennit loads when a model is wrapped",
+    ("certattr.cli", "certattr.evaluation.recheck"):
+        "the plain recomputation of the findings reads the CSV tables with pandas: pandas loads for "
+        "`certattr findings-check` only, not for `certattr --help`",
 }
 
 #: Third-party packages that ``import certattr`` may not load, and those that ``certattr --help`` may not load.

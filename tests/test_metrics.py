@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from certattr.engine.certify import certify_maps
-from certattr.evaluation.metrics import (DeletionCurve, GridPG, certificate_gridpg, certificate_rows, certified_fractions,
-                              certified_gridpg, deletion_curve, deletion_masks, deletion_rows, fill_value, gridpg,
-                              gridpg_rows, label_counts, pooled_fractions, summarize_gridpg, to_frame)
+from certattr.evaluation.metrics import (DeletionCurve, GridPG, certificate_gridpg, certified_fractions, certified_gridpg, deletion_curve, deletion_masks, fill_value, gridpg, label_counts, pooled_fractions, summarize_gridpg)
+from certattr.evaluation.rows import certificate_rows, deletion_rows, gridpg_rows, to_frame
 from certattr.engine.certificate import ABSTAIN, Certificate
 from certattr.models.testing import tiny_model
 from certattr.engine.validation import CertattrError

@@ -1,4 +1,4 @@
-"""Sweeps (certattr.sweeps.plans, certattr.sweeps.run): a 2-worker Dask LocalCluster fills the sample cache bit for bit like a
+"""Sweeps (certattr.book.plans, certattr.sweeps.run): a 2-worker Dask LocalCluster fills the sample cache bit for bit like a
 serial run, also when a worker is killed mid-sweep; two processes computing the same chunks at once leave one
 valid chunk each; an interrupted sweep resumes without recomputing finished chunks; the dry run counts right."""
 from __future__ import annotations
@@ -16,7 +16,9 @@ import torch
 
 from certattr.book.build import chapter_parameters
 from certattr.engine.cache import SampleCache
-from certattr.sweeps.plans import ModelPool, book_plan, cache_keys, chapter_plan, compare_with_cache, work_engine
+from certattr.book.build import book_plan
+from certattr.book.chapters import chapter_plan
+from certattr.book.plans import ModelPool, cache_keys, compare_with_cache, work_engine
 from certattr.sweeps.run import compute_group, group_works, run_sweep
 from certattr.engine.validation import CertattrError
 
@@ -189,7 +191,7 @@ def test_two_processes_computing_the_same_chunks_at_once_both_succeed_and_leave_
 
 def test_dry_run_counts_passes_and_bytes(tmp_path, capsys):
     from certattr.cli import main
-    from certattr.sweeps.costs import estimate
+    from certattr.book.costs import estimate
 
     # the smoke method chapter: the focus method and three methods at the Final layer of EfficientNet-Lite0 (a 7x7
     # map on the 224x224 photo); the focus (GradCAM at the Final layer) is one of them: 3 entries, 100 samples each;

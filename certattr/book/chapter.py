@@ -14,8 +14,12 @@ import time
 import warnings
 from pathlib import Path
 
-from ..evaluation.names import k_text, layer_title, method_title
 from ..engine.certify import DegenerateMapWarning
+from ..engine.config import CertConfig
+from ..evaluation.names import k_text, layer_title, method_title
+from .chapters import chapter_plan, get
+from .costs import announce
+from .plans import certify_plan
 
 __all__ = ["setup", "degenerate_note", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
            "undefined_frame", "identical_maps_text",
@@ -232,3 +236,39 @@ def identical_maps_text(groups) -> str:
                  "linear layer gives the same map, and GradCam and Cam add a ReLU, which leaves the top K unchanged "
                  "as long as at least K% of the map is positive.")
     return text
+
+
+def plan_of(stem: str, namespace: dict):
+    """Chapter ``stem``'s sampling plan (:func:`certattr.book.chapters.chapter_plan`, the same a sweep computes),
+    from its parameters as they stand in ``namespace`` (the notebook's globals)."""
+    return chapter_plan(stem, {p.name: namespace[p.name] for p in get(stem).parameters if p.name in namespace})
+
+
+def announce_plan(plan, namespace: dict) -> None:
+    """Print what the plan still has to sample: its model passes and the estimated time on this machine (rates
+    stored beside the sample cache, in ``sweep_rates.json``)."""
+    cache = namespace.get("cache_dir")
+    print(announce(plan, rates_file=Path(cache).parent / "sweep_rates.json" if cache else None), flush=True)
+
+
+def certify(plan, namespace: dict, *, taus=(), tau_sigmas=None, ks=None):
+    """Print the plan's model passes and estimated time (what is not cached yet), then certify its works with the
+    chapter's n, n0, τ, α, correction and K (``ks``: in this order, default the namespace's ``ks``), and at each
+    further τ of ``taus`` from the same samples (:func:`certattr.book.plans.certify_plan`)."""
+    p = namespace
+    announce_plan(plan, namespace)
+    cert = CertConfig(n0=p["n0"], tau=p["tau"], alpha=p["alpha"], correction=p["correction"],
+                      ks=p["ks"] if ks is None else ks)
+    return certify_plan(plan, cert, n=p["n"], taus=taus, tau_sigmas=tau_sigmas)
+
+
+def sample(stem: str, namespace: dict, *, taus=(), tau_sigmas=None, ks=None):
+    """:func:`plan_of` then :func:`certify`: a chapter's sampling, from its notebook. Returns ``(plan, certified)``."""
+    plan = plan_of(stem, namespace)
+    return plan, certify(plan, namespace, taus=taus, tau_sigmas=tau_sigmas, ks=ks)
+
+
+def claims(stem: str) -> tuple:
+    """The ids of the claims chapter ``stem`` checks (its declaration's)."""
+    return tuple(f.id for f in get(stem).findings)
+

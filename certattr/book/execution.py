@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from ..models.registry import load_model
+
 __all__ = ["PACKAGES", "record_execution", "read_execution", "hardware", "software", "write_execution_page", "machine",
            "chapter_rows", "model_speed", "speed_text"]
 
@@ -55,8 +57,6 @@ def model_speed(batch: int = 8, threads: int = 2, rounds: int = 5) -> dict:
     timed batches after one warm-up: {"forward": images/s without gradient, "forward_gradient": images/s with the
     gradient of the top logit with respect to the input, "batch", "threads"}. About 3 s on 2 cores."""
     import torch
-
-    from ..models.registry import load_model
 
     net = _SPEED_MODEL.get("net") or _SPEED_MODEL.setdefault("net", load_model("efficientnet_lite0",
                                                                                compilation="off"))

@@ -31,7 +31,7 @@ def check_chapter_parameters(params: dict) -> dict:
             check_ks(p[name])
     if "correction" in p:
         check_correction(p["correction"])
-    models = p.get("models", [p["model"]] if "model" in p else [])
+    models = p.get("models") or ([p["model"]] if p.get("model") else [])
     for m in [models] if isinstance(models, str) else models:
         user_model = isinstance(m, str) and (m.partition(":")[0] in ("torchvision", "timm", "file")
                                              or m.endswith((".pt2", ".pt", ".pth")))

@@ -295,7 +295,6 @@ class Cases:
 class Exercise:
     """One exercise of a chapter: what the book and the notebooks show about it, and its check."""
 
-    chapter: str
     label: str  #: sphinx-exercise label, nbgrader grade_id prefix, and the first argument of ``check``
     title: str
     answer: str  #: the name of the function the student writes

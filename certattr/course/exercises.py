@@ -1,12 +1,12 @@
-"""Every exercise of the book, declared as data: one block per chapter, in the book's chapter order.
+"""Every exercise of the book, declared as data: one list per chapter (the chapter's declaration names its list).
 
 Each exercise names the function the student writes, its points, estimated time and hint, and its check: the
 inputs (literal, or built here from a fixed seed), the oracle of :mod:`certattr.course.oracles` that answers
 them independently, and the rule of :mod:`certattr.course.cases` that compares. :func:`check
 <certattr.course.checks.check>` runs them all with one loop.
 
-The exercises are numbered in one sequence over the whole book (as sphinx-exercise does), so the order of
-:data:`EXERCISES` is the book's chapter order.
+The exercises are numbered in one sequence over the whole book (as sphinx-exercise does), in the chapters' order
+(:class:`certattr.course.catalogue.Course`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from . import oracles as o
 from .cases import (Array, Case, Cases, Close, CountedMask, Equal, Exercise, Integer, Mask, ModelCalls, Pair,
                     UniformDraws)
 
-__all__ = ["EXERCISES", "exercise", "exercise_number"]
+__all__ = ["ALL", "exercise", "METHOD", "ROBUSTNESS", "LOCALIZATION", "FAITHFULNESS", "TRADEOFF", "VIT", "GALLERY",
+           "CERTIFICATES", "LEVINE"]
 
 
 # --- method ------------------------------------------------------------------------------------------------------
@@ -50,14 +51,14 @@ def _count_why(got, expected, fields) -> str:
 
 
 METHOD = [
-    Exercise("method", "method-tau", "Predict, then measure", "radius_and_abstain", 2, 15,
+    Exercise("method-tau", "Predict, then measure", "radius_and_abstain", 2, 15,
              "R = sigma * Phi^-1(tau); certattr.certify_maps(samples, [k], sigma=..., n0=..., tau=..., alpha=...) "
              "gives a Certificate with .radius and .fractions()[float(k)]['abstain'].",
              (Cases(_tau_inputs, o.radius_and_abstain,
                     Pair(Close(1e-9, "which is not sigma * Phi^-1(tau)", name="R = "),
                          Close(1e-12, "the radius is right but the share is not", name="an abstained share of "),
                          what="a pair (R, abstained share)")),)),
-    Exercise("method", "method-count", "How many agreeing samples?", "smallest_count", 1, 10,
+    Exercise("method-count", "How many agreeing samples?", "smallest_count", 1, 10,
              "the p-value of a count c is P(Bin(n_test, tau) >= c) = binom.sf(c - 1, n_test, tau), and it must be "
              "<= alpha / n_pixels (Bonferroni).",
              (Cases(lambda: [(90, 0.75, 0.001, 224 ** 2), (50, 0.6, 0.01, 100), (40, 0.9, 0.001, 1000),
@@ -104,18 +105,18 @@ def _recertify_inputs():
 
 
 ROBUSTNESS = [
-    Exercise("robustness", "robustness-pooled", "Pooled or averaged?", "pooled_and_mean_abstain", 1, 10,
+    Exercise("robustness-pooled", "Pooled or averaged?", "pooled_and_mean_abstain", 1, 10,
              "pooled: sum the counts first, then divide; mean: divide per image, then average.",
              (Cases(_pooled_inputs, o.pooled_and_mean_abstain,
                     Pair(Close(why="which is not sum(n_abstain) / sum(n_pixels)", name="a pooled share of "),
                          Close(why="which is not the mean of the per-image shares", name="a mean of "),
                          what="a pair (pooled, mean)")),)),
-    Exercise("robustness", "robustness-radii", "Radii by hand", "sigma_for_radius", 1, 10,
+    Exercise("robustness-radii", "Radii by hand", "sigma_for_radius", 1, 10,
              "R = sigma * Phi^-1(tau), so sigma = R / Phi^-1(tau) (scipy.stats.norm.ppf is Phi^-1).",
              (Cases(lambda: [(0.25, 0.75), (0.1, 0.75), (0.5, 0.9), (0.2, 0.6), (1.0, 0.99)], o.sigma_for_radius,
                     Close(1e-7, "which does not give R = {radius} at tau = {tau}")),),
              secrets=("0.371",)),
-    Exercise("robustness", "robustness-recertify", "Re-certify without resampling", "abstain_at_tau", 2, 15,
+    Exercise("robustness-recertify", "Re-certify without resampling", "abstain_at_tau", 2, 15,
              "engine.certify(image, image_id, target, ks=[k], tau=tau, alpha=alpha) reads the samples from the "
              "cache; take .fractions()[float(k)]['abstain'].",
              (Cases(_recertify_inputs, functools.partial(o.abstain_at_tau, n0=_RECERTIFY_N0),
@@ -168,14 +169,14 @@ def _empty_inputs():
 
 
 LOCALIZATION = [
-    Exercise("localization", "localization-gridpg", "The random baseline", "my_certified_gridpg", 1, 10,
+    Exercise("localization-gridpg", "The random baseline", "my_certified_gridpg", 1, 10,
              "only pixels labelled 1 count; cell c of a 2x2 grid is row c // 2, column c % 2, each half of the "
              "map's height and width; 0.0 when nothing is certified '1'.",
              (Cases(_gridpg_inputs, o.my_certified_gridpg, Close()),)),
-    Exercise("localization", "localization-empty", "Empty certificates", "mean_gridpg", 1, 10,
+    Exercise("localization-empty", "Empty certificates", "mean_gridpg", 1, 10,
              "the rows with no_certified True count as 0, or are left out with drop_empty=True; NaN if none is left.",
              (Cases(_empty_inputs, o.mean_gridpg, Close()),)),
-    Exercise("localization", "localization-hardest", "Which cell is hardest?", "hardest_cell", 1, 10,
+    Exercise("localization-hardest", "Which cell is hardest?", "hardest_cell", 1, 10,
              "select the rows at that sigma and K, group by target_cell, take the mean of certified_gridpg and the "
              "cell with the smallest mean.",
              (Cases(lambda: [(_gridpg_table(seed), sigma, k) for seed in (0, 1, 3)
@@ -214,14 +215,14 @@ def _over_seeds(fn, height, width, n_removed, seeds) -> np.ndarray:
 
 
 FAITHFULNESS = [
-    Exercise("faithfulness", "faithfulness-fill", "Does the fill matter?", "delete_pixels", 1, 10,
+    Exercise("faithfulness-fill", "Does the fill matter?", "delete_pixels", 1, 10,
              "copy the image (image.clone()), then set all three channels of the masked pixels to the fill colour "
              "(one value, or three).",
              (Cases(_fill_inputs, o.delete_pixels, Array(atol=1e-6, tensor=True), unchanged=(0,)),)),
-    Exercise("faithfulness", "faithfulness-auc", "AUC by hand", "trapezoid_auc", 1, 10,
+    Exercise("faithfulness-auc", "AUC by hand", "trapezoid_auc", 1, 10,
              "the steps 0..J become t_j = j / J; the area is the sum of (t_{j+1} - t_j) (p_j + p_{j+1}) / 2.",
              (Cases(_auc_inputs, o.trapezoid_auc, Close()),)),
-    Exercise("faithfulness", "faithfulness-random", "Random pixels", "random_pixel_mask", 1, 10,
+    Exercise("faithfulness-random", "Random pixels", "random_pixel_mask", 1, 10,
              "np.random.default_rng(seed).choice(height * width, n_removed, replace=False) picks distinct pixels.",
              (Cases(lambda: [(6, 8, 10, 0), (10, 10, 0, 0), (4, 5, 20, 0), (224, 224, 5000, 0)],
                     o.random_pixel_mask, CountedMask()),
@@ -283,16 +284,16 @@ def _pearson_inputs():
 
 
 TRADEOFF = [
-    Exercise("tradeoff", "tradeoff-constant", "A constant map", "strict_topk", 2, 15,
+    Exercise("tradeoff-constant", "A constant map", "strict_topk", 2, 15,
              "t_K = np.percentile(np.abs(a), 100 - k); a pixel is selected only if |a| > t_K (strictly), so tied "
              "pixels at the threshold are not.",
              (Cases(_strict_inputs, o.strict_topk, Mask()),)),
-    Exercise("tradeoff", "tradeoff-harmonic", "Another balance score", "best_by_harmonic", 1, 10,
+    Exercise("tradeoff-harmonic", "Another balance score", "best_by_harmonic", 1, 10,
              "harmonic mean 2rg/(r+g), 0 when r + g = 0; per layer, average it per method_title and take the largest.",
              (Cases(lambda: [Case((_tradeoff_points(seed),), about="best_by_harmonic(points of 16 rows)")
                              for seed in (0, 1, 2)],
                     o.best_by_harmonic, Equal(_string_keys, what="a dict {layer: method_title}")),)),
-    Exercise("tradeoff", "tradeoff-correlation", "The grid's own robustness", "pearson", 1, 10,
+    Exercise("tradeoff-correlation", "The grid's own robustness", "pearson", 1, 10,
              "cov(x, y) / (std(x) std(y)); NaN for fewer than two values or a constant sequence.",
              (Cases(_pearson_inputs, o.pearson, Close()),)),
 ]
@@ -333,15 +334,15 @@ def _token_inputs():
 
 
 VIT = [
-    Exercise("vit", "vit-patches", "Patch size", "vit_grid", 1, 5,
+    Exercise("vit-patches", "Patch size", "vit_grid", 1, 5,
              "a side of s pixels holds s // p patches; the map is side x side.",
              (Cases(lambda: [(224, 16), (384, 16), (32, 8), (512, 32), (64, 16), (100, 16)], o.vit_grid,
                     Equal(_pair_of_ints, what="a pair (number of patches, patches per side)")),),
              secrets=("576",)),
-    Exercise("vit", "vit-softmax", "Why the LayerNorm matters", "softmax_probability", 1, 10,
+    Exercise("vit-softmax", "Why the LayerNorm matters", "softmax_probability", 1, 10,
              "softmax(z)_i = exp(z_i - max z) / sum_j exp(z_j - max z).",
              (Cases(_softmax_inputs, o.softmax_probability, Close(1e-9, _overflow_why)),)),
-    Exercise("vit", "vit-tokens", "Channel reduction", "token_map", 1, 10,
+    Exercise("vit-tokens", "Channel reduction", "token_map", 1, 10,
              "reduce over the first (hidden) dimension: |x| summed for 'l1', x summed for 'sum'.",
              (Cases(_token_inputs, o.token_map, Array(rtol=1e-5, atol=1e-5)),)),
 ]
@@ -358,10 +359,10 @@ def _ss_inputs():
 
 
 GALLERY = [
-    Exercise("gallery", "gallery-ss", "SS versus certificate", "lowest_certified_ss", 1, 10,
+    Exercise("gallery-ss", "SS versus certificate", "lowest_certified_ss", 1, 10,
              "select mean_sparsified where labels == 1 and take the minimum; NaN when no pixel is certified '1'.",
              (Cases(_ss_inputs, o.lowest_certified_ss, Close(1e-7)),)),
-    Exercise("gallery", "gallery-union", "Union bound", "overlay_confidence", 1, 5,
+    Exercise("gallery-union", "Union bound", "overlay_confidence", 1, 5,
              "the failure probabilities of the m claims add up: 1 - m * alpha, never below 0.",
              (Cases(lambda: [(0.001, 3), (0.001, 5), (0.01, 1), (0.05, 10), (0.2, 6), (0.001, 0)],
                     o.overlay_confidence, Close()),),
@@ -371,15 +372,15 @@ GALLERY = [
 
 # --- certificates ------------------------------------------------------------------------------------------------
 CERTIFICATES = [
-    Exercise("certificates", "certificates-topk-n", "Samples for the top-k certificate", "n_needed", 1, 15,
+    Exercise("certificates-topk-n", "Samples for the top-k certificate", "n_needed", 1, 15,
              "the best pair reaches R when c = sqrt(ln(2d/(1-eta)) / (2n)) <= 1 - tau; solve for n and round up.",
              (Cases(lambda: [(49, 0.75, 0.999), (224 * 224, 0.75, 0.999), (1000, 0.9, 0.95), (10, 0.6, 0.99),
                              (1280 * 49, 0.8, 0.999)], o.n_needed, Integer()),)),
-    Exercise("certificates", "certificates-tangent", "The tangent, not the perpendicular", "tangent_cosine", 1, 10,
+    Exercise("certificates-tangent", "The tangent, not the perpendicular", "tangent_cosine", 1, 10,
              "the smallest angle is reached where h + w is tangent to the ball: |h + w|^2 = |h|^2 - A^2.",
              (Cases(lambda: [(0.5, 0.3), (1.0, 0.1), (2.0, 1.9), (3.0, 1.5)], o.tangent_cosine,
                     Close(1e-8, "which is not the smallest cosine between h and h + w over |w| <= {a}")),)),
-    Exercise("certificates", "certificates-mc", "The Monte-Carlo term", "n_for_mc", 1, 10,
+    Exercise("certificates-mc", "The Monte-Carlo term", "n_for_mc", 1, 10,
              "t = M (1 + sqrt(2 ln(1/alpha))) / sqrt(N) <= ratio * M; solve for N and round up.",
              (Cases(lambda: [(0.001, 0.1), (0.001, 0.05), (0.01, 0.2), (0.05, 0.5), (1e-6, 0.1)], o.n_for_mc,
                     Integer()),)),
@@ -409,25 +410,21 @@ def _control_inputs():
 
 
 LEVINE = [
-    Exercise("levine", "levine-overlap", "Top-k overlap with ties", "topk_overlap_share", 1, 10,
+    Exercise("levine-overlap", "Top-k overlap with ties", "topk_overlap_share", 1, 10,
              "rank the flat values with a stable sort of the negated values (np.argsort(-a.ravel(), kind='stable')), "
              "take the first k of each map and count the common indices.",
              (Cases(_overlap_inputs, o.topk_overlap_share, Close(1e-12)),)),
-    Exercise("levine", "levine-control", "A random control of the same norm", "same_norm_step", 1, 15,
+    Exercise("levine-control", "A random control of the same norm", "same_norm_step", 1, 15,
              "the clipped norm grows with s: bracket r (double s until it is reached) and bisect; s = r / ||u|| "
              "ignores the pixels that clipping stops.",
              (Cases(_control_inputs, o.same_norm_step, Close(1e-7)),)),
 ]
 
 
-#: {chapter: its exercises}, chapters in the book's order (the exercise numbers follow it)
-EXERCISES: dict[str, list[Exercise]] = {
-    "method": METHOD, "robustness": ROBUSTNESS, "localization": LOCALIZATION, "faithfulness": FAITHFULNESS,
-    "tradeoff": TRADEOFF, "vit": VIT, "gallery": GALLERY, "certificates": CERTIFICATES, "levine": LEVINE,
-}
+#: every exercise of the book (a chapter's declaration lists its own, :mod:`certattr.book.chapters`)
+ALL = [*METHOD, *ROBUSTNESS, *LOCALIZATION, *FAITHFULNESS, *TRADEOFF, *VIT, *GALLERY, *CERTIFICATES, *LEVINE]
 
-_BY_LABEL = {ex.label: ex for exs in EXERCISES.values() for ex in exs}
-_NUMBERS = {label: number for number, label in enumerate(_BY_LABEL, start=1)}
+_BY_LABEL = {ex.label: ex for ex in ALL}
 
 
 def exercise(label: str) -> Exercise:
@@ -436,10 +433,3 @@ def exercise(label: str) -> Exercise:
         return _BY_LABEL[label]
     except KeyError:
         raise CertattrError(f"exercise {label!r} is unknown: the exercises are {sorted(_BY_LABEL)}") from None
-
-
-def exercise_number(label: str) -> int:
-    """The exercise's number in the book (from 1): sphinx-exercise numbers the exercises of the whole book in one
-    sequence (the toctree is not numbered), chapter after chapter in the book's order, which is the order of
-    :data:`EXERCISES`."""
-    return _NUMBERS[exercise(label).label]

@@ -3,7 +3,8 @@
 In the book (the chapter source), an exercise is a ``{exercise}`` directive with a label, the stub cell, the
 solution cell between ``{solution-start}`` and ``{solution-end}`` (sphinx-exercise's gated directives) and
 the check cell ``check("<label>", <name>)``, after the chapter's ``## Exercises`` heading.
-:func:`chapter_exercises` finds them and checks them against :data:`~certattr.course.exercises.EXERCISES`;
+:func:`chapter_exercises` finds them and checks them against the chapter's exercises in the
+:class:`~certattr.course.catalogue.Course`;
 :func:`merge_solution` writes a solution into its stub between nbgrader's markers and :func:`clear_solutions`
 undoes that as nbgrader's ClearSolutions does.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from ..engine.validation import CertattrError
 from .cases import Exercise
 from .checks import STUB
-from .exercises import EXERCISES, exercise_number
+from .catalogue import Course
 
 __all__ = ["ExerciseCells", "chapter_exercises", "exercises_start", "merge_solution", "clear_solutions",
            "EXERCISE_RE", "BEGIN", "END"]
@@ -55,15 +56,14 @@ def exercises_start(nb) -> int:
     raise CertattrError("the chapter has no '## Exercises' heading")
 
 
-def chapter_exercises(nb, chapter: str) -> list[ExerciseCells]:
+def chapter_exercises(nb, chapter: str, course: Course) -> list[ExerciseCells]:
     """Find and validate the exercises of a chapter notebook (read by jupytext from ``notebooks/<chapter>.md``).
 
     Each exercise is six cells: the ``{exercise}`` markdown, the stub, ``{solution-start}``, the solution,
-    ``{solution-end}`` and the check ``check("<label>", <name>)``; they must match :data:`EXERCISES` in order.
+    ``{solution-end}`` and the check ``check("<label>", <name>)``; they must match the chapter's exercises in
+    ``course`` in order.
     """
-    expected = EXERCISES.get(chapter)
-    if expected is None:
-        raise CertattrError(f"chapter {chapter!r} has no exercises registered in certattr.course.exercises.EXERCISES")
+    expected = course.exercises(chapter)
     start = exercises_start(nb)
     found = []
     cells = nb.cells
@@ -89,7 +89,8 @@ def chapter_exercises(nb, chapter: str) -> list[ExerciseCells]:
         index = len(found)
         if index >= len(expected) or expected[index].label != label:
             wanted = expected[index].label if index < len(expected) else None
-            raise CertattrError(f"{where}: expected exercise {wanted!r} here (certattr.course.exercises.EXERCISES[{chapter!r}])")
+            raise CertattrError(f"{where}: expected exercise {wanted!r} here (the chapter's declaration lists its "
+                                f"exercises in order)")
         ex = expected[index]
         check_match = _CHECK_RE.match(cells[i + 5].source.strip())
         if not check_match or check_match.group("label") != label or check_match.group("name") != ex.answer:
@@ -103,7 +104,7 @@ def chapter_exercises(nb, chapter: str) -> list[ExerciseCells]:
                 raise CertattrError(f"{where}: the exercise text needs {needle}")
         if f"{ex.minutes} minutes" not in match.group("body"):
             raise CertattrError(f"{where}: the text must state the estimated time '{ex.minutes} minutes'")
-        found.append(ExerciseCells(ex, exercise_number(label), match.group("title").strip(),
+        found.append(ExerciseCells(ex, course.number(label), match.group("title").strip(),
                                    match.group("body").strip(), i, i + 1, i + 2, i + 3, i + 4, i + 5))
     if [f.exercise.label for f in found] != [ex.label for ex in expected]:
         raise CertattrError(f"{chapter}: found exercises {[f.exercise.label for f in found]}, expected "

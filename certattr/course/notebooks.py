@@ -8,7 +8,7 @@
   ``### BEGIN SOLUTION`` / ``### END SOLUTION`` markers, and nbgrader cell metadata (solution, grade and
   locked cells with ``grade_id`` and ``points``). nbgrader's ``ClearSolutions`` turns it into the student
   notebook, cell for cell;
-* with ``course=True``, an nbgrader course folder ``nbgrader/`` (``nbgrader_config.py`` and
+* with ``nbgrader=True``, an nbgrader course folder ``nbgrader/`` (``nbgrader_config.py`` and
   ``source/<chapter>/<chapter>-student.ipynb``, the instructor version under the student file's name, so
   that submissions of the downloaded student notebook match it).
 
@@ -24,16 +24,11 @@ from pathlib import Path
 from typing import Mapping
 
 from ..engine.validation import CertattrError
-from .exercises import EXERCISES, exercise, exercise_number
+from .catalogue import Course
+from .exercises import exercise
 from .layout import EXERCISE_RE, chapter_exercises, exercises_start, merge_solution
 
-__all__ = ["student_notebook", "instructor_notebook", "build_assignments", "STUDENT_MINUTES", "NBGRADER_CONFIG"]
-
-#: measured wall time (minutes, rounded up) of each student notebook run top to bottom on the smoke settings, in book
-#: order with one shared cold sample cache, on a 2-core CPU with other builds running beside it (an idle laptop
-#: is faster). See the README, "For instructors".
-STUDENT_MINUTES = {"method": 2, "robustness": 1, "localization": 1, "faithfulness": 1, "tradeoff": 1, "vit": 4,
-                   "gallery": 1, "certificates": 15, "levine": 2}
+__all__ = ["student_notebook", "instructor_notebook", "build_assignments", "NBGRADER_CONFIG"]
 
 
 # --- student and instructor notebooks -----------------------------------------------------------------------------
@@ -67,13 +62,13 @@ def _nbgrader(grade_id: str, *, solution=False, grade=False, locked=False, point
     return meta
 
 
-def _strip_links(text: str) -> str:
+def _strip_links(text: str, course: Course) -> str:
     """Plain Markdown for Jupyter: drop the paragraphs with a download link (it only works in the built book) and
     write a cross-reference to an exercise as "Exercise N (title)"."""
     def ref(match):
         label = match.group(2)
         try:
-            return f"Exercise {exercise_number(label)} ({exercise(label).title})"
+            return f"Exercise {course.number(label)} ({exercise(label).title})"
         except CertattrError:  # a label that is not an exercise
             return f"`{label}`"
 
@@ -81,12 +76,12 @@ def _strip_links(text: str) -> str:
     return re.sub(r"\{(ref|numref)\}`([\w-]+)`", ref, "\n\n".join(paragraphs))
 
 
-def _header(chapter: str, profile: str) -> str:
+def _header(chapter: str, profile: str, course: Course) -> str:
     """The note at the top of both versions (the same text, so that nbgrader's release of the instructor
     notebook is the student notebook; it must not name nbgrader's solution delimiters, which its
     ClearSolutions looks for in every cell)."""
-    exs = EXERCISES[chapter]
-    total, minutes = sum(e.points for e in exs), STUDENT_MINUTES.get(chapter)
+    exs = course.exercises(chapter)
+    total, minutes = sum(e.points for e in exs), course.chapter(chapter).minutes
     if profile == "smoke" and minutes:
         cost = (f"about {minutes} minute{'s' if minutes != 1 else ''} from top to bottom on a laptop CPU with the "
                 f"offline default model (EfficientNet-Lite0) and bundled photos")
@@ -98,7 +93,7 @@ def _header(chapter: str, profile: str) -> str:
         f"reuse the noisy samples in `cache_dir`.",
         "",
         f"{len(exs)} exercises at the end ({total} points): "
-        + "; ".join(f"{exercise_number(e.label)}. {e.title} ({e.minutes} min, {e.points} point"
+        + "; ".join(f"{course.number(e.label)}. {e.title} ({e.minutes} min, {e.points} point"
                     f"{'s' if e.points > 1 else ''})" for e in exs)
         + ". Write each function where it says `# YOUR CODE HERE`; the cell after it checks your function on "
           "inputs of its own and prints what is still wrong (it never raises, so the notebook always runs to the "
@@ -115,12 +110,12 @@ def _chapter_notebook(chapter: str, root: Path):
     return jupytext.read(path)
 
 
-def _assignment(chapter: str, *, instructor: bool, parameters: Mapping, root: Path, profile: str = "smoke",
-                cache_dir: str = "certattr-cache", results_dir: str = "results"):
+def _assignment(chapter: str, *, instructor: bool, parameters: Mapping, root: Path, course: Course,
+                profile: str = "smoke", cache_dir: str = "certattr-cache", results_dir: str = "results"):
     import nbformat
 
     nb = _chapter_notebook(chapter, root)
-    exercises = chapter_exercises(nb, chapter)
+    exercises = chapter_exercises(nb, chapter, course)
     start = exercises_start(nb)
     params = {**parameters, "cache_dir": cache_dir, "results_dir": results_dir}
     by_text = {e.text: e for e in exercises}
@@ -138,7 +133,7 @@ def _assignment(chapter: str, *, instructor: bool, parameters: Mapping, root: Pa
             cells.append(cell)
             continue
         if i == start:
-            cell.source = _strip_links(cell.source)
+            cell.source = _strip_links(cell.source, course)
             cells.append(cell)
             continue
         if i in by_text:
@@ -148,7 +143,7 @@ def _assignment(chapter: str, *, instructor: bool, parameters: Mapping, root: Pa
             if before or after:
                 raise CertattrError(f"{chapter}: the cell of exercise {e.exercise.label!r} must hold only the "
                                     f"exercise directive (separate cells with +++)")
-            cell.source = f"### Exercise {e.number}: {e.title}\n\n{_strip_links(e.body)}"
+            cell.source = f"### Exercise {e.number}: {e.title}\n\n{_strip_links(e.body, course)}"
             cell.metadata["nbgrader"] = _nbgrader(f"{e.exercise.label}-text", locked=True)
         elif any(i == e.stub for e in exercises):
             e = next(e for e in exercises if e.stub == i)
@@ -165,7 +160,7 @@ def _assignment(chapter: str, *, instructor: bool, parameters: Mapping, root: Pa
         if cell.cell_type == "markdown" and not cell.source.strip():
             continue
         cells.append(cell)
-    header = nbformat.v4.new_markdown_cell(_header(chapter, profile))
+    header = nbformat.v4.new_markdown_cell(_header(chapter, profile, course))
     cells.insert(1, header)
     out = nbformat.v4.new_notebook(cells=cells)
     out.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
@@ -181,20 +176,21 @@ def _assignment(chapter: str, *, instructor: bool, parameters: Mapping, root: Pa
     return out
 
 
-def student_notebook(chapter: str, *, parameters: Mapping, root: Path, **kwargs):
+def student_notebook(chapter: str, *, parameters: Mapping, root: Path, course: Course, **kwargs):
     """The student notebook of ``chapter`` (an ``nbformat`` notebook): stubs and checks, no solution.
 
     ``parameters``: the values written into the chapter's parameters cell ({name: value}); ``root``: the folder
-    with ``notebooks/<chapter>.md``; ``profile`` (the settings' name, shown in the header), ``cache_dir`` and
+    with ``notebooks/<chapter>.md``; ``course``: the book's :class:`Course` (the chapter's exercises and their
+    numbers); ``profile`` (the settings' name, shown in the header), ``cache_dir`` and
     ``results_dir`` (written into the parameters cell, relative to where the notebook runs) as keywords.
     """
-    return _assignment(chapter, instructor=False, parameters=parameters, root=Path(root), **kwargs)
+    return _assignment(chapter, instructor=False, parameters=parameters, root=Path(root), course=course, **kwargs)
 
 
-def instructor_notebook(chapter: str, *, parameters: Mapping, root: Path, **kwargs):
+def instructor_notebook(chapter: str, *, parameters: Mapping, root: Path, course: Course, **kwargs):
     """The instructor (nbgrader source) notebook of ``chapter``: every solution between BEGIN/END SOLUTION;
     the arguments as for :func:`student_notebook`."""
-    return _assignment(chapter, instructor=True, parameters=parameters, root=Path(root), **kwargs)
+    return _assignment(chapter, instructor=True, parameters=parameters, root=Path(root), course=course, **kwargs)
 
 
 NBGRADER_CONFIG = '''# nbgrader course configuration written by `certattr assignments` (README: "For instructors").
@@ -206,40 +202,40 @@ c.Execute.kernel_name = "python3"
 '''
 
 
-def build_assignments(out, *, chapters: Mapping[str, Mapping], root: Path, profile: str = "smoke",
-                      cache_dir: str = "certattr-cache", course: bool = True) -> list[Path]:
+def build_assignments(out, *, chapters: Mapping[str, Mapping], root: Path, course: Course, profile: str = "smoke",
+                      cache_dir: str = "certattr-cache", nbgrader: bool = True) -> list[Path]:
     """Write ``<chapter>-student.ipynb`` and ``<chapter>-instructor.ipynb`` for every chapter into ``out``; return
     the paths written.
 
     ``chapters``: {chapter: the parameters written into its parameters cell}, e.g. the book's ``smoke`` profile
     (minutes on a laptop CPU), in book order; ``root``: the repository (``notebooks/<chapter>.md``);
     ``profile``: the name of those settings, shown in each notebook's header; ``cache_dir``: the sample cache the
-    notebooks use (relative to the folder they run in, or absolute). With ``course=True`` also an nbgrader
-    course folder ``out/nbgrader`` (see the module docstring).
+    notebooks use (relative to the folder they run in, or absolute); ``course``: the book's :class:`Course`. With
+    ``nbgrader=True`` also an nbgrader course folder ``out/nbgrader`` (see the module docstring).
     """
     import nbformat
 
     if not chapters:
         raise CertattrError("build_assignments needs at least one chapter")
-    unknown = [c for c in chapters if c not in EXERCISES]
+    unknown = [c for c in chapters if c not in course.stems()]
     if unknown:
-        raise CertattrError(f"chapters {unknown} have no exercises; the chapters are {list(EXERCISES)}")
+        raise CertattrError(f"chapters {unknown} have no exercises; the chapters are {', '.join(course.stems())}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for chapter, parameters in chapters.items():
-        kw = dict(parameters=parameters, root=root, profile=profile, cache_dir=cache_dir)
+        kw = dict(parameters=parameters, root=root, course=course, profile=profile, cache_dir=cache_dir)
         student, instructor = student_notebook(chapter, **kw), instructor_notebook(chapter, **kw)
         for nb, name in [(student, f"{chapter}-student.ipynb"), (instructor, f"{chapter}-instructor.ipynb")]:
             path = out / name
             nbformat.write(nb, path)
             written.append(path)
-        if course:
+        if nbgrader:
             source = out / "nbgrader" / "source" / chapter
             source.mkdir(parents=True, exist_ok=True)
             nbformat.write(instructor, source / f"{chapter}-student.ipynb")
             written.append(source / f"{chapter}-student.ipynb")
-    if course:
+    if nbgrader:
         config = out / "nbgrader" / "nbgrader_config.py"
         config.write_text(NBGRADER_CONFIG)
         written.append(config)

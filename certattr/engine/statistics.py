@@ -27,7 +27,7 @@ from scipy.stats import beta, binom, norm
 from .validation import check_sigma, check_tau
 
 __all__ = ["certified_radius", "clopper_pearson_lower", "pixel_radius_table", "binomial_pvalues",
-           "min_samples_to_certify", "holm_rejections", "majority_labels", "agreeing_counts", "passes_correction"]
+           "min_samples_to_certify", "holm_rejections", "majority_labels", "agreeing_counts", "passes_correction", "certifying_count"]
 
 
 def certified_radius(sigma: float, tau: float) -> float:
@@ -94,3 +94,11 @@ def passes_correction(pvalues: np.ndarray, alpha: float, correction: str) -> np.
     if correction == "bonferroni":
         return pvalues <= alpha / pvalues.size
     return holm_rejections(pvalues.ravel(), alpha).reshape(pvalues.shape)
+
+
+def certifying_count(n_test: int, tau: float, alpha: float, n_pixels: int) -> int:
+    """The smallest count c of agreeing test samples that certifies a pixel: P(Bin(n_test, tau) >= c) <=
+    alpha / n_pixels (Bonferroni over the pixels); n_test + 1 when even c = n_test does not."""
+
+    passing = np.flatnonzero(binomial_pvalues(n_test, tau) <= alpha / n_pixels)
+    return int(passing[0]) if passing.size else n_test + 1

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .metrics import deletion_curve, deletion_masks, deletion_rows, fill_value
+from .metrics import deletion_curve, deletion_masks, fill_value
+from .rows import deletion_rows
 from .names import method_title
 
 __all__ = ["first_step_flipped", "deletion_results"]
@@ -29,7 +30,7 @@ def first_step_flipped(model, image: torch.Tensor, target: int, certificate, ks:
 def deletion_results(model, certificates: Mapping, images: Mapping[str, torch.Tensor], targets: Mapping[str, int],
                      ks: Sequence[float], *, fill="mean", sigma: float) -> tuple[list[dict], list[dict]]:
     """For every certificate ``certificates[(image_id, method, layer, sigma)]`` (from
-    :func:`certattr.evaluation.experiments.certify_jobs` on photos) of ``model`` (a LoadedModel): its deletion
+    :meth:`certattr.book.plans.Certified.of` on photos) of ``model`` (a LoadedModel): its deletion
     curve rows (:func:`certattr.evaluation.metrics.deletion_rows`, removing the certified pixels of ``ks``
     cumulatively, smallest K first, set to ``fill``) and one flip row (model, image_id, method, layer, flipped:
     :func:`first_step_flipped`). ``images``: image id -> (3, H, W) tensor; ``targets``: image id -> class.

@@ -1,4 +1,5 @@
-"""Metrics on certificates: %certified, Certified GridPG, deletion faithfulness, tidy rows.
+"""Metrics on certificates: %certified, Certified GridPG, deletion faithfulness (the tidy rows that carry them to
+the chapters' tables are :mod:`certattr.evaluation.rows`).
 
 All functions are pure: they read label maps, attribution maps or :class:`~certattr.engine.certificate.Certificate`
 objects and return numbers, small named tuples or dataclasses; only :func:`deletion_curve` runs a model.
@@ -20,14 +21,12 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .grids import _check_layout, cell_mask
+from .grids import cell_mask
 from ..engine.certificate import ABSTAIN, Certificate
 from ..engine.validation import CertattrError, check_image, check_ks
 from ..models.registry import model_device
 
-__all__ = ["label_counts", "pooled_fractions", "certified_fractions", "GridPG", "certified_gridpg", "gridpg",
-           "certificate_gridpg", "summarize_gridpg", "fill_value", "deletion_masks", "DeletionCurve",
-           "deletion_curve", "certified_components", "certificate_rows", "gridpg_rows", "deletion_rows", "to_frame", "FRACTION_COLUMNS"]
+__all__ = ["label_counts", "pooled_fractions", "certified_fractions", "GridPG", "certified_gridpg", "gridpg", "certificate_gridpg", "summarize_gridpg", "fill_value", "deletion_masks", "DeletionCurve", "deletion_curve", "certified_components", "faithfulness_scores", "FRACTION_COLUMNS"]
 
 FRACTION_COLUMNS = ("certified_1", "certified_0", "abstain")
 
@@ -331,21 +330,6 @@ def deletion_curve(model, image, target: int, certificate: Certificate, *, ks=No
                          removed_fraction=n_removed / float(h * w), probabilities=probs)
 
 
-# --- tidy rows -------------------------------------------------------------------------------------------------------
-def _merge(base: dict, metadata: dict, computed: dict) -> dict:
-    row = {**base, **metadata}
-    clash = sorted(set(row) & set(computed))
-    if clash:
-        raise CertattrError(f"metadata keys {clash} clash with computed columns: rename them")
-    row.update(computed)
-    return row
-
-
-def _cert_params(cert: Certificate) -> dict:
-    return {"sigma": cert.sigma, "tau": cert.tau, "alpha": cert.alpha, "n": cert.n, "n0": cert.n0,
-            "correction": cert.correction, "radius": cert.radius}
-
-
 def certified_components(label_map: np.ndarray) -> dict:
     """The 4-connected components of the certified-'1' pixels of one label map (H, W): their number
     ``n_components_1`` and mean size in pixels ``mean_component_px_1`` (0 when there is none)."""
@@ -356,81 +340,13 @@ def certified_components(label_map: np.ndarray) -> dict:
     return {"n_components_1": int(count), "mean_component_px_1": float(ones.sum() / count) if count else 0.0}
 
 
-def certificate_rows(certificate: Certificate, **metadata) -> list[dict]:
-    """One row per K (largest K first) for a data frame of %certified.
-
-    Columns: the certificate's own ``metadata`` entries, then the keyword ``metadata`` (e.g. image_id,
-    model, method, layer; keywords override the certificate's entries), then
-    ``k``, ``sigma``, ``tau``, ``alpha``, ``n``, ``n0``, ``correction``, ``radius`` (R = sigma*Phi^-1(tau)),
-    ``height``, ``width``, ``n_pixels``, ``n_certified_1``, ``n_certified_0``, ``n_abstain`` (counts),
-    ``certified_1``, ``certified_0``, ``abstain`` (fractions of this image, summing to 1) and
-    ``robustness`` = 1 - abstain, ``n_components_1`` and ``mean_component_px_1`` (the certified-'1'
-    components, :func:`certified_components`). To pool over images, sum the ``n_*`` columns before dividing.
-    """
-    if not isinstance(certificate, Certificate):
-        raise CertattrError(f"certificate of type {type(certificate).__name__} is not allowed: give a Certificate")
-    h, w = certificate.labels.shape[1:]
-    rows = []
-    for k in certificate.ks:
-        c = label_counts(certificate.label_map(k))
-        computed = {"k": float(k), **_cert_params(certificate), "height": int(h), "width": int(w), **c,
-                    "certified_1": c["n_certified_1"] / c["n_pixels"], "certified_0": c["n_certified_0"] / c["n_pixels"],
-                    "abstain": c["n_abstain"] / c["n_pixels"]}
-        computed["robustness"] = 1.0 - computed["abstain"]
-        computed.update(certified_components(certificate.label_map(k)))
-        rows.append(_merge(dict(certificate.metadata), metadata, computed))
-    return rows
-
-
-def gridpg_rows(certificate: Certificate, cell: int, layout=(2, 2), attribution=None, **metadata) -> list[dict]:
-    """One row per K (largest first) of Certified GridPG for a grid certificate with target ``cell``.
-
-    Columns: metadata as in :func:`certificate_rows`, then ``k``, ``sigma``, ``tau``, ``alpha``, ``n``, ``n0``,
-    ``correction``, ``radius``, ``target_cell``, ``rows``, ``cols``, ``certified_gridpg`` (0 when none
-    certified), ``n_certified_1_inside``, ``n_certified_1``, ``no_certified`` (bool), ``robustness``
-    (1 - abstain fraction, for trade-off plots), and, when a raw ``attribution`` (H, W) is given,
-    ``gridpg`` and ``gridpg_empty`` (the uncertified GridPG, the same on every row).
-    """
-    if not isinstance(certificate, Certificate):
-        raise CertattrError(f"certificate of type {type(certificate).__name__} is not allowed: give a Certificate")
-    rows_, cols_ = _check_layout(layout)
-    raw = gridpg(attribution, cell, layout) if attribution is not None else None
-    rows = []
-    for k, g in certificate_gridpg(certificate, cell, layout).items():
-        lab = certificate.label_map(k)
-        computed = {"k": k, **_cert_params(certificate), "target_cell": int(cell), "rows": int(rows_),
-                    "cols": int(cols_), "certified_gridpg": g.value, "n_certified_1_inside": int(g.inside),
-                    "n_certified_1": int(g.total), "no_certified": bool(g.empty),
-                    "robustness": float((lab != ABSTAIN).mean())}
-        if raw is not None:
-            computed.update(gridpg=raw.value, gridpg_empty=bool(raw.empty))
-        rows.append(_merge(dict(certificate.metadata), metadata, computed))
-    return rows
-
-
-def deletion_rows(curve: DeletionCurve, **metadata) -> list[dict]:
-    """One row per point of a deletion curve (step 0 = clean image).
-
-    Columns: keyword metadata, then ``step``, ``k`` (the K added at this step; NaN at step 0),
-    ``n_removed``, ``removed_fraction``, ``probability``, ``relative_probability`` (p / p_clean),
-    ``target``, ``fill`` (the fill spec, e.g. "mean"), ``fill_rgb`` (tuple) and ``auc`` (normalized-step AUC,
-    the same on every row of the curve).
-    """
-    if not isinstance(curve, DeletionCurve):
-        raise CertattrError(f"curve of type {type(curve).__name__} is not allowed: give a DeletionCurve")
-    auc, rel = curve.auc, curve.relative
-    rows = []
-    for j in range(len(curve.ks) + 1):
-        computed = {"step": j, "k": math.nan if j == 0 else float(curve.ks[j - 1]), "n_removed": int(curve.n_removed[j]),
-                    "removed_fraction": float(curve.removed_fraction[j]), "probability": float(curve.probabilities[j]),
-                    "relative_probability": float(rel[j]), "target": curve.target, "fill": curve.fill_spec,
-                    "fill_rgb": curve.fill, "auc": auc}
-        rows.append(_merge({}, metadata, computed))
-    return rows
-
-
-def to_frame(rows: Iterable[dict]):
-    """A pandas DataFrame of rows (pandas is imported only here)."""
-    import pandas as pd
-
-    return pd.DataFrame(list(rows))
+def faithfulness_scores(faith):
+    """Per (model, image, method, layer) of deletion rows (:func:`certattr.evaluation.rows.deletion_rows`):
+    ``faithfulness`` = the confidence drop at the first deletion step, 1 - p after the first step / p clean (the
+    faithfulness chapter's table shows p / p clean; a rise of the confidence gives a negative drop, not clipped),
+    and ``nothing_removed`` (the first step removed no pixel, so the drop of 0 is not a measurement)."""
+    first = faith[faith.step == 1]
+    out = first[["model", "image_id", "method", "layer", "relative_probability"]].copy()
+    out["faithfulness"] = 1.0 - out.relative_probability
+    out["nothing_removed"] = (first.n_removed.to_numpy() == 0) if "n_removed" in first else False
+    return out

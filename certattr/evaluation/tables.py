@@ -1,5 +1,5 @@
 """The summary tables and rankings the evaluation chapters show, assembled from their tidy result rows
-(:func:`certattr.evaluation.experiments.robustness_rows`, ``localization_rows``, ``deletion_rows``).
+(:func:`certattr.evaluation.rows.robustness_rows`, ``localization_rows``, ``deletion_rows``).
 
 Shares are fractions of all pixels in [0, 1] unless a column says "%"; K is in percent. Every function
 takes the rows and returns a table (or a small Python value), so a chapter only calls, formats and shows.
@@ -10,12 +10,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..engine.statistics import binomial_pvalues
+from .findings.stats import bootstrap_interval
 from .names import k_text, layer_title, method_title
 
 __all__ = ["LAYER_RANK", "ranked_means", "ranked_deletion_auc", "pooled_outcome_table", "identical_certificate_groups",
            "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
-           "per_k_outcome_table", "budget_shares", "overlay_pairs"]
+           "per_k_outcome_table", "budget_shares", "overlay_pairs", "pooled",
+           "gridpg_intervals"]
 
 LAYER_RANK = {"input": 0, "final": 1}  #: the order in which tables list the layers
 
@@ -31,7 +32,7 @@ def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mappi
     certified '0' and abstained at each layer, formatted with one decimal; an empty cell reads "n/a" when
     (method title, layer) is in ``undefined_pairs`` and "not run" otherwise.
 
-    ``pooled_rows``: :func:`certattr.evaluation.experiments.pooled` rows of one sigma and one K (columns
+    ``pooled_rows``: :func:`certattr.evaluation.tables.pooled` rows of one sigma and one K (columns
     model, method_title, layer, certified_1, certified_0, abstain); ``layers``: the layers in column order
     (those without rows are left out); ``model_titles``: model id -> display name.
     """
@@ -70,7 +71,7 @@ def identical_certificate_groups(rows, layer: str = "final") -> list[list[str]]:
 
 def gridpg_trend(means, k: float) -> tuple[int, int] | None:
     """How Certified GridPG moves with the radius: among the (model, method, layer) combinations of
-    ``means`` (:func:`certattr.evaluation.experiments.gridpg_intervals` rows with columns model, method,
+    ``means`` (:func:`certattr.evaluation.tables.gridpg_intervals` rows with columns model, method,
     layer, sigma, k, value) run at every sigma at K = ``k``, (how many have a lower mean at the largest sigma
     than at the smallest, by more than 1e-12; how many there are). None when fewer than two sigmas or no
     combination has every sigma.
@@ -86,7 +87,7 @@ def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mappin
     """The localization chapter's table at noise ``sigma``: one row per (model, method, layer), the mean
     Certified GridPG at each K (columns "K = 50%", ..., largest K first), the uncertified GridPG and the
     percentage of targets with nothing certified '1' ("% empty"), both at K = ``k_ref``. NaN where not run.
-    ``means``: :func:`certattr.evaluation.experiments.gridpg_intervals` rows by (model, method, method_title,
+    ``means``: :func:`certattr.evaluation.tables.gridpg_intervals` rows by (model, method, method_title,
     layer, sigma, R, k)."""
 
     at_sigma = means[means.sigma == sigma]
@@ -197,12 +198,29 @@ def overlay_pairs(computed, layers: Sequence[str], per_layer: Mapping[str, Seque
     return [p for p in pairs if computed(*p)][:limit]
 
 
-def certifying_count(n_test: int, tau: float, alpha: float, n_pixels: int) -> int:
-    """The smallest count c of agreeing test samples that certifies a pixel: P(Bin(n_test, tau) >= c) <=
-    alpha / n_pixels (Bonferroni over the pixels); n_test + 1 when even c = n_test does not."""
+def pooled(frame, by: Sequence[str]):
+    """%certified pooled over images: sums the pixel counts of tidy :func:`robustness_rows` per group ``by``,
+    then divides (columns certified_1, certified_0, abstain, robustness, n_images)."""
+    counts = ["n_pixels", "n_certified_1", "n_certified_0", "n_abstain"]
+    out = frame.groupby(list(by), sort=False, dropna=False)[counts].sum().reset_index()
+    out["n_images"] = frame.groupby(list(by), sort=False, dropna=False).size().values
+    for col in ("certified_1", "certified_0", "abstain"):
+        out[col] = out[f"n_{col}"] / out["n_pixels"]
+    out["robustness"] = 1.0 - out["abstain"]
+    return out
 
-    passing = np.flatnonzero(binomial_pvalues(n_test, tau) <= alpha / n_pixels)
-    return int(passing[0]) if passing.size else n_test + 1
 
+def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int = 0):
+    """Mean Certified GridPG per group of localization rows, with a percentile bootstrap interval over the
+    rows (grid targets) of the group: columns ``by`` + value, low, high, targets, gridpg (uncertified mean,
+    NaN where not computed) and no_certified (share of targets with nothing certified '1')."""
+    import pandas as pd
 
-__all__ += ["certifying_count"]
+    out = []
+    for key, g in frame.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean, low, high = bootstrap_interval(g.certified_gridpg.to_numpy(float), np.mean, n_boot=n_boot, seed=seed)
+        out.append({**dict(zip(by, key)), "value": mean, "low": low, "high": high, "targets": int(len(g)),
+                    "gridpg": float(g.gridpg.mean()) if "gridpg" in g else float("nan"),
+                    "no_certified": float(g.no_certified.mean()) if "no_certified" in g else float("nan")})
+    return pd.DataFrame(out)

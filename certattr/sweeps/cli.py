@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 
-from ..book.build import CHAPTERS, PROFILES, ROOT, chapter_parameters, parse_overrides
+from ..book.build import PROFILE_NAMES, ROOT, book_plan, chapter_names, chapter_parameters, parse_overrides
 from ..engine.validation import CertattrError
-from .costs import estimate
-from .plans import ModelPool, book_plan, load_work_model
+from ..book.costs import estimate
+from ..book.plans import ModelPool, load_work_model
 from .run import dry_run_text, run_sweep
 
 __all__ = ["add_parser", "command"]
@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
                        description="Build the plans of the chapters (the (model, method, layer, sigma, image, target) "
                                    "cache entries they read) and fill the sample cache with them on Dask workers; "
                                    "`certattr book` with the same profile and cache then only reads it.")
-    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
-    p.add_argument("--only", nargs="*", default=None, choices=CHAPTERS, metavar="CHAPTER",
+    p.add_argument("--profile", default="cpu", choices=list(PROFILE_NAMES))
+    p.add_argument("--only", nargs="*", default=None, choices=chapter_names(), metavar="CHAPTER",
                    help="only these chapters (file stems)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the jobs, chunks, model passes, estimated device-hours and cache bytes; compute nothing")
@@ -55,7 +55,7 @@ def command(args) -> int:
         raise CertattrError(f"--workers {args.workers} is not allowed: give a positive number of workers")
     if args.scheduler and (args.serial or args.workers):
         raise CertattrError("--scheduler joins a running cluster: it cannot be combined with --serial or --workers")
-    device = str(chapter_parameters(args.profile, (args.only or CHAPTERS)[0], overrides, root=root).get("device", "cpu"))
+    device = str(chapter_parameters(args.profile, (args.only or chapter_names())[0], overrides, root=root).get("device", "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available() and not args.dry_run:
         raise CertattrError(f"the {args.profile} profile runs on {device} but this machine has no CUDA GPU: run the "
                             "sweep command on a GPU node (it builds the plan, e.g. the grids, with the models on the "

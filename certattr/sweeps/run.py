@@ -1,4 +1,4 @@
-"""Run a plan (:mod:`certattr.sweeps.plans`) on Dask distributed: many workers fill one shared sample cache.
+"""Run a plan (:mod:`certattr.book.plans`) on Dask distributed: many workers fill one shared sample cache.
 
     plan = book_plan("paper", overrides={"imagenet_dir": "/data/val"})
     report = run_sweep(plan)                              # a LocalCluster: one worker per GPU, else per core
@@ -13,7 +13,7 @@ not computed again. Hence:
 
 * results are identical bit for bit to a serial run with the same chunk size (a chunk depends only on its
   indices, and every chunk is computed by the same code as :meth:`SmoothedAttribution.chunks`, and written in
-  every encoding its readers take, :attr:`certattr.sweeps.plans.Work.chunk_files`, from one model call); on a CPU, at the
+  every encoding its readers take, :attr:`certattr.book.plans.Work.chunk_files`, from one model call); on a CPU, at the
   same number of torch threads per process (a LocalCluster's CPU workers use cores // workers threads each; another
   thread count changes the maps at float rounding, as a different chunk size does);
 * a worker that dies mid-task has its task rerun elsewhere (Dask reschedules it), and the rerun skips the chunks
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine.encodings import RAW
-from .plans import Plan, Work, load_work_model, work_engine
+from ..book.plans import Plan, Work, load_work_model, work_engine
 from ..engine.validation import CertattrError
 from ..engine.cache import cache_key
 

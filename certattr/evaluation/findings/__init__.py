@@ -18,11 +18,11 @@ verdicts.
 """
 from __future__ import annotations
 
-from .claims import CHAPTER_ORDER, FINDINGS, VERDICTS, Finding, Verdict
+from .claims import FINDINGS, VERDICTS, Finding, Verdict
 from .evidence import (MAX_EMPTY_SHARE, MIN_RISE_MASKS, PAPER_OCCLUSION, Evidence, RunSettings, admissible,
                        inflating_settings)
 from .faithfulness import (check_deletion_input_leaders, check_final_flip, check_gradcam_least_faithful_input,
-                           check_gradgb_final_faithful_vgg, check_localization_faithfulness, faithfulness_scores)
+                           check_gradgb_final_faithful_vgg, check_localization_faithfulness)
 from .localization import check_gradgb_final, check_input_localization_leaders
 from .units import IDENTITY, cluster_labels, collapse_identical, identical_groups, paired
 from .registry import CHECKS, RunTables, check_claims
@@ -37,10 +37,10 @@ from .common import LABEL_RULE
 from .tradeoff import balance_table, check_rise_best_balance, check_rise_lrp_balance
 from .vit import check_vit_activation_weak_final, check_vit_gradient_weak, check_vit_rise_robust
 
-__all__ = ["Finding", "Verdict", "FINDINGS", "VERDICTS", "CHAPTER_ORDER", "RunSettings", "RunTables", "Evidence",
+__all__ = ["Finding", "Verdict", "FINDINGS", "VERDICTS", "RunSettings", "RunTables", "Evidence",
            "admissible", "inflating_settings", "MIN_RISE_MASKS", "PAPER_OCCLUSION", "MAX_EMPTY_SHARE", "CHECKS",
            "check_claims", "CONFIDENCE", "TEST_LEVEL", "N_BOOT", "bootstrap_interval", "sign_test",
-           "direction_verdict", "spearman_permutation", "proportion_interval", "faithfulness_scores",
+           "direction_verdict", "spearman_permutation", "proportion_interval",
            "GRADIENT_METHODS", "findings_frame", "findings_html", "read_findings", "summary_markdown",
            "write_findings", "MIN_CLUSTERS", "cluster_bootstrap", "LABEL_RULE", "IDENTITY", "cluster_labels",
            "collapse_identical", "identical_groups", "paired", "bottom_line", "identical_maps_text", "balance_table"]

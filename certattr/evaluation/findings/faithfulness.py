@@ -3,30 +3,18 @@
 the first step; :func:`certattr.evaluation.deletion_runs.deletion_results`)."""
 from __future__ import annotations
 
-import numpy as np
 
+from ..metrics import faithfulness_scores
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .common import count, not_tested, rank_verdict, titles
+from .common import count, not_tested, rank_verdict
 from .evidence import MAX_EMPTY_SHARE, RunSettings, admissible, empty_methods, notes, unavailable
 from .localization import CHANCE, gridpg_long
 from .stats import CONFIDENCE, TEST_LEVEL, fmt_p, proportion_interval, spearman_permutation
 from .units import collapse_identical, group_title, identical_groups
 
-__all__ = ["faithfulness_scores", "check_deletion_input_leaders", "check_gradcam_least_faithful_input",
+__all__ = ["check_deletion_input_leaders", "check_gradcam_least_faithful_input",
            "check_final_flip", "check_localization_faithfulness", "check_gradgb_final_faithful_vgg"]
-
-
-def faithfulness_scores(faith):
-    """Per (model, image, method, layer): ``faithfulness`` = the confidence drop at the first deletion step,
-    1 - p after the first step / p clean (the faithfulness chapter's table shows p / p clean; a rise of the
-    confidence gives a negative drop, not clipped), and ``nothing_removed`` (the first step removed no pixel, so
-    the drop of 0 is not a measurement)."""
-    first = faith[faith.step == 1]
-    out = first[["model", "image_id", "method", "layer", "relative_probability"]].copy()
-    out["faithfulness"] = 1.0 - out.relative_probability
-    out["nothing_removed"] = (first.n_removed.to_numpy() == 0) if "n_removed" in first else False
-    return out
 
 
 _MEASURE = ("confidence drop at the first deletion step, 1 - p₁/p₀ (one minus the faithfulness table's relative "

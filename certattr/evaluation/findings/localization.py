@@ -1,5 +1,5 @@
 """Checks on the localization chapter's tables (Certified GridPG rows, one per model x grid target x method x layer
-x σ x K; see :func:`certattr.evaluation.experiments.localization_rows`), with the robustness rows on photos for
+x σ x K; see :func:`certattr.evaluation.rows.localization_rows`), with the robustness rows on photos for
 the Final-layer claim about Grad and GB."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ..names import method_title
 from .claims import FINDINGS, Verdict
 from .common import absent_text, count, fmt_interval, not_tested, rank_verdict, select, too_few
 from .evidence import RunSettings, admissible, listing, not_measured, unavailable
-from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap
+from .stats import MIN_CLUSTERS, cluster_bootstrap
 from .units import cluster_labels, identical_groups
 
 __all__ = ["check_gradgb_final", "check_input_localization_leaders", "gridpg_long", "CHANCE", "CONSTANT_SHARE"]

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ...engine.files import atomic_write_bytes
 from ..names import layer_title, method_title
-from .claims import CHAPTER_ORDER, FINDINGS, Verdict
+from .claims import FINDINGS, Verdict
 from .common import LABEL_RULE
 from .evidence import listing
 from .stats import CONFIDENCE, TEST_LEVEL
@@ -53,12 +53,12 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(findings, saved: dict) -> list[str]:
+def _table(findings, saved: dict, where: dict) -> list[str]:
     lines = ["```{div} full-width", "", "| claim (chapter) | the paper reported | this run measured | verdict: why |",
              "|---|---|---|---|"]
     for finding in findings:
         row = saved.get(finding.id)
-        name = f"**{_cell(finding.title)}** ({{doc}}`{finding.chapter} <chapters/{finding.chapter}>`)"
+        name = f"**{_cell(finding.title)}** ({{doc}}`{where[finding.id]} <chapters/{where[finding.id]}>`)"
         paper = f"{_cell(finding.paper)} ({_cell(finding.source)})"
         if row is None:
             lines.append(f"| {name} | {paper} | the chapter was not executed in this build | **not tested**: the "
@@ -156,28 +156,32 @@ def identical_maps_text(results_dir) -> str:
             "count as one method in every method-level statistic: " + "; ".join(sentences) + ".")
 
 
-def summary_markdown(results_dir, profile: str, related: Sequence = ()) -> str:
-    """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts: one row per claim of
-    the paper and its rebuttal (:data:`FINDINGS`), then one per ``related`` claim (:class:`Finding` of Levine et
-    al.'s defenses or of the certificates beyond the paper), each a row whether its chapter ran or not."""
+def summary_markdown(results_dir, profile: str, chapters: Sequence) -> str:
+    """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts.
+
+    ``chapters``: ``[(chapter stem, its claims)]`` in book order (each claim a :class:`Finding`). The claims of the
+    paper and its rebuttal (:data:`FINDINGS`) come first, one row each, then the claims beyond the paper (Levine
+    et al.'s defenses, the certificates beyond it), each a row whether its chapter ran or not."""
     saved = read_findings(results_dir)
-    ordered = sorted(FINDINGS.values(), key=lambda f: CHAPTER_ORDER.index(f.chapter) if f.chapter in CHAPTER_ORDER
-                     else len(CHAPTER_ORDER))
+    where = {f.id: stem for stem, claims in chapters for f in claims}
+    claims = [f for _, group in chapters for f in group]
+    paper = [f for f in claims if f.id in FINDINGS]
+    related = [f for f in claims if f.id not in FINDINGS]
     same = identical_maps_text(results_dir)
-    lines = [f"Profile **{profile}**: {len(FINDINGS)} claims of the paper and its rebuttal "
-             f"({_tally(ordered, saved)}). Each verdict is computed in the chapter named in the first column from "
+    lines = [f"Profile **{profile}**: {len(paper)} claims of the paper and its rebuttal "
+             f"({_tally(paper, saved)}). Each verdict is computed in the chapter named in the first column from "
              f"that run's numbers, with the criterion stated there (intervals at {CONFIDENCE:.0%}, resampling "
              f"images or grid targets; tests at level {TEST_LEVEL}); methods and settings that cannot carry a "
              f"verdict are named in the row.", "", f"**How a verdict is labelled.** {LABEL_RULE}", ""]
     if same:
         lines += [f"**Identical maps.** {same}", ""]
-    lines += _table(ordered, saved)
+    lines += _table(paper, saved, where)
     if related:
         lines += ["", f"**Beyond the paper.** {len(related)} claims of the related certificates and defenses "
                   f"(Levine et al.'s adversarial training and Sparsified SmoothGrad) and of this project's own "
                   f"extensions (one certificate for every K, anytime sampling), checked by the same rules "
                   f"({_tally(related, saved)}):", ""]
-        lines += _table(related, saved)
+        lines += _table(related, saved, where)
     return "\n".join(lines) + "\n"
 
 

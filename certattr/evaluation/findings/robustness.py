@@ -1,5 +1,5 @@
 """Checks on the robustness chapter's tables (tidy %certified rows, one per model x image x method x layer x σ x K;
-see :func:`certattr.evaluation.experiments.robustness_rows`). Every pairing joins on the whole identity of a
+see :func:`certattr.evaluation.rows.robustness_rows`). Every pairing joins on the whole identity of a
 measurement (:mod:`.units`); every interval resamples images."""
 from __future__ import annotations
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..metrics import faithfulness_scores
 from ..names import layer_title, method_title
 from .claims import FINDINGS, Verdict
 from .common import absent_text, common_conditions, fmt_interval, not_tested, select, too_few
 from .evidence import MAX_EMPTY_SHARE, RunSettings, admissible, empty_methods, listing, not_measured, notes, unavailable
-from .faithfulness import faithfulness_scores
 from .stats import MIN_CLUSTERS, cluster_bootstrap
-from .units import cluster_labels, collapse_identical, group_title, identical_groups
+from .units import collapse_identical, group_title, identical_groups
 
 __all__ = ["check_rise_lrp_balance", "check_rise_best_balance", "BalanceParts", "balance_parts", "balance_table"]
 

@@ -1,13 +1,11 @@
-"""Declarative sweeps: the sampling work of each chapter as a plan, computed ahead of the chapter.
+"""The sampling work of a chapter as a plan: what its notebook certifies and what a sweep computes ahead of it.
 
 A chapter's costly part is filling the sample cache: for each (model, method, layer, sigma, image, target) it
 needs ``n`` noisy attribution maps, stored in chunks of ``chunk_size`` (:mod:`certattr.engine.smoothing`). A *plan*
-lists exactly those cache entries (:class:`Work`, one per entry, with how many samples the chapter reads), built
-from the chapter's parameters (:func:`certattr.book.build.chapter_parameters`) with the same helpers the chapter uses
-(:func:`certattr.evaluation.experiments.engine_configs`, ``image_set``, ``photo_jobs``, ``grid_jobs``, ``build_grids``,
-``grids_for_model``), so that a sweep (:mod:`certattr.sweeps.run`) can fill the cache on many workers first and the
-chapter then only reads it. ``tests/test_book.py`` checks that the smoke profile's plan is exactly the set of
-chunks the smoke chapters write.
+lists exactly those cache entries (:class:`Work`, one per entry, with how many samples the chapter reads). Each
+chapter declares one function that builds it from the chapter's parameters with a :class:`PlanBuilder`
+(:mod:`certattr.book.chapters`); the chapter's notebook calls that function and certifies the plan's works, and
+a sweep (:mod:`certattr.sweeps.run`) calls the same function to fill the cache on many workers first.
 
 Each work also says what its readers take from the entry (``reads``: encoding, n pairs; :mod:`certattr.engine.encodings`):
 the certificates' top-K codes, Sparsified SmoothGrad's top-k sets, the cosine certificate's bounded sums (its
@@ -15,7 +13,7 @@ uniform-ball noise is a work of its own), raw maps where a chapter shows them. N
 go through the sample cache (clean maps, deletion curves, attacks); it is cheap next to the smoothing samples,
 and each chapter still does it.
 
-    plan = book_plan("smoke")               # every chapter of the profile, duplicates merged
+    plan = book_plan("smoke")               # every chapter of the profile, duplicates merged (certattr.book.chapters)
     plan.summary()                          # {"works": ..., "chunks": ..., "samples": ...}
 """
 from __future__ import annotations
@@ -28,24 +26,23 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..book.build import CHAPTERS, ROOT, chapter_parameters, declared_parameters
-from ..certificates.attack import select_seed
 from ..engine.cache import SampleCache, cache_key
 from ..engine.config import SamplingConfig
-from ..engine.encodings import BoundedSum, TopKSet, certificate_encoding, encoding_from_spec
+from ..engine.encodings import certificate_encoding, encoding_from_spec
 from ..engine.noise import Gaussian, UniformBall
 from ..engine.smoothing import SmoothedAttribution
-from ..engine.targets import resolve_target
-from ..engine.validation import CertattrError, check_choice
-from ..evaluation.experiments import (Job, engine_configs, grid_jobs, grids_for_model, image_set, method_for,
-    model_list, model_scope_of, photo_jobs, resolve_methods)
+from ..engine.validation import CertattrError
+from ..evaluation.jobs import Job, engine_configs, image_set, model_list, photo_jobs
 from ..evaluation.grids import Grid, build_grids
+from ..models.vit_tokens import reinit_zero_head
 from ..methods import get_method
-from ..models.data import Image, bundled_photo
-from ..models.registry import load_model
+from ..models.data import Image
+from ..models.registry import MODELS
+from ..models.sources import folder_images, load_source
 
-__all__ = ["Work", "Plan", "ModelPool", "chapter_plan", "book_plan", "merge", "cache_keys", "compare_with_cache",
-           "PLANNERS", "load_work_model", "work_engine", "redraw_zero_head"]
+__all__ = ["Work", "Plan", "ModelPool", "PlanBuilder", "Certified", "certify_plan", "execution_order", "merge", "cache_keys",
+           "compare_with_cache", "load_work_model", "SOURCE_PARAMETERS",
+           "work_engine", "photo_jobs_for", "models_of", "job_for"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,8 @@ class Work:
     noise: str = "gaussian"
     precision: str = "fp32"
     compilation: str = "auto"
+    source: tuple = ()  #: (name, value) pairs of a user's model (final_layer, mean, std, input_size, trust_pickle)
+    keys: tuple = ()  #: the chapter's keys of the jobs that read the entry (an image id, or (grid id, cell))
 
     @property
     def n(self) -> int:
@@ -131,7 +130,8 @@ class Work:
 
     @property
     def model_key(self) -> tuple:
-        return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision, self.compilation)
+        return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision, self.compilation,
+                self.source)
 
 
 @dataclass
@@ -145,10 +145,22 @@ class Plan:
     cache_dir: str | None = None
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
+    undefined: dict = field(default_factory=dict)  #: {model name: {(method, layer): why not defined}}
+    pool: object = None  #: the ModelPool that loaded the plan's models (a chapter certifies with the same ones)
+    extras: dict = field(default_factory=dict)  #: what a planner made on the way that its chapter shows (its grids)
 
     @property
     def n_chunks(self) -> int:
         return sum(w.n_chunks for w in self.works)
+
+    def models(self) -> dict:
+        """{model name: the loaded model} of the plan's works, in the order they first appear (from its pool)."""
+        pool = self.pool or ModelPool(self.device)
+        out = {}
+        for w in self.works:
+            if w.model not in out:
+                out[w.model] = pool.get(*w.model_key)
+        return out
 
     def summary(self) -> dict:
         return {"works": len(self.works), "chunks": self.n_chunks,
@@ -170,9 +182,16 @@ def merge(plans: Iterable[Plan]) -> Plan:
         for w in plan.works:
             old = by_entry.get(w.entry)
             by_entry[w.entry] = w if old is None else replace(
-                old, reads=tuple(sorted(set(old.reads) | set(w.reads))), chapters=tuple(dict.fromkeys(old.chapters + w.chapters)))
+                old, reads=tuple(sorted(set(old.reads) | set(w.reads))), chapters=tuple(dict.fromkeys(old.chapters + w.chapters)),
+                keys=tuple(dict.fromkeys(old.keys + w.keys)))
+    undefined: dict = {}
+    extras: dict = {}
+    for plan in plans:
+        extras.update(plan.extras)
+        for name, pairs in plan.undefined.items():
+            undefined.setdefault(name, {}).update(pairs)
     return Plan(list(by_entry.values()), images, dirs.pop() if dirs else None,
-                plans[0].device if plans else "cpu", notes)
+                plans[0].device if plans else "cpu", notes, undefined, plans[0].pool if plans else None, extras)
 
 
 def _image_key(image_id: str, tensor: torch.Tensor) -> str:
@@ -208,44 +227,43 @@ def compare_with_cache(plan: Plan, pool: "ModelPool | None" = None) -> tuple[dic
 
 
 # --- models, as each chapter makes them -----------------------------------------------------------------------
-def redraw_zero_head(net, seed: int) -> bool:
-    """The ViT chapter's fix for a randomly initialised ViT: torchvision sets its classifier to zeros (every logit
-    and gradient would be 0), so the head is redrawn from N(0, 0.02^2) with ``seed``. True if it redrew."""
-    if hasattr(net.net, "heads") and not net.net.heads.head.weight.any():
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(seed)
-            net.net.heads.head.weight.copy_(0.02 * torch.randn(net.net.heads.head.weight.shape, generator=gen))
-        return True
-    return False
+#: the parameters that say how a user's model (torchvision:, timm:, a file) is read, passed to load_source
+SOURCE_PARAMETERS = ("final_layer", "mean", "std", "input_size", "trust_pickle")
 
 
 def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, zero_head_redraw: bool = False,
-                    precision: str = "fp32", compilation: str = "auto"):
-    """The model as the chapter loads it (:func:`certattr.models.registry.load_model` at the chapter's
-    ``precision`` and ``compilation``, plus the ViT chapter's head fix)."""
+                    precision: str = "fp32", compilation: str = "auto", source: tuple = ()):
+    """The model as the chapter loads it (:func:`certattr.models.sources.load_source`: a preset, or a user's model
+    with the ``source`` (name, value) pairs of :data:`SOURCE_PARAMETERS`, at the chapter's ``precision`` and
+    ``compilation``), plus the ViT chapter's head fix (:func:`certattr.models.vit_tokens.reinit_zero_head`;
+    ``net.head_redrawn`` says whether it redrew)."""
 
-    net = load_model(model, weights, device, seed=model_seed, compilation=compilation)
-    if zero_head_redraw and weights == "random":
-        redraw_zero_head(net, model_seed)
+    net = load_source(model, weights=weights, device=device, seed=model_seed, compilation=compilation,
+                      **{k: v for k, v in source if v is not None})
+    net.head_redrawn = bool(zero_head_redraw and weights == "random" and reinit_zero_head(net, model_seed))
     return net.set_precision(precision)
 
 
 class ModelPool:
-    """Loaded models by (name, weights, seed, zero-head redraw, precision, compilation), each loaded once; ``loader`` makes
-    them (default :func:`load_work_model` on ``device``)."""
+    """Loaded models by (name, weights, seed, zero-head redraw, precision, compilation, source), each loaded once;
+    ``loader`` makes them (default :func:`load_work_model` on ``device``)."""
 
     def __init__(self, device: str = "cpu", loader: Callable | None = None):
         self.device = device
-        self.loader = loader or (lambda name, weights, seed, redraw, precision, compilation:
-                                 load_work_model(name, weights, device, seed, redraw, precision, compilation))
+        self.loader = loader or (lambda name, weights, seed, redraw, precision, compilation, source=():
+                                 load_work_model(name, weights, device, seed, redraw, precision, compilation, source))
         self._models: dict = {}
 
     def get(self, name: str, weights: str, seed: int = 0, redraw: bool = False, precision: str = "fp32",
-            compilation: str = "auto"):
-        key = (name, weights, int(seed), bool(redraw), str(precision), str(compilation))
+            compilation: str = "auto", source: tuple = ()):
+        key = (name, weights, int(seed), bool(redraw), str(precision), str(compilation), tuple(source))
         if key not in self._models:
-            self._models[key] = self.loader(*key)
+            self._models[key] = self.loader(*key[:6], key[6]) if key[6] else self.loader(*key[:6])
         return self._models[key]
+
+    def forget(self, net) -> None:
+        """Drop ``net`` from the pool (a chapter done with a model frees its memory)."""
+        self._models = {k: v for k, v in self._models.items() if v is not net}
 
 
 def work_engine(work: Work, model, cache=None, progress: bool = False, n: int | None = None):
@@ -259,11 +277,13 @@ def work_engine(work: Work, model, cache=None, progress: bool = False, n: int | 
 
 
 # --- the chapters' image sets -----------------------------------------------------------------------------------
-class _Builder:
+class PlanBuilder:
     """Collects the works of one chapter; knows the chapter's common parameters."""
 
     def __init__(self, chapter: str, params: dict, pool: ModelPool, placeholders: bool):
         self.chapter, self.p, self.pool, self.placeholders = chapter, params, pool, placeholders
+        self.undefined: dict = {}  #: {model name: {(method, layer): why}}: the pairs a model does not define
+        self.extras: dict = {}  #: what the planner made on the way that the chapter shows (e.g. "grids")
         self.works: list[Work] = []
         self.images: dict = {}
         self.notes: list[str] = []
@@ -273,7 +293,7 @@ class _Builder:
         return self.placeholders and self.p.get("profile") == "paper" and not imagenet_dir
 
     def image_set(self, photos, imagenet_dir, n_images, resize: int = 256, crop: int = 224):
-        """:func:`certattr.evaluation.experiments.image_set`; for a dry run of the paper profile without ``imagenet_dir``,
+        """:func:`certattr.evaluation.jobs.image_set`; for a dry run of the paper profile without ``imagenet_dir``,
         ``n_images`` placeholder 224x224 images (labels 0) that count the same work."""
 
         if self._placeholder_needed(imagenet_dir):
@@ -297,9 +317,22 @@ class _Builder:
         sources = [(im.id, im.tensor, im.label) for im in self.image_set(photos, imagenet_dir, n_images)]
         return build_grids(sources, qualify, n_grids, seed=grid_seed, threshold=threshold, grid_size=grid_size)
 
+    def source(self, name) -> tuple:
+        """The (name, value) pairs that say how a user's model is read (empty for a preset)."""
+        if name in MODELS:
+            return ()
+        return tuple((k, _frozen(self.p.get(k))) for k in SOURCE_PARAMETERS if self.p.get(k) not in (None, False))
+
     def model(self, name, seed: int = 0, redraw: bool = False):
         return self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"),
-                             self.p.get("compilation", "auto"))
+                             self.p.get("compilation", "auto"), self.source(name))
+
+    def images_for(self, net, photos=None, imagenet_dir=None, n_images=None):
+        """The chapter's images as ``net`` reads them: the user's folder (``image_dir``) at the model's size and
+        channels, or the bundled photos / ImageNet images at the model's size."""
+        if self.p.get("image_dir"):
+            return folder_images(self.p["image_dir"], net.spec.resize, net.spec.crop, net.channels)
+        return self.image_set(photos, imagenet_dir, n_images, net.spec.resize, net.spec.crop)
 
     def image_key(self, image_id, tensor) -> str:
         """:func:`_image_key`, once per tensor object (a placeholder is keyed by its id alone)."""
@@ -312,19 +345,21 @@ class _Builder:
     # works ------------------------------------------------------------------------------------------------
     def add(self, net, jobs, methods, layers, sigmas, *, method_overrides=None, first_sigma_only=(), skip=(),
             n=None, seed=None, model_seed: int = 0, redraw: bool = False):
-        """The works of one ``certify_jobs(net, jobs, methods, layers, sigmas, ...)`` call of the chapter."""
+        """The works of certifying every (job, method, layer, sigma) (:func:`engine_configs` decides which methods
+        run at which layer and sigma); the pairs the model does not define are kept in ``self.undefined``."""
 
-        configs, _ = engine_configs(net, methods, layers, sigmas, method_overrides=method_overrides,
-                                    first_sigma_only=first_sigma_only, skip=skip)
+        configs, undefined = engine_configs(net, methods, layers, sigmas, method_overrides=method_overrides,
+                                            first_sigma_only=first_sigma_only, skip=skip)
+        self.undefined.setdefault(net.name, {}).update(undefined)
         keys = [self.image_key(job.image_id, job.tensor) for job in jobs]  # hashed once per image, not per work
         for name, layer, method, sigma in configs:
             for job, key in zip(jobs, keys):
                 self.add_one(net, method, layer, sigma, job.image_id, job.tensor, job.target, n=n, seed=seed,
-                             model_seed=model_seed, redraw=redraw, image_key=key)
+                             model_seed=model_seed, redraw=redraw, image_key=key, job_key=job.key)
 
     def add_one(self, net, method, layer, sigma, image_id, tensor, target, *, n=None, seed=None,
                 model_seed: int = 0, redraw: bool = False, image_key: str | None = None, reads=None,
-                noise: str = "gaussian"):
+                noise: str = "gaussian", job_key=None):
         """One entry; ``reads``: its readers' (encoding spec, n) pairs, default the certificate's encoding at the
         chapter's ks (:func:`certattr.engine.encodings.certificate_encoding`) for ``n`` (one or several; default the
         chapter's n)."""
@@ -344,194 +379,91 @@ class _Builder:
             reads=reads, chunk_size=int(self.p["chunk_size"]),
             image_id=str(image_id), image_key=key, target=int(target), shape=tuple(tensor.shape),
             chapters=(self.chapter,), noise=noise, precision=net.precision,
-            compilation=str(self.p.get("compilation", "auto"))))
+            compilation=str(self.p.get("compilation", "auto")), source=self.source(net.name),
+            keys=(str(image_id) if job_key is None else job_key,)))
 
     def plan(self) -> Plan:
         """The chapter's works, an entry read twice (e.g. the method chapter's focus method) listed once."""
-        return merge([Plan(self.works, self.images, self.p.get("cache_dir"), self.p.get("device", "cpu"), self.notes)])
+        return merge([Plan(self.works, self.images, self.p.get("cache_dir"), self.p.get("device", "cpu"), self.notes,
+                           self.undefined, self.pool, self.extras)])
 
 
-def _photo_jobs(net, images):
+def _frozen(value):
+    """A parameter value as a hashable one (lists to tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def photo_jobs_for(net, images):
     if images and str(images[0].id).startswith("placeholder-"):  # no model call for placeholder targets
         return photo_jobs(net, [Image(im.id, im.tensor, 0) for im in images])
     return photo_jobs(net, images)
 
 
-def _models(p):
+def models_of(p):
     return model_list(p.get("models"), p.get("model"))
 
 
-# --- one planner per chapter: each mirrors the chapter's certification cell -----------------------------------------
-def _plan_method(b: _Builder):
-    p = b.p
-    net = b.model(p["model"])
-    image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
-    target = resolve_target(net, image.tensor, image.label)
-    overrides = p.get("method_overrides") or {}
-    # the focus method's maps are shown (engine.sample): raw maps, from which its certificate is derived
-    b.add_one(net, method_for(p["focus_method"], p["focus_layer"], overrides), p["focus_layer"], p["sigma"],
-              image.id, image.tensor, target, reads=[("raw", p["n"])])
-    names = resolve_methods(p["methods"])
-    b.add(net, [_job(image.id, image.tensor, target)], {layer: names for layer in p["layers"]}, p["layers"],
-          [p["sigma"]], method_overrides=overrides)
-    # "Fewer samples": fixed n (each of fewer_ns and fewer_n_max) and the anytime runs (up to fewer_n_max) read
-    # one entry per bundled photo, at the certificate's encoding
-    if p.get("fewer_photos"):
-        fewer = method_for(p["fewer_method"], p["fewer_layer"], overrides)
-        spec = certificate_encoding(p["fewer_layer"], p.get("ks") or ()).spec
-        ns = sorted({int(v) for v in p.get("fewer_ns") or ()} | {int(p["fewer_n_max"])})
-        for photo_id in p["fewer_photos"]:
-            shot = bundled_photo(photo_id)
-            b.add_one(net, fewer, p["fewer_layer"], p["fewer_sigma"], shot.id, shot.tensor,
-                      resolve_target(net, shot.tensor, None), reads=[(spec, v) for v in ns])
-
-
-def _job(image_id, tensor, target):
+def job_for(image_id, tensor, target):
     return Job(image_id, image_id, tensor, int(target))
 
 
-#: the certificates chapter's per-profile defaults of the certified-pixel attack's selection samples
-_SELECT_N = {"smoke": 20, "cpu": 100, "paper": 500}
+# --- certifying a plan: what a chapter does with the plan its declaration builds -------------------------------------
+@dataclass
+class Certified:
+    """The certificates of a plan's works: ``certificates[(model, key, method, layer, sigma)]`` (``key``: the job's
+    key, an image id or (grid id, cell)), ``at_tau[(model, key, method, layer, sigma, tau)]`` for the further τ
+    certified from the same samples, ``log``: one dict per certificate with its wall-clock ``seconds`` (a cache hit
+    is nearly free), ``undefined``: {model: {(method, layer): why}} for the pairs a model does not define."""
+
+    certificates: dict
+    at_tau: dict
+    log: list
+    undefined: dict
+
+    def of(self, model: str) -> dict:
+        """{(key, method, layer, sigma): Certificate} of one model (the shape the row builders take)."""
+        return {k[1:]: c for k, c in self.certificates.items() if k[0] == model}
+
+    def at_tau_of(self, model: str) -> dict:
+        """{(key, method, layer, sigma, tau): Certificate} of one model."""
+        return {k[1:]: c for k, c in self.at_tau.items() if k[0] == model}
 
 
-def _plan_certificates(b: _Builder):
-    import math
-
-    p = b.p
-    net = b.model(p["model"])
-    image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
-    target = 0 if image.id.startswith("placeholder-") else resolve_target(net, image.tensor, None)  # the top-1
-    # the certificate (n samples, its top-K codes) and Sparsified SmoothGrad (each of topk_ns, its top-k sets)
-    # read the same entry
-    cert_spec = certificate_encoding(p["layer"], p["ks"]).spec
-    reads = [(cert_spec, int(p["n"]))] + [(TopKSet(p["topk_frac"]).spec, int(m)) for m in p.get("topk_ns", [])]
-    b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, reads=reads)
-    select_n = p.get("pixel_attack_select_n")
-    select_n = int(select_n if select_n is not None else _SELECT_N.get(p.get("profile"), _SELECT_N["cpu"]))
-    if select_n > 0:  # the certified-pixel attack ranks its targets on fresh samples at the largest K
-        b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, seed=select_seed(p["seed"]),
-                  reads=[(certificate_encoding(p["layer"], [max(p["ks"])]).spec, select_n)])
-    # the cosine certificate: uniform noise in the l2 ball, the chunks' sums of the maps bounded by M
-    d_input = int(image.tensor.numel())
-    r = float(p["cos_r"]) if p.get("cos_r") is not None else float(p["sigma"]) * math.sqrt(d_input + 2)
-    b.add_one(net, p["method"], p["layer"], r, image.id, image.tensor, target, noise="uniform-ball",
-              reads=[(BoundedSum(p.get("cos_M", 1.0), "normalize").spec, int(p["cos_N"]))])
+def execution_order(works) -> list:
+    """The works in the order that lets methods share work on the same noisy copies: per model, layer and σ, image
+    by image, every method of the image in turn (Grad and IxG then share one input gradient per chunk, the
+    Final-layer methods one activation); certificates do not depend on the order."""
+    groups: dict = {}
+    for w in works:
+        groups.setdefault((w.model_key, w.layer, w.noise, w.sigma), {}).setdefault(w.image_key, []).append(w)
+    return [w for by_image in groups.values() for ws in by_image.values() for w in ws]
 
 
-def _plan_robustness(b: _Builder):
-    p = b.p
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-    trend_photos = p.get("trend_photos")
-    trend_ids = set(trend_photos) if (trend_photos and not p.get("imagenet_dir")) else {im.id for im in images}
-    sigmas, skip = list(p["sigmas"]), list(p.get("skip") or [])
-    common = dict(method_overrides=p.get("method_overrides"))
-    for name in _models(p):
-        net = b.model(name)
-        scope = model_scope_of(p.get("model_scope"), name)
-        # as the chapter: every model reads the images at its own input size, narrowed to its scope's photos
-        own = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"), net.spec.resize, net.spec.crop)
-        own = [im for im in own if not scope.get("photos") or im.id in set(scope["photos"])]
-        methods = scope.get("methods", p["methods"])
-        b.add(net, _photo_jobs(net, own), methods, p["layers"], [float(sigmas[0])], skip=skip, **common)
-        if len(sigmas) > 1:
-            b.add(net, _photo_jobs(net, [im for im in own if im.id in trend_ids]), methods, p["layers"], sigmas[1:],
-                  skip=skip + list(p.get("first_sigma_only") or []), **common)
+def certify_plan(plan: Plan, cert, *, n: int, taus=(), tau_sigmas=None, progress: bool = False) -> Certified:
+    """Certify every work of ``plan`` from the first ``n`` samples of its entry (computed and cached where missing)
+    with the :class:`certattr.engine.config.CertConfig` ``cert``, and at each further τ of ``taus`` from the same
+    samples (nothing is resampled; only for the works at a σ of ``tau_sigmas`` when given); the models come from
+    the plan's pool."""
+    import time
 
-
-def _plan_localization(b: _Builder):
-    p = b.p
-    names = _models(p)
-    qualify = model_list(p["qualify_models"], None) if p.get("qualify_models") else names
-    grids = b.grids(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"), [b.model(m) for m in qualify],
-                    p["n_grids"], p.get("grid_seed", 0), p["threshold"], p.get("grid_size"))
-    for name in names:
-        net = b.model(name)
-        b.add(net, grid_jobs(grids_for_model(grids, net), p.get("cells", "all")), p["methods"], p["layers"],
-              p["sigmas"], method_overrides=p.get("method_overrides"), first_sigma_only=p.get("first_sigma_only") or (),
-              skip=p.get("skip") or ())
-
-
-def _plan_tradeoff(b: _Builder):
-    """What the trade-off chapter computes when the robustness and localization tables are missing."""
-
-    p = b.p
-    names, skip, overrides = _models(p), p.get("skip") or (), p.get("method_overrides")
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-    for name in names:
-        net = b.model(name)
-        b.add(net, _photo_jobs(net, images), p["methods"], p["layers"], [p["sigma"]], skip=skip,
-              method_overrides=overrides)
-    qualify = model_list(p["qualify_models"], None) if p.get("qualify_models") else names
-    grids = b.grids(p.get("grid_photos"), p.get("imagenet_dir"), p.get("grid_n_images"), [b.model(m) for m in qualify],
-                    p["n_grids"], p.get("grid_seed", 0), p["threshold"], p.get("grid_size"))
-    grid_overrides = p.get("grid_method_overrides")
-    for name in names:
-        net = b.model(name)
-        b.add(net, grid_jobs(grids_for_model(grids, net), p.get("cells", "all")), p["methods"], p["layers"],
-              [p["sigma"]], skip=skip, method_overrides=grid_overrides if grid_overrides is not None else overrides)
-
-
-def _plan_photos(b: _Builder):
-    """faithfulness and gallery: every model x image x method x layer at one sigma."""
-    p = b.p
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-    for name in _models(p):
-        net = b.model(name)
-        b.add(net, _photo_jobs(net, images), p["methods"], p["layers"], [p["sigma"]],
-              method_overrides=p.get("method_overrides"))
-
-
-def _plan_vit(b: _Builder):
-    p = b.p
-    seed = int(p["seed"])
-    net = b.model(p["model"], seed=seed, redraw=True)
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-    b.add(net, _photo_jobs(net, images), p["methods"], p["layers"], [p["sigma"]],
-          method_overrides=p.get("method_overrides"), model_seed=seed, redraw=True)
-
-
-def _plan_levine(b: _Builder):
-    """Nothing: the levine chapter samples networks it trains itself (their weights are not known before it runs),
-    and keeps those samples and its Fig. 1(b) samples in its own folder (``levine_cache_dir``), not in the
-    shared sample cache."""
-
-
-#: chapter -> planner (each mirrors the cells of ``notebooks/<chapter>.md`` that sample)
-PLANNERS = {"method": _plan_method, "robustness": _plan_robustness, "localization": _plan_localization,
-            "faithfulness": _plan_photos, "tradeoff": _plan_tradeoff, "vit": _plan_vit, "gallery": _plan_photos,
-            "certificates": _plan_certificates, "levine": _plan_levine}
-
-
-def _declared(chapter: str, root=None) -> dict:
-    """The defaults of the chapter's parameters cell ({} where the notebooks are not at hand)."""
-
-    try:
-        return declared_parameters(chapter, Path(root) if root is not None else ROOT)
-    except CertattrError:
-        return {}
-
-
-def chapter_plan(chapter: str, params: dict, *, pool: ModelPool | None = None, placeholders: bool = False,
-                 root=None) -> Plan:
-    """The sampling work of ``chapter`` run with ``params`` (from :func:`certattr.book.build.chapter_parameters`).
-
-    ``pool`` shares loaded models between chapters; ``placeholders`` lets a dry run of the paper profile count
-    its work without the ImageNet folder (then nothing may be computed from the plan)."""
-    check_choice("chapter", chapter, PLANNERS)
-    params = {**_declared(chapter, root), **params}  # the chapter's own defaults where the profile sets nothing
-    builder = _Builder(chapter, params, pool or ModelPool(params.get("device", "cpu")), placeholders)
-    PLANNERS[chapter](builder)
-    return builder.plan()
-
-
-def book_plan(profile: str, chapters=None, overrides: dict | None = None, *, root=None, pool: ModelPool | None = None,
-              placeholders: bool = False) -> Plan:
-    """The merged plan of ``chapters`` (default: every chapter, in book order) under ``profile``."""
-
-    chapters = list(CHAPTERS if not chapters else chapters)
-    for chapter in chapters:
-        check_choice("chapter", chapter, CHAPTERS)
-    root = Path(root) if root is not None else ROOT
-    params = {c: chapter_parameters(profile, c, overrides, root=root) for c in chapters}
-    pool = pool or ModelPool(next(iter(params.values())).get("device", "cpu"))
-    return merge(chapter_plan(c, params[c], pool=pool, placeholders=placeholders, root=root) for c in chapters)
+    pool = plan.pool or ModelPool(plan.device)
+    other_taus = [cert.replace(tau=float(t)).tau for t in taus if float(t) != cert.tau]  # validated
+    certificates, at_tau, log = {}, {}, []
+    for w in execution_order(plan.works):
+        net = pool.get(*w.model_key)
+        method = get_method(w.method, **json.loads(w.method_params))
+        noise = UniformBall(w.sigma) if w.noise == "uniform-ball" else Gaussian(w.sigma)
+        engine = SmoothedAttribution(net, method, w.layer, noise, SamplingConfig(n=n, seed=w.seed,
+                                                                                 chunk_size=w.chunk_size),
+                                     cert, cache=plan.cache_dir, progress=progress)
+        image = plan.images[w.image_key]
+        for key in w.keys:
+            start = time.time()
+            c = engine.certify(image, w.image_id, w.target)
+            certificates[(net.name, key, w.method, w.layer, w.sigma)] = c
+            for t in other_taus if tau_sigmas is None or any(abs(w.sigma - s) < 1e-12 for s in tau_sigmas) else ():
+                at_tau[(net.name, key, w.method, w.layer, w.sigma, t)] = engine.certify(image, w.image_id, w.target,
+                                                                                         tau=t)
+            log.append({"model": net.name, "method": w.method, "layer": w.layer, "sigma": float(w.sigma),
+                        "key": str(key), "seconds": time.time() - start})
+    return Certified(certificates, at_tau, log, plan.undefined)

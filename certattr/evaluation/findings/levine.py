@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .findings import CONFIDENCE, MIN_CLUSTERS, Finding, Verdict, bootstrap_interval
+from .claims import Finding, Verdict
+from .stats import CONFIDENCE, MIN_CLUSTERS, bootstrap_interval
 
 __all__ = ["LEVINE_FINDINGS", "ACCURACY_DROP", "VACUOUS", "lambda_trend", "check_robustness_rises",
            "check_accuracy_drops_little", "check_sparsified_beats_scaled"]
@@ -29,13 +30,13 @@ LEVINE_FINDINGS: dict[str, Finding] = {f.id: f for f in [
             "Levine et al., Sec. 4 and Figure 6",
             "Per test digit, the top-k overlap of the gradient map under their attack, averaged over the attack sizes "
             "ε; difference largest λ minus λ = 0 (the same digits). Agrees if the 95% bootstrap interval (digits "
-            "resampled) of the mean difference lies above 0, disagrees if below 0, otherwise inconclusive.", "levine"),
+            "resampled) of the mean difference lies above 0, disagrees if below 0, otherwise inconclusive."),
     Finding("levine_accuracy_drops_little", "Accuracy drops little",
             "Even for very large value of λ, only a slight reduction in classification accuracy occurs due to the "
             "added regularization term.", "Levine et al., Sec. 4 and Figure 6",
             f"Test accuracy at λ = 0 minus at the largest λ, paired over the test digits. Agrees if the upper end "
             f"of its 95% bootstrap interval is at most {ACCURACY_DROP:.0%} (3 points), disagrees if the lower end "
-            f"exceeds {ACCURACY_DROP:.0%}, otherwise inconclusive.", "levine"),
+            f"exceeds {ACCURACY_DROP:.0%}, otherwise inconclusive."),
     Finding("levine_sparsified_vs_scaled", "Sparsified SmoothGrad certifies far more top-k overlap than scaled SmoothGrad",
             "Evaluating the robustness certificate for the scaled SmoothGrad method on ImageNet samples produced "
             "vacuous bounds; Sparsified SmoothGrad obtains a considerably large value of the robustness certificate.",
@@ -44,7 +45,7 @@ LEVINE_FINDINGS: dict[str, Finding] = {f.id: f for f in [
             f"photo Sparsified minus scaled. Agrees if the 95% bootstrap interval (photos resampled) lies above 0, "
             f"scaled SmoothGrad's mean certified overlap is at most {VACUOUS:.0%} of k at every ε (vacuous) and "
             f"Sparsified SmoothGrad's exceeds {VACUOUS:.0%} of k at the smallest ε (not vacuous); disagrees if the "
-            f"interval lies below 0; otherwise inconclusive.", "levine"),
+            f"interval lies below 0; otherwise inconclusive."),
 ]}
 
 

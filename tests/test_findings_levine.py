@@ -1,11 +1,11 @@
-"""The verdicts of the levine chapter (certattr.evaluation.adversarial_training_findings) on tables whose answer is
+"""The verdicts of the levine chapter (certattr.evaluation.findings.levine) on tables whose answer is
 known by construction."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from certattr.evaluation import adversarial_training_findings as lf
+from certattr.evaluation.findings import levine as lf
 
 
 def _attacks(shift_per_lam: float, noise: float = 0.02, n: int = 40) -> pd.DataFrame:

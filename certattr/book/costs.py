@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,10 @@ import torch
 
 from ..engine.encodings import encoding_from_spec
 from ..methods import get_method
+from .plans import cache_keys, compare_with_cache
 
 __all__ = ["passes_per_sample", "layer_shape", "measure_rates", "device_label", "compression_ratio", "compression_ratios",
+           "announce",
            "work_bytes", "estimate"]
 
 
@@ -283,3 +286,25 @@ def estimate(plan, pool_get, *, rates_file=None, measure: bool = True, device=No
             "rates_missing": sorted(missing), "rates_file": str(rates_file) if rates_file else None,
             "raw_bytes": int(raw_bytes), "bytes_by_encoding": by_kind, "ratio_text": ratio_text,
             "bytes": int(stored), "ratio": stored / raw_bytes if raw_bytes else 1.0}
+
+
+def announce(plan, *, rates_file=None) -> str:
+    """What a chapter is about to sample, before it samples: the cache entries of ``plan`` still to compute, their
+    model passes and the estimated time on this machine (rates from ``rates_file``, measured and stored there when
+    missing: one timed batch per model and image size). Printed by each chapter before it certifies."""
+    pool = plan.pool
+    if plan.cache_dir:
+        missing, _ = compare_with_cache(plan, pool)
+        todo = [w for k, w in cache_keys(plan, pool).items() if k in missing]
+    else:
+        todo = list(plan.works)
+    if not todo:
+        return (f"[sampling plan] {len(plan.works)} cache entries, every one already in the sample cache: nothing to "
+                f"compute.")
+    sub = replace(plan, works=todo)
+    est = estimate(sub, lambda w: pool.get(*w.model_key), rates_file=rates_file, measure=True)
+    passes = (f"{est['full_passes']:,} full (forward+backward) passes, {est['forward_passes']:,} forward-only, "
+              f"{est['body_passes']:,} to the Final layer and {est['head_passes']:,} through the head")
+    return (f"[sampling plan] {len(plan.works)} cache entries, {len(todo)} still to compute "
+            f"({sum(w.samples for w in todo):,} noisy samples): {passes}; about {est['seconds'] / 60:.1f} min on "
+            f"this machine ({est['device']}).")

@@ -1,0 +1,154 @@
+"""The method chapter (one photo, every method, from the raw map to the certified pixels; the anytime certificate): its parameters under each profile, the sampling plan its notebook
+and a sweep both run, the claims it checks and its exercises."""
+
+from __future__ import annotations
+
+from ...evaluation.sequential_findings import SEQUENTIAL_FINDINGS
+from ...engine.encodings import certificate_encoding
+from ...engine.targets import resolve_target
+from ...evaluation.jobs import method_for, resolve_methods
+from ...models.data import bundled_photo
+from ..plans import PlanBuilder, job_for
+from .common import (
+    ALPHA,
+    CACHE_DIR,
+    CHUNK_SIZE,
+    COMPILATION,
+    CORRECTION,
+    DEVICE,
+    IMAGENET_DIR,
+    LAYERS,
+    METHOD_OVERRIDES,
+    MODEL,
+    N,
+    N0,
+    PRECISION,
+    PROFILE,
+    RESULTS_DIR,
+    SEED,
+    SIGMA,
+    TAU,
+    WEIGHTS,
+)
+from .declaration import Chapter, Param, register
+from ...course import exercises as course_exercises
+
+__all__ = ["CHAPTER", "plan"]
+
+
+def plan(b: PlanBuilder):
+    p = b.p
+    net = b.model(p["model"])
+    image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
+    target = resolve_target(net, image.tensor, image.label)
+    overrides = p.get("method_overrides") or {}
+    # the focus method's maps are shown (engine.sample): raw maps, from which its certificate is derived
+    b.add_one(
+        net,
+        method_for(p["focus_method"], p["focus_layer"], overrides),
+        p["focus_layer"],
+        p["sigma"],
+        image.id,
+        image.tensor,
+        target,
+        reads=[("raw", p["n"])],
+    )
+    names = resolve_methods(p["methods"])
+    b.add(
+        net,
+        [job_for(image.id, image.tensor, target)],
+        {layer: names for layer in p["layers"]},
+        p["layers"],
+        [p["sigma"]],
+        method_overrides=overrides,
+    )
+    # "Fewer samples": fixed n (each of fewer_ns and fewer_n_max) and the anytime runs (up to fewer_n_max) read
+    # one entry per bundled photo, at the certificate's encoding
+    if p.get("fewer_photos"):
+        fewer = method_for(p["fewer_method"], p["fewer_layer"], overrides)
+        spec = certificate_encoding(p["fewer_layer"], p.get("ks") or ()).spec
+        ns = sorted({int(v) for v in p.get("fewer_ns") or ()} | {int(p["fewer_n_max"])})
+        for photo_id in p["fewer_photos"]:
+            shot = bundled_photo(photo_id)
+            b.add_one(
+                net,
+                fewer,
+                p["fewer_layer"],
+                p["fewer_sigma"],
+                shot.id,
+                shot.tensor,
+                resolve_target(net, shot.tensor, None),
+                reads=[(spec, v) for v in ns],
+            )
+
+
+PARAMETERS = (
+    PROFILE,
+    MODEL,
+    WEIGHTS,
+    DEVICE,
+    PRECISION,
+    COMPILATION,
+    Param(
+        "photo",
+        "chelsea",
+        note="a bundled photo id; with imagenet_dir set, the first image in the paper's order",
+        profiles={"smoke": "coffee", "paper": None},
+    ),
+    IMAGENET_DIR,
+    SIGMA,
+    Param("ks", [50, 25, 5]),
+    N,
+    N0,
+    TAU,
+    ALPHA,
+    CORRECTION,
+    SEED,
+    CHUNK_SIZE,
+    Param("methods", "all", profiles={"smoke": ["grad", "ixg", "gradcam"]}),
+    LAYERS,
+    Param("focus_method", "lrp", profiles={"smoke": "gradcam", "paper": "rise"}),
+    Param("focus_layer", "input", profiles={"smoke": "final"}),
+    METHOD_OVERRIDES,
+    Param(
+        "fewer_photos",
+        ["chelsea", "coffee"],
+        profiles={
+            "smoke": ["coffee"],
+            "paper": [
+                "chelsea",
+                "coffee",
+                "camera",
+                "rocket",
+                "astronaut",
+                "motorcycle",
+                "grace_hopper",
+                "china",
+                "flower",
+            ],
+        },
+        heading='"Fewer samples": fixed n against anytime sampling (a cheap method, so that the section costs < 2.5 min cold)',
+    ),
+    Param("fewer_method", "gradcam"),
+    Param("fewer_layer", "final"),
+    Param("fewer_sigma", 0.25),
+    Param("fewer_n_max", 400, profiles={"smoke": 100, "paper": 1000}),
+    Param("fewer_ns", [100, 200], profiles={"smoke": [50], "paper": [100, 150, 200]}),
+    Param("fewer_undecided", [0.05, 0.1, 0.2]),
+    CACHE_DIR,
+    RESULTS_DIR,
+)
+
+CHAPTER = register(
+    Chapter(
+        "method",
+        "The method on one photo: from an attribution map to certified pixels",
+        PARAMETERS,
+        plan,
+        findings=tuple(
+            SEQUENTIAL_FINDINGS[i] for i in ("band_superset", "anytime_reaches_fixed", "anytime_equal_budget")
+        ),
+        exercises=tuple(course_exercises.METHOD),
+        student_minutes=2,
+    )
+)
