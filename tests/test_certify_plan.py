@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from certattr.book.plans import ModelPool, PlanBuilder, certify_plan, execution_order
+from certattr.book.plans import ModelPool, PlanBuilder, RunSpec, certify_plan, execution_order
 from certattr.engine.certify import certify_maps
 from certattr.engine.config import CertConfig
 from certattr.engine.smoothing import SmoothedAttribution
@@ -20,7 +20,7 @@ def plan_of(net, jobs, methods, sigmas, cache_dir, layers=("input",)):
     params = {"weights": "pretrained", "seed": 2, "chunk_size": 10, "n": 60, "ks": [50, 20],
               "cache_dir": None if cache_dir is None else str(cache_dir)}
     b = PlanBuilder("test", params, ModelPool("cpu", loader=lambda *key: net), placeholders=False)
-    b.add(net, jobs, methods, list(layers), sigmas)
+    b.add(net, jobs, RunSpec(methods, list(layers), sigmas))
     return b.plan()
 
 

@@ -13,7 +13,7 @@ from certattr.book.build import (book_plan, chapter_parameters, check_overrides,
                                  write_findings_page)
 from certattr.book.chapters import Chapter, Param, chapter_names, course, get, registered, toc_yaml
 from certattr.book.chapters.common import CHUNK_SIZE, DEVICE, N, PROFILE, SEED, WEIGHTS
-from certattr.book.plans import photo_jobs_for
+from certattr.book.plans import RunSpec, photo_jobs_for
 from certattr.course.cases import Exercise
 from certattr.engine.validation import CertattrError
 from certattr.evaluation.findings import Finding, Verdict, write_findings
@@ -28,7 +28,7 @@ def toy_plan(b):
     """One photo, Grad at the Final layer: the toy chapter's sampling."""
     net = b.model(b.p["model"])
     photo = b.image_set(b.p["photo"], None, 1)
-    b.add(net, photo_jobs_for(net, photo), ["grad"], ["final"], [b.p["sigma"]])
+    b.add(net, photo_jobs_for(net, photo), RunSpec(["grad"], ["final"], [b.p["sigma"]]))
 
 
 def toy() -> Chapter:

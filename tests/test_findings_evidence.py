@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import beta
 
 from certattr.evaluation import findings as F
-from certattr.evaluation.findings.common import rank_verdict
+from certattr.evaluation.findings.common import Measure, rank_verdict
 
 RNG = np.random.default_rng(7)
 ALL = ("grad", "gb", "ixg", "intgrad", "lrp", "rise", "occlusion", "gradcam", "gradcampp", "layercam", "cam",
@@ -249,11 +249,13 @@ def test_rank_verdict_margin_matches_the_means_and_reads_both_ways():
                          "c": RNG.normal(0.4, 0.05, 30)})
     values = wide.assign(model="m", image_id=[f"im{i}" for i in range(30)]).melt(
         id_vars=["model", "image_id"], var_name="method", value_name="v")
-    args = dict(value="v", conditions=(), measure="m", unit="image")
+    measure = Measure("v", "m", "image", conditions=())
+    args = dict(measure=measure)
     v = rank_verdict("input_robust_leaders", values, ("a",), **args)
     assert v.verdict == "agrees"
     assert v.statistics["margin"] == pytest.approx(wide.a.mean() - wide.b.mean())
-    low = rank_verdict("gradcam_least_faithful_input", values, ("c",), highest=False, **args)
+    low = rank_verdict("gradcam_least_faithful_input", values, ("c",), Measure("v", "m", "image", conditions=(),
+                                                                                highest=False))
     assert low.verdict == "agrees" and low.statistics["margin"] == pytest.approx(wide.b.mean() - wide.c.mean())
     assert rank_verdict("input_robust_leaders", values, ("c",), **args).verdict == "disagrees"
     # a named method that did not run: not tested; one that ran but is degenerate: inconclusive

@@ -40,7 +40,7 @@ from ..models.data import Image
 from ..models.registry import MODELS
 from ..models.sources import folder_images, load_source
 
-__all__ = ["Work", "Plan", "ModelPool", "PlanBuilder", "Certified", "certify_plan", "execution_order", "merge", "cache_keys",
+__all__ = ["Work", "Plan", "ModelPool", "PlanBuilder", "RunSpec", "Certified", "certify_plan", "execution_order", "merge", "cache_keys",
            "compare_with_cache", "load_work_model", "SOURCE_PARAMETERS",
            "work_engine", "photo_jobs_for", "models_of", "job_for"]
 
@@ -276,6 +276,21 @@ def work_engine(work: Work, model, cache=None, progress: bool = False, n: int | 
     return SmoothedAttribution(model, method, work.layer, noise, sampling, cache=cache, progress=progress)
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """Which (method, layer, σ) a chapter certifies: ``methods`` ("all", a list, or {layer: "all" | list}) at
+    ``layers`` under each noise σ of ``sigmas`` ([0, 1] pixel units), with ``method_overrides`` ({"name" or
+    "name@layer": hyperparameters}), the methods of ``first_sigma_only`` certified at ``sigmas[0]`` only and those
+    of ``skip`` not at all ("name" or "name@layer")."""
+
+    methods: object
+    layers: tuple
+    sigmas: tuple
+    method_overrides: dict | None = None
+    first_sigma_only: tuple = ()
+    skip: tuple = ()
+
+
 # --- the chapters' image sets -----------------------------------------------------------------------------------
 class PlanBuilder:
     """Collects the works of one chapter; knows the chapter's common parameters."""
@@ -283,6 +298,7 @@ class PlanBuilder:
     def __init__(self, chapter: str, params: dict, pool: ModelPool, placeholders: bool):
         self.chapter, self.p, self.pool, self.placeholders = chapter, params, pool, placeholders
         self.undefined: dict = {}  #: {model name: {(method, layer): why}}: the pairs a model does not define
+        self._made: dict = {}  #: {id(model): (model seed, head redrawn)}: how each model was loaded
         self.extras: dict = {}  #: what the planner made on the way that the chapter shows (e.g. "grids")
         self.works: list[Work] = []
         self.images: dict = {}
@@ -324,8 +340,12 @@ class PlanBuilder:
         return tuple((k, _frozen(self.p.get(k))) for k in SOURCE_PARAMETERS if self.p.get(k) not in (None, False))
 
     def model(self, name, seed: int = 0, redraw: bool = False):
-        return self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"),
-                             self.p.get("compilation", "auto"), self.source(name))
+        """The model ``name`` as the chapter loads it (a ViT with random weights: ``seed`` and the head ``redraw``);
+        the works added for it remember how it was made."""
+        net = self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"),
+                            self.p.get("compilation", "auto"), self.source(name))
+        self._made[id(net)] = (int(seed), bool(redraw))
+        return net
 
     def images_for(self, net, photos=None, imagenet_dir=None, n_images=None):
         """The chapter's images as ``net`` reads them: the user's folder (``image_dir``) at the model's size and
@@ -343,26 +363,25 @@ class PlanBuilder:
         return memo[id(tensor)][0]
 
     # works ------------------------------------------------------------------------------------------------
-    def add(self, net, jobs, methods, layers, sigmas, *, method_overrides=None, first_sigma_only=(), skip=(),
-            n=None, seed=None, model_seed: int = 0, redraw: bool = False):
-        """The works of certifying every (job, method, layer, sigma) (:func:`engine_configs` decides which methods
-        run at which layer and sigma); the pairs the model does not define are kept in ``self.undefined``."""
+    def add(self, net, jobs, spec: "RunSpec", *, n=None, seed=None):
+        """The works of certifying every (job, method, layer, σ) of ``spec`` (:func:`engine_configs` decides which
+        methods run at which layer and σ); the pairs the model does not define are kept in ``self.undefined``."""
 
-        configs, undefined = engine_configs(net, methods, layers, sigmas, method_overrides=method_overrides,
-                                            first_sigma_only=first_sigma_only, skip=skip)
+        configs, undefined = engine_configs(net, spec.methods, spec.layers, spec.sigmas,
+                                            method_overrides=spec.method_overrides,
+                                            first_sigma_only=spec.first_sigma_only, skip=spec.skip)
         self.undefined.setdefault(net.name, {}).update(undefined)
         keys = [self.image_key(job.image_id, job.tensor) for job in jobs]  # hashed once per image, not per work
         for name, layer, method, sigma in configs:
             for job, key in zip(jobs, keys):
-                self.add_one(net, method, layer, sigma, job.image_id, job.tensor, job.target, n=n, seed=seed,
-                             model_seed=model_seed, redraw=redraw, image_key=key, job_key=job.key)
+                self.add_one(net, method, layer, sigma, job, n=n, seed=seed, image_key=key)
 
-    def add_one(self, net, method, layer, sigma, image_id, tensor, target, *, n=None, seed=None,
-                model_seed: int = 0, redraw: bool = False, image_key: str | None = None, reads=None,
-                noise: str = "gaussian", job_key=None):
-        """One entry; ``reads``: its readers' (encoding spec, n) pairs, default the certificate's encoding at the
-        chapter's ks (:func:`certattr.engine.encodings.certificate_encoding`) for ``n`` (one or several; default the
-        chapter's n)."""
+    def add_one(self, net, method, layer, sigma, job: Job, *, n=None, seed=None, reads=None, noise: str = "gaussian",
+                image_key: str | None = None):
+        """One entry: ``method`` at ``layer`` of ``net`` under noise ``sigma`` for ``job`` (its image and target);
+        ``reads``: its readers' (encoding spec, n) pairs, default the certificate's encoding at the chapter's ks
+        (:func:`certattr.engine.encodings.certificate_encoding`) for ``n`` (one or several; default the chapter's n);
+        ``seed``: of the noise (default the chapter's)."""
 
         method = get_method(method) if isinstance(method, str) else method
         if reads is None:
@@ -370,17 +389,17 @@ class PlanBuilder:
             spec = certificate_encoding(layer, self.p.get("ks") or ()).spec
             reads = [(spec, v) for v in ns]
         reads = tuple(sorted({(str(spec), int(max(v, 1))) for spec, v in reads}))
-        key = image_key or self.image_key(image_id, tensor)
-        self.images[key] = tensor
+        key = image_key or self.image_key(job.image_id, job.tensor)
+        self.images[key] = job.tensor
+        model_seed, redraw = self._made.get(id(net), (0, False))
         self.works.append(Work(
-            model=net.name, weights=self.p["weights"], model_seed=int(model_seed), zero_head_redraw=bool(redraw),
+            model=net.name, weights=self.p["weights"], model_seed=model_seed, zero_head_redraw=redraw,
             method=method.name, method_params=json.dumps(dict(method.params), sort_keys=True), layer=layer,
             sigma=float(sigma), seed=int(self.p["seed"] if seed is None else seed),
             reads=reads, chunk_size=int(self.p["chunk_size"]),
-            image_id=str(image_id), image_key=key, target=int(target), shape=tuple(tensor.shape),
+            image_id=str(job.image_id), image_key=key, target=int(job.target), shape=tuple(job.tensor.shape),
             chapters=(self.chapter,), noise=noise, precision=net.precision,
-            compilation=str(self.p.get("compilation", "auto")), source=self.source(net.name),
-            keys=(str(image_id) if job_key is None else job_key,)))
+            compilation=str(self.p.get("compilation", "auto")), source=self.source(net.name), keys=(job.key,)))
 
     def plan(self) -> Plan:
         """The chapter's works, an entry read twice (e.g. the method chapter's focus method) listed once."""

@@ -3,8 +3,10 @@
 :func:`fixed_and_sequential` draws n_max samples once (the engine's cache) and reads them back for every
 certificate: the paper's per-K certificates at n in ``ns`` (each K at alpha), the band certificate of the same
 samples (all K at alpha together), the per-K certificates at alpha/m (the same joint guarantee by the union
-bound), one anytime run to n_max whose history gives %certified after every chunk, and anytime runs that stop by
-the rule ``undecided``. %certified is the share of (K, pixel) pairs certified with either label, mean over K.
+bound), one anytime run to n_max with the default bound whose history gives %certified after every chunk, anytime
+runs that stop by the rule ``undecided``, and one anytime run to n_max with each other bound in ``bounds``
+(:mod:`certattr.engine.anytime_bounds`). %certified is the share of (K, pixel) pairs certified with either label,
+mean over K.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import tempfile
 import numpy as np
 
 from ..engine.certificate import ABSTAIN
+from ..engine.sequential import DEFAULT_BOUND, certify_sequential
 from ..engine.smoothing import SmoothedAttribution
+from ..engine.validation import ANYTIME_BOUNDS, check_bound, check_image, check_ks
 
-__all__ = ["certified_share", "fixed_and_sequential", "samples_to_reach"]
+__all__ = ["certified_share", "fixed_and_sequential", "samples_to_reach", "stop_from_history"]
 
 
 def certified_share(labels) -> float:
@@ -30,15 +34,25 @@ def samples_to_reach(history, target: float, slack: float = 0.01):
     return next((int(t) for t, share, _ in history if share >= target - slack), None)
 
 
+def stop_from_history(history, undecided: float) -> dict:
+    """Where the stopping rule ``undecided`` stops an anytime run, read off its history (the first chunk with at
+    most that undecided share, else the last): {"undecided", "samples", "certified"}."""
+    row = next((r for r in history if r[2] <= undecided), history[-1])
+    return {"undecided": float(undecided), "samples": int(row[0]), "certified": float(row[1])}
+
+
 def fixed_and_sequential(model, method, layer: str, image, image_id: str, target: int | None = None, *,
                          sigma: float, ks, tau: float, alpha: float, n0: int, ns, n_max: int, undecided=(),
-                         seed: int = 0, chunk_size: int = 10, cache_dir=None) -> dict:
-    """{"fixed": rows (n, certified, band_certified, per_k_alpha_over_m, band_gain), "history": the anytime run's
-    [samples, certified, undecided] per chunk, "stops": rows (undecided, samples, certified), "reach": samples the
-    anytime run needs to come within one point of the fixed n_max share (None: not within n_max)}. Samples are
-    drawn once, n_max of them; every certificate reads them from the cache (``cache_dir`` None: kept in a
-    temporary folder for this call)."""
+                         seed: int = 0, chunk_size: int = 10, cache_dir=None, bounds=ANYTIME_BOUNDS) -> dict:
+    """{"fixed": rows (n, certified, band_certified, per_k_alpha_over_m, band_gain), "history": the default bound's
+    anytime run's [samples, certified, undecided] per chunk, "stops": rows (undecided, samples, certified), "reach":
+    samples the anytime run needs to come within one point of the fixed n_max share (None: not within n_max),
+    "bound": the default bound's name, "bounds": {name: {"history", "reach", "anytime_certified", "stops"}} for
+    the default bound and every name in ``bounds`` (stops read off the history)}. Samples are drawn once, n_max of
+    them; every certificate reads them from the cache (``cache_dir`` None: kept in a temporary folder for this
+    call)."""
     ns = sorted({int(n) for n in ns} | {int(n_max)})
+    bounds = [check_bound(b) for b in dict.fromkeys(bounds) if b != DEFAULT_BOUND]
     with tempfile.TemporaryDirectory() if cache_dir is None else contextlib.nullcontext(cache_dir) as cache:
         def engine(n):
             return SmoothedAttribution(model, method, layer, sigma, n=n, seed=seed, chunk_size=chunk_size,
@@ -59,7 +73,19 @@ def fixed_and_sequential(model, method, layer: str, image, image_id: str, target
         for u in undecided:
             stop = engine(n_max).certify(image, image_id, target, sequential=True, undecided=u)
             stops.append({"undecided": float(u), "samples": int(stop.n), "certified": certified_share(stop.labels)})
+        others = {}
+        checked, ladder = check_image(image, channels=getattr(model, "channels", 3)), check_ks(ks)
+        for name in bounds:  # the other bounds on the same cached samples
+            cert = certify_sequential(engine(n_max).sparsified(checked, image_id, target, ladder, n=n_max), ladder,
+                                      checked.shape[1:], sigma=sigma, tau=tau, alpha=alpha, n_max=n_max,
+                                      undecided=0.0, bound=name)
+            others[name] = cert.metadata["history"]
     history = anytime.metadata["history"]
+    top = fixed[-1]["certified"]
+    runs = {DEFAULT_BOUND: history, **others}
+    per_bound = {name: {"history": h, "reach": samples_to_reach(h, top), "anytime_certified": float(h[-1][1]),
+                        "stops": [stop_from_history(h, u) for u in undecided]} for name, h in runs.items()}
     return {"fixed": fixed, "history": history, "stops": stops, "target": int(target), "n_max": int(n_max),
-            "anytime_certified": float(history[-1][1]), "reach": samples_to_reach(history, fixed[-1]["certified"])}
+            "anytime_certified": float(history[-1][1]), "reach": samples_to_reach(history, top),
+            "bound": DEFAULT_BOUND, "bounds": per_bound}
 

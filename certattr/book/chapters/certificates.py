@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...certificates.attack import select_seed
 from ...engine.encodings import BoundedSum, TopKSet, certificate_encoding
 from ...engine.targets import resolve_target
-from ..plans import PlanBuilder
+from ..plans import PlanBuilder, job_for
 from .common import (
     CACHE_DIR,
     CHUNK_SIZE,
@@ -32,44 +32,29 @@ __all__ = ["CHAPTER", "plan"]
 
 
 def plan(b: PlanBuilder):
+    """One photo: the certificate's samples (which Sparsified SmoothGrad reads too), the certified-pixel attack's
+    fresh ranking samples and the cosine certificate's uniform samples in the l2 ball."""
     import math
 
     p = b.p
     net = b.model(p["model"])
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
     target = 0 if image.id.startswith("placeholder-") else resolve_target(net, image.tensor, None)  # the top-1
+    job = job_for(image.id, image.tensor, target)
     # the certificate (n samples, its top-K codes) and Sparsified SmoothGrad (each of topk_ns, its top-k sets)
     # read the same entry
     cert_spec = certificate_encoding(p["layer"], p["ks"]).spec
     reads = [(cert_spec, int(p["n"]))] + [(TopKSet(p["topk_frac"]).spec, int(m)) for m in p.get("topk_ns", [])]
-    b.add_one(net, p["method"], p["layer"], p["sigma"], image.id, image.tensor, target, reads=reads)
+    b.add_one(net, p["method"], p["layer"], p["sigma"], job, reads=reads)
     select_n = int(p["pixel_attack_select_n"])
     if select_n > 0:  # the certified-pixel attack ranks its targets on fresh samples at the largest K
-        b.add_one(
-            net,
-            p["method"],
-            p["layer"],
-            p["sigma"],
-            image.id,
-            image.tensor,
-            target,
-            seed=select_seed(p["seed"]),
-            reads=[(certificate_encoding(p["layer"], [max(p["ks"])]).spec, select_n)],
-        )
+        b.add_one(net, p["method"], p["layer"], p["sigma"], job, seed=select_seed(p["seed"]),
+                  reads=[(certificate_encoding(p["layer"], [max(p["ks"])]).spec, select_n)])
     # the cosine certificate: uniform noise in the l2 ball, the chunks' sums of the maps bounded by M
     d_input = int(image.tensor.numel())
     r = float(p["cos_r"]) if p.get("cos_r") is not None else float(p["sigma"]) * math.sqrt(d_input + 2)
-    b.add_one(
-        net,
-        p["method"],
-        p["layer"],
-        r,
-        image.id,
-        image.tensor,
-        target,
-        noise="uniform-ball",
-        reads=[(BoundedSum(p.get("cos_M", 1.0), "normalize").spec, int(p["cos_N"]))],
-    )
+    b.add_one(net, p["method"], p["layer"], r, job, noise="uniform-ball",
+              reads=[(BoundedSum(p.get("cos_M", 1.0), "normalize").spec, int(p["cos_N"]))])
 
 
 PARAMETERS = (

@@ -4,7 +4,7 @@ and a sweep both run, the claims it checks and its exercises."""
 from __future__ import annotations
 
 from ...evaluation.findings import FINDINGS
-from ..plans import PlanBuilder, models_of, photo_jobs_for
+from ..plans import PlanBuilder, RunSpec, models_of, photo_jobs_for
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -37,19 +37,10 @@ def plan(b: PlanBuilder):
     p = b.p
     for name in models_of(p):
         net = b.model(name)
-        images = (
-            b.images_for(net)
-            if p.get("image_dir")
-            else b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-        )
-        b.add(
-            net,
-            photo_jobs_for(net, images),
-            p["methods"],
-            p["layers"],
-            [p["sigma"]],
-            method_overrides=p.get("method_overrides"),
-        )
+        images = (b.images_for(net) if p.get("image_dir") else
+                  b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images")))
+        b.add(net, photo_jobs_for(net, images),
+              RunSpec(p["methods"], p["layers"], [p["sigma"]], p.get("method_overrides")))
 
 
 PARAMETERS = (

@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ..plans import PlanBuilder, photo_jobs_for
+from ..plans import PlanBuilder, RunSpec, photo_jobs_for
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -37,14 +37,7 @@ def plan(b: PlanBuilder):
     p = b.p
     net = b.model(p["model"])
     images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-    b.add(
-        net,
-        photo_jobs_for(net, images),
-        p["methods"],
-        p["layers"],
-        [p["sigma"]],
-        method_overrides=p.get("method_overrides"),
-    )
+    b.add(net, photo_jobs_for(net, images), RunSpec(p["methods"], p["layers"], [p["sigma"]], p.get("method_overrides")))
 
 
 PARAMETERS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...evaluation.findings import FINDINGS
 from ...evaluation.jobs import grid_jobs, grids_for_model, model_list
-from ..plans import PlanBuilder, models_of
+from ..plans import PlanBuilder, RunSpec, models_of
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -36,29 +36,14 @@ def plan(b: PlanBuilder):
     names = models_of(p)
     qualify = model_list(p["qualify_models"], None) if p.get("qualify_models") else names
     b.extras["qualify_models"] = [b.model(m) for m in qualify]
-    grids = b.grids(
-        p.get("photos"),
-        p.get("imagenet_dir"),
-        p.get("n_images"),
-        b.extras["qualify_models"],
-        p["n_grids"],
-        p.get("grid_seed", 0),
-        p["threshold"],
-        p.get("grid_size"),
-    )
-    b.extras["grids"] = grids
+    grids = b.extras["grids"] = b.grids(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"),
+                                        b.extras["qualify_models"], p["n_grids"], p.get("grid_seed", 0),
+                                        p["threshold"], p.get("grid_size"))
+    spec = RunSpec(p["methods"], p["layers"], p["sigmas"], p.get("method_overrides"), p.get("first_sigma_only") or (),
+                   p.get("skip") or ())
     for name in names:
         net = b.model(name)
-        b.add(
-            net,
-            grid_jobs(grids_for_model(grids, net), p.get("cells", "all")),
-            p["methods"],
-            p["layers"],
-            p["sigmas"],
-            method_overrides=p.get("method_overrides"),
-            first_sigma_only=p.get("first_sigma_only") or (),
-            skip=p.get("skip") or (),
-        )
+        b.add(net, grid_jobs(grids_for_model(grids, net), p.get("cells", "all")), spec)
 
 
 PARAMETERS = (

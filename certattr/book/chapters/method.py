@@ -8,7 +8,7 @@ from ...engine.encodings import certificate_encoding
 from ...engine.targets import resolve_target
 from ...evaluation.jobs import method_for, resolve_methods
 from ...models.data import bundled_photo
-from ..plans import PlanBuilder, job_for
+from ..plans import PlanBuilder, RunSpec, job_for
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -37,31 +37,18 @@ __all__ = ["CHAPTER", "plan"]
 
 
 def plan(b: PlanBuilder):
+    """One photo: the focus method's raw maps (shown), every method at both layers, and the "Fewer samples"
+    section's entries (fixed n and the anytime runs, one per bundled photo)."""
     p = b.p
     net = b.model(p["model"])
     image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
-    target = resolve_target(net, image.tensor, image.label)
+    job = job_for(image.id, image.tensor, resolve_target(net, image.tensor, image.label))
     overrides = p.get("method_overrides") or {}
     # the focus method's maps are shown (engine.sample): raw maps, from which its certificate is derived
-    b.add_one(
-        net,
-        method_for(p["focus_method"], p["focus_layer"], overrides),
-        p["focus_layer"],
-        p["sigma"],
-        image.id,
-        image.tensor,
-        target,
-        reads=[("raw", p["n"])],
-    )
+    b.add_one(net, method_for(p["focus_method"], p["focus_layer"], overrides), p["focus_layer"], p["sigma"], job,
+              reads=[("raw", p["n"])])
     names = resolve_methods(p["methods"])
-    b.add(
-        net,
-        [job_for(image.id, image.tensor, target)],
-        {layer: names for layer in p["layers"]},
-        p["layers"],
-        [p["sigma"]],
-        method_overrides=overrides,
-    )
+    b.add(net, [job], RunSpec({layer: names for layer in p["layers"]}, p["layers"], [p["sigma"]], overrides))
     # "Fewer samples": fixed n (each of fewer_ns and fewer_n_max) and the anytime runs (up to fewer_n_max) read
     # one entry per bundled photo, at the certificate's encoding
     if p.get("fewer_photos"):
@@ -70,16 +57,9 @@ def plan(b: PlanBuilder):
         ns = sorted({int(v) for v in p.get("fewer_ns") or ()} | {int(p["fewer_n_max"])})
         for photo_id in p["fewer_photos"]:
             shot = bundled_photo(photo_id)
-            b.add_one(
-                net,
-                fewer,
-                p["fewer_layer"],
-                p["fewer_sigma"],
-                shot.id,
-                shot.tensor,
-                resolve_target(net, shot.tensor, None),
-                reads=[(spec, v) for v in ns],
-            )
+            b.add_one(net, fewer, p["fewer_layer"], p["fewer_sigma"],
+                      job_for(shot.id, shot.tensor, resolve_target(net, shot.tensor, None)),
+                      reads=[(spec, v) for v in ns])
 
 
 PARAMETERS = (

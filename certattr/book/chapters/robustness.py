@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...evaluation.findings import FINDINGS
 from ...evaluation.jobs import model_scope_of
-from ..plans import PlanBuilder, models_of, photo_jobs_for
+from ..plans import PlanBuilder, RunSpec, models_of, photo_jobs_for
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -38,7 +38,6 @@ def plan(b: PlanBuilder):
     trend_photos = p.get("trend_photos")
     trend_ids = set(trend_photos) if (trend_photos and not p.get("imagenet_dir")) else {im.id for im in images}
     sigmas, skip = list(p["sigmas"]), list(p.get("skip") or [])
-    common = dict(method_overrides=p.get("method_overrides"))
     for name in models_of(p):
         net = b.model(name)
         scope = model_scope_of(p.get("model_scope"), name)
@@ -47,18 +46,13 @@ def plan(b: PlanBuilder):
         own = b.images_for(net, p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
         own = [im for im in own if not scope.get("photos") or im.id in set(scope["photos"])]
         methods = scope.get("methods", p["methods"])
-        b.add(net, photo_jobs_for(net, own), methods, p["layers"], [float(sigmas[0])], skip=skip, **common)
+        b.add(net, photo_jobs_for(net, own), RunSpec(methods, p["layers"], sigmas[:1], p.get("method_overrides"),
+                                                      (), skip))
         if len(sigmas) > 1:
             trend = own if p.get("image_dir") else [im for im in own if im.id in trend_ids]
-            b.add(
-                net,
-                photo_jobs_for(net, trend),
-                methods,
-                p["layers"],
-                sigmas[1:],
-                skip=skip + list(p.get("first_sigma_only") or []),
-                **common,
-            )
+            b.add(net, photo_jobs_for(net, trend), RunSpec(methods, p["layers"], sigmas[1:],
+                                                            p.get("method_overrides"), (),
+                                                            skip + list(p.get("first_sigma_only") or [])))
 
 
 PARAMETERS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...evaluation.findings import FINDINGS
 from ...evaluation.jobs import grid_jobs, grids_for_model, model_list
-from ..plans import PlanBuilder, models_of, photo_jobs_for
+from ..plans import PlanBuilder, RunSpec, models_of, photo_jobs_for
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -33,45 +33,24 @@ __all__ = ["CHAPTER", "plan"]
 
 
 def plan(b: PlanBuilder):
-    """What the trade-off chapter computes when the robustness and localization tables are missing."""
-
+    """What the trade-off chapter computes when the robustness or localization table is missing: every model's
+    photos and grid targets (the grids kept in the plan's extras) at one σ."""
     p = b.p
     names, skip, overrides = models_of(p), p.get("skip") or (), p.get("method_overrides")
     images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
     for name in names:
         net = b.model(name)
-        b.add(
-            net,
-            photo_jobs_for(net, images),
-            p["methods"],
-            p["layers"],
-            [p["sigma"]],
-            skip=skip,
-            method_overrides=overrides,
-        )
+        b.add(net, photo_jobs_for(net, images), RunSpec(p["methods"], p["layers"], [p["sigma"]], overrides, (), skip))
     qualify = model_list(p["qualify_models"], None) if p.get("qualify_models") else names
-    grids = b.grids(
-        p.get("grid_photos"),
-        p.get("imagenet_dir"),
-        p.get("grid_n_images"),
-        [b.model(m) for m in qualify],
-        p["n_grids"],
-        p.get("grid_seed", 0),
-        p["threshold"],
-        p.get("grid_size"),
-    )
+    grids = b.extras["grids"] = b.grids(p.get("grid_photos"), p.get("imagenet_dir"), p.get("grid_n_images"),
+                                        [b.model(m) for m in qualify], p["n_grids"], p.get("grid_seed", 0),
+                                        p["threshold"], p.get("grid_size"))
     grid_overrides = p.get("grid_method_overrides")
+    grid_spec = RunSpec(p["methods"], p["layers"], [p["sigma"]],
+                        grid_overrides if grid_overrides is not None else overrides, (), skip)
     for name in names:
         net = b.model(name)
-        b.add(
-            net,
-            grid_jobs(grids_for_model(grids, net), p.get("cells", "all")),
-            p["methods"],
-            p["layers"],
-            [p["sigma"]],
-            skip=skip,
-            method_overrides=grid_overrides if grid_overrides is not None else overrides,
-        )
+        b.add(net, grid_jobs(grids_for_model(grids, net), p.get("cells", "all")), grid_spec)
 
 
 PARAMETERS = (

@@ -4,7 +4,7 @@ and a sweep both run, the claims it checks and its exercises."""
 from __future__ import annotations
 
 from ...evaluation.findings import FINDINGS
-from ..plans import PlanBuilder, photo_jobs_for
+from ..plans import PlanBuilder, RunSpec, photo_jobs_for
 from .common import (
     ALPHA,
     CACHE_DIR,
@@ -30,20 +30,11 @@ __all__ = ["CHAPTER", "plan"]
 
 
 def plan(b: PlanBuilder):
+    """ViT-B/16 (a random one with its all-zero head redrawn) on its photos at one σ."""
     p = b.p
-    seed = int(p["seed"])
-    net = b.model(p["model"], seed=seed, redraw=True)
+    net = b.model(p["model"], seed=int(p["seed"]), redraw=True)
     images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
-    b.add(
-        net,
-        photo_jobs_for(net, images),
-        p["methods"],
-        p["layers"],
-        [p["sigma"]],
-        method_overrides=p.get("method_overrides"),
-        model_seed=seed,
-        redraw=True,
-    )
+    b.add(net, photo_jobs_for(net, images), RunSpec(p["methods"], p["layers"], [p["sigma"]], p.get("method_overrides")))
 
 
 PARAMETERS = (

@@ -15,6 +15,7 @@ The labels (:data:`LABEL_RULE`, stated on the introduction page):
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from .evidence import MAX_EMPTY_SHARE, empty_methods, listing, not_measured, not
 from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap
 from .units import cluster_labels, collapse_identical, group_title, identical_groups, unit_columns
 
-__all__ = ["select", "not_tested", "count", "titles", "rank_verdict", "fmt_interval", "too_few", "LABEL_RULE",
+__all__ = ["select", "not_tested", "count", "titles", "Measure", "rank_verdict", "fmt_interval", "too_few", "LABEL_RULE",
            "absent_text"]
 
 LABEL_RULE = (f"**not tested** when a method or setting the claim names did not run in this profile; "
@@ -76,15 +77,32 @@ def _verb(methods, singular: str, plural: str) -> str:
     return singular if len(methods) == 1 else plural
 
 
-def rank_verdict(fid: str, long, named, *, value: str, measure: str, unit: str, highest: bool = True,
-                 conditions=("k",), empty: str | None = None, empty_what: str = "", unavailable: dict | None = None,
-                 evidence=(), groups: dict | None = None, fmt: str = "{:.2f}", seed: int = 0) -> Verdict:
-    """Do the ``named`` methods lead (``highest``) or trail a per-method measure?
+@dataclass(frozen=True)
+class Measure:
+    """What a ranking compares: the column ``value`` of the rows, described as ``text`` (for the row), measured
+    per ``unit`` ("image", "grid target") at each combination of the ``conditions`` columns (e.g. K); ``empty``
+    names a boolean column that says the value is zero because nothing was certified or removed (``empty_what``
+    says it in words); ``highest``: the named methods are claimed to lead (else to trail); ``fmt`` formats a
+    mean."""
+
+    value: str
+    text: str
+    unit: str
+    conditions: tuple = ("k",)
+    empty: str | None = None
+    empty_what: str = ""
+    highest: bool = True
+    fmt: str = "{:.2f}"
+
+
+def rank_verdict(fid: str, long, named, measure: Measure, *, unavailable: dict | None = None, evidence=(),
+                 groups: dict | None = None, seed: int = 0) -> Verdict:
+    """Do the ``named`` methods lead (``measure.highest``) or trail a per-method measure?
 
     ``long``: one row per measurement counted as evidence, with the unit's columns (model and image, or model and
-    grid target), the ``conditions`` columns (e.g. K), ``method`` and ``value``; ``empty`` names a boolean column
-    (the measure is zero because nothing was certified or removed). The comparison runs on the models on which
-    every named method that is evidence ran, over the units where each compared method has a value.
+    grid target), the measure's condition columns (e.g. K), ``method`` and the measure's value column. The
+    comparison runs on the models on which every named method that is evidence ran, over the units where each
+    compared method has a value.
 
     * At each condition a method whose measurement is empty in more than :data:`MAX_EMPTY_SHARE` of the units is
       not ranked there (the same rule for every method, K and measure).
@@ -94,6 +112,9 @@ def rank_verdict(fid: str, long, named, *, value: str, measure: str, unit: str, 
       mean over the units; the statistic is the mean margin over the conditions where a named and another
       method are ranked, with a bootstrap interval resampling clusters (images or grid targets).
     """
+    value, unit, highest, empty, empty_what, fmt = (measure.value, measure.unit, measure.highest, measure.empty,
+                                                   measure.empty_what, measure.fmt)
+    conditions = measure.conditions
     unavailable = dict(unavailable or {})
     long, kept = collapse_identical(long, identical_groups(long) if groups is None else groups, prefer=named)
     present = [m for m in named if m in set(long.method)]
@@ -180,7 +201,7 @@ def rank_verdict(fid: str, long, named, *, value: str, measure: str, unit: str, 
         cond_text = (f"; the mean over {listing([_cond_text(cond_names, c) for c, _, _ in used])}, where every "
                      f"method compared is ranked")
     interval_text = fmt_interval(*interval) + ", " if interval else ""
-    measured = (f"{measure}, {'highest' if highest else 'lowest'} first: {ranking}; {rel.format(titles(present))} "
+    measured = (f"{measure.text}, {'highest' if highest else 'lowest'} first: {ranking}; {rel.format(titles(present))} "
                 f"= {est:+.2f} ({interval_text}{unit_noun}{where}{cond_text})")
     skipped = {m: v for m, v in not_ranked.items() if m not in never and m in compared}
     dropped = [m for m in methods if m not in compared and m not in never and m not in named]

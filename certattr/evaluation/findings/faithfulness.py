@@ -3,11 +3,13 @@
 the first step; :func:`certattr.evaluation.deletion_runs.deletion_results`)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 
 from ..metrics import faithfulness_scores
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .common import count, not_tested, rank_verdict
+from .common import Measure, count, not_tested, rank_verdict
 from .evidence import MAX_EMPTY_SHARE, RunSettings, admissible, empty_methods, notes, unavailable
 from .localization import CHANCE, gridpg_long
 from .stats import CONFIDENCE, TEST_LEVEL, fmt_p, proportion_interval, spearman_permutation
@@ -17,8 +19,9 @@ __all__ = ["check_deletion_input_leaders", "check_gradcam_least_faithful_input",
            "check_final_flip", "check_localization_faithfulness", "check_gradgb_final_faithful_vgg"]
 
 
-_MEASURE = ("confidence drop at the first deletion step, 1 - p₁/p₀ (one minus the faithfulness table's relative "
-            "probability), at the Input layer")
+_DROP = Measure("faithfulness", "confidence drop at the first deletion step, 1 - p₁/p₀ (one minus the faithfulness "
+                                "table's relative probability), at the Input layer", "image", conditions=(),
+                empty="nothing_removed", empty_what="nothing removed at the first step")
 
 
 def _first_step(faith, settings):
@@ -32,10 +35,9 @@ def check_deletion_input_leaders(faith, *, settings: RunSettings | None = None, 
     if faith is None or not len(faith) or not (faith.layer == "input").any():
         return not_tested(fid, "the Input layer was not run")
     ev, part, groups = _first_step(faith, settings)
-    return rank_verdict(fid, part, ("lrp", "rise"), value="faithfulness", conditions=(), measure=_MEASURE,
-                        unit="image", empty="nothing_removed", empty_what="nothing removed at the first step",
-                        unavailable=unavailable(("lrp", "rise"), faith, ev, "input", settings), groups=groups,
-                        evidence=(ev,), seed=seed)
+    return rank_verdict(fid, part, ("lrp", "rise"), _DROP, unavailable=unavailable(("lrp", "rise"), faith, ev, "input",
+                                                                                settings),
+                        groups=groups, evidence=(ev,), seed=seed)
 
 
 def check_gradcam_least_faithful_input(faith, *, settings: RunSettings | None = None, seed: int = 0) -> Verdict:
@@ -43,8 +45,7 @@ def check_gradcam_least_faithful_input(faith, *, settings: RunSettings | None = 
     if faith is None or not len(faith) or not (faith.layer == "input").any():
         return not_tested(fid, "the Input layer was not run")
     ev, part, groups = _first_step(faith, settings)
-    return rank_verdict(fid, part, ("gradcam",), value="faithfulness", conditions=(), measure=_MEASURE, highest=False,
-                        unit="image", empty="nothing_removed", empty_what="nothing removed at the first step",
+    return rank_verdict(fid, part, ("gradcam",), replace(_DROP, highest=False),
                         unavailable=unavailable(("gradcam",), faith, ev, "input", settings), groups=groups,
                         evidence=(ev,), seed=seed)
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .common import absent_text, count, fmt_interval, not_tested, rank_verdict, select, too_few
+from .common import Measure, absent_text, count, fmt_interval, not_tested, rank_verdict, select, too_few
 from .evidence import RunSettings, admissible, listing, not_measured, unavailable
 from .stats import MIN_CLUSTERS, cluster_bootstrap
 from .units import cluster_labels, identical_groups
@@ -30,10 +30,11 @@ def check_input_localization_leaders(loc, *, settings: RunSettings | None = None
     ev = admissible(loc, settings, source="grids")
     part = gridpg_long(ev.frame, "input")
     ks = sorted(part.k.unique(), reverse=True)
-    return rank_verdict(fid, part, ("lrp", "rise"), value="certified_gridpg", conditions=("k",),
-                        empty="no_certified" if "no_certified" in part else None, empty_what="nothing certified '1'",
-                        measure=f"Certified GridPG at the Input layer, per K = {listing([f'{k:g}' for k in ks])}%",
-                        unit="grid target", unavailable=unavailable(("lrp", "rise"), loc, ev, "input", settings),
+    measure = Measure("certified_gridpg", f"Certified GridPG at the Input layer, per K = "
+                                          f"{listing([f'{k:g}' for k in ks])}%", "grid target",
+                      empty="no_certified" if "no_certified" in part else None, empty_what="nothing certified '1'")
+    return rank_verdict(fid, part, ("lrp", "rise"), measure,
+                        unavailable=unavailable(("lrp", "rise"), loc, ev, "input", settings),
                         groups=identical_groups(ev.frame), evidence=(ev,), seed=seed)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .common import absent_text, count, fmt_interval, not_tested, rank_verdict, select, titles, too_few
+from .common import Measure, absent_text, count, fmt_interval, not_tested, rank_verdict, select, titles, too_few
 from .evidence import RunSettings, admissible, listing, not_measured, unavailable
 from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap, direction_verdict, fmt_p
 from .units import cluster_labels, identical_groups, paired
@@ -247,13 +247,13 @@ def check_input_robust_leaders(rob, *, settings: RunSettings | None = None, seed
         return not_tested(fid, "the Input layer was not run")
     ev, part = _input_long(rob, settings, "robustness")
     sigmas = sorted(set(part[part.method.isin(["lrp", "rise"])].sigma)) or sorted(set(part.sigma))
-    return rank_verdict(fid, part, ("lrp", "rise"), value="robustness",
-                     measure=(f"certified robustness (1 - abstain) at the Input layer, mean over K = "
-                              f"{listing([f'{k:g}' for k in sorted(part.k.unique(), reverse=True)])}% and over "
-                              f"σ = {listing([f'{s:g}' for s in sigmas])} (where LRP and RISE ran)"),
-                     unit="image", conditions=("sigma", "k"), unavailable=unavailable(("lrp", "rise"), rob, ev, "input",
-                                                                                     settings),
-                     groups=identical_groups(ev.frame), evidence=(ev,), seed=seed)
+    measure = Measure("robustness", f"certified robustness (1 - abstain) at the Input layer, mean over K = "
+                                    f"{listing([f'{k:g}' for k in sorted(part.k.unique(), reverse=True)])}% and over "
+                                    f"σ = {listing([f'{s:g}' for s in sigmas])} (where LRP and RISE ran)", "image",
+                      conditions=("sigma", "k"))
+    return rank_verdict(fid, part, ("lrp", "rise"), measure,
+                        unavailable=unavailable(("lrp", "rise"), rob, ev, "input", settings),
+                        groups=identical_groups(ev.frame), evidence=(ev,), seed=seed)
     return v
 
 
@@ -264,9 +264,10 @@ def check_input_small_k_balance(rob, *, settings: RunSettings | None = None, see
     sigma0, k = float(rob.sigma.min()), float(rob.k.min())
     ev, part = _input_long(rob, settings, "budget_share", k=k, sigma=sigma0)
     part = part.assign(budget_share=part.n_certified_1 / (part.n_pixels * k / 100.0))
-    return rank_verdict(fid, part, ("lrp", "rise"), value="budget_share", conditions=(),
-                        measure=f"share of the top-{k:g}% budget certified '1' at the Input layer, σ = {sigma0:g}",
-                        unit="image", unavailable=unavailable(("lrp", "rise"), rob, ev, "input", settings),
+    measure = Measure("budget_share", f"share of the top-{k:g}% budget certified '1' at the Input layer, "
+                                      f"σ = {sigma0:g}", "image", conditions=())
+    return rank_verdict(fid, part, ("lrp", "rise"), measure,
+                        unavailable=unavailable(("lrp", "rise"), rob, ev, "input", settings),
                         groups=identical_groups(ev.frame), evidence=(ev,), seed=seed)
 
 
