@@ -8,6 +8,7 @@ from ..evaluation.findings.evidence import listing
 from ..evaluation.jobs import layer_methods, model_scope_of
 from ..evaluation.names import layer_title, method_title
 from ..methods import get_method, method_names
+from ..methods.spec import MethodAt, method_specs
 
 __all__ = ["scope_text", "describe_settings", "methods_run_text"]
 
@@ -44,9 +45,8 @@ _REFERENCE_SETTINGS = {"rise": "1000 masks", "occlusion@input": "a 16x16 window,
 def _spec_titles(specs) -> str:
     """"IxG and GB at the Input layer; LRP at both layers" from ["ixg@input", "gb@input", "lrp"]."""
     groups: dict = {}
-    for spec in specs:
-        name, _, layer = str(spec).partition("@")
-        groups.setdefault(layer, []).append(get_method(name).title)
+    for at in method_specs(specs):
+        groups.setdefault(at.layer or "", []).append(get_method(at.method).title)
     parts = []
     for layer, titles in groups.items():
         listed = titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
@@ -64,12 +64,13 @@ def describe_settings(method_overrides: dict | None = None, first_sigma_only=(),
 
     parts = []
     for key, params in (method_overrides or {}).items():
-        name, _, layer = str(key).partition("@")
+        at = MethodAt.parse(key)
+        name, layer = at.method, at.layer or ""
         if not ran(name, layer):
             continue
         where = f" at the {layer.capitalize()} layer" if layer else ""
         values = ", ".join(f"{k} = {v}" for k, v in params.items())
-        ref = _REFERENCE_SETTINGS.get(key, _REFERENCE_SETTINGS.get(name))
+        ref = _REFERENCE_SETTINGS.get(str(at), _REFERENCE_SETTINGS.get(name))
         parts.append(f"{get_method(name).title}{where} uses {values}"
                      + (f" (the reference setting: {ref})" if ref else ""))
     text = "; ".join(parts) + "." if parts else "Every method uses its reference settings."
@@ -87,8 +88,8 @@ def _ran_specs(specs, run: dict | None) -> list[str]:
     if run is None:
         return list(specs)
     out = []
-    for spec in specs:
-        name, _, layer = str(spec).partition("@")
+    for at in method_specs(specs):
+        name, layer = at.method, at.layer or ""
         ran_at = [lay for lay, names in run.items() if name in names and (not layer or lay == layer)]
         if len(ran_at) == len(run) and not layer and len(run) > 1:
             out.append(name)

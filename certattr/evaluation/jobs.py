@@ -12,6 +12,7 @@ from ..engine.smoothing import SmoothedAttribution
 from ..engine.targets import resolve_target
 from ..engine.validation import CertattrError
 from ..methods import get_method, method_names
+from ..methods.spec import method_specs, overrides_at
 from ..models.data import Image, ImageNetFolder, bundled_photos
 from ..models.registry import LoadedModel
 
@@ -67,8 +68,7 @@ def method_for(name: str, layer: str, method_overrides: dict | None = None):
     to hyperparameters for one layer only (these win), e.g.
     ``{"rise": {"n_masks": 50}, "occlusion@input": {"window": 56, "stride": 56}}``.
     """
-    overrides = method_overrides or {}
-    return get_method(name, **{**overrides.get(name, {}), **overrides.get(f"{name}@{layer}", {})})
+    return get_method(name, **overrides_at(method_overrides, name, layer))
 
 
 def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
@@ -119,9 +119,8 @@ def layer_methods(methods, layers: Sequence[str]) -> dict:
 
 
 def _listed(name: str, layer: str, specs) -> bool:
-    """Is (name, layer) named in ``specs`` (method names or ``name@layer`` strings)?"""
-    spec = set(specs or ())
-    return name in spec or f"{name}@{layer}" in spec
+    """Is (name, layer) named in ``specs`` (method names or ``name@layer`` strings, or MethodAt values)?"""
+    return any(at.covers(name, layer) for at in method_specs(specs))
 
 
 def run_list(methods, layers: Sequence[str], skip=()) -> dict:

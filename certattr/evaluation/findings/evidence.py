@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...methods.spec import MethodAt
 from ..names import layer_title, method_title
 
 __all__ = ["MIN_RISE_MASKS", "PAPER_OCCLUSION", "PAPER_RISE_MASKS", "MAX_EMPTY_SHARE", "RunSettings", "Evidence",
@@ -45,9 +46,9 @@ def listing(items) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _parse_key(key: str) -> tuple[str, str | None]:
-    name, _, layer = str(key).partition("@")
-    return name, (layer or None)
+def _parse_key(key) -> tuple[str, str | None]:
+    at = MethodAt.parse(key)
+    return at.method, at.layer
 
 
 def inflating_settings(method_overrides: dict | None) -> dict[tuple[str, str | None], str]:
@@ -103,7 +104,7 @@ def recorded_inflating(frame) -> dict[tuple[str, str | None], str]:
         except ValueError:
             continue
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        out.update(inflating_settings({f"{name}@{layer}": params}))
+        out.update(inflating_settings({MethodAt(name, layer): params}))
     return out
 
 
