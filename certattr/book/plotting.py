@@ -195,11 +195,13 @@ def outcome_legend(fig, loc: str = "outside upper center") -> None:
     fig.legend(handles=handles, loc=loc, ncol=len(handles), frameon=False, fontsize=8)
 
 
-def interval_bars(ax, frame, groups, hues, *, group_col: str = "method_title", hue_col: str = "R",
-                  value: str = "value", low: str | None = "low", high: str | None = "high", palette=None,
+def interval_bars(ax, frame, groups, hues, *, by=("method_title", "R"), bounds=("value", "low", "high"), palette=None,
                   undefined=(), ylim=(0, 1)) -> list:
     """Grouped bars (one group per method, one bar per hue level) with interval whiskers; a missing
-    (group, hue) is a hatched "not run" bar. Returns legend handles for the hue levels."""
+    (group, hue) is a hatched "not run" bar. ``by``: the (group, hue) columns of ``frame``; ``bounds``: its
+    (value, low, high) columns (low and high None: no whiskers). Returns legend handles for the hue levels."""
+    group_col, hue_col = by
+    value, low, high = bounds
     from matplotlib.patches import Patch
 
     import seaborn as sns
@@ -267,7 +269,7 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
         if kind == "outcome":
             outcome_bars(ax, rows, groups, xs, x_col=x_col, undefined=undefined)
         else:
-            handles = interval_bars(ax, rows, groups, xs, hue_col=x_col, undefined=undefined)
+            handles = interval_bars(ax, rows, groups, xs, by=("method_title", x_col), undefined=undefined)
             ax.axhline(0.25, color="crimson", ls="--", lw=1)
             ax.text(1.01, 0.25, "random\n0.25", color="crimson", fontsize=8, ha="left", va="center",
                     transform=ax.get_yaxis_transform())
