@@ -81,6 +81,14 @@ def test_findings_check_recomputes_every_smoke_row_from_the_csvs(smoke_book):
     assert bottom.startswith("Of the paper's") and "{" not in bottom
     intro = (root / "_build" / "html" / "book" / "intro.html").read_text()
     assert "Does the paper hold up?" in intro and intro.index("Does the paper hold up?") < intro.index("How a verdict")
+    # each chapter states the time the execution page records for it
+    import json
+    for chapter in ("robustness", "localization", "tradeoff"):
+        seconds = json.loads((root / "book" / "chapters" / f".{chapter}.run.json").read_text())["seconds"]
+        page = (root / "_build" / "html" / "book" / "chapters" / f"{chapter}.html").read_text()
+        shown = re.search(r"This chapter took (?:<[^>]+>)*(\d+)", page)
+        assert shown and int(shown.group(1)) == round(seconds), (chapter, seconds, shown and shown.group(1))
+    assert "the others come from" not in execution
 
 
 @pytest.mark.slow

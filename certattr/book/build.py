@@ -243,11 +243,31 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     _fold_injected_parameters(tmp_out)
     show_stub_checks(tmp_out)  # the reader sees the stub above each check: show the stub's check, not the solution's
     tmp_out.replace(out)
-    stamp.write_text(digest)
     seconds = time.time() - start
+    # the chapter's "This chapter took ... s" is the time the execution page records for it
+    _set_chapter_time(out, re.findall(r"This chapter took \{glue:text\}`(\w+)", source.read_text()), seconds)
+    stamp.write_text(digest)
     record_execution(output_dir, chapter, seconds, profile=params.get("profile"), speed=speed)
     print(f"[certattr book] {chapter}: executed in {seconds:.0f} s")
     return out
+
+
+def _set_chapter_time(path: Path, names, seconds: float) -> None:
+    """Write ``seconds`` (the chapter's whole run, as the execution page records it) into the glued values
+    ``names`` of the executed notebook, so that the chapter states the same time as the execution page."""
+    import nbformat
+
+    if not names:
+        return
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            glued = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if glued in names:
+                for key in output.get("data", {}):
+                    if key.endswith("text/plain"):  # "application/papermill.record/text/plain" under glue
+                        output["data"][key] = repr(float(round(seconds, 1)))
+    nbformat.write(nb, path)
 
 
 def _fold_injected_parameters(path: Path) -> None:

@@ -221,11 +221,15 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
     total = sum(float(r["seconds"]) for r in records.values())
     machines = sorted({r.get("machine") or "a machine not recorded" for r in records.values()})
     if records:
+        executed = _seconds(sum(float(r["seconds"]) for r in this_build.values()))
+        if len(this_build) == len(records):
+            ran_text = f"all of them, in {executed}."
+        elif this_build:
+            ran_text = f"{len(this_build)} of them in {executed}; the others come from the earlier runs dated in their rows."
+        else:
+            ran_text = "none of them: every chapter's numbers come from the earlier run dated in its row."
         total_text = (f"The numbers of the {len(records)} chapters with a recorded run took {_seconds(total)} to compute "
-                      f"in all, on {'; '.join(machines)}. This build executed "
-                      + (f"{len(this_build)} of them in {_seconds(sum(float(r['seconds']) for r in this_build.values()))}; "
-                         f"the others come from the earlier runs dated in their rows." if this_build else
-                         "none of them: every chapter's numbers come from the earlier run dated in its row."))
+                      f"in all, on {'; '.join(machines)}. This build executed " + ran_text)
     else:
         total_text = "No chapter has a recorded run: the chapters' numbers were not computed by `certattr book`."
     page = "\n".join([
