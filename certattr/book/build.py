@@ -299,6 +299,24 @@ def write_findings_page(profile: str, overrides: dict | None = None, root: Path 
     return path
 
 
+def write_course_page(root: Path = ROOT) -> Path:
+    """``book/chapters/course.md``: the course's chapters with their exercises (numbered as in the book), points
+    and student times, from the chapters' declarations (included by the *For instructors* page)."""
+    course = book_course()
+    lines = ["| chapter | exercises | points | student notebook on the smoke settings |", "|---|---|---|---|"]
+    for c in course.chapters:
+        exercises = "; ".join(f"{course.number(e.label)}. {e.title}" for e in c.exercises)
+        minutes = f"about {c.minutes:g} min" if c.minutes else "not measured"
+        lines.append(f"| {{doc}}`{c.stem} <chapters/{c.stem}>` | {exercises} | {sum(e.points for e in c.exercises)} | {minutes} |")
+    total = sum(len(c.exercises) for c in course.chapters)
+    lines += ["", f"{total} exercises in {len(course.chapters)} chapters, "
+                  f"{sum(e.points for c in course.chapters for e in c.exercises)} points in all."]
+    path = Path(root) / "book" / "chapters" / "course.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
 def book_plan(profile: str, chapters=None, overrides: dict | None = None, *, root=None, pool=None,
               placeholders: bool = False):
     """The merged sampling plan of ``chapters`` (default: every chapter, in book order) under ``profile``: what
@@ -345,6 +363,7 @@ def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, forc
     if missing:
         raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
     write_findings_page(profile, overrides, root)
+    write_course_page(root)
     # the student notebooks each chapter links for download
     course = book_course()
     build_assignments(root / "book" / "chapters" / "assignments", root=root, course=course, nbgrader=False,
