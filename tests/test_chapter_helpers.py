@@ -122,6 +122,40 @@ def test_missing_bars_are_empty_slots_and_real_zeros_are_drawn():
     plt.close(fig)
 
 
+def test_degenerate_certificates_draw_a_labelled_slot_not_data():
+    """Constant maps give 100% robust bars, GridPG 0 stubs and one-colour overlays that look like results: every
+    figure draws a labelled 'degenerate' slot instead (no bar, no stub, no overlay colour)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import torch
+    from matplotlib.patches import Rectangle
+
+    from certattr.book.plotting import DEGENERATE_LABEL, interval_bars, outcome_bars, plot_certificate, plot_overlay
+    from certattr.engine.certify import certify_maps
+
+    fig, (a1, a2, a3, a4) = plt.subplots(1, 4)
+    rows = pd.DataFrame([{"method_title": "Grad", "R": "0.10", "certified_1": 0.0, "certified_0": 1.0, "abstain": 0.0,
+                          "degenerate": True},
+                         {"method_title": "LRP", "R": "0.10", "certified_1": 0.2, "certified_0": 0.5, "abstain": 0.3,
+                          "degenerate": False}])
+    outcome_bars(a1, rows, ["Grad", "LRP"], ["0.10"])
+    heights = [round(b.get_height(), 6) for b in a1.patches if isinstance(b, Rectangle) and b.get_height() > 0]
+    assert sorted(heights) == [20.0, 30.0, 50.0] and [t.get_text() for t in a1.texts].count(DEGENERATE_LABEL) == 1
+    means = rows.assign(value=[0.0, 0.4], low=[0.0, 0.3], high=[0.0, 0.5])
+    interval_bars(a2, means, ["Grad", "LRP"], ["0.10"])
+    assert not [line for line in a2.lines if list(line.get_ydata()) == [0, 0]]  # no "real zero" stub
+    assert [t.get_text() for t in a2.texts].count(DEGENERATE_LABEL) == 1
+    constant = certify_maps(np.ones((20, 8, 8), np.float32), [50], sigma=0.2, n0=5, tau=0.75, alpha=0.05)
+    assert constant.degenerate
+    image = torch.rand(3, 8, 8)
+    plot_overlay(constant, image, a3, "Grad")
+    plot_certificate(constant, 50, a4)
+    for ax in (a3, a4):
+        assert "degenerate:\nconstant map" in [t.get_text() for t in ax.texts]
+    assert len(a3.images) == 1 and not a4.images  # the dimmed photo only, no overlay; no label map
+    plt.close(fig)
+
+
 def test_abstain_stripes_show_on_a_grey_photo():
     """On a uniform grey photo the abstain overlay must change pixels both up and down (a flat grey tint
     would leave the panel looking like the bare photo)."""

@@ -88,15 +88,35 @@ def show_image(ax, image, title: str | None = None) -> None:
         ax.set_title(title, fontsize=9)
 
 
+def degenerate_slot(ax, image=None, title: str | None = None) -> None:
+    """A panel for a degenerate certificate (its noisy maps are constant): the image dimmed, if given, and the
+    label "degenerate: constant map", never a colour that would read as certified pixels."""
+    if image is not None:
+        ax.imshow(0.15 + 0.6 * _image_hwc(image).mean(axis=2), cmap="gray", vmin=0, vmax=1)
+    ax.text(0.5, 0.5, "degenerate:\nconstant map", transform=ax.transAxes, ha="center", va="center", fontsize=9,
+            color="0.1", style="italic", bbox=dict(facecolor="white", alpha=0.85, edgecolor="0.6", boxstyle="round"))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
 def plot_certificate(cert: Certificate, k: float, ax, title: str | None = None) -> None:
-    """The certified map at one K: '1' yellow, '0' dark, abstain grey."""
+    """The certified map at one K: '1' yellow, '0' dark, abstain grey; a degenerate certificate is a labelled slot."""
+    title = title if title is not None else f"top {k:g}%"
+    if cert.degenerate:
+        degenerate_slot(ax, None, title)
+        return
     ax.imshow(label_rgb(cert.label_map(k)), interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(title if title is not None else f"top {k:g}%", fontsize=9)
+    ax.set_title(title, fontsize=9)
 
 
 def plot_overlay(cert: Certificate, image, ax, title: str | None = None, legend: bool = True) -> None:
-    """The image (dimmed) under the overlay of the certified top-K maps (smaller K wins)."""
+    """The image (dimmed) under the overlay of the certified top-K maps (smaller K wins); a degenerate
+    certificate is a labelled slot over the dimmed image, not an overlay."""
+    if cert.degenerate:
+        degenerate_slot(ax, image, title)
+        return
     grey = _image_hwc(image).mean(axis=2)
     ax.imshow(0.15 + 0.6 * grey, cmap="gray", vmin=0, vmax=1)
     ax.imshow(overlay_rgba(cert), interpolation="nearest")
@@ -141,6 +161,13 @@ def draw_not_run(ax, x: float, width: float, height: float, label: str = "not ru
             color=NOT_RUN_COLOR, style="italic")
 
 
+DEGENERATE_LABEL = "degenerate"  #: the label of a slot whose certificates are all degenerate (constant maps)
+
+
+def _is_degenerate(row) -> bool:
+    return bool(row.get("degenerate", False)) if hasattr(row, "get") else False
+
+
 def draw_zero(ax, x: float, width: float, color) -> None:
     """A real zero: a thick stub on the axis (a bar of height 0 draws nothing)."""
     ax.plot([x - width / 2, x + width / 2], [0, 0], color=color, lw=3, solid_capstyle="butt", clip_on=False)
@@ -156,8 +183,9 @@ def outcome_bars(ax, frame, groups, xs, *, group_col: str = "method_title", x_co
     """Stacked %certified bars ('1' / '0' / abstain, in percent) for each group (method) and x (R or K).
 
     ``frame`` has one row per (group, x) with the pooled fractions ``certified_1``, ``certified_0``,
-    ``abstain``. A (group, x) without a row is drawn as a hatched "not run" bar; a group in ``undefined`` is
-    labelled "n/a" (the method is not defined there).
+    ``abstain`` (and ``degenerate``). A (group, x) without a row is an empty slot labelled "not run", one whose
+    certificates are all degenerate an empty slot labelled "degenerate"; a group in ``undefined`` is labelled
+    "n/a" (the method is not defined there).
     """
     pos, step = _slots(groups, xs)
     index = {(r[group_col], r[x_col]): r for _, r in frame.iterrows()}
@@ -167,6 +195,9 @@ def outcome_bars(ax, frame, groups, xs, *, group_col: str = "method_title", x_co
         row = index.get((g, x))
         if row is None:
             draw_not_run(ax, slot, 0.85, 100)
+            continue
+        if _is_degenerate(row):  # constant maps: no bar that would look like a measurement
+            draw_not_run(ax, slot, 0.85, 100, DEGENERATE_LABEL)
             continue
         bottom = 0.0
         for name, col in _OUTCOME_COLUMNS.items():
@@ -216,6 +247,9 @@ def interval_bars(ax, frame, groups, hues, *, by=("method_title", "R"), bounds=(
         row = index.get((g, h))
         if row is None:
             draw_not_run(ax, slot, 0.85, 0.9 * top + ylim[0])
+            continue
+        if _is_degenerate(row):  # constant maps: no bar, no zero stub
+            draw_not_run(ax, slot, 0.85, 0.9 * top + ylim[0], DEGENERATE_LABEL)
             continue
         ax.bar(slot, float(row[value]), width=0.85, color=palette[h], edgecolor="none")
         if float(row[value]) == 0.0:
@@ -281,7 +315,7 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
     return fig
 
 
-__all__ += ["method_bars_figure"]
+__all__ += ["method_bars_figure", "degenerate_slot", "DEGENERATE_LABEL"]
 
 
 def overlay_legend(fig, ks) -> None:

@@ -16,7 +16,7 @@ from .names import k_text, layer_title, method_title
 __all__ = ["LAYER_RANK", "ranked_means", "ranked_deletion_auc", "pooled_outcome_table", "identical_certificate_groups",
            "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
            "per_k_outcome_table", "budget_shares", "overlay_pairs", "pooled",
-           "gridpg_intervals"]
+           "gridpg_intervals", "flagged"]
 
 LAYER_RANK = {"input": 0, "final": 1}  #: the order in which tables list the layers
 
@@ -200,14 +200,26 @@ def overlay_pairs(computed, layers: Sequence[str], per_layer: Mapping[str, Seque
 
 def pooled(frame, by: Sequence[str]):
     """%certified pooled over images: sums the pixel counts of tidy :func:`robustness_rows` per group ``by``,
-    then divides (columns certified_1, certified_0, abstain, robustness, n_images)."""
+    then divides (columns certified_1, certified_0, abstain, robustness, n_images, and ``degenerate``: every row
+    of the group flagged degenerate, when the rows say)."""
     counts = ["n_pixels", "n_certified_1", "n_certified_0", "n_abstain"]
     out = frame.groupby(list(by), sort=False, dropna=False)[counts].sum().reset_index()
     out["n_images"] = frame.groupby(list(by), sort=False, dropna=False).size().values
+    if "degenerate" in frame:
+        out["degenerate"] = _all_flagged(frame, by)
     for col in ("certified_1", "certified_0", "abstain"):
         out[col] = out[f"n_{col}"] / out["n_pixels"]
     out["robustness"] = 1.0 - out["abstain"]
     return out
+
+
+def flagged(frame):
+    """A boolean Series: the rows whose ``degenerate`` column says their certificate is degenerate."""
+    return ~frame.degenerate.fillna("").astype(str).str.strip().isin(["", "False", "0", "false"])
+
+
+def _all_flagged(frame, by) -> list:
+    return frame.assign(_flag=flagged(frame)).groupby(list(by), sort=False, dropna=False)._flag.all().to_list()
 
 
 def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int = 0):
@@ -222,5 +234,6 @@ def gridpg_intervals(frame, by: Sequence[str], *, n_boot: int = 1000, seed: int 
         mean, low, high = bootstrap_interval(g.certified_gridpg.to_numpy(float), np.mean, n_boot=n_boot, seed=seed)
         out.append({**dict(zip(by, key)), "value": mean, "low": low, "high": high, "targets": int(len(g)),
                     "gridpg": float(g.gridpg.mean()) if "gridpg" in g else float("nan"),
-                    "no_certified": float(g.no_certified.mean()) if "no_certified" in g else float("nan")})
+                    "no_certified": float(g.no_certified.mean()) if "no_certified" in g else float("nan"),
+                    "degenerate": bool(flagged(g).all()) if "degenerate" in g else False})
     return pd.DataFrame(out)
