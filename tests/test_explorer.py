@@ -23,7 +23,9 @@ from certattr.engine.certify import certify_maps
 from certattr.engine.smoothing import SmoothedAttribution
 from certattr.engine.statistics import certified_radius, min_samples_to_certify
 from certattr.engine.validation import CertattrError
-from certattr.evaluation.jobs import certify_many, method_for
+from certattr.book.plans import ModelPool, PlanBuilder, RunSpec, certify_plan
+from certattr.engine.config import CertConfig, SamplingConfig
+from certattr.evaluation.jobs import Job, method_for
 from certattr.models.data import Image
 
 METHODS = ["grad", "intgrad", "gradcam", "cam"]
@@ -34,6 +36,13 @@ SIGMA = 0.25
 SETTINGS = dict(n=60, n0=10, alpha=0.05, correction="bonferroni", seed=0, chunk_size=10)
 OVERRIDES = {"intgrad@input": {"steps": 3}}  # as the cpu profile reduces IntGrad at the Input layer
 IMAGE_ID, TARGET = "t", 3
+
+
+def configs(**change):
+    """The SamplingConfig and CertConfig of SETTINGS (with ``change``)."""
+    settings = {**SETTINGS, **change}
+    return (SamplingConfig(n=settings["n"], seed=settings["seed"], chunk_size=settings["chunk_size"]),
+            CertConfig(n0=settings["n0"], alpha=settings["alpha"], correction=settings["correction"], ks=KS))
 
 
 def _files(folder: Path) -> dict:
@@ -59,7 +68,7 @@ def _indices(uri: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The chapter's certification (certify_many at tau = 0.75) fills the cache; the explorer then runs with the
+    """The chapter's certification (its plan, at tau = 0.75) fills the cache; the explorer then runs with the
     same settings while the model's attribution pass and the cache folder are watched."""
     from certattr.models.testing import tiny_model
 
@@ -68,16 +77,20 @@ def built(tmp_path_factory):
     cache = tmp_path_factory.mktemp("samples")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        certify_many(model, [Image(IMAGE_ID, image, TARGET)], METHODS, LAYERS, [SIGMA], KS, tau=0.75,
-                     cache_dir=str(cache), method_overrides=OVERRIDES, **SETTINGS)
+        # what the chapter does first: certify its plan (here one photo, every method and layer) at tau = 0.75
+        params = {"weights": "pretrained", "n": SETTINGS["n"], "seed": SETTINGS["seed"],
+                  "chunk_size": SETTINGS["chunk_size"], "ks": KS, "cache_dir": str(cache)}
+        b = PlanBuilder("method", params, ModelPool("cpu", loader=lambda *key: model), placeholders=False)
+        b.add(model, [Job(IMAGE_ID, IMAGE_ID, image, TARGET)], RunSpec(METHODS, LAYERS, [SIGMA], OVERRIDES))
+        certify_plan(b.plan(), configs()[1].replace(tau=0.75), n=SETTINGS["n"])
     before = _files(cache)
     calls = []
     original = SmoothedAttribution.attribute_chunk
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SmoothedAttribution, "attribute_chunk",
                    lambda self, *a, **k: calls.append((self.method.name, self.layer, a[-1])) or original(self, *a, **k))
-        exp = explore_certificates(model, image, IMAGE_ID, TARGET, METHODS, LAYERS, SIGMA, KS, TAUS,
-                                   cache_dir=str(cache), method_overrides=OVERRIDES, **SETTINGS)
+        exp = explore_certificates(model, Job(IMAGE_ID, IMAGE_ID, image, TARGET),
+                                   RunSpec(METHODS, LAYERS, [SIGMA], OVERRIDES), *configs(), TAUS, cache_dir=str(cache))
     fragment = explorer_html(exp)
     return {"model": model, "image": image, "cache": cache, "before": before, "after": _files(cache),
             "calls": calls, "exp": exp, "html": fragment, "payload": _payload(fragment)}
@@ -179,8 +192,8 @@ def test_without_a_cache_every_tau_comes_from_one_sampling(built, monkeypatch):
     original = SmoothedAttribution.attribute_chunk
     monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
                         lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
-    exp = explore_certificates(built["model"], built["image"], IMAGE_ID, TARGET, ["gradcam"], ["final"], SIGMA, KS,
-                               TAUS, cache_dir=None, **SETTINGS)
+    exp = explore_certificates(built["model"], Job(IMAGE_ID, IMAGE_ID, built["image"], TARGET),
+                               RunSpec(["gradcam"], ["final"], [SIGMA]), *configs(), TAUS, cache_dir=None)
     assert calls == list(range(6))  # n = 60 in chunks of 10, once for the three tau
     assert all(exp.certificates[("gradcam", "final", t)] == built["exp"].certificates[("gradcam", "final", t)]
                for t in TAUS)
@@ -192,8 +205,9 @@ def test_a_different_sampling_setting_would_sample(built, tmp_path, monkeypatch)
     original = SmoothedAttribution.attribute_chunk
     monkeypatch.setattr(SmoothedAttribution, "attribute_chunk",
                         lambda self, *a, **k: calls.append(a[-1]) or original(self, *a, **k))
-    explore_certificates(built["model"], built["image"], IMAGE_ID, TARGET, ["gradcam"], ["final"], SIGMA, KS, [0.75],
-                         cache_dir=str(built["cache"]), **{**SETTINGS, "chunk_size": 20})
+    explore_certificates(built["model"], Job(IMAGE_ID, IMAGE_ID, built["image"], TARGET),
+                         RunSpec(["gradcam"], ["final"], [SIGMA]), *configs(chunk_size=20), [0.75],
+                         cache_dir=str(built["cache"]))
     assert calls == [0, 1, 2]
 
 
@@ -261,8 +275,12 @@ def test_bad_input_is_refused_in_one_line_before_any_sampling(built, change, mat
             "taus": TAUS, **SETTINGS}
     args.update(change)
     with pytest.raises(CertattrError, match=match) as err:
-        certificate_explorer(built["model"], built["image"], args.pop("image_id"), TARGET, args.pop("methods"),
-                             args.pop("layers"), args.pop("sigma"), args.pop("ks"), args.pop("taus"), **args)
+        job = Job(args["image_id"], args.pop("image_id"), built["image"], TARGET)
+        spec = RunSpec(args.pop("methods"), args.pop("layers"), [args.pop("sigma")])
+        ks, taus = args.pop("ks"), args.pop("taus")
+        sampling = SamplingConfig(n=args.pop("n"), seed=args.pop("seed"), chunk_size=args.pop("chunk_size"))
+        cert = CertConfig(n0=args.pop("n0"), alpha=args.pop("alpha"), correction=args.pop("correction"), ks=ks)
+        certificate_explorer(built["model"], job, spec, sampling, cert, taus, **args)
     assert "\n" not in str(err.value)
 
 

@@ -39,7 +39,8 @@ from ..engine.statistics import certified_radius, min_samples_to_certify
 from ..engine.targets import resolve_target
 from ..engine.validation import (CertattrError, check_choice, check_image, check_ks, check_layer, check_model,
                                  check_positive_int, check_sigma, check_tau)
-from ..evaluation.jobs import method_for, resolve_methods
+from ..evaluation.jobs import Job, method_for, resolve_methods
+from .plans import RunSpec
 from ..evaluation.names import k_text, layer_title, method_title
 from .plotting import ABSTAIN_DARK, ABSTAIN_LIGHT, ABSTAIN_STRIPE, ONE_COLOR, ZERO_COLOR
 
@@ -154,24 +155,27 @@ def _check_layers(layers) -> list:
     return checked
 
 
-def explore_certificates(model, image, image_id: str, target: int | None, methods: Sequence[str] | str,
-                         layers: Sequence[str] | str, sigma: float, ks: Sequence[float],
-                         taus: Sequence[float] = DEFAULT_TAUS, *, n: int = DEFAULT_SAMPLING.n,
-                         n0: int = DEFAULT_CERT.n0, alpha: float = DEFAULT_CERT.alpha,
-                         correction: str = DEFAULT_CERT.correction, seed: int = DEFAULT_SAMPLING.seed,
-                         chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache_dir: str | None = None,
-                         method_overrides: dict | None = None, progress: bool = False) -> Exploration:
-    """Certify ``image`` (3, H, W) in [0, 1] for every method (names, or "all") and layer at each tau (ks: top-K
-    percentages; taus: thresholds in [0.5, 1); sigma: Gaussian noise in [0, 1] pixel units), from the samples in
-    ``cache_dir``.
+def explore_certificates(model, job: Job, spec: RunSpec, sampling: SamplingConfig, cert: CertConfig,
+                         taus: Sequence[float] = DEFAULT_TAUS, *, cache_dir: str | None = None,
+                         progress: bool = False) -> Exploration:
+    """Certify ``job``'s image (3, H, W) in [0, 1] (its ``target``: a class index, or None for the model's top-1
+    class; its ``image_id`` seeds the noise) for every method (``spec.methods``: names, or "all") and layer of
+    ``spec`` at its one noise σ (``spec.sigmas``, [0, 1] pixel units, with ``spec.method_overrides``), at each τ
+    of ``taus`` (in [0.5, 1)), with the ``sampling`` (n, seed, chunk size) and ``cert`` (n0, α, correction, K)
+    settings, from the samples in ``cache_dir``.
 
-    The engines are those of :func:`certattr.evaluation.jobs.certify_many` with the same arguments (the same
-    methods with ``method_overrides``, n, seed and chunk size), so after a chapter's own certification nothing is
-    sampled: each (method, layer) reads its cached samples once and certifies every tau from their counts
-    (``cache_dir=None``: samples once, keeps nothing). ``target``: a class index, or None for the model's top-1
-    class. The warnings that a certificate cannot certify any pixel or is degenerate are not emitted: the explorer
-    shows them as notes. Returns the certificates (each with every K) and the undefined pairs.
+    The engines are those a chapter certifies with the same settings, so after a chapter's own certification
+    nothing is sampled: each (method, layer) reads its cached samples once and certifies every τ from their
+    counts (``cache_dir=None``: samples once, keeps nothing). The warnings that a certificate cannot certify any
+    pixel or is degenerate are not emitted: the explorer shows them as notes. Returns the certificates (each
+    with every K) and the undefined pairs.
     """
+    image, image_id, target = job.tensor, job.image_id, job.target
+    methods, layers, method_overrides = spec.methods, spec.layers, spec.method_overrides
+    if len(tuple(spec.sigmas)) != 1:
+        raise CertattrError(f"sigmas={list(spec.sigmas)!r} is not allowed: the explorer shows one noise level, give "
+                            f"one sigma")
+    sigma = tuple(spec.sigmas)[0]
     model = check_model(model)
     if not isinstance(image_id, str) or not image_id:
         raise CertattrError(f"image_id={image_id!r} is not allowed: give the photo's id (a non-empty string; it "
@@ -180,9 +184,8 @@ def explore_certificates(model, image, image_id: str, target: int | None, method
     names, layers = resolve_methods(methods), _check_layers(layers)
     if not names:
         raise CertattrError("methods=[] is not allowed: give one or more method names, or 'all'")
-    sigma, ks, taus = check_sigma(sigma), check_ks(ks), _check_taus(taus)
-    sampling = SamplingConfig(n=n, seed=seed, chunk_size=chunk_size)
-    config = CertConfig(n0=n0, alpha=alpha, correction=correction, ks=ks)
+    sigma, taus = check_sigma(sigma), _check_taus(taus)
+    config = cert
     check_fits(sampling, config)
     target = resolve_target(model, image, target)
     out = Exploration(image_id, image, target, names, layers, config.ks, taus, sigma, sampling.n, config.n0,
@@ -406,22 +409,15 @@ def explorer_html(exp: Exploration, *, show: tuple[str, str] | None = None, max_
     return out
 
 
-def certificate_explorer(model, image, image_id: str, target: int | None, methods: Sequence[str] | str,
-                         layers: Sequence[str] | str, sigma: float, ks: Sequence[float],
-                         taus: Sequence[float] = DEFAULT_TAUS, *, n: int = DEFAULT_SAMPLING.n,
-                         n0: int = DEFAULT_CERT.n0, alpha: float = DEFAULT_CERT.alpha,
-                         correction: str = DEFAULT_CERT.correction, seed: int = DEFAULT_SAMPLING.seed,
-                         chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache_dir: str | None = None,
-                         method_overrides: dict | None = None, progress: bool = False,
+def certificate_explorer(model, job: Job, spec: RunSpec, sampling: SamplingConfig, cert: CertConfig,
+                         taus: Sequence[float] = DEFAULT_TAUS, *, cache_dir: str | None = None, progress: bool = False,
                          show: tuple[str, str] | None = None, max_bytes: int = MAX_BYTES) -> str:
     """The explorer of one photo as a self-contained HTML fragment (str, at most ``max_bytes`` bytes): certify
-    (:func:`explore_certificates`, from the cache) and render (:func:`explorer_html`). Show it in a notebook with
-    ``IPython.display.HTML(...)``; it needs no network and no widget kernel. Every argument is checked before any
-    work (``show``: as in :func:`explorer_html`)."""
+    (:func:`explore_certificates`, from the cache; the same arguments) and render (:func:`explorer_html`). Show it
+    in a notebook with ``IPython.display.HTML(...)``; it needs no network and no widget kernel. Every argument is
+    checked before any work (``show``: as in :func:`explorer_html`)."""
     check_positive_int("max_bytes", max_bytes)
     if show is not None:
-        _check_show(show, resolve_methods(methods), _check_layers(layers))
-    exp = explore_certificates(model, image, image_id, target, methods, layers, sigma, ks, taus, n=n, n0=n0,
-                               alpha=alpha, correction=correction, seed=seed, chunk_size=chunk_size,
-                               cache_dir=cache_dir, method_overrides=method_overrides, progress=progress)
+        _check_show(show, resolve_methods(spec.methods), _check_layers(spec.layers))
+    exp = explore_certificates(model, job, spec, sampling, cert, taus, cache_dir=cache_dir, progress=progress)
     return explorer_html(exp, show=show, max_bytes=max_bytes)
