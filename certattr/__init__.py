@@ -19,6 +19,7 @@ from .models.wrap import wrap
 from .methods import get_method, method_names  # importing the methods registers them
 from .certificates.sparsified_smoothgrad import TopKCertificate, sparsified_smoothgrad, topk_certificate
 from .certificates.cosine import CosineCertificate, certify_cosine, smooth_uniform
+from .certificates.settings import MethodAtLayer, SparsifiedSmoothing, TopKCertConfig, UniformSmoothing
 
 __version__ = "0.1.0"
 
@@ -30,7 +31,7 @@ __all__ = [
     "load_model", "model_names", "get_method", "method_names", "bundled_photo", "bundled_photos", "load_image_file",
     # the related certificates
     "sparsified_smoothgrad", "topk_certificate", "TopKCertificate", "smooth_uniform", "certify_cosine",
-    "CosineCertificate",
+    "CosineCertificate", "MethodAtLayer", "SparsifiedSmoothing", "UniformSmoothing", "TopKCertConfig",
     # errors and warnings
     "CertattrError", "UndefinedAttribution", "CertificationWarning", "DegenerateMapWarning",
     "__version__",

@@ -4,8 +4,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from certattr.certificates.attack import (attack_certified, attack_cosine, attack_topk, differentiable_maps, predicted_class,
-                             smooth_surrogate)
+from certattr.certificates.attack import (DEFAULT_ATTACK_SAMPLING, AttackSettings, PixelAttackSettings, TargetSettings,
+                                          attack_certified, attack_cosine, attack_topk, differentiable_maps,
+                                          predicted_class, smooth_surrogate)
+from certattr.certificates.settings import (MethodAtLayer, PixelCertificateSettings, SparsifiedSmoothing,
+                                            UniformSmoothing)
+from certattr.engine.config import CertConfig, SamplingConfig
 from certattr.engine.statistics import certified_radius
 from certattr.methods import get_method
 from certattr.models.testing import tiny_model
@@ -54,13 +58,13 @@ def test_differentiable_maps_equal_the_registry(model, image, method, layer):
 
 def test_topk_attack_on_raw_map_is_not_vacuous_and_respects_the_constraints(model, image):
     eps = 1.0
-    res = attack_topk(model, image, k=100, eps=eps, method="grad", layer="input", steps=12, restarts=2, seed=0,
-                      image_id="img", progress=False)
+    settings = dict(attribution=MethodAtLayer("grad", "input"), attack=AttackSettings(steps=12, restarts=2),
+                    sampling=SamplingConfig(seed=0), image_id="img", progress=False)
+    res = attack_topk(model, image, k=100, eps=eps, **settings)
     _check_constraints(res, model, image, eps)
     assert res.before == 1.0
     assert res.after < 0.8  # the overlap of the raw gradient map really drops
-    again = attack_topk(model, image, k=100, eps=eps, method="grad", layer="input", steps=12, restarts=2, seed=0,
-                        image_id="img", progress=False)
+    again = attack_topk(model, image, k=100, eps=eps, **settings)
     assert torch.equal(again.x_adv, res.x_adv)  # seeded and deterministic
     assert len(res.loss_history) == 2 and len(res.loss_history[0]) == 12
 
@@ -102,25 +106,27 @@ def test_backtracking_keeps_the_class_near_the_decision_boundary(model, image):
     logits = model(xb[None])[0].sort(descending=True).values
     assert float(logits[0] - logits[1]) < 1e-3  # a step of any size could change the class
     for eps in (0.5, 2.0):
-        res = attack_topk(model, xb, k=50, eps=eps, steps=6, restarts=2, step_size=1.0, seed=1, progress=False)
+        res = attack_topk(model, xb, k=50, eps=eps, attack=AttackSettings(steps=6, restarts=2, step_size=1.0),
+                          sampling=SamplingConfig(seed=1), progress=False)
         _check_constraints(res, model, xb, eps)
         assert res.details["backtracks"] + res.details["init_halvings"] > 0  # backtracking was needed
         assert res.after < res.before
-    res0 = attack_topk(model, image, k=50, eps=0.0, steps=2, restarts=1, progress=False)
+    res0 = attack_topk(model, image, k=50, eps=0.0, attack=AttackSettings(steps=2, restarts=1), progress=False)
     assert torch.equal(res0.x_adv, image) and res0.after == res0.before == 1.0
 
 
 def test_smoothed_topk_and_cosine_attacks_respect_the_constraints(model, image):
     eps = 0.5
-    res = attack_topk(model, image, k=50, eps=eps, smoothing=True, sigma=0.1, n_attack=4, n_eval=16, steps=3,
-                      restarts=1, progress=False)
+    attack = AttackSettings(n_attack=4, steps=3, restarts=1)
+    res = attack_topk(model, image, k=50, eps=eps, smoothing=SparsifiedSmoothing(0.1),
+                      sampling=DEFAULT_ATTACK_SAMPLING.replace(n=16), attack=attack, progress=False)
     _check_constraints(res, model, image, eps)
     assert 0 <= res.after <= 1
-    res = attack_cosine(model, image, eps=eps, r=2.0, N=16, n_attack=4, T=0.99, steps=3, restarts=1,
-                        progress=False)
+    res = attack_cosine(model, image, eps=eps, smoothing=UniformSmoothing(2.0), T=0.99,
+                        sampling=DEFAULT_ATTACK_SAMPLING.replace(n=16), attack=attack, progress=False)
     _check_constraints(res, model, image, eps)
     assert -1 <= res.after <= 1 and res.before == pytest.approx(1.0) and "below_T" in res.details
-    raw = attack_cosine(model, image, eps=1.0, steps=8, restarts=1, progress=False)
+    raw = attack_cosine(model, image, eps=1.0, attack=AttackSettings(steps=8, restarts=1), progress=False)
     _check_constraints(raw, model, image, 1.0)
     assert raw.after < raw.before  # the cosine of the raw map drops too
 
@@ -139,10 +145,16 @@ def clean_cert(model, image):
     return engine.certify(image, "img", label, ks=(K_ATT,), tau=TAU, alpha=ALPHA)
 
 
-def _pixel_attack(model, image, clean, eps, **kw):
-    args = dict(method="ixg", layer="final", ks=(K_ATT,), sigma=SIGMA, n=100, tau=TAU, alpha=ALPHA, n_targets=32,
-                n_attack=4, steps=20, restarts=1, eval_n=400, seed=0, image_id="img", clean=clean, progress=False)
-    return attack_certified(model, image, eps=eps, **{**args, **kw})
+#: the settings of clean_cert, and the attack's
+CERTIFICATE = PixelCertificateSettings(MethodAtLayer("ixg", "final"), SIGMA,
+                                       SamplingConfig(n=100, seed=0, chunk_size=10),
+                                       CertConfig(n0=10, tau=TAU, alpha=ALPHA, ks=(K_ATT,)))
+PIXEL_ATTACK = PixelAttackSettings(n_attack=4, steps=20, restarts=1)
+
+
+def _pixel_attack(model, image, clean, eps, attack=PIXEL_ATTACK, targets=TargetSettings(n_targets=32, eval_n=400)):
+    return attack_certified(model, image, eps=eps, certificate=CERTIFICATE, attack=attack, targets=targets,
+                            image_id="img", clean=clean, progress=False)
 
 
 def test_targets_are_the_certified_pixels_nearest_the_boundary(clean_cert):
@@ -181,7 +193,7 @@ def test_attack_flips_the_plain_map_at_a_small_eps(model, image, clean_cert):
     """The plain (unsmoothed) top-K map, at its pixels nearest the threshold: at eps = R/3 the attack flips
     at least a third of the 32 targets, a random perturbation of the same norm (almost) none. A no-op
     attack flips none."""
-    res = _pixel_attack(model, image, clean_cert, R_TINY / 3, smoothed=False, n_attack=1)
+    res = _pixel_attack(model, image, clean_cert, R_TINY / 3, attack=PIXEL_ATTACK.replace(smoothed=False, n_attack=1))
     _check_constraints(res, model, image, R_TINY / 3)
     att, rnd = res.details["attacked"], res.details["random"]
     assert att["flipped"] >= 11 and att["flipped"] >= rnd["flipped"] + 8, (att["flipped"], rnd["flipped"])
@@ -221,9 +233,12 @@ def test_attack_certified_uses_the_pipeline_engine_and_its_cache(model, image, t
                                  progress=False)
     label = int(predicted_class(model, image[None])[0])
     ref = engine.certify(image, "img", label, **kw)
-    res = attack_certified(model, image, eps=0.0, method="grad", layer="input", ks=(50,), sigma=0.25, n=100,
-                           steps=1, restarts=1, seed=0, image_id="img", chunk_size=10, cache=tmp_path, eval_n=50,
-                           eval_clean=True, progress=False)
+    certificate = PixelCertificateSettings(MethodAtLayer("grad", "input"), 0.25,
+                                           SamplingConfig(n=100, seed=0, chunk_size=10), CertConfig(**kw))
+    res = attack_certified(model, image, eps=0.0, certificate=certificate,
+                           attack=PixelAttackSettings(steps=1, restarts=1),
+                           targets=TargetSettings(eval_n=50, eval_clean=True), image_id="img", cache=tmp_path,
+                           progress=False)
     clean = res.details["clean_certificate"]
     assert (clean.labels == ref.labels).all() and (clean.counts == ref.counts).all()
     assert torch.equal(res.x_adv, image)
@@ -233,16 +248,18 @@ def test_attack_certified_uses_the_pipeline_engine_and_its_cache(model, image, t
 
 @pytest.mark.parametrize("call, name", [
     (lambda m, x: attack_topk(m, x, k=10, eps=-0.1, progress=False), "eps=-0.1"),
-    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, steps=0, progress=False), "steps=0"),
-    (lambda m, x: attack_topk(m, x, k=0, eps=0.1, steps=1, progress=False), "k=0"),
-    (lambda m, x: attack_topk(m, x, k=5000, eps=0.1, steps=1, progress=False), "k=5000"),
-    (lambda m, x: attack_cosine(m, x, eps=0.1, r=0.0, progress=False), "r=0.0"),
+    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, attack=AttackSettings(steps=0), progress=False), "steps=0"),
+    (lambda m, x: attack_topk(m, x, k=0, eps=0.1, attack=AttackSettings(steps=1), progress=False), "k=0"),
+    (lambda m, x: attack_topk(m, x, k=5000, eps=0.1, attack=AttackSettings(steps=1), progress=False), "k=5000"),
+    (lambda m, x: attack_cosine(m, x, eps=0.1, smoothing=UniformSmoothing(0.0), progress=False), "r=0.0"),
     (lambda m, x: attack_cosine(m, x, eps=0.1, T=1.5, progress=False), "T=1.5"),
-    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, method="gradcam", progress=False), "method='gradcam'"),
-    (lambda m, x: attack_certified(m, x, eps=0.1, eval_seed=0, progress=False), "eval_seed=0"),
-    (lambda m, x: attack_certified(m, x, eps=0.1, group="all", progress=False), "group='all'"),
-    (lambda m, x: attack_certified(m, x, eps=0.1, ks=(50,), k=25, progress=False), "k=25"),
-    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, beta=0, progress=False), "beta=0"),
+    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, attribution=MethodAtLayer("gradcam", "input"), progress=False),
+     "method='gradcam'"),
+    (lambda m, x: attack_certified(m, x, eps=0.1, targets=TargetSettings(eval_seed=0), progress=False), "eval_seed=0"),
+    (lambda m, x: attack_certified(m, x, eps=0.1, targets=TargetSettings(group="all"), progress=False), "group='all'"),
+    (lambda m, x: attack_certified(m, x, eps=0.1, certificate=CERTIFICATE.replace(cert=CertConfig(ks=(50,))),
+                                   targets=TargetSettings(k=25), progress=False), "k=25"),
+    (lambda m, x: attack_topk(m, x, k=10, eps=0.1, attack=AttackSettings(beta=0), progress=False), "beta=0"),
 ])
 def test_parameters_are_validated(model, image, call, name):
     with pytest.raises(CertattrError) as err:
@@ -261,7 +278,8 @@ def test_smoothed_membership_is_the_mean_top_k_membership_of_the_samples(model, 
     from certattr.engine.sparsify import sparsify
 
     label = int(predicted_class(model, image[None])[0])
-    kw = dict(method="grad", layer="input", k=k, sigma=0.25, n=n, seed=3, image_id="img", chunk_size=10)
+    kw = dict(attribution=MethodAtLayer("grad", "input"), k=k, sigma=0.25,
+              sampling=SamplingConfig(n=n, seed=3, chunk_size=10), image_id="img")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the certificate's warnings (n too small to certify) are not shown
         got = smoothed_membership(model, image, label, cache=tmp_path, **kw)
@@ -274,15 +292,20 @@ def test_smoothed_membership_is_the_mean_top_k_membership_of_the_samples(model, 
 
 
 # --- the sweep over eps / R: the chapter's experiment, one call ---------------------------------------------
-SWEEP = dict(k=K_ATT, method="ixg", layer="final", image_id="img", n_targets=8, steps=20, n_attack=4, restarts=1,
-             eval_n=60, select_n=20, seed=0, chunk_size=10)
+SWEEP_ATTACK = PixelAttackSettings(steps=20, n_attack=4, restarts=1)
+SWEEP_TARGETS = TargetSettings(k=K_ATT, n_targets=8, eval_n=60, select_n=20)
+
+
+def _sweep(model, image, clean_cert, eps_multiples, targets=SWEEP_TARGETS):
+    from certattr.certificates.attack import pixel_attack_sweep
+
+    return pixel_attack_sweep(model, image, clean_cert, certificate=CERTIFICATE, eps_multiples=eps_multiples,
+                              attack=SWEEP_ATTACK, targets=targets, image_id="img")
 
 
 @pytest.fixture(scope="module")
 def sweep(model, image, clean_cert):
-    from certattr.certificates.attack import pixel_attack_sweep
-
-    return pixel_attack_sweep(model, image, clean_cert, eps_multiples=[1, 30, 1.0], **SWEEP)
+    return _sweep(model, image, clean_cert, [1, 30, 1.0])
 
 
 def test_sweep_has_one_row_per_eps_group_and_perturbation(sweep, clean_cert):
@@ -324,11 +347,10 @@ def test_sweep_counts_equal_those_of_attack_certified_per_eps(model, image, clea
     """Each eps of the sweep equals attack_certified called alone (it chooses its own targets, with the same
     selection samples, and runs its own random control): the same targets, norms and flip counts."""
     table = sweep.table.set_index(["ε / R", "targets", "perturbation"])
-    settings = {key: SWEEP[key] for key in ("method", "layer", "n_targets", "steps", "n_attack", "restarts",
-                                            "eval_n", "select_n", "seed", "image_id", "chunk_size")}
     for mult in (1.0, 30.0):
         for group in ("certified", "uncertified"):
-            res = _pixel_attack(model, image, clean_cert, mult * R_TINY, group=group, **settings)
+            res = _pixel_attack(model, image, clean_cert, mult * R_TINY, attack=SWEEP_ATTACK,
+                                targets=SWEEP_TARGETS.replace(group=group))
             np.testing.assert_array_equal(res.details["targets"], sweep.targets[group])
             attacked, random = table.loc[(mult, group, "attack")], table.loc[(mult, group, "random δ")]
             assert attacked["‖δ‖ used"] == res.delta_norm
@@ -354,15 +376,15 @@ def test_sweep_readouts_agree_with_the_table(sweep):
         f"{row['flipped']} ({row['flipped (confident)']})")
     assert grid.iloc[0, 0] == grid.iloc[0, 1]  # eps = 0 is shared by the attack and the control
     counts = class_constraint_counts(sweep.attacks.values())
-    assert len(sweep.attacks) == 4 and counts["steps"] == 4 * SWEEP["steps"] * SWEEP["restarts"]
+    assert len(sweep.attacks) == 4 and counts["steps"] == 4 * SWEEP_ATTACK.steps * SWEEP_ATTACK.restarts
     assert counts["halved"] == sum(r.details["backtracks"] for r in sweep.attacks.values())
 
 
 @pytest.mark.parametrize("change, name", [({"eps_multiples": [-1]}, "eps_multiples"), ({"k": 50}, "k=50"),
                                           ({"n_targets": 0}, "n_targets=0"), ({"eval_n": 1}, "eval_n=1")])
 def test_sweep_parameters_are_validated(model, image, clean_cert, change, name):
-    from certattr.certificates.attack import pixel_attack_sweep
-
+    change = dict(change)
+    eps_multiples = change.pop("eps_multiples", [1])
     with pytest.raises(CertattrError) as err:
-        pixel_attack_sweep(model, image, clean_cert, **{"eps_multiples": [1], **SWEEP, **change})
+        _sweep(model, image, clean_cert, eps_multiples, SWEEP_TARGETS.replace(**change))
     assert name in str(err.value) and "\n" not in str(err.value)

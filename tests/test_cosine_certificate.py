@@ -9,6 +9,8 @@ from scipy.stats import norm
 from certattr.certificates.cosine import (
     CosineCertificate, ball_overlap_fraction, ball_symdiff_fraction, bound_norm, certified_eps, certify_cosine,
     cosine_lower_bound, mc_error, min_radius, paper_cosine_bound, smooth_uniform, uniform_ball_noise)
+from certattr.certificates.settings import UniformSmoothing
+from certattr.engine.config import SamplingConfig
 from certattr.models.testing import tiny_model
 from certattr.engine.validation import CertattrError
 
@@ -172,8 +174,9 @@ def test_monte_carlo_term_covers_the_error():
 def test_smooth_uniform_and_certificate():
     model = tiny_model()
     x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
-    a = smooth_uniform(model, x, r=2.0, N=24, seed=5, image_id="img", chunk_size=5)
-    b = smooth_uniform(model, x, r=2.0, N=24, seed=5, image_id="img", chunk_size=24)
+    ball = UniformSmoothing(2.0)
+    a = smooth_uniform(model, x, smoothing=ball, sampling=SamplingConfig(n=24, seed=5, chunk_size=5), image_id="img")
+    b = smooth_uniform(model, x, smoothing=ball, sampling=SamplingConfig(n=24, seed=5, chunk_size=24), image_id="img")
     np.testing.assert_allclose(a.h_hat, b.h_hat, rtol=1e-12)
     assert a.h_hat.shape == (32, 32) and 0 < a.norm <= 1 + 1e-9 and a.d_input == 3072
     cert = certify_cosine(a, eps=0.01, alpha=0.01, T=0.5)

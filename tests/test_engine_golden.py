@@ -65,15 +65,19 @@ def test_certificates_unchanged(tiny, tiny_image, setting, expected, tmp_path):
 
 def test_related_estimates_unchanged(tiny, tiny_image):
     from certattr.certificates.cosine import smooth_uniform
+    from certattr.certificates.settings import MethodAtLayer, SparsifiedSmoothing, UniformSmoothing
     from certattr.certificates.sparsified_smoothgrad import sparsified_smoothgrad
+    from certattr.engine.config import SamplingConfig
 
-    ssg = sparsified_smoothgrad(tiny, tiny_image, 3, method="grad", layer="input", sigma=0.25, n=15, tau_frac=0.1,
-                                seed=2, chunk_size=10)
+    grad, smoothing = MethodAtLayer("grad", "input"), SparsifiedSmoothing(0.25, tau_frac=0.1)
+    ssg = sparsified_smoothgrad(tiny, tiny_image, 3, attribution=grad, smoothing=smoothing,
+                                sampling=SamplingConfig(n=15, seed=2, chunk_size=10))
     assert _sha(ssg.s_hat) == "b5df62797e2faac0662ff157cb58f682b61489db1121c0dbccdeaead9f89d253"
-    one = sparsified_smoothgrad(tiny, tiny_image, 3, method="grad", layer="input", sigma=0.25, n=1, tau_frac=0.1,
-                                seed=2, chunk_size=10)
+    one = sparsified_smoothgrad(tiny, tiny_image, 3, attribution=grad, smoothing=smoothing,
+                                sampling=SamplingConfig(n=1, seed=2, chunk_size=10))
     assert _sha(one.s_hat) == "d70fa47799dd572f7b6ea0c17af62c4ea8e8d0c59bbb9ebb5bb68f88659804e0"
-    cosine = smooth_uniform(tiny, tiny_image, 3, method="ixg", layer="final", r=0.5, N=13, seed=1, chunk_size=5)
+    cosine = smooth_uniform(tiny, tiny_image, 3, attribution=MethodAtLayer("ixg", "final"),
+                            smoothing=UniformSmoothing(0.5), sampling=SamplingConfig(n=13, seed=1, chunk_size=5))
     assert _sha(cosine.h_hat) == "68bdcfa39f2fcffd01d958c738413ad36b7c93673903bedac98e968835c99ccc"
     # the attack's smoothed top-K membership: recorded from certificates.attack.smoothed_membership(k=25, n=12)
     engine = SmoothedAttribution(tiny, "grad", "input", 0.25, n=12, seed=4, chunk_size=5, progress=False)

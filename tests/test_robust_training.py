@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from certattr.certificates.robust_training import (AttackOutcome, DigitCNN, DigitSplits, TrainingSettings, digit_model,
-                                                   digit_splits, random_perturbation, regularised_loss,
-                                                   saliency_attack, saliency_maps, saliency_penalty, train,
-                                                   trained_network)
+from certattr.certificates.robust_training import (AttackOutcome, DigitCNN, DigitSplits, SaliencyAttackSettings,
+                                                   TrainingSettings, digit_model, digit_splits, random_perturbation,
+                                                   regularised_loss, saliency_attack, saliency_maps, saliency_penalty,
+                                                   train, trained_network)
 from certattr.certificates.robust_training.network import one_thread
 from certattr.certificates.robust_training.saliency_attack import predicted, topk_overlap, topk_sets
 from certattr.certificates.robust_training.training import TrainedNetwork, WeightsCacheWarning, settings_key
@@ -158,7 +158,8 @@ def test_attack_lowers_overlap_more_than_random_and_a_no_op_does_not(plain_net, 
     y = predicted(net, x)
 
     def real(net, x, y):
-        return saliency_attack(net, x, y, eps=1.0, k=k, steps=8, generator=torch.Generator().manual_seed(0))
+        return saliency_attack(net, x, y, eps=1.0, k=k, attack=SaliencyAttackSettings(steps=8),
+                               generator=torch.Generator().manual_seed(0))
 
     def no_op(net, x, y):
         return AttackOutcome(x.clone(), torch.ones(len(x), dtype=torch.float64), torch.zeros(len(x)),
@@ -172,7 +173,8 @@ def test_attack_stays_in_the_ball_the_box_and_the_class(plain_net, digits16):
     net = plain_net
     x = digits16.test_images[:32]
     y = predicted(net, x)
-    out = saliency_attack(net, x, y, eps=0.5, k=26, steps=4, restarts=2, generator=torch.Generator().manual_seed(1))
+    out = saliency_attack(net, x, y, eps=0.5, k=26, attack=SaliencyAttackSettings(steps=4, restarts=2),
+                          generator=torch.Generator().manual_seed(1))
     assert float(out.norm.max()) <= 0.5 + 1e-5 and 0 <= float(out.adversarial.min()) <= float(out.adversarial.max()) <= 1
     assert torch.equal(predicted(net, out.adversarial), y)
     assert bool((out.norm[out.found] > 0.1).all())  # never left at x where a start was found (ties: later iterate)
@@ -248,18 +250,20 @@ def test_scaled_sum_encoding_is_the_mean_of_max_normalised_maps():
 
 def test_scaled_vs_sparsified_rows_match_independent_estimates(tmp_path):
     from certattr.certificates.robust_training.evaluation import scaled_vs_sparsified_rows
+    from certattr.certificates.settings import SparsifiedSmoothing
     from certattr.certificates.sparsified_smoothgrad import certified_overlap, hoeffding_term, sparsified_smoothgrad
+    from certattr.engine.config import SamplingConfig
     from certattr.engine.smoothing import SmoothedAttribution
     from certattr.models.testing import tiny_model
 
     model = tiny_model()
     image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
-    kw = dict(sigma=0.2, n=40, seed=3, chunk_size=8)
-    rows = scaled_vs_sparsified_rows(model, image, "img", eta=0.9, tau_frac=0.2, k_frac=0.05, eps_list=[0.0, 0.01],
-                                     cache=tmp_path, **kw)
+    kw = dict(smoothing=SparsifiedSmoothing(0.2, tau_frac=0.2), sampling=SamplingConfig(n=40, seed=3, chunk_size=8))
+    rows = scaled_vs_sparsified_rows(model, image, "img", eta=0.9, k_frac=0.05, eps_list=[0.0, 0.01], cache=tmp_path,
+                                     **kw)
     # Sparsified SmoothGrad by the package's own driver, no cache; scaled SmoothGrad from the engine's raw maps
-    s_sparse = sparsified_smoothgrad(model, image, None, tau_frac=0.2, image_id="img", **kw).s_hat
-    raw = SmoothedAttribution(model, "grad", "input", kw["sigma"], n=40, seed=3, chunk_size=8,
+    s_sparse = sparsified_smoothgrad(model, image, None, image_id="img", **kw).s_hat
+    raw = SmoothedAttribution(model, "grad", "input", 0.2, n=40, seed=3, chunk_size=8,
                               progress=False).sample(image, "img")
     a = np.abs(raw.astype(np.float64))
     s_scaled = (a / a.reshape(40, -1).max(axis=1)[:, None, None]).mean(axis=0)

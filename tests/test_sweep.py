@@ -271,6 +271,8 @@ def test_a_sweep_fills_the_compact_cache_the_chapters_certify_from_without_resam
     sums: after a serial sweep, the certificate, Sparsified SmoothGrad and the cosine estimate read them (no model
     call) and equal the same computations without a cache."""
     from certattr.certificates.cosine import smooth_uniform
+    from certattr.certificates.settings import MethodAtLayer, SparsifiedSmoothing, UniformSmoothing
+    from certattr.engine.config import SamplingConfig
     from certattr.engine.smoothing import SmoothedAttribution
     from certattr.certificates.sparsified_smoothgrad import sparsified_smoothgrad
 
@@ -294,10 +296,12 @@ def test_a_sweep_fills_the_compact_cache_the_chapters_certify_from_without_resam
     def compute():
         cert = SmoothedAttribution(net, "grad", "input", w.sigma, n=20, n0=5, ks=(50, 10), cache=tmp_path,
                                    progress=False).certify(image, w.image_id, w.target, tau=0.6, alpha=0.05)
-        ssg = sparsified_smoothgrad(net, image, w.target, method="grad", layer="input", sigma=w.sigma, n=30,
-                                    tau_frac=0.25, image_id=w.image_id, cache=tmp_path)
-        cos = smooth_uniform(net, image, w.target, method="grad", layer="input", r=r, N=12, image_id=w.image_id,
-                             cache=tmp_path)
+        grad = MethodAtLayer("grad", "input")
+        ssg = sparsified_smoothgrad(net, image, w.target, attribution=grad,
+                                    smoothing=SparsifiedSmoothing(w.sigma, tau_frac=0.25),
+                                    sampling=SamplingConfig(n=30), image_id=w.image_id, cache=tmp_path)
+        cos = smooth_uniform(net, image, w.target, attribution=grad, smoothing=UniformSmoothing(r),
+                             sampling=SamplingConfig(n=12), image_id=w.image_id, cache=tmp_path)
         return cert, ssg.s_hat, cos.h_hat
 
     with monkeypatch.context() as m:

@@ -13,6 +13,8 @@ from certattr.certificates.sparsified_smoothgrad import (
     hoeffding_term, median_rank_bound, median_ranks, overlap_radii, pair_threshold, population_ceil,
     population_floor, relaxed_sparsify, sample_ranks, sparsified_smoothgrad, sparsify_topk, topk_certificate,
     topk_count)
+from certattr.certificates.settings import MethodAtLayer, SparsifiedSmoothing, TopKCertConfig
+from certattr.engine.config import SamplingConfig
 from certattr.engine.validation import CertattrError
 
 torch.set_num_threads(1)
@@ -231,11 +233,15 @@ def _image():
 
 def test_sparsified_smoothgrad_reproducible_and_certificate_states_its_parameters():
     model, x = tiny_model(), _image()
-    a = sparsified_smoothgrad(model, x, sigma=0.1, n=40, tau_frac=0.1, seed=3, image_id="img", chunk_size=7)
-    b = sparsified_smoothgrad(model, x, sigma=0.1, n=40, tau_frac=0.1, seed=3, image_id="img", chunk_size=40)
+    smoothing = SparsifiedSmoothing(0.1, tau_frac=0.1)
+    a = sparsified_smoothgrad(model, x, smoothing=smoothing, sampling=SamplingConfig(n=40, seed=3, chunk_size=7),
+                              image_id="img")
+    b = sparsified_smoothgrad(model, x, smoothing=smoothing, sampling=SamplingConfig(n=40, seed=3, chunk_size=40),
+                              image_id="img")
     np.testing.assert_array_equal(a.s_hat, b.s_hat)  # batching does not change the noise
     assert a.s_hat.shape == (32, 32) and a.s_hat.sum() == pytest.approx(a.k_s) and a.k_s == 103
-    cert = topk_certificate(model, x, k=20, eps=0.01, sigma=0.1, n=40, eta=0.9, tau_frac=0.1, seed=3, image_id="img")
+    cert = topk_certificate(model, x, cert=TopKCertConfig(k=20, eps=0.01, eta=0.9), smoothing=smoothing,
+                            sampling=SamplingConfig(n=40, seed=3), image_id="img")
     assert isinstance(cert, TopKCertificate)
     assert (cert.eta, cert.n, cert.sigma, cert.eps, cert.k) == (0.9, 40, 0.1, 0.01, 20)
     assert cert.c == pytest.approx(hoeffding_term(40, 1024, 0.9))
@@ -243,7 +249,8 @@ def test_sparsified_smoothgrad_reproducible_and_certificate_states_its_parameter
     text = cert.statement()
     for piece in ("eta = 0.9", "n = 40", "sigma = 0.1", "eps = 0.01", "k = 20"):
         assert piece in text
-    relaxed = sparsified_smoothgrad(model, x, sigma=0.1, n=8, tau_frac=0.1, gamma_frac=0.01, seed=3)
+    relaxed = sparsified_smoothgrad(model, x, smoothing=smoothing.replace(gamma_frac=0.01),
+                                    sampling=SamplingConfig(n=8, seed=3))
     assert relaxed.s_hat.sum() <= relaxed.k_s
     # with (almost) no sampling error and eps = 0, pair i holds iff s_(i) > s_(2k-1-i) strictly
     s = np.sort(a.s_hat.ravel())[::-1]
@@ -256,8 +263,9 @@ def test_sparsified_smoothgrad_shares_the_pipeline_samples_through_the_cache(tmp
     from certattr.engine.smoothing import SmoothedAttribution
 
     model, x = tiny_model(), _image()
-    plain = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,
-                                  image_id="img", chunk_size=10)
+    ixg, smoothing = MethodAtLayer("ixg", "final"), SparsifiedSmoothing(0.1, tau_frac=0.2)
+    n30, n25 = SamplingConfig(n=30, seed=3, chunk_size=10), SamplingConfig(n=25, seed=3, chunk_size=10)
+    plain = sparsified_smoothgrad(model, x, 2, attribution=ixg, smoothing=smoothing, sampling=n30, image_id="img")
     engine = SmoothedAttribution(model, "ixg", "final", 0.1, n=30, n0=10, seed=3, chunk_size=10, cache=tmp_path,
                                  progress=False)
     engine.sample(x, "img", 2)
@@ -267,14 +275,13 @@ def test_sparsified_smoothgrad_shares_the_pipeline_samples_through_the_cache(tmp
 
     with monkeypatch.context() as m:
         m.setattr(SmoothedAttribution, "attribute_chunk", no_model_call)
-        cached = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=25, tau_frac=0.2,
-                                       seed=3, image_id="img", chunk_size=10, cache=tmp_path)
-    again = sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=25, tau_frac=0.2, seed=3,
-                                  image_id="img", chunk_size=10)
+        cached = sparsified_smoothgrad(model, x, 2, attribution=ixg, smoothing=smoothing, sampling=n25,
+                                       image_id="img", cache=tmp_path)
+    again = sparsified_smoothgrad(model, x, 2, attribution=ixg, smoothing=smoothing, sampling=n25, image_id="img")
     np.testing.assert_allclose(cached.s_hat, again.s_hat, atol=1e-12)
     np.testing.assert_allclose(
-        sparsified_smoothgrad(model, x, 2, method="ixg", layer="final", sigma=0.1, n=30, tau_frac=0.2, seed=3,
-                              image_id="img", chunk_size=10, cache=tmp_path).s_hat, plain.s_hat, atol=1e-12)
+        sparsified_smoothgrad(model, x, 2, attribution=ixg, smoothing=smoothing, sampling=n30, image_id="img",
+                              cache=tmp_path).s_hat, plain.s_hat, atol=1e-12)
 
 
 @pytest.mark.parametrize("call, name", [

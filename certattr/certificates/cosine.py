@@ -33,17 +33,16 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy.special import betainc, betaincc, betaincinv
 
-from ..engine.config import DEFAULT_CERT, DEFAULT_SAMPLING, SamplingConfig
+from ..engine.config import DEFAULT_CERT, SamplingConfig
 from ..engine.encodings import BoundedSum, bound_norm
 from ..engine.noise import UniformBall, uniform_ball_noise
-from ..engine.registry import get_method
 from ..engine.smoothing import SmoothedAttribution
-from .provenance import SampledFrom
-from .sparsified_smoothgrad import check_eps
 from ..engine.validation import CertattrError, check_alpha, check_choice, check_finite_number, check_image, check_interval, check_positive_int
+from .checks import check_eps, check_radius, check_settings
+from .provenance import SampledFrom
+from .settings import MethodAtLayer, UniformSmoothing
 
 __all__ = [
     "check_radius", "check_threshold", "uniform_ball_noise", "ball_symdiff_fraction", "ball_overlap_fraction",
@@ -54,11 +53,7 @@ __all__ = [
 BOUNDS = ("corrected", "paper")
 
 
-# --- checks -------------------------------------------------------------------------------------------
-def check_radius(r, name: str = "r") -> float:
-    return check_interval(name, r, 0, what="the smoothing radius", unit="(l2, [0,1] pixel units)")
-
-
+# --- checks (check_radius is the certificates' shared check, .checks) -------------------------------------
 def check_threshold(T) -> float:
     return check_interval("T", T, 0, 1, what="the cosine threshold")
 
@@ -228,25 +223,34 @@ class CosineCertificate:
                 "guarantee": self.statement(), "metadata": self.metadata}
 
 
-def smooth_uniform(model, image, target=None, *, method: str = "grad", layer: str = "input", r: float,
-                   N: int, M: float = 1.0, bound: str = "normalize", seed: int = DEFAULT_SAMPLING.seed, image_id: str = "",
-                   chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None, progress: bool = False) -> UniformSmoothed:
-    """h_hat = mean_j bound_M(method(x + eta_j)), eta_j uniform in B(0; r), streamed over the engine's chunks
-    (:meth:`certattr.engine.smoothing.SmoothedAttribution.chunks` with :class:`certattr.engine.noise.UniformBall` noise, the
-    model in eval mode). With ``cache`` the chunks' bounded sums are kept in the pipeline's sample cache."""
+def smooth_uniform(model, image, target=None, *, attribution: MethodAtLayer = MethodAtLayer(),
+                   smoothing: UniformSmoothing, sampling: SamplingConfig, image_id: str = "", cache=None,
+                   progress: bool = False) -> UniformSmoothed:
+    """h_hat = mean_j bound_M(method(x + eta_j)), eta_j uniform in B(0; r), for ``image`` (3, H, W) in [0,1] and
+    class ``target`` (None: the top-1 class), streamed over the engine's chunks
+    (:meth:`certattr.engine.smoothing.SmoothedAttribution.chunks` with :class:`certattr.engine.noise.UniformBall`
+    noise, the model in eval mode).
+
+    ``attribution``: the method at its layer; ``smoothing``: the ball's radius r, the norm bound M and how it is
+    applied; ``sampling``: N = ``sampling.n`` ball samples of seed ``sampling.seed``, ``sampling.chunk_size`` per
+    model call. With ``cache`` the chunks' bounded sums are kept in the pipeline's sample cache."""
     image = check_image(image)
-    r, N = check_radius(r), check_positive_int("N", N)
-    encoding = BoundedSum(M, bound)
-    attr = get_method(method) if isinstance(method, str) else method
-    sampling = SamplingConfig(n=N, seed=seed, chunk_size=chunk_size)
-    engine = SmoothedAttribution(model, attr, layer, UniformBall(r), sampling, cache=cache, progress=progress)
+    check_settings("attribution", attribution, MethodAtLayer)
+    check_settings("smoothing", smoothing, UniformSmoothing)
+    check_settings("sampling", sampling, SamplingConfig)
+    r, N = smoothing.r, sampling.n
+    encoding = BoundedSum(smoothing.M, smoothing.bound)
+    attr = attribution.method_object()
+    engine = SmoothedAttribution(model, attr, attribution.layer, UniformBall(r), sampling, cache=cache,
+                                 progress=progress)
     target = engine.resolve_target(image, target)
     total = None
     for data in engine.chunks(image, image_id, target, encoding):
         part = encoding.decode(data)
         total = part if total is None else total + part
-    return UniformSmoothed(h_hat=total / N, N=N, r=r, M=encoding.M, bound=bound, d_input=int(image.numel()),
-                           method=attr.name, layer=layer, target=target, seed=seed, image_id=image_id)
+    return UniformSmoothed(h_hat=total / N, N=N, r=r, M=encoding.M, bound=smoothing.bound,
+                           d_input=int(image.numel()), method=attr.name, layer=attribution.layer, target=target,
+                           seed=sampling.seed, image_id=image_id)
 
 
 def certify_cosine(smoothed: UniformSmoothed, *, eps: float, alpha: float = DEFAULT_CERT.alpha, T: float | None = None,

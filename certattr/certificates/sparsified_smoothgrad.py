@@ -46,14 +46,15 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from ..engine.config import DEFAULT_SAMPLING, SamplingConfig
+from ..engine.config import SamplingConfig
 from ..engine.encodings import RAW, TopKSet
 from ..engine.noise import Gaussian
-from ..engine.registry import get_method
 from ..engine.smoothing import SmoothedAttribution
 from ..engine.sparsify import abs_values, check_fraction, rank_order, sparsify_topk, topk_count
+from ..engine.validation import CertattrError, check_finite_number, check_image, check_positive_int, check_sigma
+from .checks import check_eps, check_eta, check_settings
 from .provenance import SampledFrom
-from ..engine.validation import CertattrError, check_finite_number, check_image, check_interval, check_positive_int, check_sigma
+from .settings import MethodAtLayer, SparsifiedSmoothing, TopKCertConfig
 
 __all__ = [
     "check_eps", "check_eta", "check_fraction", "check_k",
@@ -65,16 +66,7 @@ __all__ = [
 
 
 # --- parameter checks (one-line CertattrError naming parameter, value and what is allowed) ------------
-def check_eps(eps, name: str = "eps") -> float:
-    """An l2 perturbation size in [0,1] pixel units: finite and >= 0."""
-    return check_interval(name, eps, 0, low_open=False, what="the perturbation size",
-                          unit="(l2 norm in [0,1] pixel units)")
-
-
-def check_eta(eta) -> float:
-    return check_interval("eta", eta, 0, 1, what="the success probability")
-
-
+# check_eps and check_eta are the certificates' shared checks (.checks); check_k needs the map's size
 def check_k(k, d: int, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
         raise CertattrError(f"{name}={k!r} is not allowed: it must be an integer with 1 <= {name} <= {d} "
@@ -329,26 +321,29 @@ class TopKCertificate:
                 "metadata": self.metadata}
 
 
-def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", layer: str = "input",
-                          sigma: float, n: int, tau_frac: float = 0.1, gamma_frac: float | None = None,
-                          seed: int = DEFAULT_SAMPLING.seed, image_id: str = "", chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None,
+def sparsified_smoothgrad(model, image, target=None, *, attribution: MethodAtLayer = MethodAtLayer(),
+                          smoothing: SparsifiedSmoothing, sampling: SamplingConfig, image_id: str = "", cache=None,
                           progress: bool = False, also_store=()) -> SmoothedTopK:
     """s_hat = mean over j < n of g(|method(x + sigma*eps_j)|) at the layer's resolution (streamed: the n
-    maps are never held at once). ``gamma_frac`` None: hard top-k_s; else the relaxed variant.
+    maps are never held at once), for ``image`` (3, H, W) in [0,1] and class ``target`` (None: the top-1 class).
 
-    The noisy copies and maps are the engine's (:meth:`certattr.engine.smoothing.SmoothedAttribution.chunks`, Gaussian
-    noise: the same seed gives the same x + sigma*eps_j and the same maps as the paper's certificate). With
-    ``cache`` (a folder or SampleCache) the samples are read from and written to the pipeline's sample cache in
-    chunks of ``chunk_size`` copies per model call, as bit-packed top-k_s sets (the relaxed variant: raw maps);
-    ``also_store``: further encodings written for each computed chunk (e.g. the certificate's top-K codes).
+    ``attribution``: the method at its layer; ``smoothing``: sigma, tau_frac and ``gamma_frac`` (None: hard
+    top-k_s; else the relaxed variant); ``sampling``: n samples of seed ``sampling.seed``, ``sampling.chunk_size``
+    copies per model call. The noisy copies and maps are the engine's
+    (:meth:`certattr.engine.smoothing.SmoothedAttribution.chunks`, Gaussian noise: the same seed gives the same
+    x + sigma*eps_j and the same maps as the paper's certificate). With ``cache`` (a folder or SampleCache) the
+    samples are read from and written to the pipeline's sample cache, one file per chunk, as bit-packed top-k_s
+    sets (the relaxed variant: raw maps); ``also_store``: further encodings written for each computed chunk (e.g.
+    the certificate's top-K codes).
     """
     image = check_image(image)
-    sigma, n = check_sigma(sigma), check_positive_int("n", n)
-    tau_frac = check_fraction("tau_frac", tau_frac)
-    attr = get_method(method) if isinstance(method, str) else method
-    sampling = SamplingConfig(n=n, seed=seed, chunk_size=chunk_size)
-    engine = SmoothedAttribution(model, attr, layer, Gaussian(sigma), sampling, cache=cache, progress=progress,
-                                 also_store=also_store)
+    check_settings("attribution", attribution, MethodAtLayer)
+    check_settings("smoothing", smoothing, SparsifiedSmoothing)
+    check_settings("sampling", sampling, SamplingConfig)
+    sigma, n, tau_frac, gamma_frac = smoothing.sigma, sampling.n, smoothing.tau_frac, smoothing.gamma_frac
+    attr = attribution.method_object()
+    engine = SmoothedAttribution(model, attr, attribution.layer, Gaussian(sigma), sampling, cache=cache,
+                                 progress=progress, also_store=also_store)
     target = engine.resolve_target(image, target)
     encoding = TopKSet(tau_frac) if gamma_frac is None else RAW
     total = None
@@ -361,7 +356,8 @@ def sparsified_smoothgrad(model, image, target=None, *, method: str = "grad", la
         total = part if total is None else total + part
     k_s = topk_count(total.size, tau_frac)
     return SmoothedTopK(s_hat=total / n, n=n, sigma=sigma, tau_frac=tau_frac, gamma_frac=gamma_frac, k_s=k_s,
-                        method=attr.name, layer=layer, target=target, seed=seed, image_id=image_id)
+                        method=attr.name, layer=attribution.layer, target=target, seed=sampling.seed,
+                        image_id=image_id)
 
 
 def certify_topk(s_hat, k: int, *, eps: float, sigma: float, n: int, eta: float = 0.95,
@@ -385,15 +381,15 @@ def certify_topk(s_hat, k: int, *, eps: float, sigma: float, n: int, eta: float 
                            median_bound=median_bound, k_s=k_s, metadata=dict(metadata or {}))
 
 
-def topk_certificate(model, image, target=None, *, k: int, eps: float, sigma: float, n: int,
-                     eta: float = 0.95, method: str = "grad", layer: str = "input", tau_frac: float = 0.1,
-                     gamma_frac: float | None = None, seed: int = DEFAULT_SAMPLING.seed, image_id: str = "",
-                     chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None, progress: bool = False) -> TopKCertificate:
-    """Sparsified SmoothGrad of ``image`` and its top-k certificate at ``eps`` (one call)."""
-    eps, eta = check_eps(eps), check_eta(eta)
-    sm = sparsified_smoothgrad(model, image, target, method=method, layer=layer, sigma=sigma, n=n,
-                               tau_frac=tau_frac, gamma_frac=gamma_frac, seed=seed, image_id=image_id,
-                               chunk_size=chunk_size, cache=cache, progress=progress)
-    meta = {"method": sm.method, "layer": sm.layer, "target": sm.target, "seed": seed, "image_id": image_id,
-            "tau_frac": tau_frac, "gamma_frac": gamma_frac}
-    return certify_topk(sm.s_hat, k, eps=eps, sigma=sigma, n=n, eta=eta, k_s=sm.k_s, metadata=meta)
+def topk_certificate(model, image, target=None, *, cert: TopKCertConfig, attribution: MethodAtLayer = MethodAtLayer(),
+                     smoothing: SparsifiedSmoothing, sampling: SamplingConfig, image_id: str = "", cache=None,
+                     progress: bool = False) -> TopKCertificate:
+    """Sparsified SmoothGrad of ``image`` (:func:`sparsified_smoothgrad`) and its top-k certificate at ``cert``'s
+    k, eps and eta (:func:`certify_topk`), in one call."""
+    check_settings("cert", cert, TopKCertConfig)
+    sm = sparsified_smoothgrad(model, image, target, attribution=attribution, smoothing=smoothing, sampling=sampling,
+                               image_id=image_id, cache=cache, progress=progress)
+    meta = {"method": sm.method, "layer": sm.layer, "target": sm.target, "seed": sampling.seed, "image_id": image_id,
+            "tau_frac": smoothing.tau_frac, "gamma_frac": smoothing.gamma_frac}
+    return certify_topk(sm.s_hat, cert.k, eps=cert.eps, sigma=smoothing.sigma, n=sampling.n, eta=cert.eta,
+                        k_s=sm.k_s, metadata=meta)

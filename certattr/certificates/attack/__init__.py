@@ -18,13 +18,18 @@ optionally with its sample cache).
   used; with :mod:`.targets` (which pixels), :mod:`.membership` (their smoothed or plain top-K membership) and
   :mod:`.flips` (which flipped, and the random-direction control);
 * :mod:`.sweep`: :func:`pixel_attack_sweep`, the attack on certified and uncertified targets over a grid of
-  eps / R, beside the random control, as one table.
+  eps / R, beside the random control, as one table;
+* :mod:`.settings`: what the attacks are given besides eps: :class:`AttackSettings` (the loop),
+  :class:`PixelAttackSettings` (the certified-pixel attack) and :class:`TargetSettings` (its targets and their
+  measurement).
 """
 from .certified import attack_certified
 from .flips import random_perturbation, target_flips
 from .loop import AttackResult
 from .membership import plain_membership, smoothed_membership
 from .objectives import attack_cosine, attack_topk
+from .settings import (DEFAULT_ATTACK, DEFAULT_ATTACK_SAMPLING, DEFAULT_ATTACKED_CERTIFICATE, AttackSettings,
+                       PixelAttackSettings, TargetSettings)
 from .surrogate import (DIFFERENTIABLE_METHODS, SmoothReLU6, differentiable_maps, first_order, predicted_class,
                         smooth_surrogate)
 from .sweep import PixelAttackSweep, class_constraint_counts, pixel_attack_sweep
@@ -34,4 +39,6 @@ __all__ = ["SmoothReLU6", "smooth_surrogate", "differentiable_maps", "predicted_
            "attack_topk", "attack_cosine", "attack_certified", "choose_targets", "smoothed_membership",
            "plain_membership", "target_flips", "random_perturbation", "selection_agreement", "select_seed",
            "evaluation_seed", "reference_labels", "first_order", "DIFFERENTIABLE_METHODS", "TARGET_GROUPS",
-           "pixel_attack_sweep", "PixelAttackSweep", "class_constraint_counts"]
+           "pixel_attack_sweep", "PixelAttackSweep", "class_constraint_counts", "AttackSettings",
+           "PixelAttackSettings", "TargetSettings", "DEFAULT_ATTACK", "DEFAULT_ATTACK_SAMPLING",
+           "DEFAULT_ATTACKED_CERTIFICATE"]

@@ -8,7 +8,7 @@ from scipy.stats import binom
 
 from ...engine.noise import numpy_generator
 from ...engine.validation import check_image
-from ..sparsified_smoothgrad import check_eps
+from ..checks import check_eps
 
 __all__ = ["target_flips", "flip_counts", "random_perturbation"]
 

@@ -26,9 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ...engine.noise import gaussian_noise, numpy_generator
-from ...engine.validation import CertattrError, check_finite_number, check_image, check_interval, check_positive_int
-from ..sparsified_smoothgrad import check_eps
-from .surrogate import no_surrogate, predicted_class, smooth_surrogate
+from ...engine.validation import check_image, check_positive_int
+from ..checks import check_eps, check_settings
+from ..settings import MethodAtLayer
+from .settings import AUTO_BETA, AttackSettings
+from .surrogate import first_order, no_surrogate, predicted_class, smooth_surrogate
 
 __all__ = ["AttackResult", "AttackLoop", "attack_noise"]
 
@@ -64,27 +66,29 @@ class AttackResult:
 
 
 class AttackLoop:
-    """One attack's settings, its clean image x (3, H, W) in [0,1], the real model's label at x, the surrogate
-    (``beta=None``: the model itself) and the counters of halved, failed and rejected steps."""
+    """One attack: its clean image x (3, H, W) in [0,1], its budget eps, its ``settings``
+    (:class:`.settings.AttackSettings`), the real model's label at x, the surrogate the gradient is taken through,
+    and the counters of halved, failed and rejected steps.
 
-    def __init__(self, model, image, *, eps, steps, restarts, step_size, seed, image_id, beta, max_backtracks,
-                 init_tries, progress, desc, momentum=0.0, decay=True):
+    ``attribution``: the attacked map (it decides beta="auto": the model itself where the map is first-order in the
+    input, :func:`.surrogate.first_order`); ``seed`` and ``image_id`` key every random stream of the loop;
+    ``progress``/``desc``: the progress bar and its label."""
+
+    def __init__(self, model, image, *, eps, settings: AttackSettings, attribution: MethodAtLayer, seed, image_id,
+                 progress, desc):
         self.model = model
-        self.momentum = check_interval("momentum", momentum, 0, 1, low_open=False,
-                                       what="the momentum of the normalised gradients")
-        self.decay = bool(decay)
+        self.settings = check_settings("settings", settings, AttackSettings)
+        self.momentum, self.decay = settings.momentum, settings.decay
         self.x = check_image(image).to(model.device)
         self.x64 = self.x.double()
         self.eps = check_eps(eps)
-        self.steps = check_positive_int("steps", steps)
-        self.restarts = check_positive_int("restarts", restarts)
-        self.step_size = check_finite_number("step_size", step_size)
-        if self.step_size <= 0:
-            raise CertattrError(f"step_size={step_size!r} is not allowed: the step (a fraction of eps) must be > 0")
+        self.steps, self.restarts, self.step_size = settings.steps, settings.restarts, settings.step_size
         self.seed = check_positive_int("seed", seed, 0)
         self.image_id = image_id
-        self.max_backtracks = check_positive_int("max_backtracks", max_backtracks, 0)
-        self.init_tries = check_positive_int("init_tries", init_tries, 0)
+        self.max_backtracks, self.init_tries = settings.max_backtracks, settings.init_tries
+        beta = settings.beta
+        if isinstance(beta, str):  # "auto"
+            beta = None if first_order(model, attribution.method, attribution.layer) else AUTO_BETA
         self.surrogate = smooth_surrogate(model, beta) if beta is not None else no_surrogate(model)
         self.label = int(predicted_class(model, self.x.unsqueeze(0))[0])
         self.progress, self.desc = progress, desc

@@ -1,7 +1,9 @@
 """The certified-pixel attack over a grid of eps / R, beside its control, as one tidy table.
 
-    sweep = pixel_attack_sweep(model, image, cert, eps_multiples=[0.5, 1, 10], k=50, method="ixg",
-                               layer="final", image_id="chelsea", steps=10, n_attack=2, eval_n=200)
+    certificate = PixelCertificateSettings(MethodAtLayer("ixg", "final"), 0.25, cert=CertConfig(ks=(50,)))
+    sweep = pixel_attack_sweep(model, image, cert, certificate=certificate, eps_multiples=[0.5, 1, 10],
+                               attack=PixelAttackSettings(steps=10, n_attack=2),
+                               targets=TargetSettings(k=50, eval_n=200), image_id="chelsea")
     sweep.table                         # one row per (eps / R, target group, perturbation)
     sweep.flips("certified")            # flipped certified targets per eps / R, attacked (eps = 0: x itself)
 
@@ -20,19 +22,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ...engine.certificate import Certificate
-from ...engine.config import DEFAULT_SAMPLING
-from ...engine.validation import CertattrError, check_finite_number, check_image, check_positive_int
+from ...engine.config import SamplingConfig
+from ...engine.validation import CertattrError, check_finite_number, check_image
 from ...models.registry import LoadedModel
+from ..checks import check_settings
+from ..settings import PixelCertificateSettings
 from .certified import attack_certified
 from .flips import random_perturbation, target_flips
 from .loop import AttackResult
 from .membership import smoothed_membership
+from .settings import PixelAttackSettings, TargetSettings
 from .surrogate import predicted_class
-from .targets import TARGET_GROUPS, choose_targets, evaluation_seed, reference_labels, select_seed, selection_agreement
+from .targets import (TARGET_GROUPS, attacked_k, choose_targets, evaluation_of, reference_labels,
+                      selection_agreement)
 
 __all__ = ["PixelAttackSweep", "pixel_attack_sweep", "class_constraint_counts"]
 
@@ -49,8 +54,9 @@ class PixelAttackSweep:
     "random δ", or "none (x)" at eps = 0), "‖δ‖ used" (the attack's norm; eps for the control), "flipped",
     "flipped (confident)", "of" (targets in the group), "fraction flipped" and "seconds" (wall time).
     ``targets``/``references``: per group, the flat pixel indices and their labels at x (0/1);
-    ``attacks``: the :class:`AttackResult` per (eps / R, group) with eps > 0; ``attack_settings``: the keywords
-    of :func:`attack_certified` every attack of the sweep shared (for one more attack of the same setting).
+    ``attacks``: the :class:`AttackResult` per (eps / R, group) with eps > 0; ``certificate``, ``attack`` and
+    ``target_settings`` (its K filled in): the settings the sweep was given, for one more attack of the same
+    setting (:func:`attack_certified` with ``clean`` the sweep's certificate).
     """
 
     table: pd.DataFrame
@@ -59,7 +65,9 @@ class PixelAttackSweep:
     targets: dict
     references: dict
     attacks: dict = field(default_factory=dict)
-    attack_settings: dict = field(default_factory=dict)
+    certificate: PixelCertificateSettings | None = None
+    attack: PixelAttackSettings | None = None
+    target_settings: TargetSettings | None = None
 
     def series(self, group: str, kind: str = ATTACK) -> pd.DataFrame:
         """The rows of ``group`` under ``kind`` ("attack" or "random δ") by increasing eps / R; eps = 0, the
@@ -89,77 +97,83 @@ class PixelAttackSweep:
         return grid[[f"{group} targets, {kind}" for group in TARGET_GROUPS for kind in (ATTACK, RANDOM)]]
 
 
-def pixel_attack_sweep(model: LoadedModel, image: torch.Tensor, cert: Certificate, *, eps_multiples: Sequence[float],
-                       k: float, method: str, layer: str, image_id: str, n_targets: int = 32, steps: int = 20,
-                       n_attack: int = 8, restarts: int = 2, eval_n: int = 1000, select_n: int = 0,
-                       seed: int = DEFAULT_SAMPLING.seed, chunk_size: int = DEFAULT_SAMPLING.chunk_size, cache=None,
-                       progress: bool = False) -> PixelAttackSweep:
+def pixel_attack_sweep(model: LoadedModel, image: torch.Tensor, cert: Certificate, *,
+                       certificate: PixelCertificateSettings, eps_multiples: Sequence[float],
+                       attack: PixelAttackSettings = PixelAttackSettings(), targets: TargetSettings = TargetSettings(),
+                       image_id: str, cache=None, progress: bool = False) -> PixelAttackSweep:
     """Attack the certified and the uncertified targets of ``cert`` at every eps = m R, beside the random control.
 
-    ``cert``: the clean certificate of ``image`` (3, H, W) in [0,1] for the model's predicted class, from
-    ``method`` at ``layer`` with noise seed ``seed``; its sigma, n, n0, tau, alpha, correction and ks are the
-    attacks' (R = ``cert.radius``, [0,1] pixel units). ``k``: the K (%) whose labels are attacked, one of
-    ``cert.ks``. ``eps_multiples``: the grid of eps / R (>= 0; 0 is added). Targets: ``n_targets`` per group
-    (:func:`choose_targets`), ranked with ``select_n`` further fresh samples of :func:`select_seed` (0: none,
-    read through ``cache``). Each attack: ``steps`` x ``restarts``, ``n_attack`` noisy copies per step; every
-    evaluation: ``eval_n`` fresh samples of :func:`evaluation_seed` (no cache), at level alpha / ``n_targets``.
+    ``cert``: the clean certificate of ``image`` (3, H, W) in [0,1] for the model's predicted class, made with
+    ``certificate`` (method at layer, sigma, sampling, certification; its sigma, n, n0, tau, alpha, correction and
+    ks are checked against ``cert``); R = ``cert.radius`` ([0,1] pixel units). ``eps_multiples``: the grid of
+    eps / R (>= 0; 0 is added). ``targets``: the K (%) whose labels are attacked (``targets.k``, one of the
+    certificate's ks; None: the largest), ``n_targets`` per group (:func:`choose_targets`; both groups, so
+    ``targets.group`` is not used and ``targets.pixels`` must be None), ranked with ``select_n`` further fresh
+    samples of :func:`select_seed` (0: none, read through ``cache``); every evaluation: ``eval_n`` fresh samples
+    of the evaluation seed (no cache), at level eval_alpha (default alpha) / ``n_targets``. ``attack``: each
+    attack's steps, restarts, noisy copies per step and objective (:func:`attack_certified`).
     """
+    check_settings("certificate", certificate, PixelCertificateSettings)
+    check_settings("attack", attack, PixelAttackSettings)
+    check_settings("targets", targets, TargetSettings)
     x = check_image(image).cpu()
     multiples = sorted({check_finite_number("eps_multiples", m) for m in eps_multiples} | {0.0})
     if multiples[0] < 0:
         raise CertattrError(f"eps_multiples={list(eps_multiples)!r} is not allowed: each must be >= 0 (eps / R)")
-    n_targets = check_positive_int("n_targets", n_targets)
-    select_n = check_positive_int("select_n", select_n, 0)
-    eval_n = check_positive_int("eval_n", eval_n, 2)
-    k = check_finite_number("k", k)
-    if k not in [float(held) for held in cert.ks]:
-        raise CertattrError(f"k={k:g} is not allowed: the certificate holds K = {[float(h) for h in cert.ks]}")
+    if targets.pixels is not None:
+        raise CertattrError("pixels is not allowed in a sweep: it chooses the targets of each group itself; give "
+                            "pixels=None")
+    certificate.check_describes(cert)
+    k = attacked_k(targets, cert.ks)
+    seed, chunk_size = certificate.sampling.seed, certificate.sampling.chunk_size
+    eval_seed, eval_alpha = evaluation_of(targets, seed, cert.alpha)
+    n_targets, select_n, eval_n = targets.n_targets, targets.select_n, targets.eval_n
     radius = cert.radius
     label = int(predicted_class(model, x[None])[0])
-    smoothing = dict(method=method, layer=layer, sigma=cert.sigma, image_id=image_id, chunk_size=chunk_size)
-    settings = dict(method=method, layer=layer, ks=cert.ks, k=k, sigma=cert.sigma, n=cert.n, n0=cert.n0,
-                    tau=cert.tau, alpha=cert.alpha, correction=cert.correction, n_attack=n_attack, steps=steps,
-                    restarts=restarts, seed=seed, eval_n=eval_n, image_id=image_id, chunk_size=chunk_size,
-                    clean=cert, progress=progress)
+    evaluation = SamplingConfig(n=eval_n, seed=eval_seed, chunk_size=chunk_size)
 
     extra = None
     if select_n > 0:
-        extra = selection_agreement(model, x, label, cert, k, n=select_n, seed=select_seed(seed), cache=cache,
-                                    **smoothing)
-    targets = {group: choose_targets(cert, k, group, n_targets, seed, image_id, extra, select_n)
-               for group in TARGET_GROUPS}
-    references = {group: reference_labels(cert, k, t) for group, t in targets.items()}
+        extra = selection_agreement(model, x, label, cert, k, certificate=certificate, n=select_n, image_id=image_id,
+                                    cache=cache)
+    chosen = {group: choose_targets(cert, k, group, n_targets, seed, image_id, extra, select_n)
+              for group in TARGET_GROUPS}
+    references = {group: reference_labels(cert, k, t) for group, t in chosen.items()}
+    target_settings = targets.replace(k=k)
 
     rows, attacks = [], {}
 
     def add_row(mult, group, kind, flips, norm_used, seconds):
         rows.append({"ε / R": mult, "ε": mult * radius, "targets": group, "perturbation": kind,
                      "‖δ‖ used": norm_used, "flipped": flips["flipped"],
-                     "flipped (confident)": flips["confidently_flipped"], "of": len(targets[group]),
+                     "flipped (confident)": flips["confidently_flipped"], "of": len(chosen[group]),
                      "fraction flipped": flips["fraction_flipped"], "seconds": seconds})
 
     for mult in multiples:
         eps = mult * radius
         start = time.perf_counter()
         # the control: one evaluation of x + a random direction of norm eps serves both groups
-        member = smoothed_membership(model, random_perturbation(x, eps, seed, image_id), label, k=k, n=eval_n,
-                                     seed=evaluation_seed(seed), **smoothing)
+        member = smoothed_membership(model, random_perturbation(x, eps, seed, image_id), label,
+                                     attribution=certificate.attribution, k=k, sigma=certificate.sigma,
+                                     sampling=evaluation, image_id=image_id)
         for group in TARGET_GROUPS:
-            flips = target_flips(member, targets[group], references[group], eval_n, cert.alpha)
+            flips = target_flips(member, chosen[group], references[group], eval_n, eval_alpha)
             add_row(mult, group, RANDOM if mult > 0 else NONE, flips, eps, time.perf_counter() - start)
         if mult == 0:
             continue
         for group in TARGET_GROUPS:
             start = time.perf_counter()
-            result = attack_certified(model, x, eps=eps, group=group, targets=targets[group], random_control=False,
-                                      **settings)
+            of_group = target_settings.replace(group=group, pixels=chosen[group], random_control=False)
+            result = attack_certified(model, x, eps=eps, certificate=certificate, attack=attack, targets=of_group,
+                                      image_id=image_id, clean=cert, progress=progress)
             attacks[(mult, group)] = result
             add_row(mult, group, ATTACK, result.details["attacked"], result.delta_norm, time.perf_counter() - start)
     import pandas as pd
 
     table = pd.DataFrame(rows).sort_values(["targets", "perturbation", "ε / R"]).reset_index(drop=True)
-    return PixelAttackSweep(table=table, eps_multiples=multiples, radius=radius, targets=targets,
-                            references=references, attacks=attacks, attack_settings=settings)
+    return PixelAttackSweep(table=table, eps_multiples=multiples, radius=radius, targets=chosen,
+                            references=references, attacks=attacks, certificate=certificate, attack=attack,
+                            target_settings=target_settings)
 
 
 def class_constraint_counts(results: Sequence[AttackResult]) -> dict:

@@ -1,20 +1,22 @@
 """Which pixels the certified-pixel attack targets: those of a group (certified, or uncertified with a clear
-majority) nearest their decision boundary, ranked by their agreeing samples, and their reference labels."""
+majority) nearest their decision boundary, ranked by their agreeing samples, and their reference labels; and the
+K, seeds and level that :class:`.settings.TargetSettings` leaves to the certificate."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
 from ...engine.certificate import ABSTAIN, Certificate
-from ...engine.config import DEFAULT_SAMPLING
+from ...engine.config import SamplingConfig
 from ...engine.noise import numpy_generator
-from ...engine.validation import check_choice, check_positive_int
+from ...engine.validation import CertattrError, check_choice, check_positive_int
+from ..settings import PixelCertificateSettings
 from .membership import smoothed_membership
+from .settings import TARGET_GROUPS, TargetSettings
 
 __all__ = ["TARGET_GROUPS", "choose_targets", "reference_labels", "select_seed", "evaluation_seed",
-           "selection_agreement"]
-
-#: the groups of pixels an attack can target
-TARGET_GROUPS = ("certified", "uncertified")
+           "selection_agreement", "attacked_k", "evaluation_of"]
 
 
 def select_seed(seed: int) -> int:
@@ -25,6 +27,27 @@ def select_seed(seed: int) -> int:
 def evaluation_seed(seed: int) -> int:
     """The default seed of the fresh samples that evaluate a perturbed image (not the certification's)."""
     return int(seed) + 1000
+
+
+def attacked_k(targets: TargetSettings, ks: Sequence[float]) -> float:
+    """The K (%) whose labels are attacked: ``targets.k``, which must be one of the certified ``ks``, or (None)
+    the largest of them."""
+    ks = [float(k) for k in ks]
+    k = max(ks) if targets.k is None else targets.k
+    if k not in ks:
+        raise CertattrError(f"k={k:g} is not allowed: it must be one of the certified ks {ks}")
+    return k
+
+
+def evaluation_of(targets: TargetSettings, seed: int, alpha: float) -> tuple[int, float]:
+    """(eval_seed, eval_alpha) of the evaluation of a certificate of sampling seed ``seed`` and level ``alpha``:
+    the targets' own, or :func:`evaluation_seed` and ``alpha``. The evaluation needs fresh noise: its seed must
+    differ from ``seed``."""
+    eval_seed = evaluation_seed(seed) if targets.eval_seed is None else targets.eval_seed
+    if eval_seed == seed:
+        raise CertattrError(f"eval_seed={eval_seed} is not allowed: it must differ from seed={seed} "
+                            f"(the evaluation needs fresh noise)")
+    return eval_seed, alpha if targets.eval_alpha is None else targets.eval_alpha
 
 
 def choose_targets(cert: Certificate, k: float, group: str = "certified", count: int = 32, seed: int = 0,
@@ -63,12 +86,15 @@ def choose_targets(cert: Certificate, k: float, group: str = "certified", count:
     return pool[np.lexsort((pool, dist2, agree))][:count]
 
 
-def selection_agreement(model, image, target, cert: Certificate, k: float, *, method, layer, sigma, n, seed,
-                        image_id, chunk_size=DEFAULT_SAMPLING.chunk_size, cache=None) -> np.ndarray:
-    """(H*W,) int: how many of ``n`` fresh samples (seed ``seed``) agree with the certificate's label (its
-    majority where it abstains) at each pixel: the extra samples :func:`choose_targets` ranks by."""
-    member = smoothed_membership(model, image.cpu(), target, method=method, layer=layer, k=k, sigma=sigma, n=n,
-                                 seed=seed, image_id=image_id, chunk_size=chunk_size, cache=cache).ravel()
+def selection_agreement(model, image, target, cert: Certificate, k: float, *,
+                        certificate: PixelCertificateSettings, n: int, image_id: str, cache=None) -> np.ndarray:
+    """(H*W,) int: how many of ``n`` fresh samples (seed :func:`select_seed` of the certificate's sampling seed, its
+    chunk size, method, layer and sigma from ``certificate``) agree with the certificate's label (its majority
+    where it abstains) at each pixel of ``image`` (3, H, W): the extra samples :func:`choose_targets` ranks by."""
+    sampling = SamplingConfig(n=n, seed=select_seed(certificate.sampling.seed),
+                              chunk_size=certificate.sampling.chunk_size)
+    member = smoothed_membership(model, image.cpu(), target, attribution=certificate.attribution, k=k,
+                                 sigma=certificate.sigma, sampling=sampling, image_id=image_id, cache=cache).ravel()
     i = cert.index(k)
     label = np.where(cert.labels[i] == ABSTAIN, cert.majority[i], cert.labels[i]).ravel()
     ones = np.rint(member * n).astype(np.int64)

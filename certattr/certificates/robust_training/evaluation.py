@@ -22,11 +22,13 @@ from ...engine.encodings import BoundedSum, TopKSet
 from ...engine.noise import Gaussian
 from ...engine.smoothing import SmoothedAttribution
 from ...engine.sparsify import topk_count
-from ...engine.validation import check_positive_int
-from ..sparsified_smoothgrad import certified_overlap, check_eps, hoeffding_term
+from ...engine.validation import CertattrError, check_positive_int
+from ..checks import check_eps, check_settings
+from ..settings import SparsifiedSmoothing
+from ..sparsified_smoothgrad import certified_overlap, hoeffding_term
 from .data import DigitSplits
 from .network import digit_model, one_thread
-from .saliency_attack import predicted, random_perturbation, saliency_attack
+from .saliency_attack import SaliencyAttackSettings, predicted, random_perturbation, saliency_attack
 from .training import TrainedNetwork
 
 __all__ = ["ScaledSum", "attack_rows", "paper_certificate_rows", "sparsified_rows", "scaled_vs_sparsified_rows",
@@ -49,10 +51,13 @@ def evaluation_digits(data: DigitSplits, count: int) -> tuple[torch.Tensor, list
 
 
 @_digit_work
-def attack_rows(trained: TrainedNetwork, data: DigitSplits, *, eps_list, k: int, n_images: int, steps: int,
-                restarts: int, beta: float = 10.0, seed: int = 0) -> list[dict]:
+def attack_rows(trained: TrainedNetwork, data: DigitSplits, *, eps_list, k: int, n_images: int,
+                attack: SaliencyAttackSettings, seed: int = 0) -> list[dict]:
     """Per digit and eps: ``attack`` and ``random`` top-k overlaps (the random control has the attack's norm per
-    digit), ``norm`` and whether the digit is correctly classified. The map explains the predicted class."""
+    digit), ``norm`` and whether the digit is correctly classified. The map explains the predicted class; the
+    attack (:func:`.saliency_attack.saliency_attack` with ``attack``'s settings) and its control draw their
+    directions from one generator of ``seed`` per eps."""
+    check_settings("attack", attack, SaliencyAttackSettings)
     net = trained.net
     x, ids = evaluation_digits(data, n_images)
     labels = data.test_labels[:len(x)]
@@ -61,7 +66,7 @@ def attack_rows(trained: TrainedNetwork, data: DigitSplits, *, eps_list, k: int,
     for eps in eps_list:
         eps = check_eps(eps)
         gen = torch.Generator().manual_seed(seed)
-        att = saliency_attack(net, x, y, eps=eps, k=k, steps=steps, restarts=restarts, beta=beta, generator=gen)
+        att = saliency_attack(net, x, y, eps=eps, k=k, attack=attack, generator=gen)
         ctl = random_perturbation(net, x, y, att.norm, k=k, generator=gen)
         for i, image_id in enumerate(ids):
             rows.append({"lam": trained.settings.lam, "eps": eps, "image": image_id, "attack": float(att.overlap[i]),
@@ -87,14 +92,25 @@ def paper_certificate_rows(trained: TrainedNetwork, data: DigitSplits, *, sigma:
     return rows
 
 
+def _hard(smoothing: SparsifiedSmoothing) -> SparsifiedSmoothing:
+    """``smoothing`` when it is the hard estimate (what Levine's certificate of these rows reads), else one line."""
+    check_settings("smoothing", smoothing, SparsifiedSmoothing)
+    if smoothing.gamma_frac is not None:
+        raise CertattrError(f"gamma_frac={smoothing.gamma_frac!r} is not allowed here: these rows certify the hard "
+                            f"top-k sets; give gamma_frac=None")
+    return smoothing
+
+
 @_digit_work
-def sparsified_rows(trained: TrainedNetwork, data: DigitSplits, *, sigma: float, n: int, eta: float,
-                    tau_frac: float, k: int, eps_list, n_images: int, seed: int, chunk_size: int,
-                    cache=None) -> list[dict]:
-    """Per digit and eps: Sparsified SmoothGrad's certified top-k overlap (share of k) of Grad at the Input layer."""
+def sparsified_rows(trained: TrainedNetwork, data: DigitSplits, *, smoothing: SparsifiedSmoothing,
+                    sampling: SamplingConfig, eta: float, k: int, eps_list, n_images: int, cache=None) -> list[dict]:
+    """Per digit and eps: Sparsified SmoothGrad's certified top-k overlap (share of k) of Grad at the Input layer,
+    from ``sampling``'s n samples (its seed and chunk size) at ``smoothing``'s sigma and tau_frac, at confidence
+    ``eta``."""
+    sigma, tau_frac = _hard(smoothing).sigma, smoothing.tau_frac
+    n = check_settings("sampling", sampling, SamplingConfig).n
     model = digit_model(trained.net)
-    engine = SmoothedAttribution(model, "grad", "input", Gaussian(sigma), SamplingConfig(n=n, seed=seed,
-                                 chunk_size=chunk_size), cache=cache, progress=False)
+    engine = SmoothedAttribution(model, "grad", "input", Gaussian(sigma), sampling, cache=cache, progress=False)
     encoding = TopKSet(tau_frac)
     x, ids = evaluation_digits(data, n_images)
     rows = []
@@ -123,14 +139,17 @@ class ScaledSum(BoundedSum):
         return {"sum": scaled.sum(axis=0), "count": np.array(len(a))}
 
 
-def scaled_vs_sparsified_rows(model, image: torch.Tensor, image_id: str, *, sigma: float, n: int, eta: float,
-                              tau_frac: float, k_frac: float, eps_list, seed: int, chunk_size: int,
-                              cache=None, progress: bool = False) -> list[dict]:
+def scaled_vs_sparsified_rows(model, image: torch.Tensor, image_id: str, *, smoothing: SparsifiedSmoothing,
+                              sampling: SamplingConfig, eta: float, k_frac: float, eps_list, cache=None,
+                              progress: bool = False) -> list[dict]:
     """Per eps: the certified top-k overlap (share of k = ceil(k_frac · d)) of Sparsified SmoothGrad (top
-    tau_frac of each |map|) and of scaled SmoothGrad, Grad at the Input layer, from the same n noisy samples."""
+    tau_frac of each |map|, ``smoothing``) and of scaled SmoothGrad, Grad at the Input layer, from the same
+    ``sampling.n`` noisy samples (Gaussian of ``smoothing.sigma``), at confidence ``eta``."""
+    sigma, tau_frac = _hard(smoothing).sigma, smoothing.tau_frac
+    n = check_settings("sampling", sampling, SamplingConfig).n
     scaled, topk = ScaledSum(), TopKSet(tau_frac)
-    engine = SmoothedAttribution(model, "grad", "input", Gaussian(sigma), SamplingConfig(n=n, seed=seed,
-                                 chunk_size=chunk_size), cache=cache, progress=progress, also_store=(scaled,))
+    engine = SmoothedAttribution(model, "grad", "input", Gaussian(sigma), sampling, cache=cache, progress=progress,
+                                 also_store=(scaled,))
     target = engine.resolve_target(image, None)
     s_sparse = sum(topk.decode(c).sum(axis=0) for c in engine.chunks(image, image_id, target, topk)) / n
     s_scaled = sum(scaled.decode(c) for c in engine.chunks(image, image_id, target, scaled)) / n

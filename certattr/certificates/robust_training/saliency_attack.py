@@ -22,11 +22,39 @@ from dataclasses import dataclass
 
 import torch
 
+from ...engine.config import _Settings
 from ...engine.validation import CertattrError, check_interval, check_positive_int
+from ..checks import check_settings
 from .network import DigitCNN, saliency_maps
 
-__all__ = ["AttackOutcome", "topk_sets", "topk_overlap", "sphere_directions", "project", "predicted",
-           "topk_share_loss", "saliency_attack", "random_perturbation", "clipped_scale"]
+__all__ = ["AttackOutcome", "SaliencyAttackSettings", "topk_sets", "topk_overlap", "sphere_directions", "project",
+           "predicted", "topk_share_loss", "saliency_attack", "random_perturbation", "clipped_scale"]
+
+
+@dataclass(frozen=True)
+class SaliencyAttackSettings(_Settings):
+    """How hard the saliency attack tries (the numbered steps above).
+
+    ``steps``: gradient steps per restart (>= 0; 0: the random start only); ``restarts``: random starts (>= 1);
+    ``step_size``: the first step's length as a fraction of eps (> 0; step t is ``step_size * eps / (t + 1)``);
+    ``beta``: the softplus twin's sharpness (> 0); ``init_tries``: random directions tried per restart until the
+    classifier keeps the label (>= 0).
+    """
+
+    steps: int = 10
+    restarts: int = 1
+    step_size: float = 1.0
+    beta: float = 10.0
+    init_tries: int = 10
+
+    what = "saliency attack setting"
+
+    def __post_init__(self):  # the numbers are kept as given (the twin's softplus reads beta as it is)
+        check_positive_int("steps", self.steps, 0)
+        check_positive_int("restarts", self.restarts)
+        check_interval("step_size", self.step_size, 0, what="the first step (a fraction of eps)")
+        check_interval("beta", self.beta, 0, what="the softplus twin's sharpness")
+        check_positive_int("init_tries", self.init_tries, 0)
 
 
 @dataclass
@@ -89,11 +117,15 @@ def _norms(x, x_adv):
 
 
 def saliency_attack(net: DigitCNN, images: torch.Tensor, target: torch.Tensor, *, eps: float, k: int,
-                    steps: int = 10, restarts: int = 1, step_size: float = 1.0, beta: float = 10.0,
-                    init_tries: int = 10, generator: torch.Generator) -> AttackOutcome:
-    """The attack above on images (B, 3, S, S) with labels ``target`` (B,) that the classifier must keep."""
+                    attack: SaliencyAttackSettings = SaliencyAttackSettings(),
+                    generator: torch.Generator) -> AttackOutcome:
+    """The attack above on images (B, 3, S, S) with labels ``target`` (B,) that the classifier must keep: l2 size
+    ``eps`` ([0,1] pixel units), the top-``k`` sets of the gradient maps, ``attack``'s steps, restarts, step size,
+    twin and starts, directions drawn from ``generator``."""
     eps = check_interval("eps", eps, 0, what="the attack's l2 size", unit="([0,1] pixel units)")
-    steps, restarts = check_positive_int("steps", steps, 0), check_positive_int("restarts", restarts)
+    check_settings("attack", attack, SaliencyAttackSettings)
+    steps, restarts, step_size = attack.steps, attack.restarts, attack.step_size
+    beta, init_tries = attack.beta, attack.init_tries
     x = images.detach()
     clean_sets = topk_sets(saliency_maps(net, x, target), k)
     best_x, best = x.clone(), torch.ones(len(x), dtype=torch.float64)

@@ -36,7 +36,7 @@ from ...engine.files import atomic_write_bytes
 from ...engine.validation import CertattrError, check_choice, check_interval, check_positive_int
 from .data import DigitSplits, digit_splits
 from .network import ACTIVATIONS, DigitCNN, one_thread, saliency_maps
-from .saliency_attack import saliency_attack
+from .saliency_attack import SaliencyAttackSettings, saliency_attack
 
 __all__ = ["TrainingSettings", "TrainedNetwork", "regularised_loss", "saliency_penalty", "train", "settings_key",
            "trained_network", "WeightsCacheWarning", "CACHE_FORMAT"]
@@ -93,6 +93,10 @@ class TrainingSettings:
     def attack_k(self) -> int:
         return max(1, -(-int(round(self.attack_k_frac * self.size ** 2 * 1e9)) // 10 ** 9))
 
+    def attack_settings(self) -> SaliencyAttackSettings:
+        """The training-time attack's steps, restarts and twin (its size and k: ``attack_eps``, :meth:`attack_k`)."""
+        return SaliencyAttackSettings(steps=self.attack_steps, restarts=self.attack_restarts, beta=self.attack_beta)
+
     def network(self) -> DigitCNN:
         """A fresh network with this seed's initial weights (the global RNG is left as it was)."""
         with torch.random.fork_rng(devices=[]):
@@ -148,6 +152,7 @@ def _train(settings: TrainingSettings, data: DigitSplits | None, progress: bool)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     order_gen = torch.Generator().manual_seed(settings.seed)
     attack_gen = torch.Generator().manual_seed(settings.seed + 1)
+    attack = settings.attack_settings()
     x_all, y_all = data.train_images, data.train_labels
     history = []
     bar = tqdm(range(settings.epochs), desc=f"training lambda={settings.lam:g}", disable=not progress, leave=False)
@@ -159,9 +164,8 @@ def _train(settings: TrainingSettings, data: DigitSplits | None, progress: bool)
             x, y = x_all[idx], y_all[idx]
             x_adv = None
             if settings.lam > 0:
-                x_adv = saliency_attack(net, x, y, eps=settings.attack_eps, k=settings.attack_k(),
-                                        steps=settings.attack_steps, restarts=settings.attack_restarts,
-                                        beta=settings.attack_beta, generator=attack_gen).adversarial.detach()
+                x_adv = saliency_attack(net, x, y, eps=settings.attack_eps, k=settings.attack_k(), attack=attack,
+                                        generator=attack_gen).adversarial.detach()
             loss, ce, penalty = regularised_loss(net, x, y, settings.lam, x_adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()
