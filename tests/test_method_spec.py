@@ -26,3 +26,18 @@ def test_overrides_for_one_layer_win_over_both_layers():
     assert overrides_at(overrides, "rise", "input") == {"n_masks": 100, "p": 0.2}
     assert overrides_at(overrides, "rise", "final") == {"n_masks": 50, "p": 0.2}
     assert overrides_at(overrides, "occlusion", "input") == {} and overrides_at(None, "rise", "input") == {}
+
+
+def test_a_correction_name_that_is_neither_is_an_error_not_holm():
+    """Every correction the certificate applies is named in one table; the validation's list is that table's."""
+    import numpy as np
+
+    from certattr.engine.statistics import CORRECTION_RULES, holm_rejections, passes_correction
+    from certattr.engine.validation import CORRECTIONS
+
+    assert tuple(CORRECTION_RULES) == CORRECTIONS
+    p = np.array([[0.001, 0.02], [0.04, 0.5]])
+    np.testing.assert_array_equal(passes_correction(p, 0.1, "bonferroni"), p <= 0.025)
+    np.testing.assert_array_equal(passes_correction(p, 0.1, "holm"), holm_rejections(p.ravel(), 0.1).reshape(2, 2))
+    with pytest.raises(CertattrError, match="correction='sidak' is unknown: allowed are bonferroni, holm"):
+        passes_correction(p, 0.1, "sidak")

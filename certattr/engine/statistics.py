@@ -24,10 +24,11 @@ import math
 import numpy as np
 from scipy.stats import beta, binom, norm
 
-from .validation import check_sigma, check_tau
+from .validation import CertattrError, check_sigma, check_tau
 
 __all__ = ["certified_radius", "clopper_pearson_lower", "pixel_radius_table", "binomial_pvalues",
-           "min_samples_to_certify", "holm_rejections", "majority_labels", "agreeing_counts", "passes_correction", "certifying_count"]
+           "min_samples_to_certify", "holm_rejections", "majority_labels", "agreeing_counts", "passes_correction", "certifying_count",
+           "CORRECTION_RULES"]
 
 
 def certified_radius(sigma: float, tau: float) -> float:
@@ -88,12 +89,22 @@ def agreeing_counts(majority: np.ndarray, ones_test: np.ndarray, n_test: int) ->
     return np.where(majority == 1, ones_test, n_test - ones_test).astype(np.int32)
 
 
+#: the multiple-testing corrections over a map's P pixels, by name: p-values (any shape), alpha -> bool, same shape
+CORRECTION_RULES = {
+    "bonferroni": lambda pvalues, alpha: pvalues <= alpha / pvalues.size,  # p <= alpha / P
+    "holm": lambda pvalues, alpha: holm_rejections(pvalues.ravel(), alpha).reshape(pvalues.shape),  # a superset
+}
+
+
 def passes_correction(pvalues: np.ndarray, alpha: float, correction: str) -> np.ndarray:
-    """bool, the shape of ``pvalues``: the pixels certified at family-wise level alpha over all of them
-    ("bonferroni": p <= alpha/P; "holm": Holm's step-down, a superset)."""
-    if correction == "bonferroni":
-        return pvalues <= alpha / pvalues.size
-    return holm_rejections(pvalues.ravel(), alpha).reshape(pvalues.shape)
+    """bool, the shape of ``pvalues``: the pixels certified at family-wise level alpha over all of them, by the
+    rule :data:`CORRECTION_RULES` names ("bonferroni": p <= alpha/P; "holm": Holm's step-down, a superset); any
+    other name is a one-line error, never a silent choice."""
+    try:
+        rule = CORRECTION_RULES[correction]
+    except (KeyError, TypeError):
+        raise CertattrError(f"correction={correction!r} is unknown: allowed are {', '.join(CORRECTION_RULES)}") from None
+    return rule(pvalues, alpha)
 
 
 def certifying_count(n_test: int, tau: float, alpha: float, n_pixels: int) -> int:
