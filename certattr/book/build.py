@@ -299,6 +299,32 @@ def write_findings_page(profile: str, overrides: dict | None = None, root: Path 
     return path
 
 
+def write_results_archive(profile: str, overrides: dict | None = None, root: Path = ROOT) -> Path:
+    """``book/chapters/results-<profile>.zip``: every table and findings file the chapters of ``profile`` wrote,
+    with the execution record (the page and each chapter's run), and ``book/chapters/downloads.md``, the
+    introduction's link to it."""
+    import zipfile
+
+    chapters_dir = Path(root) / "book" / "chapters"
+    results_dir = Path(chapter_parameters(profile, chapter_names()[0], overrides, root)["results_dir"])
+    archive = chapters_dir / f"results-{profile}.zip"
+    tmp = archive.with_name(archive.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(results_dir.glob("*")):
+            if path.is_file() and path.suffix in (".csv", ".json"):
+                zf.write(path, f"results/{path.name}")
+        for path in [chapters_dir / "execution.md", *sorted(chapters_dir.glob(".*.run.json"))]:
+            if path.exists():
+                zf.write(path, f"execution/{path.name.lstrip('.')}")
+    tmp.replace(archive)
+    atomic_write_bytes(chapters_dir / "downloads.md", (
+        f"**Take the data.** {{download}}`results-{profile}.zip <chapters/results-{profile}.zip>` holds every table "
+        f"and findings file this build wrote (one CSV row per measurement, the verdicts with their statistics) and "
+        f"the execution record; each chapter links its own files at its end. `certattr findings-check` recomputes "
+        f"every verdict's numbers from these tables.\n").encode())
+    return archive
+
+
 def write_course_page(root: Path = ROOT) -> Path:
     """``book/chapters/course.md``: the course's chapters with their exercises (numbered as in the book), points
     and student times, from the chapters' declarations (included by the *For instructors* page)."""
@@ -364,6 +390,7 @@ def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, forc
         raise CertattrError(f"cannot build the book: chapters {missing} have not been executed; run without --only")
     write_findings_page(profile, overrides, root)
     write_course_page(root)
+    write_results_archive(profile, overrides, root)
     # the student notebooks each chapter links for download
     course = book_course()
     build_assignments(root / "book" / "chapters" / "assignments", root=root, course=course, nbgrader=False,

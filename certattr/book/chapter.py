@@ -272,3 +272,19 @@ def claims(stem: str) -> tuple:
     """The ids of the claims chapter ``stem`` checks (its declaration's)."""
     return tuple(f.id for f in get(stem).findings)
 
+
+def data_links(results_dir, names):
+    """The chapter's tables and findings as download links (a Markdown output that the book renders with MyST's
+    ``{download}`` role, which copies each file into the built site): the files of ``names`` that exist in
+    ``results_dir``, linked relative to the folder the chapter runs in."""
+    from IPython.display import Markdown
+
+    links = []
+    for name in names:  # a name may be a glob ("levine_*.csv")
+        for path in sorted(Path(results_dir).glob(name)):
+            links.append(f"{{download}}`{path.name} <{os.path.relpath(path, os.getcwd())}>`")
+    if not links:
+        return Markdown("")
+    return Markdown("**Data of this chapter** (tidy CSV tables, one row per measurement, and the verdicts with "
+                    "their statistics): " + ", ".join(links) + ".")
+
