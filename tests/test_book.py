@@ -89,6 +89,13 @@ def test_findings_check_recomputes_every_smoke_row_from_the_csvs(smoke_book):
         shown = re.search(r"This chapter took (?:<[^>]+>)*(\d+)", page)
         assert shown and int(shown.group(1)) == round(seconds), (chapter, seconds, shown and shown.group(1))
     assert "the others come from" not in execution
+    # data to take away: each chapter links its tables, the introduction one archive with the execution record
+    downloads = {path.name for path in (root / "_build" / "html" / "_downloads").rglob("*") if path.is_file()}
+    assert {"robustness.csv", "findings_robustness.json", "results-smoke.zip"} <= downloads, sorted(downloads)
+    assert "results-smoke.zip" in intro
+    import zipfile
+    names = zipfile.ZipFile(root / "book" / "chapters" / "results-smoke.zip").namelist()
+    assert "results/robustness.csv" in names and "execution/execution.md" in names
 
 
 @pytest.mark.slow
