@@ -99,6 +99,26 @@ def test_findings_check_recomputes_every_smoke_row_from_the_csvs(smoke_book):
 
 
 @pytest.mark.slow
+def test_the_built_pages_are_written_for_readers(smoke_book):
+    """No issue numbers, no file paths of this repository and no "(s)" plurals in the text of any built page (the
+    visible text, scripts and styles left out)."""
+    root, _ = smoke_book
+    pages = sorted((root / "_build" / "html").rglob("*.html"))
+    assert len(pages) > len(CHAPTERS)
+    bad = {"an issue number": re.compile(r"\b[Ii]ssues? #?\d+"),
+           "a repository path": re.compile(r"\b(?:certattr|tests|benchmarks|notebooks|book)/[\w./-]+\.(?:py|md|json)\b"
+                                           r"|\bREADME(?:\.md)?'s"),
+           "an '(s)' plural": re.compile(r"\w\(s\)")}
+    found = []
+    for page in pages:
+        html = re.sub(r"<(script|style)\b.*?</\1>", " ", page.read_text(), flags=re.S)
+        text = re.sub(r"<[^>]+>", " ", html)
+        for what, pattern in bad.items():
+            found += [f"{page.relative_to(root)}: {what}: {m.group(0)!r}" for m in pattern.finditer(text)]
+    assert not found, "\n".join(found[:30])
+
+
+@pytest.mark.slow
 def test_the_smoke_plan_is_exactly_what_the_smoke_chapters_sample(smoke_book):
     """certattr.book.plans lists every sample-cache entry and chunk the chapters wrote in the cold smoke build, and
     nothing else: a sweep of the plan fills the cache so that the chapters compute no chunk (and the sweep no
