@@ -5,7 +5,12 @@ import torch
 
 # two torch threads, or the cores' share of each pytest-xdist worker (`make test` runs one worker per core)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(int(os.environ.get("CERTATTR_TEST_THREADS", max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))))
+_THREADS = int(os.environ.get("CERTATTR_TEST_THREADS", max(1, min(2, (os.cpu_count() or 1) // _WORKERS))))
+torch.set_num_threads(_THREADS)
+# the processes a test starts (the chapters' papermill kernels, the CLI) take the same share: two OpenMP threads per
+# process while another worker keeps the other core busy spin in barriers and run several times slower
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, str(_THREADS))
 
 
 @pytest.fixture(scope="session")
