@@ -74,7 +74,7 @@ def _clopper_pearson(k, n, level=0.001):
 
 def test_anytime_family_wise_error_is_at_most_alpha_whatever_the_stopping_and_a_fixed_n_bound_is_not():
     counts = _chunk_counts(np.random.default_rng(23))
-    counter = AnytimeCounter((50, 10), (RUNS, len(Q)), tau=TAU, alpha=ALPHA, n_pixels=len(Q))
+    counter = AnytimeCounter((50, 10), (RUNS, len(Q)), tau=TAU, alpha=ALPHA, n_pixels=len(Q), bound="mixture")
     level = counter.level
     ever_wrong_fixed = np.zeros(RUNS, dtype=bool)
     for chunk in counts:  # adversarial stopping: a run errs if a false claim appears at any look
@@ -92,11 +92,11 @@ def test_anytime_family_wise_error_is_at_most_alpha_whatever_the_stopping_and_a_
 
 
 def test_undecided_and_decided_abstain():
-    counter = AnytimeCounter((50,), (1, 3), tau=0.75, alpha=0.05)
+    counter = AnytimeCounter((50,), (1, 3), tau=0.75, alpha=0.05, bound="mixture")
     counter.add_counts(np.array([[[1000, 500, 0]]]), 1000)  # q-hat 1, 0.5 (decided abstain), 0
     np.testing.assert_array_equal(counter.labels()[0, 0], [1, ABSTAIN, 0])
     np.testing.assert_array_equal(counter.undecided()[0, 0], [False, False, False])
-    fresh = AnytimeCounter((50,), (1, 3), tau=0.75, alpha=0.05)
+    fresh = AnytimeCounter((50,), (1, 3), tau=0.75, alpha=0.05, bound="mixture")
     fresh.add_counts(np.array([[[2, 1, 0]]]), 2)
     assert fresh.undecided().all()
 
@@ -150,7 +150,7 @@ def test_sequential_certificate_labels_radii_and_statement(tiny, tiny_image, tmp
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(n_max=100), "n_max and undecided are settings of sequential certification"),
+    (dict(n_max=100), "n_max, undecided and bound are settings of sequential certification"),
     (dict(sequential=True, n0=5), "n0 cannot be given with sequential=True"),
     (dict(sequential=True, undecided=1.5), "undecided=1.5 is not allowed"),
     (dict(sequential=True, n_max=0), "n_max"),
@@ -158,3 +158,15 @@ def test_sequential_certificate_labels_radii_and_statement(tiny, tiny_image, tmp
 def test_sequential_bad_settings_are_one_line_errors(tiny, tiny_image, kwargs, message):
     with pytest.raises(CertattrError, match=message):
         _engine(tiny, None).certify(tiny_image, "t", 1, **kwargs)
+
+
+def test_engine_passes_the_named_bound_through_and_refuses_an_unknown_one(tiny, tiny_image):
+    """certify(sequential=True, bound=...) reaches the anytime loop: the certificate records the bound it used,
+    two bounds on the same samples give different p-values, and an unknown name lists the allowed ones."""
+    engine = _engine(tiny, None)
+    looks = engine.certify(tiny_image, "t", 1, sequential=True, bound="looks", undecided=0.0)
+    mixture = engine.certify(tiny_image, "t", 1, sequential=True, bound="mixture", undecided=0.0)
+    assert looks.metadata["bound"] == "looks" and mixture.metadata["bound"] == "mixture"
+    assert not np.allclose(looks.pvalues, mixture.pvalues)
+    with pytest.raises(CertattrError, match="bound='nope' is unknown: allowed are .*looks"):
+        engine.certify(tiny_image, "t", 1, sequential=True, bound="nope")

@@ -8,6 +8,8 @@ at least 8 pt on the page.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import re
 import time
@@ -251,21 +253,25 @@ def announce_plan(plan, namespace: dict) -> None:
     print(announce(plan, rates_file=Path(cache).parent / "sweep_rates.json" if cache else None), flush=True)
 
 
-def certify(plan, namespace: dict, *, taus=(), tau_sigmas=None, ks=None):
+def certify(plan, namespace: dict, *, taus=(), tau_sigmas=None, ks=None, only=None):
     """Print the plan's model passes and estimated time (what is not cached yet), then certify its works with the
     chapter's n, n0, τ, α, correction and K (``ks``: in this order, default the namespace's ``ks``), and at each
-    further τ of ``taus`` from the same samples (:func:`certattr.book.plans.certify_plan`)."""
+    further τ of ``taus`` from the same samples (:func:`certattr.book.plans.certify_plan`). ``only``: a predicate
+    on a :class:`certattr.book.plans.Work`; the works it refuses are planned (and announced) but not certified
+    here (a section that reads its entries its own way, e.g. the anytime runs)."""
     p = namespace
     announce_plan(plan, namespace)
     cert = CertConfig(n0=p["n0"], tau=p["tau"], alpha=p["alpha"], correction=p["correction"],
                       ks=p["ks"] if ks is None else ks)
+    if only is not None:
+        plan = dataclasses.replace(plan, works=[w for w in plan.works if only(w)])
     return certify_plan(plan, cert, n=p["n"], taus=taus, tau_sigmas=tau_sigmas)
 
 
-def sample(stem: str, namespace: dict, *, taus=(), tau_sigmas=None, ks=None):
+def sample(stem: str, namespace: dict, *, taus=(), tau_sigmas=None, ks=None, only=None):
     """:func:`plan_of` then :func:`certify`: a chapter's sampling, from its notebook. Returns ``(plan, certified)``."""
     plan = plan_of(stem, namespace)
-    return plan, certify(plan, namespace, taus=taus, tau_sigmas=tau_sigmas, ks=ks)
+    return plan, certify(plan, namespace, taus=taus, tau_sigmas=tau_sigmas, ks=ks, only=only)
 
 
 def claims(stem: str) -> tuple:

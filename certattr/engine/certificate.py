@@ -17,6 +17,14 @@ from .statistics import pixel_radius_table
 __all__ = ["ABSTAIN", "Certificate"]
 
 ABSTAIN = -1  #: label of an abstained pixel (the paper's ⊘)
+#: what each anytime bound is, for the statement of an anytime certificate (certattr.engine.anytime_bounds)
+ANYTIME_BOUND_TEXT = {
+    "mixture": "beta-binomial mixture confidence sequence, Ville's inequality",
+    "prior": "mixtures of likelihood ratios with per-pixel prior weights fixed before the samples they weigh, "
+             "Ville's inequality",
+    "betting": "wealth of predictable Kelly bets, Ville's inequality",
+    "looks": "exact binomial tests at a schedule of looks fixed before sampling, alpha spent evenly over the looks",
+}
 FORMAT_VERSION = 4  #: 2 adds the per-pixel radii, 3 the degenerate-map flag, 4 the band labels and the anytime
 #: flag; files of format 1-3 still load (their band labels are computed from the stored p-values)
 READABLE_FORMATS = (1, 2, 3, 4)
@@ -89,9 +97,10 @@ class Certificate:
     @property
     def radius_level(self) -> float:
         """alpha/P: the level of each pixel's Clopper-Pearson bound (Bonferroni, also for Holm certificates);
-        for an anytime certificate the level of each confidence sequence (alpha/(2P), alpha/P for one K)."""
+        for an anytime certificate the level of each anytime test (alpha/(2P); alpha/P for one K with the
+        two-sided mixture)."""
         if self.anytime:
-            return anytime_level(self.alpha, self.n_pixels, len(self.ks))
+            return anytime_level(self.alpha, self.n_pixels, len(self.ks), self.metadata.get("bound", "mixture"))
         return float(self.alpha) / self.n_pixels
 
     @property
@@ -175,14 +184,17 @@ class Certificate:
         return text
 
     def _anytime_statement(self) -> str:
+        bound = self.metadata.get("bound", "mixture")
         text = (f"Anytime certificate: with probability at least 1 - alpha = {1 - self.alpha:g}, for all K "
                 f"({', '.join(f'{float(k):g}%' for k in self.ks)}) and all P = {self.n_pixels} pixels together, every "
                 f"certified pixel keeps its label under every perturbation with ||delta||_2 < R = {self.radius:.3f} "
-                f"([0,1] pixel units; sigma = {self.sigma:g}, tau = {self.tau:g}; strict), and every pixel keeps its "
-                f"label for ||delta||_2 < R_p from the same bounds. Sampling stopped after n = {self.n} samples "
-                f"({self.metadata.get('stopped', 'see metadata')}); the guarantee holds whatever that stopping "
-                f"time: each pixel and K has a time-uniform confidence sequence (beta-binomial mixture, Ville's "
-                f"inequality) at level {self.radius_level:.3g}. Abstained pixels carry no claim.")
+                f"([0,1] pixel units; sigma = {self.sigma:g}, tau = {self.tau:g}; strict). Sampling stopped after "
+                f"n = {self.n} samples ({self.metadata.get('stopped', 'see metadata')}); the guarantee holds whatever "
+                f"that stopping time: each pixel and K has two one-sided anytime tests (bound {bound!r}: "
+                f"{ANYTIME_BOUND_TEXT.get(bound, bound)}) at level {self.radius_level:.3g}, and a pixel is certified "
+                f"at a K only if the same claim is certified along the ladder before it. The per-pixel radii R_p come "
+                f"from the same bounds and hold per K with probability at least 1 - alpha (all K together: "
+                f"1 - {len(self.ks)}*alpha). Abstained pixels carry no claim.")
         if self.degenerate:
             text += f" Degenerate maps: {self.degenerate}; the certified pixels then reflect that, not the image."
         return text

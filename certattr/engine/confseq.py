@@ -31,11 +31,13 @@ PRIOR = (1.0, 1.0)
 _BISECTIONS = 60  #: halvings of [0, 1]: the bounds are exact to about 1e-18 before the outward rounding
 
 
-def anytime_level(alpha: float, n_pixels: int, n_ks: int) -> float:
-    """delta, the level of each pixel's confidence sequence at each K: alpha/P for one K, alpha/(2P) for a
-    ladder (a pixel errs only if the sequence of its first falsely-important K or of its last falsely-unimportant
-    K fails: two sequences; see :mod:`certattr.engine.sequential`)."""
-    return float(alpha) / n_pixels / (1 if n_ks == 1 else 2)
+def anytime_level(alpha: float, n_pixels: int, n_ks: int, bound: str = "mixture") -> float:
+    """delta, the level of each pixel's anytime test at each K. For the two-sided ``mixture``: alpha/P for one K,
+    alpha/(2P) for a ladder (a pixel errs only if the sequence of its first falsely-important K or of its last
+    falsely-unimportant K fails: two sequences; see :mod:`certattr.engine.sequential`). For the one-sided bounds
+    (any other name) alpha/(2P) always: each pixel has an important and an unimportant test, and with
+    1 - tau < q < tau both nulls are true."""
+    return float(alpha) / n_pixels / (1 if n_ks == 1 and bound == "mixture" else 2)
 
 
 def log_mixture(successes, trials: int, q, prior=PRIOR) -> np.ndarray:

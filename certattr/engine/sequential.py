@@ -1,24 +1,28 @@
 """Anytime certification: sample chunk by chunk and stop as soon as the map is decided.
 
-After every chunk of samples, each pixel p and each K_j of the ladder has a time-uniform confidence interval
-[L, U] for q_j(p) = P(p is in the top K_j of a noisy map) (:mod:`certattr.engine.confseq`, at level delta =
-alpha/(2P), alpha/P for one K), intersected over the chunks seen so far (every interval of the sequence holds
-together, so their intersection does too):
+After every block of samples (a look), each pixel p and each K_j of the ladder has two anytime tests of
+q_j(p) = P(p is in the top K_j of a noisy map), each at level delta = alpha/(2P) (alpha/P for the two-sided
+mixture with one K) and valid at every stopping time: "q_j >= tau" (**important**) and "q_j <= 1 - tau"
+(**unimportant**). Which tests is a choice, ``bound`` (:mod:`certattr.engine.anytime_bounds`): ``mixture`` (a
+beta-binomial confidence sequence), ``prior`` (mixtures with per-pixel prior weights fixed before the samples they
+weigh), ``betting`` (predictable Kelly bets) or ``looks`` (binomial tests at a fixed schedule of looks, delta split
+over them).
 
-* L >= tau: p is certified **important** at K_j (radius sigma Phi^-1(tau), and R_p = sigma Phi^-1(L));
-* U <= 1 - tau: p is certified **unimportant** at K_j (R_p = sigma Phi^-1(1 - U));
-* L > 1 - tau and U < tau: p can no longer be certified at K_j: it **abstains** (decided);
+* p is certified **important** at K_j once the important test has rejected at K_j and at every larger K;
+* p is certified **unimportant** at K_j once the unimportant test has rejected at K_j and at every smaller K;
+* p **abstains** (decided) when it can no longer be certified at K_j (read off a screening interval);
 * otherwise p is *undecided*. Sampling stops when at most the fraction ``undecided`` of the (K, pixel) pairs
   is undecided (they abstain), or at ``n_max`` samples.
 
-**Why any stopping time is fine, for all K and pixels at once.** On the event that every confidence sequence
-covers its q_j(p) at every t (probability >= 1 - alpha, see below), no claim made at any t is false, whatever
-rule chose when to stop. Per pixel, the counts of the nested top-K sets fall as j grows at every t, and L and U
-rise with the count, so a false "important" claim at some K_j implies one at the first K whose q_j < tau (the
-sequence of that K failed), and a false "unimportant" claim implies one at the last K whose q_j > 1 - tau: only
-two sequences per pixel matter (one for a single K), so delta = alpha/(2P) gives a family-wise error <= alpha
-over all pixels, all K and all times. Unlike the fixed-n certificate no selection samples are needed (n0 = 0):
-the sign of the claim is read off the interval.
+**Why any stopping time is fine, for all K and pixels at once.** A claim is made only when its test has
+rejected, and each test rejects a true null at any time with probability at most delta (Ville's inequality for
+the wealth of a bet; the union over the looks for ``looks``). Per pixel, q_1 >= q_2 >= ... along the ladder
+(the top-K sets are nested), and a claim at K_j needs the same test to reject at every K before it in the
+ladder's order (larger K for important, smaller K for unimportant): a false important claim therefore needs a
+rejection at the first K whose q_j < tau, a false unimportant one at the last K whose q_j > 1 - tau. Only two
+tests per pixel can err, so delta = alpha/(2P) gives a family-wise error <= alpha over all pixels, all K and all
+times, whatever rule chose when to stop. Unlike the fixed-n certificate no selection samples are needed (n0 = 0):
+the sign of the claim is that of the test that rejected.
 
 Chunks, cache and seeds are the engine's (:meth:`certattr.engine.smoothing.SmoothedAttribution.certify` with
 ``sequential=True``): a sequential run reads the chunks a fixed-n run cached and writes the ones it computes
@@ -34,12 +38,16 @@ from scipy.stats import norm
 
 from .certificate import ABSTAIN, Certificate
 from .certify import CertificationWarning, DegenerateMapWarning, degenerate_reason
-from .confseq import anytime_bounds, anytime_level, bound_table, log_mixture
-from .validation import CertattrError, check_alpha, check_ks, check_positive_int, check_sigma, check_tau
+from .anytime_bounds import can_certify, make_bound
+from .confseq import anytime_level
+from .validation import (CertattrError, check_alpha, check_bound, check_ks, check_positive_int, check_sigma,
+                         check_tau)
 
-__all__ = ["AnytimeCounter", "certify_sequential", "check_undecided", "DEFAULT_UNDECIDED"]
+__all__ = ["AnytimeCounter", "certify_sequential", "check_undecided", "DEFAULT_UNDECIDED", "DEFAULT_BOUND", "BLOCK"]
 
 DEFAULT_UNDECIDED = 0.05  #: stop when at most this fraction of the (K, pixel) pairs is still undecided
+DEFAULT_BOUND = "looks"  #: the anytime bound unless one is named (the one benchmarks/bench_sequential.py found best)
+BLOCK = 10  #: a look every BLOCK samples (bets are fixed over a block)
 
 
 def check_undecided(value) -> float:
@@ -55,29 +63,44 @@ def check_undecided(value) -> float:
 
 
 class AnytimeCounter:
-    """Running counts and confidence sequences of len(ks) nested top-K maps of shape ``shape`` (any leading
-    axes; the last two are the image's H, W unless ``n_pixels`` is given, e.g. by simulations that stack runs).
+    """Running counts and anytime bounds of len(ks) nested top-K maps of shape ``shape`` (any leading axes; the
+    last two are the image's H, W unless ``n_pixels`` is given, e.g. by simulations that stack runs).
 
-    :meth:`add` counts a chunk of top-K maps (as :class:`certattr.engine.certify.MapCounter`), :meth:`add_counts`
-    a chunk's per-pixel counts; after either, ``lower``/``upper`` are the intersected bounds, :meth:`labels` the
-    certified labels (int8 {1, 0, ABSTAIN}) and :meth:`undecided` the pairs still undecided.
+    ``bound``: the name of the anytime bound (:data:`certattr.engine.anytime_bounds.BOUNDS`; default
+    :data:`DEFAULT_BOUND`); ``n_max`` the horizon (needed by ``looks``); ``prior`` and ``prior_n0`` settings of the
+    ``prior`` bound (:class:`certattr.engine.anytime_bounds.PriorBound`).
+
+    Looks fall at every multiple of ``block`` samples and wherever the bound needs one (its n0, its look schedule):
+    :meth:`add` cuts its chunk there, so the certificate depends on the samples, not on how they are chunked.
+    :meth:`add_counts` counts a chunk given as per-pixel counts: a look falls at its end when it reaches or passes
+    such a point (the chunk's samples then share one bet); counts short of one wait for the next chunk, and
+    :meth:`flush` looks at whatever waits. After a look, ``lower``/``upper`` are the bounds of q behind the radii,
+    :meth:`labels` the certified labels (int8 {1, 0, ABSTAIN}) and :meth:`undecided` the pairs still undecided.
     """
 
-    def __init__(self, ks, shape, *, tau: float, alpha: float, n_pixels: int | None = None):
+    def __init__(self, ks, shape, *, tau: float, alpha: float, n_pixels: int | None = None, bound: str | None = None,
+                 n_max: int | None = None, prior=None, prior_n0: int | None = None, block: int = BLOCK):
         self.ks = check_ks(ks)
         self.tau, self.alpha = check_tau(tau), check_alpha(alpha)
+        self.bound_name = check_bound(DEFAULT_BOUND if bound is None else bound)
         shape = tuple(int(s) for s in shape)
         self.n_pixels = int(n_pixels) if n_pixels is not None else shape[-2] * shape[-1]
-        self.level = anytime_level(self.alpha, self.n_pixels, len(self.ks))
+        self.level = anytime_level(self.alpha, self.n_pixels, len(self.ks), self.bound_name)
+        self.block = check_positive_int("block", block)
         full = (len(self.ks), *shape)
+        self.bound = make_bound(self.bound_name, full, tau=self.tau, level=self.level, n_max=n_max, prior=prior,
+                                n0=prior_n0)
+        self.cuts = frozenset(int(c) for c in self.bound.cuts())
         self.ones = np.zeros(full, dtype=np.int64)  #: per K and pixel: samples whose top-K set holds the pixel
-        self.lower = np.zeros(full)  #: intersected lower bounds of q (float64)
-        self.upper = np.ones(full)  #: intersected upper bounds of q
-        self.p_important = np.ones(full)  #: smallest anytime p-value of "q >= tau" so far
-        self.p_unimportant = np.ones(full)  #: smallest anytime p-value of "q <= 1 - tau" so far
-        self.seen = 0
+        self.seen = 0  #: samples counted
+        self.looked = 0  #: samples up to the last look
+        self._pending = np.zeros(full, dtype=np.int64)  # counts since the last look
         self.flat = 0
         self.empty = np.zeros(len(self.ks), dtype=np.int64)
+
+    # --- counting ----------------------------------------------------------------------------------------
+    def _is_look(self, t: int) -> bool:
+        return t % self.block == 0 or t in self.cuts
 
     def add(self, binary, flat) -> None:
         """Count the top-K maps of the next b samples: ``binary`` bool (len(ks), b, H, W), ``flat`` bool (b,)."""
@@ -88,55 +111,98 @@ class AnytimeCounter:
                                 f"({len(self.ks)}, b, {', '.join(map(str, self.ones.shape[1:]))}) and (b,)")
         self.flat += int(flat.sum())
         self.empty += (~binary.any(axis=(2, 3)) & ~flat[None]).sum(axis=1)
-        self.add_counts(binary.sum(axis=1, dtype=np.int64), binary.shape[1])
+        b = binary.shape[1]
+        edges = [i for i in range(1, b) if self._is_look(self.seen + i)] + [b]
+        start = 0
+        for stop in edges:  # a look at every block boundary inside the chunk
+            self.add_counts(binary[:, start:stop].sum(axis=1, dtype=np.int64), stop - start)
+            start = stop
 
     def add_counts(self, ones, b: int) -> None:
-        """Add a chunk of b samples given as counts ``ones`` (len(ks), *shape) and update the bounds."""
+        """Add b samples given as counts ``ones`` (len(ks), *shape); look if a block boundary is reached."""
+        b = int(b)
+        before = self.seen
+        self._pending += np.asarray(ones, dtype=np.int64)
         self.ones += np.asarray(ones, dtype=np.int64)
-        self.seen += int(b)
-        t = self.seen
-        lower, upper = anytime_bounds(self.ones, t, self.level)
-        np.maximum(self.lower, lower, out=self.lower)
-        np.minimum(self.upper, upper, out=self.upper)
-        # anytime p-values (1/M_t at the boundary of each claim, on the claim's side of the estimate)
-        above, below = self.ones >= self.tau * t, self.ones <= (1 - self.tau) * t
-        if above.any():
-            p1 = np.exp(-log_mixture(self.ones[above], t, self.tau))
-            self.p_important[above] = np.minimum(self.p_important[above], np.minimum(p1, 1.0))
-        if below.any():
-            p0 = np.exp(-log_mixture(self.ones[below], t, 1 - self.tau))
-            self.p_unimportant[below] = np.minimum(self.p_unimportant[below], np.minimum(p0, 1.0))
+        self.seen += b
+        if self.seen // self.block > before // self.block or any(before < c <= self.seen for c in self.cuts):
+            self._look()
+
+    def flush(self) -> None:
+        """Look at the samples counted since the last look, if any (the end of sampling)."""
+        if self.seen > self.looked:
+            self._look()
+
+    def _look(self) -> None:
+        self.bound.update(self.ones, self.seen, self._pending, self.seen - self.looked)
+        self._pending[...] = 0
+        self.looked = self.seen
+
+    # --- reading -----------------------------------------------------------------------------------------
+    @property
+    def lower(self) -> np.ndarray:
+        """float64 (len(ks), *shape): lower bounds of q behind the radii (>= tau where certified important)."""
+        return self.bound.bounds()[0]
+
+    @property
+    def upper(self) -> np.ndarray:
+        """float64 (len(ks), *shape): upper bounds of q (<= 1 - tau where certified unimportant)."""
+        return self.bound.bounds()[1]
+
+    @property
+    def p_important(self) -> np.ndarray:
+        """Smallest anytime p-value of "q >= tau" so far (float64 (len(ks), *shape))."""
+        return self.bound.p_one
+
+    @property
+    def p_unimportant(self) -> np.ndarray:
+        """Smallest anytime p-value of "q <= 1 - tau" so far."""
+        return self.bound.p_zero
 
     def labels(self) -> np.ndarray:
-        """int8 (len(ks), *shape): 1 where L >= tau, 0 where U <= 1 - tau, ABSTAIN elsewhere (and where both
-        hold, which only a failed sequence can cause)."""
-        one, zero = self.lower >= self.tau, self.upper <= 1 - self.tau
+        """int8 (len(ks), *shape): 1 where "important" is certified at this K and at every larger K, 0 where
+        "unimportant" is certified at this K and at every smaller K (fixed-sequence along the ladder), ABSTAIN
+        elsewhere (and where both hold, which only a failed test can cause)."""
+        one = np.logical_and.accumulate(self.bound.crossed_one, axis=0)  # ks are sorted largest first
+        zero = np.logical_and.accumulate(self.bound.crossed_zero[::-1], axis=0)[::-1]
         return np.where(one & ~zero, 1, np.where(zero & ~one, 0, ABSTAIN)).astype(np.int8)
 
     def undecided(self) -> np.ndarray:
-        """bool (len(ks), *shape): not certified, and still certifiable (L <= 1 - tau or U >= tau)."""
-        decided_abstain = (self.lower > 1 - self.tau) & (self.upper < self.tau)
+        """bool (len(ks), *shape): not certified, and still certifiable by the bound's screening interval
+        (L <= 1 - tau or U >= tau; a stopping heuristic, not a claim)."""
+        lower, upper = self.bound.screen(self.ones - self._pending, self.looked)
+        decided_abstain = (lower > 1 - self.tau) & (upper < self.tau)
         return (self.labels() == ABSTAIN) & ~decided_abstain
 
     def can_certify(self, n_max: int) -> bool:
         """Whether a pixel whose n_max samples all agree would be certified (else nothing can be)."""
-        lower, _ = bound_table(n_max, self.level)
-        return bool(lower[n_max] >= self.tau)
+        return can_certify(self.bound_name, n_max, tau=self.tau, level=self.level)
 
 
 def certify_sequential(samples: Iterable, ks, shape, *, sigma: float, tau: float, alpha: float, n_max: int,
-                       undecided: float = DEFAULT_UNDECIDED, metadata: dict | None = None) -> Certificate:
+                       undecided: float = DEFAULT_UNDECIDED, metadata: dict | None = None, bound: str | None = None,
+                       prior=None, prior_n0: int | None = None) -> Certificate:
     """Count the chunks of ``samples`` ((binary (len(ks), b, H, W), flat (b,)) each, in sample order, at most
     n_max samples in all) until at most ``undecided`` of the (K, pixel) pairs are undecided or n_max samples are
     counted; returns the anytime :class:`certattr.engine.certificate.Certificate` (``anytime`` True, n = samples
     counted, n0 = 0, labels = band labels, metadata: n_max, undecided, why it stopped and ``history``, one
-    [samples, certified fraction, undecided fraction] per chunk). Chunks after the stop are not read."""
+    [samples, certified fraction, undecided fraction] per chunk, and ``bound``). Chunks after the stop are not read.
+
+    ``bound``: the anytime bound by name (default :data:`DEFAULT_BOUND`; an unknown name is an error listing
+    the allowed ones); ``prior`` (float (len(ks), H, W), prior centres of q, e.g.
+    :func:`certattr.engine.bets.prior_from_map` of the clean image's map) and ``prior_n0`` (samples that set the
+    weights when no prior is given) are settings of ``bound="prior"``."""
     sigma, n_max = check_sigma(sigma), check_positive_int("n_max", n_max)
     undecided = check_undecided(undecided)
-    counter = AnytimeCounter(ks, shape, tau=tau, alpha=alpha)
+    bound = check_bound(DEFAULT_BOUND if bound is None else bound)
+    if prior_n0 is not None:
+        prior_n0 = check_positive_int("prior_n0", prior_n0, 0)
+    counter = AnytimeCounter(ks, shape, tau=tau, alpha=alpha, bound=bound, n_max=n_max, prior=prior,
+                             prior_n0=prior_n0)
     if not counter.can_certify(n_max):
         warnings.warn(f"n_max={n_max} cannot certify any pixel at tau={tau}, alpha={alpha}, P={counter.n_pixels} "
-                      f"pixels (anytime bounds): every pixel will abstain", CertificationWarning, stacklevel=3)
+                      f"pixels (anytime bound {bound!r}): every pixel will abstain", CertificationWarning,
+                      stacklevel=3)
     history, stopped = [], f"n_max = {n_max} reached"
     for binary, flat in samples:
         if counter.seen + np.shape(binary)[1] > n_max:
@@ -149,18 +215,23 @@ def certify_sequential(samples: Iterable, ks, shape, *, sigma: float, tau: float
             break
     if counter.seen == 0:
         raise CertattrError("no samples were given")
-    meta = {**(metadata or {}), "n_max": n_max, "undecided": undecided, "stopped": stopped, "history": history}
+    counter.flush()
+    if history and history[-1][0] == counter.seen:  # the last look may have come with the flush
+        history[-1][1] = float((counter.labels() != ABSTAIN).mean())
+    meta = {**(metadata or {}), "n_max": n_max, "undecided": undecided, "stopped": stopped, "history": history,
+            "bound": bound}
     return _certificate(counter, sigma, meta)
 
 
 def _certificate(counter: AnytimeCounter, sigma: float, meta: dict) -> Certificate:
     t, tau = counter.seen, counter.tau
     labels = counter.labels()
-    majority = np.where(counter.lower > 0.5, 1, np.where(counter.upper < 0.5, 0, 2 * counter.ones > t))
+    lower, upper = counter.bound.bounds()
+    majority = np.where(lower > 0.5, 1, np.where(upper < 0.5, 0, 2 * counter.ones > t))
     majority = np.where(labels != ABSTAIN, labels, majority).astype(np.int8)
     counts = np.where(majority == 1, counter.ones, t - counter.ones).astype(np.int32)
     pvalues = np.where(majority == 1, counter.p_important, counter.p_unimportant)
-    bound = np.where(majority == 1, counter.lower, 1 - counter.upper)  # lower bound of P(label = majority)
+    bound = np.where(majority == 1, lower, 1 - upper)  # lower bound of P(label = majority)
     radii = np.where(bound > 0.5, sigma * norm.ppf(np.clip(bound, 0.5, 1.0)), 0.0)
     mean = (counter.ones.astype(np.float64) / t).astype(np.float32)
     reason = degenerate_reason(t, counter.ks, counter.flat, counter.empty)

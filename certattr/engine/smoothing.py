@@ -242,13 +242,16 @@ class SmoothedAttribution:
 
     # --- steps 3-5: count, test, abstain ---------------------------------------------------------------
     def certify(self, image: torch.Tensor, image_id: str, target: int | None = None, *, sequential: bool = False,
-                n_max: int | None = None, undecided: float | None = None, **settings) -> Certificate:
+                n_max: int | None = None, undecided: float | None = None, bound: str | None = None,
+                **settings) -> Certificate:
         """Certify every pixel of the top-K maps for each K, streaming the chunks.
 
         ``sequential=True``: anytime certification (:mod:`certattr.engine.sequential`): samples chunk by chunk up
         to ``n_max`` (default: the sampling's n), stops when at most the fraction ``undecided`` (default 0.05) of
         the (K, pixel) pairs is undecided, and gives labels valid for all K and pixels at alpha whatever the
-        stopping time (no selection samples: n0 and correction do not apply and may not be given).
+        stopping time (no selection samples: n0 and correction do not apply and may not be given). ``bound`` names
+        the anytime bound (default :data:`certattr.engine.sequential.DEFAULT_BOUND`; the allowed names are listed
+        in :data:`certattr.engine.validation.ANYTIME_BOUNDS`).
 
         ``settings`` replace the engine's ks, tau, alpha, correction or n0 for this certificate (the samples and
         the cache entry are the same: nothing is resampled, except a K outside the cached ladder without raw maps).
@@ -256,9 +259,10 @@ class SmoothedAttribution:
         certificate's ``degenerate`` says so and a one-line :class:`certattr.DegenerateMapWarning` is emitted.
         """
         if sequential:
-            return self._certify_sequential(image, image_id, target, n_max, undecided, settings)
-        if n_max is not None or undecided is not None:
-            raise CertattrError("n_max and undecided are settings of sequential certification: give sequential=True")
+            return self._certify_sequential(image, image_id, target, n_max, undecided, bound, settings)
+        if n_max is not None or undecided is not None or bound is not None:
+            raise CertattrError("n_max, undecided and bound are settings of sequential certification: give "
+                                "sequential=True")
         cert = self._certification(settings)
         check_fits(self.sampling, cert)
         sigma, image = self.sigma, check_image(image, channels=getattr(self.model, "channels", 3))
@@ -270,7 +274,8 @@ class SmoothedAttribution:
         return counter.certificate(sigma=sigma, tau=cert.tau, alpha=cert.alpha, correction=cert.correction,
                                    metadata=self._metadata(image_id, target))  # test, abstain
 
-    def _certify_sequential(self, image, image_id: str, target, n_max, undecided, settings: dict) -> Certificate:
+    def _certify_sequential(self, image, image_id: str, target, n_max, undecided, bound, settings: dict
+                            ) -> Certificate:
         """sample -> sparsify -> count and bound after each chunk -> stop when decided (the loop is
         :func:`certattr.engine.sequential.certify_sequential`)."""
         fixed_only = sorted(set(settings) & {"n0", "correction"})
@@ -284,7 +289,7 @@ class SmoothedAttribution:
         target = self.resolve_target(image, target)
         with contextlib.closing(self.sparsified(image, image_id, target, cert.ks, n=n_max)) as samples:
             return certify_sequential(samples, cert.ks, image.shape[1:], sigma=sigma, tau=cert.tau, alpha=cert.alpha,
-                                      n_max=n_max, undecided=undecided,
+                                      n_max=n_max, undecided=undecided, bound=bound,
                                       metadata=self._metadata(image_id, target))
 
     def _certification(self, settings: dict) -> CertConfig:

@@ -30,9 +30,13 @@ __all__ = [
     "check_device",
     "check_finite_number",
     "check_interval",
+    "check_bound",
+    "ANYTIME_BOUNDS",
 ]
 
 CORRECTIONS = ("bonferroni", "holm")
+#: the anytime bounds of sequential certification (certattr.engine.anytime_bounds), by name
+ANYTIME_BOUNDS = ("mixture", "prior", "betting", "looks")
 LAYERS = ("input", "final")  #: where a map is explained: the normalized image, or the model's Final activation
 
 
@@ -143,6 +147,11 @@ def check_ks(ks) -> tuple[float, ...]:
 
 def check_correction(correction: str) -> str:
     return check_choice("correction", correction, CORRECTIONS)
+
+
+def check_bound(bound) -> str:
+    """The name of an anytime bound of sequential certification: one of :data:`ANYTIME_BOUNDS`."""
+    return check_choice("bound", bound, ANYTIME_BOUNDS)
 
 
 def check_layer(layer: str) -> str:

@@ -3,12 +3,9 @@ models and methods per layer, one :class:`Job` per image or grid target, and the
 that run (:func:`engine_configs`)."""
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass as _dataclass
 from typing import Iterable, Sequence
 
-from ..engine.config import DEFAULT_CERT as _CERT, DEFAULT_SAMPLING as _SAMPLING, CertConfig, SamplingConfig, check_fits
-from ..engine.smoothing import SmoothedAttribution
 from ..engine.targets import resolve_target
 from ..engine.validation import CertattrError
 from ..methods import get_method, method_names
@@ -16,7 +13,7 @@ from ..methods.spec import method_specs, overrides_at
 from ..models.data import Image, ImageNetFolder, bundled_photos
 from ..models.registry import LoadedModel
 
-__all__ = ["class_names", "image_set", "model_scope_of", "resolve_methods", "method_for", "certify_many", "model_list", "layer_methods", "run_list", "Job", "photo_jobs", "grid_jobs", "engine_configs", "grids_for_model", "grid_sources", "undefined_table"]
+__all__ = ["class_names", "image_set", "model_scope_of", "resolve_methods", "method_for", "model_list", "layer_methods", "run_list", "Job", "photo_jobs", "grid_jobs", "engine_configs", "grids_for_model", "grid_sources", "undefined_table"]
 
 
 def class_names() -> list[str]:
@@ -69,33 +66,6 @@ def method_for(name: str, layer: str, method_overrides: dict | None = None):
     ``{"rise": {"n_masks": 50}, "occlusion@input": {"window": 56, "stride": 56}}``.
     """
     return get_method(name, **overrides_at(method_overrides, name, layer))
-
-
-def certify_many(model: LoadedModel, images: Iterable[Image], methods: Sequence[str], layers: Sequence[str],
-                 sigmas: Sequence[float], ks: Sequence[float], *, n: int = _SAMPLING.n, n0: int = _CERT.n0,
-                 tau: float = _CERT.tau, alpha: float = _CERT.alpha, correction: str = _CERT.correction,
-                 seed: int = _SAMPLING.seed, chunk_size: int = _SAMPLING.chunk_size, cache_dir: str | None = None,
-                 method_overrides: dict | None = None, progress: bool = False):
-    """Certify every (image, method, layer, sigma). Returns ``(certificates, undefined)``:
-    ``certificates[(image_id, method, layer, sigma)] = Certificate`` and
-    ``undefined[(method, layer)] = reason`` for combinations the method does not define."""
-    sampling, config = SamplingConfig(n=n, seed=seed, chunk_size=chunk_size), CertConfig(
-        n0=n0, tau=tau, alpha=alpha, correction=correction, ks=ks)
-    check_fits(sampling, config)  # validated before any work
-    certificates, undefined = {}, {}
-    overrides = method_overrides or {}
-    images = list(images)
-    targets = {im.id: resolve_target(model, im.tensor, im.label) for im in images}
-    for name, layer, sigma in itertools.product(methods, layers, sigmas):
-        method = method_for(name, layer, overrides)
-        reason = method.undefined_reason(model, layer)
-        if reason:
-            undefined[(name, layer)] = reason
-            continue
-        engine = SmoothedAttribution(model, method, layer, sigma, sampling, config, cache=cache_dir, progress=progress)
-        for im in images:
-            certificates[(im.id, name, layer, sigma)] = engine.certify(im.tensor, im.id, targets[im.id])
-    return certificates, undefined
 
 
 def model_list(models: Sequence[str] | str | None, model: str | None = None) -> list[str]:
