@@ -105,3 +105,17 @@ def test_each_parameters_cell_evaluates_to_its_cpu_profile():
         values = {k: v for k, v in namespace.items() if not k.startswith("__")}
         assert values == chapter.params("cpu") and list(values) == [p.name for p in chapter.parameters]
         assert all(type(values[k]) is type(v) for k, v in chapter.params("cpu").items())
+
+
+def test_every_claim_of_every_family_is_checked_by_exactly_one_chapter():
+    """One registry of claim families: each claim is declared by one chapter, so it has one row in the table."""
+    from certattr.book.chapters import chapters
+    from certattr.evaluation.findings.families import FAMILIES, claims, family_of
+
+    declared = [f.id for ch in chapters() for f in ch.findings]
+    every = [i for family in FAMILIES.values() for i in family]
+    assert sorted(declared) == sorted(every) and len(set(declared)) == len(declared)
+    assert family_of("band_superset") == "anytime" and family_of("levine_robustness_rises") == "levine"
+    assert [f.id for f in claims("sigma_trend", "final_flip")] == ["sigma_trend", "final_flip"]
+    with pytest.raises(CertattrError, match="claim 'nope' is unknown: the families paper, levine, anytime"):
+        claims("nope")

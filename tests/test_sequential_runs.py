@@ -6,7 +6,9 @@ import pytest
 
 from certattr import SmoothedAttribution
 from certattr.engine.certificate import ABSTAIN
-from certattr.evaluation.sequential_findings import (check_anytime_equal_budget, check_anytime_reaches_fixed,
+from certattr.engine.config import CertConfig, SamplingConfig
+from certattr.evaluation.jobs import Job
+from certattr.evaluation.findings.anytime import (check_anytime_equal_budget, check_anytime_reaches_fixed,
                                                      check_band_superset, sequential_verdicts)
 from certattr.engine.sequential import DEFAULT_BOUND
 from certattr.engine.validation import ANYTIME_BOUNDS
@@ -21,9 +23,9 @@ def test_samples_to_reach_reads_the_history():
 
 def test_fixed_and_sequential_against_independent_certificates(tiny, tiny_image, tmp_path):
     warnings.simplefilter("ignore")
-    kw = dict(sigma=0.25, ks=(50, 25), tau=0.6, alpha=0.05, n0=5)
-    res = fixed_and_sequential(tiny, "grad", "input", tiny_image, "t", 1, ns=[20], n_max=60, undecided=[0.5],
-                               cache_dir=tmp_path, **kw)
+    res = fixed_and_sequential(tiny, "grad", "input", Job("t", "t", tiny_image, 1), 0.25, SamplingConfig(n=60),
+                               CertConfig(ks=(50, 25), tau=0.6, alpha=0.05, n0=5), ns=[20], undecided=[0.5],
+                               cache_dir=tmp_path)
     assert [r["n"] for r in res["fixed"]] == [20, 60] and res["history"][-1][0] == 60
     for row in res["fixed"]:
         e = SmoothedAttribution(tiny, "grad", "input", 0.25, n=row["n"], cache=tmp_path, progress=False,

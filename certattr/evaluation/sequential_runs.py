@@ -16,9 +16,11 @@ import tempfile
 import numpy as np
 
 from ..engine.certificate import ABSTAIN
-from ..engine.sequential import DEFAULT_BOUND, certify_sequential
+from ..engine.config import CertConfig, SamplingConfig
+from ..engine.sequential import DEFAULT_BOUND
 from ..engine.smoothing import SmoothedAttribution
-from ..engine.validation import ANYTIME_BOUNDS, check_bound, check_image, check_ks
+from ..engine.validation import ANYTIME_BOUNDS, check_bound
+from .jobs import Job
 
 __all__ = ["certified_share", "fixed_and_sequential", "samples_to_reach", "stop_from_history"]
 
@@ -41,45 +43,46 @@ def stop_from_history(history, undecided: float) -> dict:
     return {"undecided": float(undecided), "samples": int(row[0]), "certified": float(row[1])}
 
 
-def fixed_and_sequential(model, method, layer: str, image, image_id: str, target: int | None = None, *,
-                         sigma: float, ks, tau: float, alpha: float, n0: int, ns, n_max: int, undecided=(),
-                         seed: int = 0, chunk_size: int = 10, cache_dir=None, bounds=ANYTIME_BOUNDS) -> dict:
-    """{"fixed": rows (n, certified, band_certified, per_k_alpha_over_m, band_gain), "history": the default bound's
-    anytime run's [samples, certified, undecided] per chunk, "stops": rows (undecided, samples, certified), "reach":
-    samples the anytime run needs to come within one point of the fixed n_max share (None: not within n_max),
-    "bound": the default bound's name, "bounds": {name: {"history", "reach", "anytime_certified", "stops"}} for
-    the default bound and every name in ``bounds`` (stops read off the history)}. Samples are drawn once, n_max of
-    them; every certificate reads them from the cache (``cache_dir`` None: kept in a temporary folder for this
-    call)."""
-    ns = sorted({int(n) for n in ns} | {int(n_max)})
+def fixed_and_sequential(model, method, layer: str, job: Job, sigma: float, sampling: SamplingConfig,
+                         cert: CertConfig, *, ns, undecided=(), bounds=ANYTIME_BOUNDS, cache_dir=None) -> dict:
+    """The "Fewer samples" comparison on one image (``job``: its tensor (3, H, W), id and target, None for the
+    model's top-1), at noise ``sigma``, with ``sampling``'s seed and chunks and n_max = ``sampling.n`` samples
+    drawn once, and ``cert``'s K, τ, α and n0 for the fixed-n certificates at each n of ``ns`` (and n_max).
+
+    Returns {"fixed": rows (n, certified, band_certified, per_k_alpha_over_m, band_gain, band_superset),
+    "history": the default bound's anytime run's [samples, certified, undecided] per chunk, "stops": rows
+    (undecided, samples, certified) of the stopping rule at each ``undecided``, "reach": samples the anytime run
+    needs to come within one point of the fixed n_max share (None: not within n_max), "bound": the default bound's
+    name, "bounds": {name: {"history", "reach", "anytime_certified", "stops"}} for the default bound and every name
+    in ``bounds`` (stops read off the history)}. Every certificate reads the samples from the cache (``cache_dir``
+    None: kept in a temporary folder for this call)."""
+    n_max = sampling.n
+    ns = sorted({int(n) for n in ns} | {n_max})
     bounds = [check_bound(b) for b in dict.fromkeys(bounds) if b != DEFAULT_BOUND]
     with tempfile.TemporaryDirectory() if cache_dir is None else contextlib.nullcontext(cache_dir) as cache:
         def engine(n):
-            return SmoothedAttribution(model, method, layer, sigma, n=n, seed=seed, chunk_size=chunk_size,
-                                       cache=cache, progress=False, ks=tuple(ks), tau=tau, alpha=alpha, n0=n0)
+            return SmoothedAttribution(model, method, layer, sigma, sampling.replace(n=n), cert, cache=cache,
+                                       progress=False)
 
-        target = engine(n_max).resolve_target(image, target)
+        image, image_id = job.tensor, job.image_id
+        target = engine(n_max).resolve_target(image, job.target)
         anytime = engine(n_max).certify(image, image_id, target, sequential=True, undecided=0.0)
         fixed = []
         for n in ns:
-            cert = engine(n).certify(image, image_id, target)
-            joint = engine(n).certify(image, image_id, target, alpha=alpha / len(cert.ks))
-            fixed.append({"n": n, "certified": certified_share(cert.labels),
-                          "band_certified": certified_share(cert.band_labels),
+            per_k = engine(n).certify(image, image_id, target)
+            joint = engine(n).certify(image, image_id, target, alpha=cert.alpha / len(per_k.ks))
+            fixed.append({"n": n, "certified": certified_share(per_k.labels),
+                          "band_certified": certified_share(per_k.band_labels),
                           "per_k_alpha_over_m": certified_share(joint.labels),
-                          "band_gain": int(((cert.band_labels != ABSTAIN) & (joint.labels == ABSTAIN)).sum()),
-                          "band_superset": bool(((joint.labels == ABSTAIN) | (cert.band_labels == joint.labels)).all())})
+                          "band_gain": int(((per_k.band_labels != ABSTAIN) & (joint.labels == ABSTAIN)).sum()),
+                          "band_superset": bool(((joint.labels == ABSTAIN) | (per_k.band_labels == joint.labels)).all())})
         stops = []
         for u in undecided:
             stop = engine(n_max).certify(image, image_id, target, sequential=True, undecided=u)
             stops.append({"undecided": float(u), "samples": int(stop.n), "certified": certified_share(stop.labels)})
-        others = {}
-        checked, ladder = check_image(image, channels=getattr(model, "channels", 3)), check_ks(ks)
-        for name in bounds:  # the other bounds on the same cached samples
-            cert = certify_sequential(engine(n_max).sparsified(checked, image_id, target, ladder, n=n_max), ladder,
-                                      checked.shape[1:], sigma=sigma, tau=tau, alpha=alpha, n_max=n_max,
-                                      undecided=0.0, bound=name)
-            others[name] = cert.metadata["history"]
+        others = {name: engine(n_max).certify(image, image_id, target, sequential=True, undecided=0.0,
+                                              bound=name).metadata["history"]
+                  for name in bounds}  # the other bounds on the same cached samples
     history = anytime.metadata["history"]
     top = fixed[-1]["certified"]
     runs = {DEFAULT_BOUND: history, **others}
@@ -88,4 +91,3 @@ def fixed_and_sequential(model, method, layer: str, image, image_id: str, target
     return {"fixed": fixed, "history": history, "stops": stops, "target": int(target), "n_max": int(n_max),
             "anytime_certified": float(history[-1][1]), "reach": samples_to_reach(history, top),
             "bound": DEFAULT_BOUND, "bounds": per_bound}
-

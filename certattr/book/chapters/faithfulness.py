@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.findings import FINDINGS
+from ...evaluation.findings.families import claims
 from ..plans import PlanBuilder, RunSpec, models_of, photo_jobs_for
 from .common import (
     ALPHA,
@@ -37,10 +37,16 @@ def plan(b: PlanBuilder):
     p = b.p
     for name in models_of(p):
         net = b.model(name)
-        images = (b.images_for(net) if p.get("image_dir") else
-                  b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images")))
-        b.add(net, photo_jobs_for(net, images),
-              RunSpec(p["methods"], p["layers"], [p["sigma"]], p.get("method_overrides")))
+        images = (
+            b.images_for(net)
+            if p.get("image_dir")
+            else b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
+        )
+        b.add(
+            net,
+            photo_jobs_for(net, images),
+            RunSpec(p["methods"], p["layers"], [p["sigma"]], p.get("method_overrides")),
+        )
 
 
 PARAMETERS = (
@@ -92,15 +98,12 @@ CHAPTER = register(
         "Faithfulness: deleting the certified pixels",
         PARAMETERS,
         plan,
-        findings=tuple(
-            FINDINGS[i]
-            for i in (
-                "deletion_input_leaders",
-                "gradcam_least_faithful_input",
-                "final_flip",
-                "localization_faithfulness",
-                "gradgb_final_faithful_vgg",
-            )
+        findings=claims(
+            "deletion_input_leaders",
+            "gradcam_least_faithful_input",
+            "final_flip",
+            "localization_faithfulness",
+            "gradgb_final_faithful_vgg",
         ),
         exercises=tuple(course_exercises.FAITHFULNESS),
         student_minutes=1,

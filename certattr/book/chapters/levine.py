@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.findings.levine import LEVINE_FINDINGS
+from ...evaluation.findings.families import claims
 from ..plans import PlanBuilder
 from .common import (
     ALPHA,
@@ -137,10 +137,7 @@ CHAPTER = register(
         "Adversarial training for robust saliency (Levine et al.'s second defense)",
         PARAMETERS,
         plan,
-        findings=tuple(
-            LEVINE_FINDINGS[i]
-            for i in ("levine_robustness_rises", "levine_accuracy_drops_little", "levine_sparsified_vs_scaled")
-        ),
+        findings=claims("levine_robustness_rises", "levine_accuracy_drops_little", "levine_sparsified_vs_scaled"),
         exercises=tuple(course_exercises.LEVINE),
         student_minutes=2,
     )

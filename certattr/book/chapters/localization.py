@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.findings import FINDINGS
+from ...evaluation.findings.families import claims
 from ...evaluation.jobs import grid_jobs, grids_for_model, model_list
 from ..plans import PlanBuilder, RunSpec, models_of
 from .common import (
@@ -140,7 +140,7 @@ CHAPTER = register(
         "Certified localization: Certified GridPG on 2x2 grids",
         PARAMETERS,
         plan,
-        findings=tuple(FINDINGS[i] for i in ("gradgb_final", "input_localization_leaders")),
+        findings=claims("gradgb_final", "input_localization_leaders"),
         exercises=tuple(course_exercises.LOCALIZATION),
         student_minutes=1,
     )

@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.sequential_findings import SEQUENTIAL_FINDINGS
+from ...evaluation.findings.families import claims
 from ...engine.encodings import certificate_encoding
 from ...engine.targets import resolve_target
 from ...evaluation.jobs import method_for, resolve_methods
@@ -125,9 +125,7 @@ CHAPTER = register(
         "The method on one photo: from an attribution map to certified pixels",
         PARAMETERS,
         plan,
-        findings=tuple(
-            SEQUENTIAL_FINDINGS[i] for i in ("band_superset", "anytime_reaches_fixed", "anytime_equal_budget")
-        ),
+        findings=claims("band_superset", "anytime_reaches_fixed", "anytime_equal_budget"),
         exercises=tuple(course_exercises.METHOD),
         student_minutes=2,
     )

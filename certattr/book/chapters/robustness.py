@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.findings import FINDINGS
+from ...evaluation.findings.families import claims
 from ...evaluation.jobs import model_scope_of
 from ..plans import PlanBuilder, RunSpec, models_of, photo_jobs_for
 from .common import (
@@ -46,13 +46,25 @@ def plan(b: PlanBuilder):
         own = b.images_for(net, p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
         own = [im for im in own if not scope.get("photos") or im.id in set(scope["photos"])]
         methods = scope.get("methods", p["methods"])
-        b.add(net, photo_jobs_for(net, own), RunSpec(methods, p["layers"], sigmas[:1], p.get("method_overrides"),
-                                                      (), skip))
+        b.add(
+            net,
+            photo_jobs_for(net, own),
+            RunSpec(methods, p["layers"], sigmas[:1], p.get("method_overrides"), (), skip),
+        )
         if len(sigmas) > 1:
             trend = own if p.get("image_dir") else [im for im in own if im.id in trend_ids]
-            b.add(net, photo_jobs_for(net, trend), RunSpec(methods, p["layers"], sigmas[1:],
-                                                            p.get("method_overrides"), (),
-                                                            skip + list(p.get("first_sigma_only") or [])))
+            b.add(
+                net,
+                photo_jobs_for(net, trend),
+                RunSpec(
+                    methods,
+                    p["layers"],
+                    sigmas[1:],
+                    p.get("method_overrides"),
+                    (),
+                    skip + list(p.get("first_sigma_only") or []),
+                ),
+            )
 
 
 PARAMETERS = (
@@ -167,18 +179,15 @@ CHAPTER = register(
         "Certified robustness: %certified against the radius and against K",
         PARAMETERS,
         plan,
-        findings=tuple(
-            FINDINGS[i]
-            for i in (
-                "sigma_trend",
-                "tau_trend",
-                "r_trend_every_model",
-                "k_trend_every_model",
-                "gradient_input",
-                "input_robust_leaders",
-                "input_small_k_balance",
-                "small_k_detail",
-            )
+        findings=claims(
+            "sigma_trend",
+            "tau_trend",
+            "r_trend_every_model",
+            "k_trend_every_model",
+            "gradient_input",
+            "input_robust_leaders",
+            "input_small_k_balance",
+            "small_k_detail",
         ),
         exercises=tuple(course_exercises.ROBUSTNESS),
         student_minutes=1,

@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.findings import FINDINGS
+from ...evaluation.findings.families import claims
 from ...evaluation.jobs import grid_jobs, grids_for_model, model_list
 from ..plans import PlanBuilder, RunSpec, models_of, photo_jobs_for
 from .common import (
@@ -114,7 +114,7 @@ CHAPTER = register(
         "Robustness, localization and faithfulness: the trade-off",
         PARAMETERS,
         plan,
-        findings=tuple(FINDINGS[i] for i in ("rise_lrp_balance", "rise_best_balance")),
+        findings=claims("rise_lrp_balance", "rise_best_balance"),
         exercises=tuple(course_exercises.TRADEOFF),
         student_minutes=1,
     )

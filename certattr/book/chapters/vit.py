@@ -3,7 +3,7 @@ and a sweep both run, the claims it checks and its exercises."""
 
 from __future__ import annotations
 
-from ...evaluation.findings import FINDINGS
+from ...evaluation.findings.families import claims
 from ..plans import PlanBuilder, RunSpec, photo_jobs_for
 from .common import (
     ALPHA,
@@ -75,7 +75,7 @@ CHAPTER = register(
         "Vision Transformers: from tokens to a 14x14 map",
         PARAMETERS,
         plan,
-        findings=tuple(FINDINGS[i] for i in ("vit_gradient_weak", "vit_rise_robust", "vit_activation_weak_final")),
+        findings=claims("vit_gradient_weak", "vit_rise_robust", "vit_activation_weak_final"),
         exercises=tuple(course_exercises.VIT),
         student_minutes=4,
     )

@@ -1,7 +1,9 @@
 """The paper's claims, checked against a run: what the paper and its rebuttal reported, what the run measured,
 and a verdict computed from the run's numbers with a stated criterion.
 
-* :mod:`.claims`: the list of claims (:data:`FINDINGS`), each with its words, source, chapter and criterion;
+* :mod:`.claims`: the paper's claims (:data:`FINDINGS`), each with its words, source, chapter and criterion;
+  :mod:`.levine` and :mod:`.anytime` the related certificates' claims and checks; :mod:`.families` the one
+  registry of every family, through which chapters name the claims they check;
 * :mod:`.evidence`: which methods and settings may count as evidence (written once for every check);
 * :mod:`.units`: what one measurement is (its whole identity), what an independent cluster is, which methods
   are one method on a model;

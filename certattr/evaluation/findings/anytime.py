@@ -1,21 +1,21 @@
 """The claims of the certificates beyond the paper (one claim for every K; anytime sampling), checked against the
 "Fewer samples" runs of the method chapter (:func:`certattr.evaluation.sequential_runs.fixed_and_sequential`, one
-result per photo) with stated criteria, as the paper's claims are in :mod:`certattr.evaluation.findings`. The
+result per photo) with stated criteria, as the paper's claims are in :mod:`.claims`. The
 anytime rows judge the default bound and report every bound the runs measured beside it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .findings import Finding, Verdict
+from .claims import Finding, Verdict
 
-__all__ = ["SEQUENTIAL_FINDINGS", "TARGET_SHARE", "BUDGET_SLACK", "check_band_superset", "check_anytime_reaches_fixed",
+__all__ = ["ANYTIME_FINDINGS", "TARGET_SHARE", "BUDGET_SLACK", "check_band_superset", "check_anytime_reaches_fixed",
            "check_anytime_equal_budget", "sequential_verdicts"]
 
 TARGET_SHARE = 0.5  #: the target: the fixed n_max result at no more than 50% of its samples on average
 BUDGET_SLACK = 1.0  #: the target at equal budgets: at most this many points below the fixed n
 
-SEQUENTIAL_FINDINGS: dict[str, Finding] = {f.id: f for f in [
+ANYTIME_FINDINGS: dict[str, Finding] = {f.id: f for f in [
     Finding("band_superset", "The band certificate certifies at least the per-K certificates at α/m",
             "One certificate for the whole K ladder at one α must certify at least as many pixels at every K as the "
             "paper's per-K certificates at α/m each (the same total guarantee).", "this companion, the band certificate",
@@ -41,7 +41,7 @@ SEQUENTIAL_FINDINGS: dict[str, Finding] = {f.id: f for f in [
 
 def check_band_superset(runs: dict) -> Verdict:
     """``runs``: {photo id: fixed_and_sequential result}."""
-    finding = SEQUENTIAL_FINDINGS["band_superset"]
+    finding = ANYTIME_FINDINGS["band_superset"]
     if not runs:
         return Verdict(finding, "not tested", "no photo", "the run certified no photo")
     rows = [r for res in runs.values() for r in res["fixed"]]
@@ -73,7 +73,7 @@ def _others(runs: dict, text) -> str:
 
 
 def check_anytime_reaches_fixed(runs: dict) -> Verdict:
-    finding = SEQUENTIAL_FINDINGS["anytime_reaches_fixed"]
+    finding = ANYTIME_FINDINGS["anytime_reaches_fixed"]
     if not runs:
         return Verdict(finding, "not tested", "no photo", "the run certified no photo")
     n_max = next(iter(runs.values()))["n_max"]
@@ -114,7 +114,7 @@ def _budget_diffs(runs: dict, name: str | None = None):
 
 
 def check_anytime_equal_budget(runs: dict) -> Verdict:
-    finding = SEQUENTIAL_FINDINGS["anytime_equal_budget"]
+    finding = ANYTIME_FINDINGS["anytime_equal_budget"]
     diffs, budgets = _budget_diffs(runs)
     if not diffs:
         return Verdict(finding, "not tested", "no budget below n_max", "the run has no fixed n below n_max")
