@@ -13,7 +13,7 @@ from ..methods import get_method
 from ..models.registry import LoadedModel
 from .grids import _check_layout
 from .jobs import class_names, method_for
-from .metrics import certificate_gridpg, certified_components, gridpg, label_counts
+from .metrics import DeletionCurve, certificate_gridpg, certified_components, gridpg, label_counts
 
 __all__ = ["certificate_rows", "gridpg_rows", "deletion_rows", "to_frame", "robustness_rows", "localization_rows", "certificate_subset"]
 
