@@ -11,6 +11,11 @@ torch.set_num_threads(_THREADS)
 # process while another worker keeps the other core busy spin in barriers and run several times slower
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, str(_THREADS))
+# weights trained here (the digits CNN) are cached for the test session, not in the user's home
+if "CERTATTR_MODEL_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["CERTATTR_MODEL_CACHE"] = tempfile.mkdtemp(prefix="certattr-models-")
 
 
 @pytest.fixture(scope="session")

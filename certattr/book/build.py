@@ -31,8 +31,10 @@ from ..engine.validation import CertattrError, check_choice
 from ..course.notebooks import build_assignments
 from ..engine.files import atomic_write_bytes
 from ..evaluation.findings import FINDINGS, bottom_line, read_findings, summary_markdown
+from ..evaluation.findings.domains import JOINED, domain_comparison, join_domains
 from .chapters import (PROFILE_NAMES, chapter_names, chapters as book_chapters, course as book_course, get as get_chapter,
                        plan_chapters, toc_yaml)
+from .chapters.declaration import DOMAINS, PAPER_DOMAIN, domain
 from .parameters import check_chapter_parameters
 
 __all__ = ["PROFILE_NAMES", "chapter_names", "chapter_parameters", "book_plan", "parameters_cell_in_step", "run_chapter", "build_book", "parse_overrides", "ROOT",
@@ -40,16 +42,39 @@ __all__ = ["PROFILE_NAMES", "chapter_names", "chapter_parameters", "book_plan", 
 
 ROOT = Path(__file__).resolve().parents[2]  #: the repository (notebooks/, book/, _config.yml)
 
+#: what a chapter on a further domain keeps when the book is run with overrides: its model and its data
+DOMAIN_OWN = frozenset({"model", "models", "weights", "image_dir", "imagenet_dir", "photos", "n_images", "grid_photos",
+                        "grid_n_images", "qualify_models", "model_scope"})
+
+
 def chapter_parameters(profile: str, chapter: str, overrides: dict | None = None, root: Path = ROOT) -> dict:
     """The parameters ``chapter`` runs with under ``profile``: its declaration's values (:mod:`.chapters`), the
-    sample cache and the results folder of ``root``, then ``overrides``."""
+    sample cache and the results folder of ``root``, then ``overrides`` (a chapter on a further domain keeps its
+    :data:`DOMAIN_OWN` values: overrides such as ``-p imagenet_dir`` are for the paper's domain)."""
     check_choice("profile", profile, PROFILE_NAMES)
-    params = get_chapter(chapter).params(profile)
+    declared = get_chapter(chapter)
+    params = declared.params(profile)
     # $CERTATTR_CACHE: a sample cache shared with `certattr sweep` (e.g. on a cluster's shared file system)
     params["cache_dir"] = os.environ.get("CERTATTR_CACHE") or str(Path(root) / ".cache" / "samples")
-    params["results_dir"] = str(Path(root) / "book" / "chapters" / "results" / profile)
-    params.update(overrides or {})
+    d = domain(declared.domain)
+    if d.prepare is not None:  # what the domain's chapters read (e.g. its labelled folder), written once
+        params.update(d.prepare(Path(root), profile))
+    given = dict(overrides or {})
+    if d is not PAPER_DOMAIN:  # a further domain's chapters keep their own model and data
+        given = {k: v for k, v in given.items() if k not in DOMAIN_OWN}
+    params.update(given)
+    params["results_dir"] = str(results_folder(profile, declared.domain, root, overrides))
     return params
+
+
+def results_folder(profile: str, domain_name: str = PAPER_DOMAIN.name, root: Path = ROOT,
+                   overrides: dict | None = None) -> Path:
+    """Where the chapters of ``profile`` write their tables and findings: ``book/chapters/results/<profile>`` (or
+    the ``results_dir`` of ``overrides``), and a subfolder per further domain (``.../<domain>``), so each domain's
+    files keep the same names."""
+    given = (overrides or {}).get("results_dir")
+    path = Path(given) if given else Path(root) / "book" / "chapters" / "results" / profile
+    return path if domain_name == PAPER_DOMAIN.name else path / domain_name
 
 
 class _OverrideLoader(yaml.SafeLoader):
@@ -93,6 +118,9 @@ def declared_parameters(chapter: str, root: Path = ROOT) -> dict:
 def parameters_cell_in_step(chapter: str, root: Path = ROOT, *, write: bool = True) -> bool:
     """Is the parameters cell of ``<root>/notebooks/<chapter>.md`` its declaration's? If not and ``write``, write it
     there (the committed notebook then runs with the cpu profile's values under plain papermill)."""
+    declared = get_chapter(chapter)
+    if declared.source != declared.stem:
+        return True  # it runs another chapter's notebook, whose cell is that chapter's
     path = Path(root) / "notebooks" / f"{chapter}.md"
     try:
         text = path.read_text()
@@ -216,7 +244,9 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
 
     check_chapter_parameters(params)
     root = Path(root)
-    source, output_dir = root / "notebooks" / f"{chapter}.md", root / "book" / "chapters"
+    declared = get_chapter(chapter) if chapter in chapter_names() else None
+    notebook_stem = declared.source if declared is not None else chapter
+    source, output_dir = root / "notebooks" / f"{notebook_stem}.md", root / "book" / "chapters"
     output_dir.mkdir(parents=True, exist_ok=True)
     out, stamp = output_dir / f"{chapter}.ipynb", output_dir / f".{chapter}.stamp"
     digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
@@ -241,6 +271,8 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     finally:
         tmp_in.unlink(missing_ok=True)
     _fold_injected_parameters(tmp_out)
+    if declared is not None and declared.domain != PAPER_DOMAIN.name:
+        _open_on_domain(tmp_out, declared.title, domain(declared.domain).opening())
     show_stub_checks(tmp_out)  # the reader sees the stub above each check: show the stub's check, not the solution's
     tmp_out.replace(out)
     seconds = time.time() - start
@@ -270,6 +302,20 @@ def _set_chapter_time(path: Path, names, seconds: float) -> None:
     nbformat.write(nb, path)
 
 
+def _open_on_domain(path: Path, title: str, opening: str) -> None:
+    """A chapter run on a further domain: its page's title becomes ``title`` and ``opening`` (what the data and
+    the model are, and that this is not the paper's setting) is the first paragraph under it."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            lines = cell.source.lstrip().split("\n", 1)
+            cell.source = f"# {title}\n\n{opening}\n" + (("\n" + lines[1]) if len(lines) > 1 else "")
+            break
+    nbformat.write(nb, path)
+
+
 def _fold_injected_parameters(path: Path) -> None:
     """The cell papermill injects (this run's parameters) stays in the book, folded behind a toggle."""
     import nbformat
@@ -287,15 +333,27 @@ def write_findings_page(profile: str, overrides: dict | None = None, root: Path 
     chapters of this profile saved in their results folder (see :mod:`certattr.evaluation.findings`), in the order
     and with the chapters of the chapters' declarations; and ``bottom_line.md``, its opening paragraph."""
 
-    results_dir = Path(chapter_parameters(profile, chapter_names()[0], overrides, root)["results_dir"])
+    results_dir = results_folder(profile, PAPER_DOMAIN.name, root, overrides)
     path = Path(root) / "book" / "chapters" / "findings.md"
-    groups = [(c.stem, list(c.findings)) for c in book_chapters() if c.findings]
-    atomic_write_bytes(path, summary_markdown(results_dir, profile, groups).encode())
-    # the introduction's opening paragraph, "Does the paper hold up?", from the same verdicts
+    on_paper = [c for c in book_chapters() if c.domain == PAPER_DOMAIN.name]
+    groups = [(c.stem, list(c.findings)) for c in on_paper if c.findings]
     saved = read_findings(results_dir)
     paper = {f.id: f for _, claims in groups for f in claims if f.id in FINDINGS}
-    atomic_write_bytes(path.with_name("bottom_line.md"),
-                       (bottom_line(saved, paper, profile=profile, scope=f"profile {profile}") + "\n").encode())
+    # a further domain's column (the chapters declared on it), and the "every model" claims on every domain's models
+    other, comparison = None, ""
+    for d in DOMAINS.values():
+        pages = {c.source: c.stem for c in book_chapters() if c.domain == d.name}
+        if d.name == PAPER_DOMAIN.name or not pages:
+            continue
+        folder = results_folder(profile, d.name, root, overrides)
+        joined = join_domains([results_dir, folder], results_dir / JOINED)
+        other = (d.title, pages, read_findings(folder), {v.finding.id: v.to_dict() for v in joined})
+        comparison = domain_comparison(saved, other[2], paper, title=d.title)
+    atomic_write_bytes(path, summary_markdown(results_dir, profile, groups, other=other).encode())
+    # the introduction's opening paragraph, "Does the paper hold up?", from the same verdicts
+    text = bottom_line(saved, paper, profile=profile, scope=f"profile {profile}, ImageNet photos")
+    atomic_write_bytes(path.with_name("bottom_line.md"), (text + ("\n\n" + comparison if comparison else "")
+                                                          + "\n").encode())
     return path
 
 
@@ -306,13 +364,13 @@ def write_results_archive(profile: str, overrides: dict | None = None, root: Pat
     import zipfile
 
     chapters_dir = Path(root) / "book" / "chapters"
-    results_dir = Path(chapter_parameters(profile, chapter_names()[0], overrides, root)["results_dir"])
+    results_dir = results_folder(profile, PAPER_DOMAIN.name, root, overrides)
     archive = chapters_dir / f"results-{profile}.zip"
     tmp = archive.with_name(archive.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(results_dir.glob("*")):
+        for path in sorted(results_dir.rglob("*")):  # with each further domain's subfolder
             if path.is_file() and path.suffix in (".csv", ".json"):
-                zf.write(path, f"results/{path.name}")
+                zf.write(path, f"results/{path.relative_to(results_dir).as_posix()}")
         for path in [chapters_dir / "execution.md", *sorted(chapters_dir.glob(".*.run.json"))]:
             if path.exists():
                 zf.write(path, f"execution/{path.name.lstrip('.')}")
@@ -371,6 +429,8 @@ def build_book(profile: str = "cpu", *, only=None, build_html: bool = True, forc
     """
     root = Path(root)
     check_choice("profile", profile, PROFILE_NAMES)
+    # models trained here (the digits CNN) are cached in the repository, where the chapters' kernels find them
+    os.environ.setdefault("CERTATTR_MODEL_CACHE", str(root / ".cache" / "models"))
     stems = chapter_names()
     selected = stems if not only else [get_chapter(c).stem for c in only]
     for chapter in stems:

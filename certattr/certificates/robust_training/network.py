@@ -13,7 +13,6 @@ network); the twin then uses the twin's own ``beta``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...engine.validation import check_choice, check_positive_int
+from ...models.digits import one_thread
 from ...models.registry import LoadedModel, ModelSpec
 
 __all__ = ["ACTIVATIONS", "DigitCNN", "saliency_maps", "digit_model", "DIGIT_MODEL_NAME", "one_thread"]
@@ -28,22 +28,6 @@ __all__ = ["ACTIVATIONS", "DigitCNN", "saliency_maps", "digit_model", "DIGIT_MOD
 ACTIVATIONS = ("relu", "softplus")
 DIGIT_MODEL_NAME = "digit_cnn"
 _NET_BETA = 1.0  #: softplus sharpness of a softplus classifier (activation="softplus"; PyTorch's default)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread inside the block (the previous count is restored after it).
-
-    The network is so small that a second thread only adds synchronisation: measured on the project's 2-core
-    machine while other jobs ran, one training of the tests took 21 s on two threads and 1.8 s on one. One
-    thread also fixes the float reductions, so the trained weights do not depend on the machine's core count.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class DigitCNN(nn.Module):

@@ -53,19 +53,40 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(findings, saved: dict, where: dict) -> list[str]:
-    lines = ["```{div} full-width", "", "| claim (chapter) | the paper reported | this run measured | verdict: why |",
-             "|---|---|---|---|"]
+def _other_cell(finding, where: dict, other) -> str:
+    """The cell of ``finding`` on a further domain: ``other`` = (title, {chapter stem: page stem}, saved, joined)."""
+    title, pages, saved, joined = other
+    page = pages.get(where[finding.id])
+    if page is None:
+        return "—"
+    row = saved.get(finding.id)
+    link = f"({{doc}}`{page} <chapters/{page}>`)"
+    if row is None:
+        return f"**not tested**: the chapter was not executed on the {title} {link}"
+    text = f"**{row['verdict']}**: {_cell(row['measured'])} {link}"
+    both = joined.get(finding.id)
+    if both is not None:
+        text += f" *Every model of both domains:* **{both['verdict']}**: {_cell(both['why'])}"
+    return text
+
+
+def _table(findings, saved: dict, where: dict, other=None) -> list[str]:
+    head = "| claim (chapter) | the paper reported | this run measured | verdict: why |"
+    rule = "|---|---|---|---|"
+    if other is not None:
+        head, rule = head + f" on the {other[0]} |", rule + "---|"
+    lines = ["```{div} full-width", "", head, rule]
     for finding in findings:
         row = saved.get(finding.id)
         name = f"**{_cell(finding.title)}** ({{doc}}`{where[finding.id]} <chapters/{where[finding.id]}>`)"
         paper = f"{_cell(finding.paper)} ({_cell(finding.source)})"
+        extra = f" {_other_cell(finding, where, other)} |" if other is not None else ""
         if row is None:
             lines.append(f"| {name} | {paper} | the chapter was not executed in this build | **not tested**: the "
-                         f"chapter was not executed. |")
+                         f"chapter was not executed. |{extra}")
             continue
         why = row["why"] + (f" {row['excluded']}" if row.get("excluded") else "")
-        lines.append(f"| {name} | {paper} | {_cell(row['measured'])} | **{row['verdict']}**: {_cell(why)} |")
+        lines.append(f"| {name} | {paper} | {_cell(row['measured'])} | **{row['verdict']}**: {_cell(why)} |{extra}")
     return lines + ["", "```"]
 
 
@@ -156,12 +177,14 @@ def identical_maps_text(results_dir) -> str:
             "count as one method in every method-level statistic: " + "; ".join(sentences) + ".")
 
 
-def summary_markdown(results_dir, profile: str, chapters: Sequence) -> str:
+def summary_markdown(results_dir, profile: str, chapters: Sequence, *, other=None) -> str:
     """The introduction's findings table (MyST Markdown) from the chapters' saved verdicts.
 
     ``chapters``: ``[(chapter stem, its claims)]`` in book order (each claim a :class:`Finding`). The claims of the
     paper and its rebuttal (:data:`FINDINGS`) come first, one row each, then the claims beyond the paper (Levine
-    et al.'s defenses, the certificates beyond it), each a row whether its chapter ran or not."""
+    et al.'s defenses, the certificates beyond it), each a row whether its chapter ran or not. ``other``: a
+    further domain's column beside the paper's claims, (its title, {chapter stem: its page on that domain}, its
+    saved verdicts, the verdicts of the "every model" claims on every domain's models together)."""
     saved = read_findings(results_dir)
     where = {f.id: stem for stem, claims in chapters for f in claims}
     claims = [f for _, group in chapters for f in group]
@@ -175,7 +198,12 @@ def summary_markdown(results_dir, profile: str, chapters: Sequence) -> str:
              f"verdict are named in the row.", "", f"**How a verdict is labelled.** {LABEL_RULE}", ""]
     if same:
         lines += [f"**Identical maps.** {same}", ""]
-    lines += _table(paper, saved, where)
+    if other is not None:
+        pages = listing([f"{{doc}}`{page} <chapters/{page}>`" for page in other[1].values()])
+        lines += [f"**A second domain.** The last column checks the same claim, by the same criterion, on the "
+                  f"{other[0]} ({pages}): a second domain, not the paper's setting. “—”: the claim's chapter does "
+                  f"not run on the {other[0]}.", ""]
+    lines += _table(paper, saved, where, other)
     if related:
         lines += ["", f"**Beyond the paper.** {len(related)} claims of the related certificates and defenses "
                   f"(Levine et al.'s adversarial training and Sparsified SmoothGrad) and of this project's own "

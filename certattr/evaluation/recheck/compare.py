@@ -107,9 +107,25 @@ def recheck_frame(results_dir) -> pd.DataFrame:
     return frame
 
 
+def result_folders(results_dir) -> list[Path]:
+    """The folder and each subfolder of it that holds findings files (a further domain's results, and the rows
+    that join every domain's models), in name order."""
+    folder = Path(results_dir)
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and any(p.glob("findings_*.json"))) \
+        if folder.is_dir() else []
+    return [folder, *subs]
+
+
 def recheck(results_dir) -> int:
-    """Print the comparison and return the number of quantities that differ (0: every row agrees)."""
-    frame = recheck_frame(results_dir)
+    """Print the comparison for the folder and each of its subfolders with findings (:func:`result_folders`) and
+    return the number of quantities that differ (0: every row agrees)."""
+    base = Path(results_dir)
+    frames = []
+    for folder in result_folders(base):
+        part = recheck_frame(folder)
+        part.insert(0, "folder", "." if folder == base else folder.name)
+        frames.append(part)
+    frame = pd.concat(frames, ignore_index=True) if frames else recheck_frame(base)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
         print(frame.to_string(index=False))
     bad = int((~frame.agree).sum())
