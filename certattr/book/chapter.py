@@ -55,9 +55,7 @@ def repository_paths(cache_dir, results_dir, profile: str) -> tuple[str, str]:
 def setup(results_dir, *, style: str = "whitegrid") -> float:
     """Silence the known third-party notices, set the figure style, make ``results_dir``; returns the start
     time (for the chapter's own timing)."""
-    import matplotlib
     import pandas as pd
-    import seaborn as sns
     import torch
 
     warnings.filterwarnings("ignore", category=UserWarning, module="captum")
@@ -65,14 +63,31 @@ def setup(results_dir, *, style: str = "whitegrid") -> float:
     warnings.filterwarnings("ignore", category=DegenerateMapWarning)
     if hasattr(pd.errors, "Pandas4Warning"):
         warnings.filterwarnings("ignore", category=pd.errors.Pandas4Warning)
-    sns.set_theme(context="paper", style=style, rc={
-        "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-        "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": 10, "figure.dpi": DPI,
-        "savefig.dpi": DPI})
-    matplotlib.rcParams["figure.max_open_warning"] = 0
+    figure_style(style)
     torch.manual_seed(0)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
+    from .table import reset_numbering
+
+    reset_numbering()
     return time.time()
+
+
+#: the smallest font of a figure, in points: 8 pt at :data:`DPI` is 11 px, at least 9 px on the page as long as the
+#: figure is shown at 80% of its size or more (figures are drawn at most as wide as the cell that shows them)
+MIN_FONT_PT = 8
+
+
+def figure_style(style: str = "whitegrid") -> None:
+    """The book's figure style (seaborn's "paper" context at :data:`DPI`, fonts of 8 to 10 pt): what every chapter
+    draws with, and what the legibility tests render with."""
+    import matplotlib
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style=style, rc={
+        "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": MIN_FONT_PT,
+        "ytick.labelsize": MIN_FONT_PT, "legend.fontsize": MIN_FONT_PT, "legend.title_fontsize": 9,
+        "figure.titlesize": 10, "figure.dpi": DPI, "savefig.dpi": DPI})
+    matplotlib.rcParams["figure.max_open_warning"] = 0
 
 
 def degenerate_note(certificates) -> str:
