@@ -64,9 +64,9 @@ def test_method_bars_figure_draws_one_axes_per_model_and_marks_missing_and_undef
     fig = method_bars_figure(_bar_rows("outcome"), "final", **common)
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == "Model A, Final layer: t"  # b has no Final rows
     ax = fig.axes[0]
-    # groups: Grad, LRP (undefined: "n/a"), RISE; Cam neither ran nor is undefined, so it is left out
+    # groups: Grad, LRP (undefined: "not defined"), RISE; Cam neither ran nor is undefined, so it is left out
     assert [t.get_text() for t in ax.texts if t.get_text() in ("Grad", "LRP", "RISE", "Cam")] == ["Grad", "LRP", "RISE"]
-    assert [t.get_text() for t in ax.texts].count("n/a") == 1
+    assert [t.get_text() for t in ax.texts].count("not\ndefined") == 1
     assert [t.get_text() for t in ax.texts].count("not run") == 1  # RISE at x = "2"
     stacks = {}
     for bar in ax.patches:

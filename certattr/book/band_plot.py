@@ -1,25 +1,30 @@
 """The band map of a certificate as one figure: each pixel's certified band of the top-K ladder, one claim at alpha.
 
 Colours: the K colours of :mod:`certattr.book.plotting` for "certified in the top K%" (the smallest such K), a
-blue scale for "certified outside the top K%" (the largest such K) where the pixel is in no certified top set, and
-the overlays' light/dark stripes for abstain (no claim at any K), which show on any photo.
+green-to-slate scale for "certified outside the top K%" (the largest such K) where the pixel is in no certified top
+set, darker for a larger K, every colour at least 20 apart (CIELAB ΔE76) from the others of the map, and the
+overlays' light/dark stripes for abstain (no claim at any K), which show on any photo.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..engine.certificate import Certificate
+from .chapter import TEXT_WIDTH
 from .plotting import _image_hwc, abstain_legend_patch, abstain_stripes, k_colors
 
-__all__ = ["band_rgba", "plot_band_map", "OUTSIDE_COLORS"]
+__all__ = ["band_rgba", "plot_band_map", "band_map_figure", "OUTSIDE_COLORS"]
 
-#: "certified outside the top K%": darker for a larger K (a stronger claim: outside a larger set)
-OUTSIDE_COLORS = ((0.62, 0.75, 0.90), (0.35, 0.52, 0.78), (0.16, 0.30, 0.60), (0.08, 0.16, 0.40), (0.03, 0.06, 0.22))
+#: "certified outside the top K%": darker for a larger K (a stronger claim: outside a larger set); light mint, green,
+#: steel blue, teal, dark slate (CIELAB lightness 91, 76, 62, 48, 27), none close to a K colour
+OUTSIDE_COLORS = ((0.80, 0.93, 0.80), (0.50, 0.80, 0.55), (0.30, 0.62, 0.82), (0.13, 0.50, 0.45), (0.05, 0.28, 0.30))
 
 
 def _outside_colors(count: int) -> list:
+    """``count`` colours of :data:`OUTSIDE_COLORS`, spread over the whole scale (three K: mint, steel blue, slate)."""
     if count <= len(OUTSIDE_COLORS):
-        return list(OUTSIDE_COLORS[len(OUTSIDE_COLORS) - count:])
+        picks = np.round(np.linspace(0, len(OUTSIDE_COLORS) - 1, count)).astype(int) if count > 1 else [2]
+        return [OUTSIDE_COLORS[i] for i in picks]
     return [tuple(c) for c in np.linspace(OUTSIDE_COLORS[0], OUTSIDE_COLORS[-1], count)]
 
 
@@ -40,7 +45,8 @@ def band_rgba(cert: Certificate) -> tuple[np.ndarray, list]:
 
 
 def plot_band_map(cert: Certificate, image, ax, title: str | None = None, legend: bool = True) -> None:
-    """The image (dimmed) under the band map; a pixel in a certified top set shows its smallest such K."""
+    """The image (dimmed) under the band map; a pixel in a certified top set shows its smallest such K. With
+    ``legend``, the legend beside the panel (in its figure's font)."""
     rgba, entries = band_rgba(cert)
     grey = _image_hwc(image).mean(axis=2)
     ax.imshow(0.15 + 0.6 * grey, cmap="gray", vmin=0, vmax=1)
@@ -52,4 +58,14 @@ def plot_band_map(cert: Certificate, image, ax, title: str | None = None, legend
         from matplotlib.patches import Patch
 
         ax.legend(handles=[Patch(color=c, label=l) for l, c in entries] + [abstain_legend_patch()], loc="center left",
-                  bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+                  bbox_to_anchor=(1.02, 0.5), fontsize=9, frameon=False)
+
+
+def band_map_figure(cert: Certificate, image, title: str | None = None, width: float = 0.75 * TEXT_WIDTH):
+    """The band map of one certificate as a figure: the map, and its legend beside it (in top K%: the K colours,
+    smallest K last; outside top K%: the green-to-slate scale; abstain: stripes)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, 3.2), layout="constrained")
+    plot_band_map(cert, image, ax, title)
+    return fig
