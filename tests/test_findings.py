@@ -295,6 +295,12 @@ def test_balance_table_against_a_loop():
         assert p.faithfulness == pytest.approx(drop)
         assert p.balance == pytest.approx(np.mean([np.sqrt(r * g) for r, g in per_k]))
         assert p.balance3 == pytest.approx(np.mean([np.cbrt(r * g * max(drop, 0)) for r, g in per_k]))
+    # the figure's whiskers: intervals around the means (8 images, 40 grid targets), none below 8 clusters
+    tol = 1e-12
+    assert ((table.robustness_low <= table.robustness + tol) & (table.robustness <= table.robustness_high + tol)).all()
+    assert ((table.gridpg_low < table.certified_gridpg) & (table.certified_gridpg < table.gridpg_high)).all()
+    few, _ = F.balance_table(rob[rob.image_id.isin(["im0", "im1", "im2"])], loc, None)
+    assert few.robustness_low.isna().all() and few.gridpg_low.notna().all()
 
 
 def test_gridpg_intervals_cover_the_mean_and_shrink_with_more_targets():

@@ -29,6 +29,9 @@ class Finding:
     source: str
     criterion: str
     layers: tuple = ("input", "final")  #: the layers the claim is about: a row names only their exclusions
+    #: the methods (titles) the claim is about when it compares them with no other method: a row names only their
+    #: exclusions (empty: every method counts, e.g. a ranking against all others)
+    methods: tuple = ()
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Verdict:
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict={self.verdict!r} is not allowed: give one of {', '.join(VERDICTS)}")
-        self.excluded = _for_layers(self.excluded, self.finding.layers)
+        self.excluded = _for_methods(_for_layers(self.excluded, self.finding.layers), self.finding.methods)
 
     def to_dict(self) -> dict:
         return {**asdict(self.finding), "verdict": self.verdict, "measured": self.measured, "why": self.why,
@@ -60,6 +63,17 @@ def _for_layers(excluded: str, layers) -> str:
     body, dot, rest = excluded[len(_PREFIX):].partition(". Not ranked")
     items = re.split(r"; (?=[A-Z][\w+\-]* at the (?:Input|Final) layer)", body.rstrip("."))
     keep = [i for i in items if any(f" at the {layer.capitalize()} layer" in i.split(" (")[0] for layer in layers)]
+    tail = ("Not ranked" + rest) if dot else ""
+    return " ".join(filter(None, [(_PREFIX + "; ".join(keep) + ".") if keep else "", tail]))
+
+
+def _for_methods(excluded: str, methods) -> str:
+    """The "Not counted as evidence: ..." sentence with only the pairs of ``methods`` (all when empty)."""
+    if not methods or not excluded.startswith(_PREFIX):
+        return excluded
+    body, dot, rest = excluded[len(_PREFIX):].partition(". Not ranked")
+    items = re.split(r"; (?=[A-Z][\w+\-]* at the (?:Input|Final) layer)", body.rstrip("."))
+    keep = [i for i in items if i.split(" at the ")[0] in methods]
     tail = ("Not ranked" + rest) if dot else ""
     return " ".join(filter(None, [(_PREFIX + "; ".join(keep) + ".") if keep else "", tail]))
 
@@ -213,4 +227,8 @@ _ONE_LAYER = {**dict.fromkeys(("gradient_input", "input_robust_leaders", "input_
                                "localization_faithfulness", "rise_lrp_balance"), ("input",)),
               **dict.fromkeys(("gradgb_final", "final_flip", "gradgb_final_faithful_vgg", "vit_activation_weak_final"),
                               ("final",))}
-FINDINGS = {fid: replace(f, layers=_ONE_LAYER.get(fid, f.layers)) for fid, f in FINDINGS.items()}
+#: the claims about named methods alone (not a ranking against the others): their rows name only those methods'
+#: exclusions
+_ONLY_METHODS = {"gradient_input": ("Grad", "GB", "IxG", "IntGrad")}
+FINDINGS = {fid: replace(f, layers=_ONE_LAYER.get(fid, f.layers), methods=_ONLY_METHODS.get(fid, f.methods))
+            for fid, f in FINDINGS.items()}

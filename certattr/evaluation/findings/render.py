@@ -15,6 +15,7 @@ from .stats import CONFIDENCE, TEST_LEVEL
 from .units import identical_groups
 
 __all__ = ["findings_frame", "write_findings", "read_findings", "summary_markdown", "findings_html", "bottom_line",
+           "exclusion_items", "table_exclusions",
            "identical_maps_text"]
 
 
@@ -49,6 +50,82 @@ def read_findings(results_dir) -> dict[str, dict]:
     return out
 
 
+# --- what a table does not count, said once under it ------------------------------------------------------------
+_NOT_COUNTED = "Not counted as evidence: "
+_NOT_RANKED = "Not ranked, their score is zero by emptiness: "
+
+
+def exclusion_items(excluded: str) -> tuple[dict, dict]:
+    """The two parts of a verdict's ``excluded`` sentence (:func:`~.evidence.notes`) as ({"RISE at the Input
+    layer": reason}, {"Grad": why not ranked}); empty dicts for an empty sentence."""
+    import re
+
+    counted, ranked = {}, {}
+    text = str(excluded or "").strip()
+    first, _, rest = text.partition(_NOT_RANKED)
+    first = first.strip()
+    if first.startswith(_NOT_COUNTED):
+        body = first[len(_NOT_COUNTED):].rstrip().rstrip(".")
+        for item in re.split(r"; (?=[A-Z][\w+\-]* at the (?:Input|Final) layer \()", body):
+            name, reason = _name_and_reason(item)
+            counted[name] = reason
+    if rest:
+        body = rest.rstrip().rstrip(".")
+        for item in re.split(r"; (?=[A-Z][\w+\-]*(?: \(=[^)]*\))? \()", body):
+            name, why = _name_and_reason(item)
+            ranked[name] = why
+    return counted, ranked
+
+
+def _name_and_reason(item: str) -> tuple[str, str]:
+    """"LRP (= IxG) (nothing certified '1' ...)" -> ("LRP (= IxG)", "nothing certified '1' ...")."""
+    import re
+
+    match = re.match(r"^(.+?(?: \(=[^)]*\))?) \((.*)\)$", item.strip(), flags=re.S)
+    return (match.group(1), match.group(2)) if match else (item.strip(), "")
+
+
+def _short_names(names) -> str:
+    """"RISE and Occlusion at the Input layer, Grad at the Final layer": the pairs grouped by layer."""
+    by_layer: dict = {}
+    other = []
+    for name in names:
+        method, sep, layer = name.partition(" at the ")
+        (by_layer.setdefault(layer, []) if sep else other).append(method if sep else name)
+    return ", ".join([f"{listing(ms)} at the {layer}" for layer, ms in by_layer.items()] + other)
+
+
+def table_exclusions(excluded_texts) -> tuple[str, list[str]]:
+    """For the rows of one table (their ``excluded`` sentences): the note said once under the table (every pair
+    not counted, with its reason, and every method not ranked, with why) and, per row, the short mention of the
+    pairs and methods that concern that row ("" where none does)."""
+    counted, ranked, rows = {}, {}, []
+    for text in excluded_texts:
+        c, r = exclusion_items(text)
+        for name, reason in c.items():
+            counted.setdefault(name, [])
+            if reason not in counted[name]:
+                counted[name].append(reason)
+        for name, why in r.items():
+            ranked.setdefault(name, [])
+            if why not in ranked[name]:
+                ranked[name].append(why)
+        mention = []
+        if c:
+            mention.append(f"Not counted: {_short_names(c)}.")
+        if r:
+            mention.append(f"Not ranked (zero by emptiness): {listing(list(r))}.")
+        rows.append(" ".join(mention))
+    note = []
+    if counted:
+        note.append("Not counted as evidence in this table: " + "; ".join(
+            f"{name} ({' / '.join(reasons)})" for name, reasons in counted.items()) + ".")
+    if ranked:
+        note.append("Not ranked where a row says so, their score being zero because nothing was certified or "
+                    "removed: " + "; ".join(f"{name} ({' / '.join(whys)})" for name, whys in ranked.items()) + ".")
+    return " ".join(note), rows
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -76,7 +153,8 @@ def _table(findings, saved: dict, where: dict, other=None) -> list[str]:
     if other is not None:
         head, rule = head + f" on the {other[0]} |", rule + "---|"
     lines = ["```{div} full-width", "", head, rule]
-    for finding in findings:
+    note, mentions = table_exclusions([(saved.get(f.id) or {}).get("excluded", "") for f in findings])
+    for finding, mention in zip(findings, mentions):
         row = saved.get(finding.id)
         name = f"**{_cell(finding.title)}** ({{doc}}`{where[finding.id]} <chapters/{where[finding.id]}>`)"
         paper = f"{_cell(finding.paper)} ({_cell(finding.source)})"
@@ -85,9 +163,9 @@ def _table(findings, saved: dict, where: dict, other=None) -> list[str]:
             lines.append(f"| {name} | {paper} | the chapter was not executed in this build | **not tested**: the "
                          f"chapter was not executed. |{extra}")
             continue
-        why = row["why"] + (f" {row['excluded']}" if row.get("excluded") else "")
+        why = row["why"] + (f" *{mention}*" if mention else "")
         lines.append(f"| {name} | {paper} | {_cell(row['measured'])} | **{row['verdict']}**: {_cell(why)} |{extra}")
-    return lines + ["", "```"]
+    return lines + ["", f"{note}" if note else "", "```"]
 
 
 def _tally(findings, saved: dict) -> str:
@@ -215,21 +293,23 @@ def summary_markdown(results_dir, profile: str, chapters: Sequence, *, other=Non
 
 def findings_html(verdicts: Sequence[Verdict], caption: str = "Claims checked in this chapter"):
     """The chapter's rows of the findings table as HTML (IPython ``HTML``): claim, what the paper reported (and
-    where), what this run measured, the verdict with its reason, and under each row what was not counted as
-    evidence and the criterion that decided it."""
+    where), what this run measured, the verdict with its reason, and under each row the criterion that decided it
+    and the methods or settings not counted that concern that row (named only); what they are and why they do not
+    count is said once, under the table (:func:`table_exclusions`)."""
     from html import escape
 
     from IPython.display import HTML
 
+    note, mentions = table_exclusions([v.excluded for v in verdicts])
     rows = []
-    for v in verdicts:
+    for v, mention in zip(verdicts, mentions):
         rows.append(f"<tr><td><b>{escape(v.finding.title)}</b></td><td>{escape(v.finding.paper)} "
                     f"<span class='certattr-source'>({escape(v.finding.source)})</span></td>"
                     f"<td>{escape(v.measured)}</td><td><b>{escape(v.verdict)}</b>: {escape(v.why)}</td></tr>")
-        extra = (f"<i>Not counted as evidence:</i> {escape(v.excluded.removeprefix('Not counted as evidence: '))} "
-                 if v.excluded else "")
+        extra = f"<i>{escape(mention)}</i> " if mention else ""
         rows.append(f"<tr class='certattr-criterion'><td colspan='4'>{extra}<i>Criterion:</i> "
                     f"{escape(v.finding.criterion)}</td></tr>")
+    below = f"<p class='certattr-table-note'>{escape(note)}</p>" if note else ""
     return HTML(f"<table class='certattr-findings'><caption>{escape(caption)}</caption><thead><tr><th>claim</th>"
                 f"<th>the paper reported</th><th>this run measured</th><th>verdict: why</th></tr></thead><tbody>"
-                + "".join(rows) + "</tbody></table>")
+                + "".join(rows) + "</tbody></table>" + below)

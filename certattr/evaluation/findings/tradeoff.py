@@ -78,18 +78,33 @@ class BalanceParts:
     def title(self, m) -> str:
         return group_title(self.identical[m], m) if m in self.identical else method_title(m)
 
-    def summary(self) -> dict:
+    def summary(self, *, intervals: bool = False, seed: int = 0) -> dict:
         """{method: {"robustness", "certified_gridpg", "faithfulness" (or None), "balance"}}: each the mean over the
-        K the balance uses (robustness and GridPG over the units first, as in the balance)."""
+        K the balance uses (robustness and GridPG over the units first, as in the balance). With ``intervals``, also
+        "robustness_low"/"robustness_high" (95% bootstrap resampling the images) and "gridpg_low"/"gridpg_high"
+        (resampling the grid targets), NaN below :data:`~.stats.MIN_CLUSTERS` clusters."""
         out = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for j, m in enumerate(self.methods):
-                rb = float(np.mean([np.nanmean(self.robustness[k][:, j]) for k in self.ks]))
-                lc = float(np.mean([np.nanmean(self.gridpg[k][:, j]) for k in self.ks]))
+                def rob(idx=None, j=j):
+                    return float(np.mean([np.nanmean(self.robustness[k][idx if idx is not None else slice(None), j])
+                                          for k in self.ks]))
+
+                def loc(idx=None, j=j):
+                    return float(np.mean([np.nanmean(self.gridpg[k][idx if idx is not None else slice(None), j])
+                                          for k in self.ks]))
+
                 fa = None if self.faithfulness is None else float(np.nanmean(self.faithfulness[:, j]))
-                out[m] = {"robustness": rb, "certified_gridpg": lc, "faithfulness": fa,
+                out[m] = {"robustness": rob(), "certified_gridpg": loc(), "faithfulness": fa,
                           "balance": self.mean_balance().get(m, float("nan"))}
+                if intervals:
+                    for name, stat, clusters in (("robustness", rob, self.photo_clusters),
+                                                 ("gridpg", loc, self.grid_clusters)):
+                        low = high = float("nan")
+                        if len(set(clusters)) >= MIN_CLUSTERS:
+                            low, high = cluster_bootstrap(np.asarray(clusters), stat, seed=seed)[1:]
+                        out[m][f"{name}_low"], out[m][f"{name}_high"] = low, high
         return out
 
 
@@ -97,8 +112,10 @@ def balance_table(rob, loc, faith, layers=("input", "final"), *, settings=None, 
     """The trade-off chapter's table, from the same :func:`balance_parts` as the verdicts: one row per (layer,
     method counted) with robustness, Certified GridPG, the first-step confidence drop, ``balance`` = √(robustness
     × GridPG) (the rebuttal's two-way trade-off) and ``balance3`` (× the drop, the abstract's three-way one) where
-    the deletion rows have the layer, each the mean over the K the balance uses; and {layer: the sentence naming
-    what was not counted}."""
+    the deletion rows have the layer, each the mean over the K the balance uses, with the 95% bootstrap intervals
+    of robustness (``robustness_low``, ``robustness_high``, resampling images) and of GridPG (``gridpg_low``,
+    ``gridpg_high``, resampling grid targets; NaN below 8 clusters); and {layer: the sentence naming what was not
+    counted}."""
     import pandas as pd
 
     rows, notes_ = [], {}
@@ -110,9 +127,11 @@ def balance_table(rob, loc, faith, layers=("input", "final"), *, settings=None, 
         three = (balance_parts(rob, loc, faith, layer, settings=settings, grid_settings=grid_settings)
                  if has_faith else None)
         drops = three.summary() if three else {}
-        for m, v in two.summary().items():
+        for m, v in two.summary(intervals=True).items():
             rows.append({"layer": layer, "method": m, "title": two.title(m), "robustness": v["robustness"],
-                         "certified_gridpg": v["certified_gridpg"],
+                         "robustness_low": v["robustness_low"], "robustness_high": v["robustness_high"],
+                         "certified_gridpg": v["certified_gridpg"], "gridpg_low": v["gridpg_low"],
+                         "gridpg_high": v["gridpg_high"],
                          "faithfulness": drops.get(m, {}).get("faithfulness"), "balance": v["balance"],
                          "balance3": drops.get(m, {}).get("balance"), "ks": ", ".join(f"{k:g}" for k in two.ks),
                          "images": len(set(two.photo_clusters)), "targets": len(set(two.grid_clusters))})

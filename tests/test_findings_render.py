@@ -1,0 +1,37 @@
+"""The findings tables say what they do not count once, under the table, and name in a row only what concerns it."""
+from certattr.evaluation.findings import FINDINGS
+from certattr.evaluation.findings.claims import Verdict
+from certattr.evaluation.findings.render import exclusion_items, findings_html, table_exclusions
+
+RISE = "RISE at the Input layer (100 masks: fewer than 100 give blocky maps that look robust; the paper uses 1000)"
+OCC = "Occlusion at the Input layer (a 75x75 window, stride 75: coarser than the paper's 16x16, stride 8)"
+GRAD_FINAL = "Grad at the Final layer (9 of 9 rows flagged degenerate)"
+EVERYTHING = f"Not counted as evidence: {RISE}; {OCC}; {GRAD_FINAL}."
+
+
+def test_the_sentence_splits_into_its_pairs_and_reasons_even_with_semicolons_inside():
+    counted, ranked = exclusion_items(EVERYTHING + " Not ranked, their score is zero by emptiness: LRP (= IxG) "
+                                                  "(nothing certified '1' in 60% of its units).")
+    assert list(counted) == ["RISE at the Input layer", "Occlusion at the Input layer", "Grad at the Final layer"]
+    assert counted["RISE at the Input layer"].endswith("the paper uses 1000")
+    assert ranked == {"LRP (= IxG)": "nothing certified '1' in 60% of its units"}
+    assert exclusion_items("") == ({}, {})
+
+
+def test_rows_name_only_their_layers_and_methods_and_the_reasons_come_once():
+    rows = [Verdict(FINDINGS[fid], "inconclusive", "measured", "why.", excluded=EVERYTHING)
+            for fid in ("input_robust_leaders", "gradient_input", "final_flip", "sigma_trend")]
+    excluded = [v.excluded for v in rows]
+    assert "Final layer" not in excluded[0] and "RISE" in excluded[0]  # an Input-layer claim
+    assert excluded[1] == ""  # about Grad, GB, IxG and IntGrad at the Input layer: none of them is excluded
+    assert excluded[2] == f"Not counted as evidence: {GRAD_FINAL}."  # a Final-layer claim
+    assert excluded[3] == EVERYTHING  # both layers, every method
+    note, mentions = table_exclusions(excluded)
+    assert note.count("the paper uses 1000") == 1 and note.count("flagged degenerate") == 1
+    assert mentions == ["Not counted: RISE and Occlusion at the Input layer.", "",
+                        "Not counted: Grad at the Final layer.",
+                        "Not counted: RISE and Occlusion at the Input layer, Grad at the Final layer."]
+    html = findings_html(rows, caption="Table 3. Claims checked in this chapter").data
+    assert html.count("the paper uses 1000") == 1  # the reason once, under the table, not in every row
+    assert html.count("Not counted: RISE and Occlusion at the Input layer") == 2
+    assert "<caption>Table 3. Claims checked in this chapter</caption>" in html
