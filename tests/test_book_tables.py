@@ -66,3 +66,15 @@ def test_the_papers_columns_are_marked_and_the_note_is_said_once():
     assert html.count("Not counted") == 1 and list(shown.frame.iloc[:, 2]) == ["0.100", "0.170"]
     with pytest.raises(ValueError, match="quantity='furlongs'"):
         book_table(frame, "x", columns={"σ": "furlongs"})
+
+
+def test_text_columns_align_left_and_number_columns_right_even_when_preformatted():
+    frame = pd.DataFrame({"method": ["LRP", "Cam"], "certified '1', Input layer (%)": ["12.5", NOT_DEFINED]})
+    html = book_table(frame, "x").to_html()
+    assert "<td class='certattr-text'>LRP</td>" in html and "<td class='certattr-number'>12.5</td>" in html
+
+
+def test_a_level_with_one_value_is_named_once():
+    frame = pd.DataFrame({"v": [1.0, 2.0]}, index=pd.MultiIndex.from_tuples([("Lite0", "LRP"), ("Lite0", "RISE")]))
+    shown, dropped = tables.drop_single_levels(frame)
+    assert dropped == ["Lite0"] and list(shown.index) == ["LRP", "RISE"]

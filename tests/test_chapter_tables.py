@@ -68,12 +68,13 @@ def test_pooled_outcome_table_formats_percentages_and_names_the_empty_cells():
         {"model": "m", "method_title": "RISE", "layer": "final", "certified_1": 0.2, "certified_0": 0.2, "abstain": 0.6},
     ])
     got = tables.pooled_outcome_table(pooled, ["input", "final"], {"m": "Model M"}, {("LRP", "final")})
-    assert list(got.columns) == ["% cert. 1 (Input)", "% cert. 1 (Final)", "% cert. 0 (Input)", "% cert. 0 (Final)",
-                                 "% abstain (Input)", "% abstain (Final)"]
+    assert list(got.columns) == ["certified '1', Input layer (%)", "certified '1', Final layer (%)",
+                                 "certified '0', Input layer (%)", "certified '0', Final layer (%)",
+                                 "abstain, Input layer (%)", "abstain, Final layer (%)"]
     assert list(got.index) == [("Model M", "Grad"), ("Model M", "LRP"), ("Model M", "RISE")]
     assert list(got.loc[("Model M", "Grad")]) == ["12.5", "0.0", "50.0", "100.0", "37.5", "0.0"]
-    assert got.loc[("Model M", "LRP"), "% abstain (Final)"] == "n/a"  # not defined there
-    assert got.loc[("Model M", "RISE"), "% cert. 1 (Input)"] == "not run"  # defined, left out
+    assert got.loc[("Model M", "LRP"), "abstain, Final layer (%)"] == "not defined"  # not defined there
+    assert got.loc[("Model M", "RISE"), "certified '1', Input layer (%)"] == "not run"  # defined, left out
 
 
 def test_identical_certificate_groups_need_equal_counts_everywhere():
@@ -120,10 +121,10 @@ def test_gridpg_trend_counts_the_combinations_that_fall_with_the_radius():
 
 def test_gridpg_summary_table_has_every_k_and_the_uncertified_columns():
     got = tables.gridpg_summary_table(_means(), 0.15, 50.0, {"m": "Model M"})
-    assert list(got.columns) == ["K = 50%", "K = 10%", "uncertified GridPG",
-                                 "% empty (K = 50%)"]
+    assert list(got.columns) == ["Certified GridPG, K = 50%", "Certified GridPG, K = 10%",
+                                 "uncertified GridPG, K = 50%", "empty certificates, K = 50% (%)"]
     assert got.loc[("Model M", "GRAD", "Input")].tolist() == [0.5, 0.25, 0.4, 25.0]
-    assert got.loc[("Model M", "GRADCAM", "Final"), "K = 10%"] == 0.3
+    assert got.loc[("Model M", "GRADCAM", "Final"), "Certified GridPG, K = 10%"] == 0.3
     assert list(got.index.names) == ["model", "method", "layer"]
 
 
@@ -207,10 +208,10 @@ def test_per_k_outcome_table_and_budget_shares():
         {"method": "rise", "layer": "final", "k": 50.0, "certified_1": 0.45, "abstain": 0.0},
     ])
     got = tables.per_k_outcome_table(rows)
-    assert list(got.columns) == ["% certified 1 (K = 50%)", "% certified 1 (K = 10%)", "% abstain (K = 50%)",
-                                 "% abstain (K = 10%)"]
+    assert list(got.columns) == ["certified '1', K = 50% (%)", "certified '1', K = 10% (%)", "abstain, K = 50% (%)",
+                                 "abstain, K = 10% (%)"]
     assert got.loc[("Grad", "Input")].tolist() == pytest.approx([10.0, 2.0, 40.0, 50.0])
-    assert math.isnan(got.loc[("RISE", "Input"), "% certified 1 (K = 10%)"])
+    assert math.isnan(got.loc[("RISE", "Input"), "certified '1', K = 10% (%)"])
     grad = tables.budget_shares(rows, 50.0, "input", ["grad"])
     assert grad.to_dict() == pytest.approx({"grad": 0.2})  # 10% of the pixels out of a 50% budget
     assert tables.budget_shares(rows, 50.0, "input", ["grad"], among=False).to_dict() == pytest.approx({"rise": 0.8})

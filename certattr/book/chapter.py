@@ -208,9 +208,9 @@ def reduction_text(notes: list[str]) -> str:
 
 def undefined_frame(rows):
     """The table of (method, layer) pairs a model does not define, for display: one row per pair with the
-    method's and layer's display names and the reason without the method-id prefix ("cam: ..." -> "...");
-    the model column only when the rows name more than one model. ``rows``: dicts with "method" (id or title),
-    "layer", "why n/a" and optionally "model"."""
+    method's and layer's display names and the reason, "why not defined", without the method-id prefix ("cam: ..."
+    -> "..."); the model column only when the rows name more than one model. ``rows``: dicts with "method" (id or
+    title), "layer", "why n/a" and optionally "model"."""
     import pandas as pd
 
     out = []
@@ -220,11 +220,14 @@ def undefined_frame(rows):
         reason = re.sub(r"^[a-z0-9_+]+: ", "", reason)  # the registry's messages start with the method id
         reason = reason[:1].upper() + reason[1:]
         out.append({"model": row.get("model"), "method": method_title(method), "layer": layer_title(row["layer"]),
-                    "why n/a": reason})
-    frame = pd.DataFrame(out, columns=["model", "method", "layer", "why n/a"]).drop_duplicates()
+                    WHY_NOT_DEFINED: reason})
+    frame = pd.DataFrame(out, columns=["model", "method", "layer", WHY_NOT_DEFINED]).drop_duplicates()
     if frame["model"].nunique(dropna=True) <= 1:
         frame = frame.drop(columns="model")
     return frame.reset_index(drop=True)
+
+
+WHY_NOT_DEFINED = "why not defined"  #: the reason column of :func:`undefined_frame`
 
 
 def identical_maps_text(groups) -> str:

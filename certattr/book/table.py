@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from html import escape
 
 __all__ = ["NOT_DEFINED", "NOT_RUN", "QUANTITIES", "Column", "BookTable", "book_table", "reset_numbering",
-           "next_number", "numbered_caption", "unicode_text", "format_value"]
+           "next_number", "numbered_caption", "unicode_text", "format_value", "drop_single_levels"]
 
 NOT_DEFINED = "not defined"  #: the method is not defined for this model or layer (e.g. Cam at the Input layer)
 NOT_RUN = "not run"  #: the method could run here but this run left it out
@@ -192,4 +192,25 @@ def book_table(frame, caption: str, *, columns: dict | None = None, undefined=No
     headers = {name: spec.header(name) for name, spec in specs.items()}
     return BookTable(out, text, number, unicode_text(note) if note else "",
                      paper_columns=[headers[n] for n, s in specs.items() if s.paper],
-                     text_columns=[headers[n] for n, s in specs.items() if s.quantity == "text"])
+                     text_columns=[c for c in out.columns if not all(map(_reads_as_number, out[c]))])
+
+
+def _reads_as_number(cell: str) -> bool:
+    """A cell that holds a number (aligned right) or says why it has none."""
+    if cell in (NOT_DEFINED, NOT_RUN, "–", ""):
+        return True
+    try:
+        float(cell.replace("−", "-").replace("%", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def drop_single_levels(frame):
+    """``(frame, dropped)``: the index levels that hold one value only are dropped (while more than one level is
+    left) and returned, to be named once in the caption (e.g. the one model of a run) instead of in every row."""
+    dropped = []
+    while getattr(frame.index, "nlevels", 1) > 1 and frame.index.get_level_values(0).nunique() == 1:
+        dropped.append(str(frame.index.get_level_values(0)[0]))
+        frame = frame.droplevel(0)
+    return frame, dropped

@@ -29,8 +29,9 @@ def ranked_means(frame, value: str, *, by: str = "method_title", ascending: bool
 
 def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mapping[str, str], undefined_pairs):
     """The robustness chapter's table: one row per (model, method), the pooled percentages certified '1',
-    certified '0' and abstained at each layer, formatted with one decimal; an empty cell reads "n/a" when
-    (method title, layer) is in ``undefined_pairs`` and "not run" otherwise.
+    certified '0' and abstained at each layer, formatted with one decimal (the book's rule for percentages); an
+    empty cell reads "not defined" when (method title, layer) is in ``undefined_pairs`` and "not run" otherwise.
+    Headers carry the unit: "certified '1', Input layer (%)".
 
     ``pooled_rows``: :func:`certattr.evaluation.tables.pooled` rows of one sigma and one K (columns
     model, method_title, layer, certified_1, certified_0, abstain); ``layers``: the layers in column order
@@ -43,16 +44,19 @@ def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mappi
     shown = wide.pivot_table(index=["model", "method_title"], columns="layer", values=["c1", "c0", "ab"], sort=False)
     shown = shown.reindex(columns=pd.MultiIndex.from_product([["c1", "c0", "ab"],
                                                                [l for l in layers if l in set(wide.layer)]]))
-    names = {"c1": "% cert. 1", "c0": "% cert. 0", "ab": "% abstain"}
-    shown.columns = [f"{names[a]} ({layer_title(b)})" for a, b in shown.columns]
+    names = {"c1": "certified '1'", "c0": "certified '0'", "ab": "abstain"}
+    shown.columns = [f"{names[a]}, {layer_title(b)} layer (%)" for a, b in shown.columns]
     shown = shown.rename(index=model_titles, level=0).rename_axis(index=["model", "method"])
     formatted = shown.map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
     for (model, method) in formatted.index:
         for col in formatted.columns:
             if formatted.loc[(model, method), col] == "":
                 layer = "input" if "Input" in col else "final"
-                formatted.loc[(model, method), col] = "n/a" if (method, layer) in undefined_pairs else "not run"
+                formatted.loc[(model, method), col] = NOT_DEFINED if (method, layer) in undefined_pairs else NOT_RUN
     return formatted
+
+
+NOT_DEFINED, NOT_RUN = "not defined", "not run"  #: the two kinds of empty cell of a table
 
 
 def identical_certificate_groups(rows, layer: str = "final") -> list[list[str]]:
@@ -85,18 +89,19 @@ def gridpg_trend(means, k: float) -> tuple[int, int] | None:
 
 def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mapping[str, str]):
     """The localization chapter's table at noise ``sigma``: one row per (model, method, layer), the mean
-    Certified GridPG at each K (columns "K = 50%", ..., largest K first), the uncertified GridPG and the
-    percentage of targets with nothing certified '1' ("% empty"), both at K = ``k_ref``. NaN where not run.
+    Certified GridPG at each K (columns "Certified GridPG, K = 50%", ..., largest K first), the uncertified GridPG
+    and the percentage of targets with nothing certified '1' ("empty certificates, K = 50% (%)"), both at K =
+    ``k_ref``. NaN where not run.
     ``means``: :func:`certattr.evaluation.tables.gridpg_intervals` rows by (model, method, method_title,
     layer, sigma, R, k)."""
 
     at_sigma = means[means.sigma == sigma]
     summary = at_sigma.pivot_table(index=["model", "method_title", "layer"], columns="k", values="value", sort=False)
     summary = summary[sorted(summary.columns, reverse=True)]
-    summary.columns = [f"K = {k_text(k)}%" for k in summary.columns]
+    summary.columns = [f"Certified GridPG, K = {k_text(k)}%" for k in summary.columns]
     extra = means[(means.sigma == sigma) & (means.k == k_ref)].set_index(["model", "method_title", "layer"])
-    summary["uncertified GridPG"] = extra.gridpg.reindex(summary.index)
-    summary[f"% empty (K = {k_text(k_ref)}%)"] = 100 * extra.no_certified.reindex(summary.index)
+    summary[f"uncertified GridPG, K = {k_text(k_ref)}%"] = extra.gridpg.reindex(summary.index)
+    summary[f"empty certificates, K = {k_text(k_ref)}% (%)"] = 100 * extra.no_certified.reindex(summary.index)
     summary = summary.rename(index=model_titles, level=0).rename(index=layer_title, level=2)
     return summary.rename_axis(index=["model", "method", "layer"])
 
@@ -161,7 +166,8 @@ def ranked_deletion_auc(rows, layer: str, *, max_empty: float = 0.5):
 
 def per_k_outcome_table(rows):
     """The method chapter's table: one row per (method, layer) with display names, the percentages of the
-    pixels certified '1' and abstained at each K (largest K first; NaN where not run). ``rows``:
+    pixels certified '1' and abstained at each K (largest K first; NaN where not run), headed "certified '1', K =
+    50% (%)". ``rows``:
     :func:`certattr.evaluation.metrics.certificate_rows` of one image (columns method, layer, k,
     certified_1, abstain)."""
     import pandas as pd
@@ -170,7 +176,8 @@ def per_k_outcome_table(rows):
                         c1=100 * rows.certified_1, ab=100 * rows.abstain)
     pivot = shown.pivot_table(index=["method", "layer"], columns="k", values=["c1", "ab"], sort=False)
     pivot = pivot.reindex(columns=pd.MultiIndex.from_product([["c1", "ab"], sorted(rows.k.unique(), reverse=True)]))
-    pivot.columns = [f"{'% certified 1' if a == 'c1' else '% abstain'} (K = {k_text(k)}%)" for a, k in pivot.columns]
+    what = {"c1": "certified '1'", "ab": "abstain"}
+    pivot.columns = [f"{what[a]}, K = {k_text(k)}% (%)" for a, k in pivot.columns]
     return pivot
 
 
