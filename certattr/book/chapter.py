@@ -189,10 +189,13 @@ def reduction_notes(method_overrides: dict | None, *, offline: bool, methods_run
                      "copy of an image, so with few masks every copy is explained by the same coarse blobs and RISE's "
                      "certified share is inflated compared with the paper's setting")
     window = setting("occlusion", "window")
-    if ran("occlusion") and window:
-        notes.append(f"Occlusion at the Input layer slides a {window}x{window} window with stride "
-                     f"{setting('occlusion', 'stride')} instead of 16/8, so its maps are coarse blocks that are easy to "
-                     "certify")
+    stride = setting("occlusion", "stride")
+    if ran("occlusion") and window and (window > 16 or (stride or 8) > 8):
+        notes.append(f"Occlusion at the Input layer slides a {window}x{window} window with stride {stride} instead of "
+                     "16/8, so its maps are coarse blocks that are easy to certify")
+    elif ran("occlusion") and window:
+        notes.append(f"Occlusion at the Input layer slides a {window}x{window} window with stride {stride} (the paper's "
+                     "16x16 window, stride 8, is for 224x224 photos)")
     steps = setting("intgrad", "steps")
     if ran("intgrad") and steps and steps < 20:
         notes.append(f"IntGrad at the Input layer takes {steps} steps instead of 20 (even 20 Gauss-Legendre steps miss "
@@ -295,6 +298,14 @@ def sample(stem: str, namespace: dict, *, taus=(), tau_sigmas=None, ks=None, onl
 def claims(stem: str) -> tuple:
     """The ids of the claims chapter ``stem`` checks (its declaration's)."""
     return tuple(f.id for f in get(stem).findings)
+
+
+def findings_table(verdicts, caption: str = "The paper's claims that this chapter checks, with this run's verdicts."):
+    """The chapter's findings (:func:`certattr.evaluation.findings.findings_html`) as its next numbered table."""
+    from ..evaluation.findings import findings_html
+    from .table import numbered_caption
+
+    return findings_html(verdicts, caption=numbered_caption(caption)[1])
 
 
 def data_links(results_dir, names):
