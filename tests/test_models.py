@@ -61,13 +61,13 @@ def test_efficientnet_lite_offline_weights_and_preprocessing(name, crop, least):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_split_reproduces_logits_and_declares_layers(name):
     m = load_model(name, "random") if name != "efficientnet_lite0" else load_model(name)
-    x = torch.rand(2, 3, m.spec.crop, m.spec.crop, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, m.channels, m.spec.crop, m.spec.crop, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         act, ctx = m.features(m.normalize(x))
         assert torch.equal(m.head(act, *ctx), m(x))
     expected = {"resnet18": (512, 7), "resnet152": (2048, 7), "wide_resnet50_2": (2048, 7), "vgg11": (512, 14),
                 "vit_b_16": (768, 14), "efficientnet_lite0": (1280, 7), "efficientnet_lite1": (1280, 8),
-                "efficientnet_lite2": (1280, 9)}[name]
+                "efficientnet_lite2": (1280, 9), "digits_cnn": (32, 8)}[name]
     assert (act.shape[1], act.shape[2]) == expected and m.spec.final_layer
 
 

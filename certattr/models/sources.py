@@ -10,7 +10,10 @@
   finds its cache offline); normalization and input size from the model's ``pretrained_cfg``;
 * a ``torch.export`` program (``file:model.pt2`` or any path ending in ``.pt2``, from ``torch.export.save``, exported
   with a dynamic batch dimension): loaded with ``torch.export.load`` and unflattened, so its module paths
-  (``--final-layer``) are those of the network it was exported from;
+  (``--final-layer``) are those of the network it was exported from, and its own graph is cut at the Final layer's
+  output (:mod:`certattr.models.exported`: the head runs alone, and a GAP->linear head is applied in closed form,
+  as for a module); a Final layer that records no operation in the program is one line naming those that do, and so
+  is a program exported in train mode (BatchNorm batch statistics or dropout fixed in its graph);
 * a whole pickled module (``file:model.pt``): **only** with ``trust_pickle=True`` (``--trust-pickle``), because
   unpickling runs whatever code the file names. A file of weights (a state dict) is loaded with
   ``torch.load(weights_only=True)``, which runs no code, as the weights of a named architecture:
@@ -33,6 +36,7 @@ from ..engine.validation import CertattrError, check_device, check_image
 from .data import IMAGE_SUFFIXES, Image, load_image_file
 from .registry import MODELS, LoadedModel, load_model
 from .execution import check_precision
+from .exported import check_final_layer, program_network, train_mode_operations
 from .wrap import wrap
 
 __all__ = ["load_source", "list_images", "folder_images", "read_classes", "guess_final_layer", "load_state_dict_file", "SOURCE_FORMS"]
@@ -172,7 +176,17 @@ def _exported(path: Path) -> nn.Module:
     except Exception as err:  # a file that is not an export archive
         raise CertattrError(f"{str(path)!r} is not a torch.export program ({type(err).__name__}): save one with "
                             f"torch.export.save(torch.export.export(model, (x,), dynamic_shapes=...), path)") from None
-    return torch.export.unflatten(program)
+    try:
+        net = program_network(program, path.name)
+    except Exception as err:  # torch.export.unflatten on a program it cannot rebuild as modules
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CertattrError(f"{str(path)!r} cannot be unflattened into its modules ({type(err).__name__}: {first}): "
+                            f"export the nn.Module itself with torch.export.export") from None
+    fixed = train_mode_operations(net)
+    if fixed:
+        raise CertattrError(f"{str(path)!r} was exported in train mode: its graph fixes {' and '.join(fixed)} in, "
+                            f"which .eval() cannot change; export the network after model.eval()")
+    return net
 
 
 def _pickled(path: Path, trust_pickle: bool) -> nn.Module:
@@ -271,5 +285,7 @@ def _load_source(source, *, weights, device, final_layer, mean, std, input_size,
     net = net.to(device)
     if final_layer is None:
         final_layer = guess_final_layer(net, channels, size)
+    if isinstance(final_layer, str) and final_layer in dict(net.named_modules()):
+        check_final_layer(net, final_layer)  # a program: the layer must record operations (other paths: wrap says)
     return wrap(net, final_layer, mean, std, size, channels, classes, drop_tokens, name,
                 resize=d_resize if input_size is None else None)

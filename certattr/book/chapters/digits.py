@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...models.digits import DigitsTraining, trained_digits_cnn, write_digits_folder
 from .declaration import Domain, get, register, register_domain
 
 __all__ = ["DIGITS", "DIGIT_COUNTS", "CHAPTERS"]
@@ -22,16 +23,12 @@ DIGIT_COUNTS = {"smoke": 12, "cpu": 250, "paper": 539}
 
 def _prepare(root: Path, profile: str) -> dict:
     """Write the profile's test digits as a labelled folder under ``<root>/.cache/digits`` (once)."""
-    from ...models.digits import write_digits_folder
-
     count = DIGIT_COUNTS[profile]
     folder = write_digits_folder(Path(root) / ".cache" / "digits" / f"test-{count}", "test", count=count)
     return {"image_dir": str(folder)}
 
 
 def _note() -> str:
-    from ...models.digits import DigitsTraining, trained_digits_cnn
-
     trained = trained_digits_cnn()
     s = DigitsTraining()
     return (f"The model is a CNN of four conv-BatchNorm-ReLU blocks and a GAP->linear head, trained here in "
