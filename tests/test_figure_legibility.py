@@ -480,3 +480,16 @@ def test_anytime_figure_keeps_coinciding_fixed_n_markers_apart():
     same = [ln for ln in ax.get_lines() if ln.get_label().startswith("fixed n, per K at α") or "band" in ln.get_label()]
     xs = [tuple(ln.get_xdata()) for ln in same]
     assert len(set(xs)) == len(xs)  # equal values at the same n are drawn side by side, not on top of each other
+
+
+def test_photos_figure_keeps_nine_captions_apart():
+    items = [(_image(seed=i), f"photo_with_a_long_name_{i}", "espresso maker with a long class name") for i in range(9)]
+    fig = plotting.photos_figure(items, title="The photos and their targets")
+    assert_legible(fig, TEXT_PX)
+
+
+def test_photos_figure_of_one_photo_is_not_a_poster():
+    fig = plotting.photos_figure([(_image(), "coffee", "espresso")], title="The photos and their targets")
+    width, height = saved_size(fig)
+    assert width <= 0.5 * TEXT_PX and height <= 400
+    assert_legible(fig, TEXT_PX)

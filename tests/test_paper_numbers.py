@@ -9,7 +9,7 @@ def test_the_printed_radii_are_sigma_times_probit_tau_to_two_decimals():
     for sigma, number in ANANI_RADII.items():
         assert round(sigma * norm.ppf(ANANI_TAU), 2) == number.value
         assert "rebuttal" in number.source
-    assert paper_radius(0.25, 0.75).value == 0.17
+    assert paper_radius(0.25, 0.75).value == 0.17 and paper_radius(0.15, 0.75).printed == "0.10"
     assert paper_radius(0.25, 0.9) is None and paper_radius(0.2, 0.75) is None  # the rebuttal prints no other
 
 

@@ -843,3 +843,26 @@ def anytime_figure(looks, bounds: dict, default: str, fixed_n, fixed: dict, stop
 
 
 __all__ += ["levine_robustness_figure", "levine_certified_figure", "scaled_vs_sparsified_figure", "anytime_figure"]
+
+
+def photos_figure(items, *, cols: int = 5, width: float = TEXT_WIDTH, title: str | None = None):
+    """Photos with their captions, ``cols`` per row at most (each photo at least 1.2 inches wide), a caption on two
+    lines ("id", then the class) so that neighbours never touch. ``items``: [(image tensor, id, class name)]."""
+    import matplotlib.pyplot as plt
+
+    cols = max(1, min(cols, len(items)))
+    rows = -(-len(items) // cols)
+    panel = min(width / cols, 2.6)  # a photo at most 2.6 inches wide: one or two photos do not fill the column
+    fig, axes = plt.subplots(rows, cols, figsize=(max(panel * cols, 3.0), (panel + 0.45) * rows + (0.3 if title else 0)),
+                             squeeze=False, layout="constrained")
+    for ax, (image, image_id, name) in zip(axes.flat, items):
+        limit = max(8, int(panel * 72 / (0.64 * 9)))  # the characters that fit the panel at 9 pt
+        show_image(ax, image, f"{str(image_id)[:limit]}\n{str(name)[:limit]}")
+    for ax in list(axes.flat)[len(items):]:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+__all__ += ["photos_figure"]

@@ -25,6 +25,7 @@ QUANTITIES = {
     "share": ("", 2),  # a fraction in [0, 1]: robustness, Certified GridPG, an overlap, a balance
     "probability": ("", 3),  # a softmax probability, a deletion AUC or a ratio of probabilities
     "radius": ("ℓ2, [0, 1] pixel units", 3),  # a certified radius or a perturbation size
+    "noise": ("[0, 1] pixel units", 2),  # the smoothing noise σ
     "seconds": ("s", 1),
     "count": ("", 0),
     "ratio": ("", 2),  # a ratio or a factor
