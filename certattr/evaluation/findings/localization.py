@@ -124,7 +124,7 @@ def check_gradgb_final(loc, rob=None, *, settings: RunSettings | None = None, se
         verdict, why = "inconclusive", f"This run cannot decide whether they are {listing(undecided)}."
     else:
         verdict = "agrees"
-        why = (f"Their Final-layer maps are constant up to float rounding (a GAP->linear head passes the same "
+        why = (f"Their Final-layer maps are constant up to float rounding (a GAP→linear head passes the same "
                f"gradient to every position), so noise cannot move them: every pixel is certified '0' (robust), "
                f"nothing is certified '1', and Certified GridPG stays below chance ({CHANCE:.2f}) in every grid.")
     stats.update({"k": k, "chance": CHANCE, "constant_threshold": CONSTANT_SHARE,
