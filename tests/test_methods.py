@@ -397,7 +397,8 @@ def test_occlusion_at_a_7x7_final_layer_has_no_centre_bias():
 
 # --- the registered architectures (random weights except EfficientNet-Lite0; batch 1 each) --------
 FINAL_SIZE = {"resnet18": 7, "resnet152": 7, "wide_resnet50_2": 7, "vgg11": 14, "vit_b_16": 14,
-              "efficientnet_lite0": 7, "efficientnet_lite1": 7, "efficientnet_lite2": 7}  # at 224x224
+              "efficientnet_lite0": 7, "efficientnet_lite1": 7, "efficientnet_lite2": 7,
+              "digits_cnn": 56}  # at 224x224
 
 
 @pytest.mark.slow
@@ -406,7 +407,7 @@ def test_registered_model(name):
     """head(body(x)) reproduces the network's logits exactly; Final maps have the layer's size; the
     undefined combinations are exactly Cam without a GAP->linear head or at the Input layer, and LRP on ViT."""
     model = load_model(name, "pretrained" if name == "efficientnet_lite0" else "random")
-    x = images(1, size=224)
+    x = images(1, size=224)[:, :model.channels]
     with torch.no_grad():
         act, context = model.features(model.normalize(x))
         assert torch.equal(model.logits_from_final(act, *context), model(x))

@@ -76,3 +76,21 @@ def test_unknown_names():
         load_model("resnet19")
     with pytest.raises(CertattrError, match="weights"):
         load_model("resnet18", "imagenet")
+
+
+def test_a_head_kind_is_an_enumeration_and_its_reason_a_field_of_its_own():
+    """head_kind is "gap_linear" or "other"; the reason Cam is undefined is head_note, which Cam's error quotes."""
+    from certattr.methods import get_method
+    from certattr.methods.base import UndefinedAttribution
+    from certattr.models.registry import HEAD_KINDS, ModelSpec
+
+    assert HEAD_KINDS == ("gap_linear", "other")
+    vgg = MODELS["vgg11"]
+    assert vgg.head_kind == "other" and "three fully connected layers" in vgg.head_note
+    assert all(MODELS[m].head_kind == "gap_linear" and not MODELS[m].head_note for m in ("resnet18", "digits_cnn"))
+    with pytest.raises(CertattrError, match="head_kind='why not' is unknown"):
+        ModelSpec("x", "X", vgg.build, vgg.split, "f", head_kind="why not")
+    with pytest.raises(CertattrError, match="needs its head_note"):
+        ModelSpec("x", "X", vgg.build, vgg.split, "f", head_kind="other")
+    with pytest.raises(UndefinedAttribution, match="cam: VGG-11 has no GAP->linear head"):
+        get_method("cam").check_defined(load_model("vgg11", "random"), "final")

@@ -37,7 +37,7 @@ class Cam(AttributionMethod):
             raise UndefinedAttribution("cam: Cam is defined only at the Final layer (it weights the channels of the "
                                        "last feature map by the classifier), not at the Input layer")
         if model.gap_linear is None:
-            raise UndefinedAttribution(f"cam: {model.spec.head_kind}")
+            raise UndefinedAttribution(f"cam: {model.spec.head_note or 'the head is not GAP->linear'}")
 
     def explain(self, view, target, *, seed, image_id):
         return _weighted_map(view.gap_linear.weight[target], view.inputs)

@@ -27,8 +27,11 @@ from .compilation import forget as forget_compiled, resolve_policy
 from .digits import DigitsCNN, trained_digits_cnn
 from .execution import Execution, check_precision, default_execution, fold_batchnorm
 
-__all__ = ["MODELS", "LAYERS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
+__all__ = ["MODELS", "LAYERS", "HEAD_KINDS", "ModelSpec", "LoadedModel", "LayerView", "check_layer", "load_model", "model_device", "model_names"]
 
+#: what a model's head is: "gap_linear" (global average pooling then one linear layer: Cam is defined, and RISE,
+#: Occlusion and AblationCam at the Final layer apply it in closed form) or "other" (its ``head_note`` says what)
+HEAD_KINDS = ("gap_linear", "other")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -101,7 +104,8 @@ class ModelSpec:
     resize: int = 256
     crop: int = 224
     final_reduce: str = "sum"  #: how a (B, C, h, w) Final attribution becomes (B, h, w): channel "sum" or "l1"
-    head_kind: str = "gap_linear"  #: "gap_linear" (Cam defined) or why not
+    head_kind: str = "gap_linear"  #: one of HEAD_KINDS: "gap_linear" (Cam defined) or "other"
+    head_note: str = ""  #: with head_kind "other": what the head is, and so why Cam is undefined
     lrp: str | None = None  #: None if LRP is supported, else the reason it is not
     #: the LRP canonizers its architecture needs, by name, applied in this order (certattr.models.canonizers)
     canonizers: tuple = ()
@@ -113,6 +117,12 @@ class ModelSpec:
     #: the memory layout its passes run fastest in, per device type ("channels_last" or "contiguous"; measured by
     #: benchmarks/bench_execution.py); a device type not listed runs contiguous
     layouts: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_choice("head_kind", self.head_kind, HEAD_KINDS)
+        if self.head_kind == "other" and not self.head_note:
+            raise CertattrError(f"model {self.name!r}: a head of kind 'other' needs its head_note (why Cam is "
+                                f"undefined)")
 
 
 def _torchvision(builder_name: str, weights_enum: str):
@@ -235,11 +245,11 @@ MODELS: dict[str, ModelSpec] = {
         layouts=_CONV_LAYOUTS),
     "vgg11": ModelSpec("vgg11", "VGG-11", _torchvision("vgg11", "VGG11_Weights"), _split_vgg,
                        "the ReLU after the last conv, features[19] (512x14x14)", layouts=_CONV_LAYOUTS,
-                       head_kind="VGG-11 has no GAP->linear head (three fully connected layers), so Cam is undefined"),
+                       head_kind="other", head_note="VGG-11 has no GAP->linear head (three fully connected layers), so Cam is undefined"),
     "vit_b_16": ModelSpec("vit_b_16", "ViT-B/16", _torchvision("vit_b_16", "ViT_B_16_Weights"), _split_vit,
                           "the 196 patch tokens entering the last encoder block (CLS dropped), as 768x14x14",
                           final_reduce="l1",
-                          head_kind="ViT-B/16 classifies the CLS token after attention and LayerNorm, not a GAP->linear head, so Cam is undefined",
+                          head_kind="other", head_note="ViT-B/16 classifies the CLS token after attention and LayerNorm, not a GAP->linear head, so Cam is undefined",
                           lrp="LRP rules for attention and LayerNorm are not part of this companion (the paper evaluates ViT without LRP)"),
 }
 

@@ -66,5 +66,5 @@ def tiny_vgg_model(seed: int = 0, classes: int = 10, width: int = 8) -> LoadedMo
         return net.features, _TinyVGGHead(net), None
 
     spec = _spec("tiny_vgg", "Tiny VGG (test model)", build, split, "output of the last ReLU (8x16x16)",
-                 head_kind="a fully connected head, not GAP->linear, so Cam is undefined")
+                 head_kind="other", head_note="a fully connected head, not GAP->linear, so Cam is undefined")
     return LoadedModel(spec, build("random"), "random")

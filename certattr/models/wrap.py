@@ -153,14 +153,15 @@ def _canonizers(net: nn.Module, gap_linear: bool) -> tuple[str, ...]:
 
 
 def _split(net: nn.Module, path: str, layer: nn.Module, act: torch.Tensor, drop_tokens: int, split: str):
-    """(body, head, gap_linear, head_kind, how): the split at ``path`` (see the module docstring)."""
+    """(body, head, gap_linear, head_note, how): the split at ``path`` (see the module docstring); ``head_note``
+    says why the head is not GAP->linear ("" when it is)."""
     tokens = act.dim() == 3
-    head_kind = None
+    head_note = ""
     if split == "fx":
         try:
             body, head, n_context = fx_split(net, path)
         except Exception as err:  # anything torch.fx raises on code it cannot trace
-            split, head_kind = "hooks", f"torch.fx could not trace the network ({type(err).__name__})"
+            split, head_note = "hooks", f"torch.fx could not trace the network ({type(err).__name__})"
         else:
             how = "torch.fx"
             linear = gap_linear_of(head) if not tokens and n_context == 0 else None
@@ -168,18 +169,18 @@ def _split(net: nn.Module, path: str, layer: nn.Module, act: torch.Tensor, drop_
                 gap = GapLinearHead(linear)
                 with torch.no_grad():
                     if torch.allclose(gap(act), head(act), rtol=1e-4, atol=1e-5 * float(head(act).abs().max() + 1)):
-                        return body, gap, linear, "gap_linear", how
+                        return body, gap, linear, "", how
             ops = ", ".join(head_operations(head)) or "nothing"
-            head_kind = (f"the head after {path!r} ({ops}) is not global average pooling then one linear layer, "
+            head_note = (f"the head after {path!r} ({ops}) is not global average pooling then one linear layer, "
                          f"so Cam is undefined (GradCam and the other methods apply)")
     if split == "hooks":
         how = "forward hooks"
         body, head = HookBody(net, layer), HookHead(net, layer)
-        head_kind = (f"{head_kind + '; ' if head_kind else ''}the head after {path!r} is run through forward hooks, "
+        head_note = (f"{head_note + '; ' if head_note else ''}the head after {path!r} is run through forward hooks, "
                      f"so whether it is GAP->linear is unknown and Cam is undefined")
     if tokens:
         body, head = TokenGridBody(body, drop_tokens), TokenGridHead(head)
-    return body, head, None, head_kind, how
+    return body, head, None, head_note, how
 
 
 def wrap(module: nn.Module, final_layer: str, mean: Sequence[float], std: Sequence[float], input_size: int,
@@ -231,7 +232,7 @@ def wrap(module: nn.Module, final_layer: str, mean: Sequence[float], std: Sequen
         if len(classes) != logits.shape[1]:
             raise CertattrError(f"classes has {len(classes)} names but the model gives {logits.shape[1]} logits: give "
                                 f"one name per logit")
-    body, head, linear, head_kind, how = _split(net, final_layer, layer, act, drop_tokens, split)
+    body, head, linear, head_note, how = _split(net, final_layer, layer, act, drop_tokens, split)
     canonizers = _canonizers(net, linear is not None)
     lrp = _lrp_reason(net, canonizers)
     name = name or type(module).__name__
@@ -240,6 +241,6 @@ def wrap(module: nn.Module, final_layer: str, mean: Sequence[float], std: Sequen
         name, title or name, lambda weights: net, lambda _net: (body, head, linear),
         f"{final_layer} output ({'x'.join(map(str, act.shape[1:]))}{', tokens as a grid' if act.dim() == 3 else ''})",
         mean=mean, std=std, resize=resize or size, crop=size, final_reduce="l1" if act.dim() == 3 else "sum",
-        head_kind=head_kind or "gap_linear", lrp=lrp, canonizers=canonizers, channels=channels, identity=identity,
+        head_kind="gap_linear" if linear is not None else "other", head_note=head_note, lrp=lrp, canonizers=canonizers, channels=channels, identity=identity,
         notes={"split": how, "classes": classes, "final_layer": final_layer, "drop_tokens": drop_tokens})
     return LoadedModel(spec, net, "user").to(device)

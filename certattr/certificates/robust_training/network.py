@@ -110,6 +110,6 @@ def digit_model(net: DigitCNN, name: str = DIGIT_MODEL_NAME) -> LoadedModel:
                      lambda _weights: net, lambda n: (_Body(n), _Head(n), None),
                      f"the activation after the second convolution ({net.conv2.out_channels}x{size // 2}x{size // 2})",
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), resize=size, crop=size,
-                     head_kind="a fully connected head, not GAP->linear, so Cam is undefined",
+                     head_kind="other", head_note="a fully connected head, not GAP->linear, so Cam is undefined",
                      lrp="LRP rules for this network are not wired (functional activations, no canonizer)")
     return LoadedModel(spec, net, "trained")
