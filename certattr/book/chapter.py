@@ -19,9 +19,11 @@ from pathlib import Path
 from ..engine.certify import DegenerateMapWarning
 from ..engine.config import CertConfig
 from ..evaluation.names import k_text, layer_title, method_title
+from ..evaluation.findings import findings_html
 from .chapters import chapter_plan, get
 from .costs import announce
 from .plans import certify_plan
+from .table import numbered_caption, reset_numbering
 
 __all__ = ["setup", "degenerate_note", "DPI", "TEXT_WIDTH", "WIDE_WIDTH", "method_title", "layer_title", "k_text", "display_frame", "glue_figure", "reduction_notes", "reduction_text",
            "undefined_frame", "identical_maps_text",
@@ -66,8 +68,6 @@ def setup(results_dir, *, style: str = "whitegrid") -> float:
     figure_style(style)
     torch.manual_seed(0)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    from .table import reset_numbering
-
     reset_numbering()
     return time.time()
 
@@ -302,9 +302,6 @@ def claims(stem: str) -> tuple:
 
 def findings_table(verdicts, caption: str = "The paper's claims that this chapter checks, with this run's verdicts."):
     """The chapter's findings (:func:`certattr.evaluation.findings.findings_html`) as its next numbered table."""
-    from ..evaluation.findings import findings_html
-    from .table import numbered_caption
-
     return findings_html(verdicts, caption=numbered_caption(caption)[1])
 
 

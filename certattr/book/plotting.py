@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.certificate import ABSTAIN, Certificate
+from ..evaluation.findings.stats import MIN_CLUSTERS
 from .chapter import TEXT_WIDTH, WIDE_WIDTH, layer_title
 
 __all__ = ["K_COLORS", "k_colors", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
@@ -82,8 +83,6 @@ def mean_interval(values, *, n_boot: int = 2000, level: float = 0.95, seed: int 
     """(mean, low, high) of ``values`` (NaN ignored) with the percentile bootstrap interval of the mean, or
     (mean, nan, nan) with fewer than ``min_count`` values (default: the findings' minimum number of clusters, below
     which the book prints no interval)."""
-    from ..evaluation.findings.stats import MIN_CLUSTERS
-
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if not values.size:
