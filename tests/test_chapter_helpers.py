@@ -169,21 +169,3 @@ def test_abstain_stripes_show_on_a_grey_photo():
     inside = shown[mask].mean(axis=1)
     assert (rgba[~mask, 3] == 0).all()
     assert inside.max() - grey > 0.3 and grey - inside.min() > 0.2
-
-
-def test_compact_table_drops_a_one_value_level_and_splits_headers():
-    import pandas as pd
-
-    from certattr.book.chapter import compact_table
-
-    frame = pd.DataFrame({"% cert. 1 (Input)": [1.0, 2.0], "% abstain (Final)": [3.0, 4.0]},
-                         index=pd.MultiIndex.from_tuples([("Lite0", "Grad"), ("Lite0", "GB")], names=["model", "method"]))
-    styled, dropped = compact_table(frame)
-    assert dropped == ["Lite0"]
-    assert list(styled.data.columns) == [("% cert. 1", "Input"), ("% abstain", "Final")]
-    assert list(styled.data.index) == ["Grad", "GB"] and styled.data.to_numpy().tolist() == [[1.0, 3.0], [2.0, 4.0]]
-    html = styled.to_html()
-    assert ">method<" not in html and ">model<" not in html  # no index-name row
-    two, kept = compact_table(frame.rename(index={"Grad": "Grad"}).set_axis(
-        pd.MultiIndex.from_tuples([("A", "Grad"), ("B", "GB")], names=["model", "method"])))
-    assert kept == [] and list(two.data.index) == [("A", "Grad"), ("B", "GB")]

@@ -131,25 +131,6 @@ def display_frame(frame, *, missing: str = NOT_RUN):
     return out.astype(object).where(out.notna(), missing)
 
 
-def compact_table(frame):
-    """A table as a reader wants it: an index level with one value is dropped (returned, to name in the caption),
-    headers "what (sub)" become two header rows (what, then sub), and the index has no name row.
-
-    Returns ``(styler, dropped)``: a pandas Styler (caption still to set) and the dropped index values, e.g.
-    ``["EfficientNet-Lite0"]``."""
-    import pandas as pd
-
-    dropped = []
-    while getattr(frame.index, "nlevels", 1) > 1 and frame.index.get_level_values(0).nunique() == 1:
-        dropped.append(str(frame.index.get_level_values(0)[0]))
-        frame = frame.droplevel(0)
-    columns = [str(c) for c in frame.columns]
-    if not isinstance(frame.columns, pd.MultiIndex) and all(re.fullmatch(r".+ \(.+\)", c) for c in columns):
-        frame = frame.copy()
-        frame.columns = pd.MultiIndex.from_tuples([(c[:c.index(" (")], c[c.index(" (") + 2:-1]) for c in columns])
-    return frame.style.hide(axis="index", names=True), dropped
-
-
 def glue_figure(name: str, fig=None, *, note: str | None = None) -> None:
     """Glue ``fig`` under ``name`` for a numbered ``{glue:figure}`` with a caption in the chapter's text; with
     no figure (nothing of it was run in this profile), a small figure that says so, so that every profile's
