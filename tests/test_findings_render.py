@@ -35,3 +35,16 @@ def test_rows_name_only_their_layers_and_methods_and_the_reasons_come_once():
     assert html.count("the paper uses 1000") == 1  # the reason once, under the table, not in every row
     assert html.count("Not counted: RISE and Occlusion at the Input layer") == 2
     assert "<caption>Table 3. Claims checked in this chapter</caption>" in html
+
+
+def test_the_introduction_table_says_the_reasons_once_under_it(tmp_path):
+    from certattr.evaluation import findings as F
+
+    F.write_findings([Verdict(FINDINGS[fid], "inconclusive", "measured", "why.", excluded=EVERYTHING)
+                      for fid in ("input_robust_leaders", "sigma_trend")], tmp_path, "robustness")
+    text = F.summary_markdown(tmp_path, "smoke", [("robustness", [FINDINGS["input_robust_leaders"],
+                                                                  FINDINGS["sigma_trend"]])])
+    assert text.count("the paper uses 1000") == 1 and text.count("flagged degenerate") == 1
+    rows = [line for line in text.splitlines() if line.startswith("| **")]
+    assert rows[0].endswith("*Not counted: RISE and Occlusion at the Input layer.* |")
+    assert "Grad at the Final layer" in rows[1]
