@@ -14,6 +14,7 @@ from .engine.smoothing import SmoothedAttribution
 from .engine.statistics import certified_radius, min_samples_to_certify
 from .engine.validation import CertattrError, UndefinedAttribution
 from .models.data import bundled_photo, bundled_photos, load_image_file
+from .models.labelled import labelled_images
 from .models.registry import load_model, model_names
 from .models.wrap import wrap
 from .methods import get_method, method_names  # importing the methods registers them
@@ -29,6 +30,7 @@ __all__ = [
     "certified_radius", "min_samples_to_certify", "Gaussian", "UniformBall",
     # models, methods, images
     "load_model", "model_names", "get_method", "method_names", "bundled_photo", "bundled_photos", "load_image_file",
+    "labelled_images",
     # the related certificates
     "sparsified_smoothgrad", "topk_certificate", "TopKCertificate", "smooth_uniform", "certify_cosine",
     "CosineCertificate", "MethodAtLayer", "SparsifiedSmoothing", "UniformSmoothing", "TopKCertConfig",
