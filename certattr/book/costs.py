@@ -73,7 +73,8 @@ def _final_shape(model, image_hw: tuple[int, int]) -> tuple[int, int, int]:
     key = (model.name, tuple(int(v) for v in image_hw))
     if key not in _FINAL:
         with torch.no_grad():
-            act, _ = model.features(model.normalize(torch.zeros(1, 3, *key[1], device=model.device)))
+            act, _ = model.features(model.normalize(torch.zeros(1, getattr(model, "channels", 3), *key[1],
+                                                                device=model.device)))
         _FINAL[key] = tuple(int(v) for v in act.shape[1:4])
     return _FINAL[key]
 
@@ -128,7 +129,7 @@ def measure_rates(model, image_hw: tuple[int, int], batch: int | None = None) ->
 
     batch = batch or (8 if model.device.type == "cuda" else 4)
     gen = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 3, *image_hw, generator=gen).to(model.device)
+    images = torch.rand(batch, getattr(model, "channels", 3), *image_hw, generator=gen).to(model.device)
     grad = get_method("grad")
     full = _timed(lambda: grad.attribute(model, images, 0, "input")) / batch
     with torch.no_grad():

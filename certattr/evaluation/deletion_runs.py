@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .metrics import deletion_curve, deletion_masks, fill_value
+from .metrics import deletion_curve, deletion_masks, fill_in_channels, fill_value
 from .rows import deletion_rows
 from .names import method_title
 
@@ -20,8 +20,8 @@ def first_step_flipped(model, image: torch.Tensor, target: int, certificate, ks:
     ``image``: (3, H, W) in [0, 1], the image ``certificate`` was computed for."""
     ks = [float(k) for k in ks]
     _, masks = deletion_masks(np.stack([certificate.label_map(k) for k in ks]), ks)
-    first = torch.where(torch.from_numpy(masks[:1]).unsqueeze(1), torch.as_tensor(colour).view(1, 3, 1, 1),
-                        image.unsqueeze(0))
+    colour = fill_in_channels(colour, int(image.shape[0]))  # (C,) for a (C, H, W) image, C = 1 or 3
+    first = torch.where(torch.from_numpy(masks[:1]).unsqueeze(1), colour.view(1, -1, 1, 1), image.unsqueeze(0))
     with torch.no_grad():
         top1 = int(model(first.to(model.device)).argmax(1)[0])
     return top1 != target

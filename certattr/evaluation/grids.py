@@ -9,8 +9,9 @@ the certified top-K lies inside the target cell.
 Building is deterministic: qualification does not depend on batching, and the selection uses a numpy
 ``Generator`` seeded with ``seed`` over the qualifying images in their given order.
 
-Shapes: source images (3, H, W) in [0, 1]; a grid tensor (3, rows*h, cols*w) where (h, w) is the cell
-size (the source size unless ``cell_size``/``grid_size`` asks for a resize); cell masks (rows*h, cols*w) bool.
+Shapes: source images (3, H, W) or, all of them, (1, H, W) in [0, 1]; a grid tensor (C, rows*h, cols*w) of
+their channels C, where (h, w) is the cell size (the source size unless ``cell_size``/``grid_size`` asks for a
+resize); cell masks (rows*h, cols*w) bool.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def cell_mask(height: int, width: int, cell: int, layout=(2, 2)) -> np.ndarray:
 # --- grid objects ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Grid:
-    """One grid: ``tensor`` (3, rows*h, cols*w) float32 in [0, 1]; cell i holds ``image_ids[i]`` of class ``classes[i]``.
+    """One grid: ``tensor`` (C, rows*h, cols*w) float32 in [0, 1], C = 3 (or 1 for greyscale images); cell i holds
+    ``image_ids[i]`` of class ``classes[i]``.
 
     ``grid_id`` is unique and stable: it contains the grid's index and a hash of its image ids, layout and
     size, so it can serve as the image id of a certification run (noise streams and caches are keyed on it).
@@ -102,7 +104,7 @@ class Grid:
         return cell_slices(*self.size, cell, self.layout)
 
     def cell_image(self, cell: int) -> torch.Tensor:
-        """The (3, h, w) content of ``cell``."""
+        """The (C, h, w) content of ``cell``."""
         rs, cs = self.cell_slices(cell)
         return self.tensor[:, rs, cs]
 
@@ -148,13 +150,16 @@ def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def make_grid(images: Sequence[torch.Tensor], layout=(2, 2), cell_size=None) -> torch.Tensor:
-    """Place rows*cols images (3, h, w) row-major into one tensor (3, rows*h, cols*w).
+    """Place rows*cols images (C, h, w) row-major into one tensor (C, rows*h, cols*w); C = 1 when every image is
+    greyscale (1, h, w), else 3 (a greyscale image among colour ones is repeated to RGB).
 
     With ``cell_size`` (int or (h, w)) every image is first resized to it (bilinear, antialiased,
     align_corners=False, clamped to [0, 1]); without it all images must have the same size.
     """
     rows, cols = _check_layout(layout)
-    images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
+    images = list(images)
+    channels = _channels_of(images)
+    images = [check_image(im, f"image {i}", channels=channels) for i, im in enumerate(images)]
     if len(images) != rows * cols:
         raise CertattrError(f"a {rows}x{cols} grid needs {rows * cols} images, got {len(images)}")
     size = _pair("cell_size", cell_size)
@@ -202,13 +207,22 @@ class Qualification:
                 f"label where one was given; rejected: {reasons}), covering {len(self.by_class())} distinct classes")
 
 
+def _channels_of(tensors) -> int:
+    """1 when every image is a 1-channel (greyscale) tensor, else 3: a grid keeps greyscale images grey."""
+    shapes = [getattr(t, "shape", ()) for t in tensors]
+    return 1 if shapes and all(len(s) == 3 and s[0] == 1 for s in shapes) else 3
+
+
 def _parse_items(images) -> list[tuple[str, torch.Tensor, int | None]]:
     out, seen = [], set()
+    images = list(images)
     for i, item in enumerate(images):
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise CertattrError(f"image set entry {i} is not allowed: give (image_id, tensor (3, H, W)) or "
                                 f"(image_id, tensor, label)")
-        image_id, tensor = str(item[0]), check_image(item[1], f"image {item[0]!r}")
+    channels = _channels_of([item[1] for item in images])
+    for item in images:
+        image_id, tensor = str(item[0]), check_image(item[1], f"image {item[0]!r}", channels=channels)
         label = None if len(item) == 2 or item[2] is None else int(item[2])
         if image_id in seen:
             raise CertattrError(f"image id {image_id!r} appears twice in the image set: ids must be unique")
@@ -293,7 +307,8 @@ def _count_arrangements(counts: Sequence[int], k: int) -> int:
 
 
 def build_grids(images, models, n_grids: int, *, seed: int = 0, threshold: float = 0.99, layout=(2, 2),
-                cell_size=None, grid_size=None, distinct: bool = True, chunk_size: int = 32) -> list[Grid]:
+                cell_size=None, grid_size=None, distinct: bool = True, chunk_size: int = 32,
+                qualification: Qualification | None = None) -> list[Grid]:
     """Build ``n_grids`` grids of rows*cols images of distinct classes, deterministically.
 
     Selection (numpy ``default_rng(seed)``): for each grid, draw rows*cols distinct classes uniformly
@@ -305,6 +320,9 @@ def build_grids(images, models, n_grids: int, *, seed: int = 0, threshold: float
     Size: by default cells keep the source size (all qualifying images must then have the same size);
     ``cell_size`` (int or (h, w)) or ``grid_size`` (int or (H, W), divisible by the layout; e.g. 224 gives
     112x112 cells in a 2x2 grid) resizes every cell (bilinear, antialiased). The paper: 224 cells, 448 grid.
+
+    ``qualification``: the :func:`qualify_images` of these images, models and threshold when the caller has it
+    already (the models are then not run again).
 
     Raises CertattrError when fewer than rows*cols distinct classes qualify, saying how many images
     qualified, for which threshold, and why the others were rejected.
@@ -324,12 +342,19 @@ def build_grids(images, models, n_grids: int, *, seed: int = 0, threshold: float
 
     items = _parse_items(images)
     tensors = {image_id: t for image_id, t, _ in items}
-    qual = qualify_images(items, models, threshold, chunk_size)
+    if qualification is not None and (qualification.threshold != check_finite_number("threshold", threshold)
+                                      or qualification.n_images != len(items)):
+        raise CertattrError("qualification is of other images or another threshold: pass the qualify_images() of "
+                            "these images at this threshold, or None")
+    qual = qualification if qualification is not None else qualify_images(items, models, threshold, chunk_size)
     by_class = qual.by_class()
     n_cells = rows * cols
     if len(by_class) < n_cells:
+        labels = {label for _, _, label in items}
+        hint = (f"the images' labels name only {len(labels)} classes, so no set of these images makes a grid"
+                if None not in labels and len(labels) < n_cells else "lower the threshold or give more images")
         raise CertattrError(f"cannot build a {rows}x{cols} grid: it needs {n_cells} distinct classes, but {qual.explain()}; "
-                            f"lower the threshold or give more images")
+                            f"{hint}")
     if csize is None:
         sizes = {tuple(tensors[q.image_id].shape[1:]) for q in qual.qualified}
         if len(sizes) != 1:

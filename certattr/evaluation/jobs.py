@@ -11,9 +11,9 @@ from ..engine.validation import CertattrError
 from ..methods import get_method, method_names
 from ..methods.spec import method_specs, overrides_at
 from ..models.data import Image, ImageNetFolder, bundled_photos
-from ..models.registry import LoadedModel
+from ..models.registry import MODELS as _PRESETS, LoadedModel
 
-__all__ = ["class_names", "image_set", "model_scope_of", "resolve_methods", "method_for", "model_list", "layer_methods", "run_list", "Job", "photo_jobs", "grid_jobs", "engine_configs", "grids_for_model", "grid_sources", "undefined_table"]
+__all__ = ["class_names", "image_set", "model_scope_of", "resolve_methods", "method_for", "model_list", "layer_methods", "run_list", "Job", "photo_jobs", "grid_jobs", "engine_configs", "grids_for_model", "takes_input_size", "grid_sources", "undefined_table"]
 
 
 def class_names() -> list[str]:
@@ -146,15 +146,36 @@ def engine_configs(model: LoadedModel, methods, layers: Sequence[str], sigmas: S
     return configs, undefined
 
 
+def takes_input_size(model: LoadedModel, side: int) -> bool:
+    """Whether ``model`` takes (1, channels, side, side) images: a network with global pooling takes any size, one
+    whose head flattens a fixed grid (or a ViT's position embedding) only its own. One forward pass, remembered per
+    model and side."""
+    import torch
+
+    memo = model.__dict__.setdefault("_takes_size", {})
+    if side not in memo:
+        try:
+            with torch.no_grad():
+                logits = model(torch.zeros(1, model.channels, int(side), int(side), device=model.device))
+            memo[side] = isinstance(logits, torch.Tensor) and logits.dim() == 2
+        except Exception:  # the network's own error on a size it cannot take (a shape mismatch in its head)
+            memo[side] = False
+    return memo[side]
+
+
 def grids_for_model(grids, model: LoadedModel) -> list:
-    """The grids as ``model`` can take them: unchanged for models that accept any input size (CNNs), resized
-    (bilinear, antialiased) to the fixed input size of a model that has one (ViT-B/16: 224x224), with the size
-    appended to the grid id (so the noise and the cache entries differ from the full-size grid's)."""
+    """The grids as ``model`` can take them: unchanged for models that accept any input size (CNNs with global
+    pooling), resized (bilinear, antialiased) to the fixed input size of a model that has one (ViT-B/16: 224x224; a
+    user's model whose head flattens its Final layer: its ``input_size``), with the size appended to the grid id
+    (so the noise and the cache entries differ from the full-size grid's)."""
     import dataclasses
 
     import torch.nn.functional as F
 
     size = getattr(getattr(model, "net", None), "image_size", None)
+    if not size and grids and getattr(model, "spec", None) is not None and model.spec.name not in _PRESETS:
+        side = grids[0].size[0]
+        size = None if takes_input_size(model, side) else int(model.spec.crop)
     if not size:
         return list(grids)
     out = []

@@ -23,7 +23,7 @@ import torch
 
 from .grids import cell_mask
 from ..engine.certificate import ABSTAIN, Certificate
-from ..engine.validation import CertattrError, check_image, check_ks
+from ..engine.validation import LUMA, CertattrError, check_image, check_ks
 from ..models.registry import model_device
 
 __all__ = ["label_counts", "pooled_fractions", "certified_fractions", "GridPG", "certified_gridpg", "gridpg", "certificate_gridpg", "summarize_gridpg", "fill_value", "deletion_masks", "DeletionCurve", "deletion_curve", "certified_components", "faithfulness_scores", "FRACTION_COLUMNS"]
@@ -231,6 +231,15 @@ def fill_value(model, fill="mean") -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
+def fill_in_channels(colour: torch.Tensor, channels: int) -> torch.Tensor:
+    """The (3,) fill colour of :func:`fill_value` in a model's ``channels``: itself for 3, its luma (ITU-R 601, as a
+    colour image is made grey for a greyscale model) as (1,) for 1."""
+    colour = torch.as_tensor(colour, dtype=torch.float32).reshape(-1)
+    if int(channels) == 1 and colour.numel() == 3:
+        return (colour * torch.tensor(LUMA, dtype=torch.float32)).sum().reshape(1)
+    return colour
+
+
 def deletion_masks(labels, ks) -> tuple[tuple[float, ...], np.ndarray]:
     """Cumulative deletion masks from label maps (len(ks), H, W) certified at ``ks`` (in that order).
 
@@ -309,13 +318,14 @@ def deletion_curve(model, image, target: int, certificate: Certificate, *, ks=No
         raise CertattrError(f"certificate of type {type(certificate).__name__} is not allowed: give a Certificate")
     ks = _resolve_ks([certificate], ks)
     h, w = certificate.labels.shape[1:]
-    image = check_image(image, spatial=(h, w))
+    channels = getattr(model, "channels", 3)
+    image = check_image(image, spatial=(h, w), channels=channels)  # a greyscale model's image stays grey
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or target < 0:
         raise CertattrError(f"target={target!r} is not allowed: give a class index >= 0")
-    colour = fill_value(model, fill)
+    colour = fill_in_channels(fill_value(model, fill), channels)
     ks_up, masks = deletion_masks(np.stack([certificate.label_map(k) for k in ks]), ks)
     m = torch.from_numpy(masks).unsqueeze(1)  # (J, 1, H, W)
-    deleted = torch.where(m, colour.view(1, 3, 1, 1), image.unsqueeze(0))
+    deleted = torch.where(m, colour.view(1, -1, 1, 1), image.unsqueeze(0))
     batch = torch.cat([image.unsqueeze(0), deleted]).to(model_device(model))
     with torch.no_grad():
         logits = model(batch)

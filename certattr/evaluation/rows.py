@@ -12,7 +12,8 @@ from ..engine.validation import CertattrError
 from ..methods import get_method
 from ..models.registry import LoadedModel
 from .grids import _check_layout
-from .jobs import class_names, method_for
+from ..models.labelled import model_class_names
+from .jobs import method_for
 from .metrics import DeletionCurve, certificate_gridpg, certified_components, gridpg, label_counts
 
 __all__ = ["certificate_rows", "gridpg_rows", "deletion_rows", "to_frame", "robustness_rows", "localization_rows", "certificate_subset"]
@@ -36,13 +37,17 @@ def robustness_rows(model: LoadedModel, certificates: dict) -> list[dict]:
 
 
 def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_overrides: dict | None = None,
-                      raw_gridpg: bool = True, seed: int = 0) -> list[dict]:
+                      raw_gridpg: bool = True, seed: int = 0, class_names: dict | Sequence | None = None) -> list[dict]:
     """Tidy Certified GridPG rows (one per grid x target cell x method x layer x sigma x K) from
     certificates keyed ((grid id, cell), method, layer, sigma) of :func:`grid_jobs`; with ``raw_gridpg`` also the uncertified GridPG of the
-    clean grid's raw attribution map for the same target (one extra attribution per (grid, cell, method, layer))."""
+    clean grid's raw attribution map for the same target (one extra attribution per (grid, cell, method, layer)).
+    ``class_names``: the target classes' names ({index: name} or one per class; default the model's own names,
+    :func:`certattr.models.labelled.model_class_names`, else the index as text)."""
 
     by_id = {g.grid_id: g for g in grids}
-    names = class_names()
+    names = class_names if class_names is not None else (model_class_names(model) or ())
+    if not isinstance(names, dict):
+        names = dict(enumerate(names))
     raw_cache: dict = {}
     rows = []
     for ((grid_id, cell), name, layer, sigma), cert in certificates.items():
@@ -59,7 +64,7 @@ def localization_rows(model: LoadedModel, certificates: dict, grids, *, method_o
         rows.extend(_clean_row(r) for r in gridpg_rows(
             cert, int(cell), grid.layout, attribution=raw, grid_id=grid_id, model=model.name,
             model_title=model.spec.title, method=name, method_title=get_method(name).title, layer=layer,
-            degenerate=cert.degenerate, target_class=int(target), target_name=names[target] if target < len(names) else str(target),
+            degenerate=cert.degenerate, target_class=int(target), target_name=str(names.get(int(target), target)),
             cell_image=grid.image_ids[cell]))
     return rows
 
