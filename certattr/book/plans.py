@@ -32,13 +32,14 @@ from ..engine.encodings import certificate_encoding, encoding_from_spec
 from ..engine.noise import Gaussian, UniformBall
 from ..engine.smoothing import SmoothedAttribution
 from ..engine.validation import CertattrError
-from ..evaluation.jobs import Job, engine_configs, image_set, model_list, photo_jobs
-from ..evaluation.grids import Grid, build_grids
+from ..evaluation.jobs import Job, engine_configs, image_set, model_list, photo_jobs, takes_input_size
+from ..evaluation.grids import Grid, build_grids, qualify_images
 from ..models.vit_tokens import reinit_zero_head
 from ..methods import get_method
 from ..models.data import Image
 from ..models.registry import MODELS
-from ..models.sources import folder_images, load_source
+from ..models.labelled import labelled_images
+from ..models.sources import load_source
 
 __all__ = ["Work", "Plan", "ModelPool", "PlanBuilder", "RunSpec", "Certified", "certify_plan", "execution_order", "merge", "cache_keys",
            "compare_with_cache", "load_work_model", "SOURCE_PARAMETERS",
@@ -76,6 +77,8 @@ class Work:
     compilation: str = "auto"
     source: tuple = ()  #: (name, value) pairs of a user's model (final_layer, mean, std, input_size, trust_pickle)
     keys: tuple = ()  #: the chapter's keys of the jobs that read the entry (an image id, or (grid id, cell))
+    #: what loads the model where that differs from its name (a user's ``file:PATH``, whose name is the file's name)
+    loads: str = ""
 
     @property
     def n(self) -> int:
@@ -130,8 +133,8 @@ class Work:
 
     @property
     def model_key(self) -> tuple:
-        return (self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision, self.compilation,
-                self.source)
+        return (self.loads or self.model, self.weights, self.model_seed, self.zero_head_redraw, self.precision,
+                self.compilation, self.source)
 
 
 @dataclass
@@ -228,7 +231,7 @@ def compare_with_cache(plan: Plan, pool: "ModelPool | None" = None) -> tuple[dic
 
 # --- models, as each chapter makes them -----------------------------------------------------------------------
 #: the parameters that say how a user's model (torchvision:, timm:, a file) is read, passed to load_source
-SOURCE_PARAMETERS = ("final_layer", "mean", "std", "input_size", "trust_pickle")
+SOURCE_PARAMETERS = ("final_layer", "mean", "std", "input_size", "trust_pickle", "classes")
 
 
 def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, zero_head_redraw: bool = False,
@@ -323,15 +326,32 @@ class PlanBuilder:
         return image_set(photos, imagenet_dir, n_images, resize=resize, crop=crop)
 
     def grids(self, photos, imagenet_dir, n_images, qualify, n_grids, grid_seed, threshold, grid_size):
-        """The chapter's grids (:func:`certattr.evaluation.grids.build_grids` on :func:`grid_sources`), or placeholders."""
+        """The chapter's grids (:func:`certattr.evaluation.grids.build_grids`), or placeholders; the source images
+        and their qualification (:func:`certattr.evaluation.grids.qualify_images`: how many qualified, of how many,
+        at ``threshold``) are kept in ``extras["grid_sources"]`` and ``extras["qualification"]``.
+
+        With ``image_dir``, the sources are the user's images (a labelled image qualifies only where the models'
+        top-1 class is its label) at the first qualifying model's size and channels, and ``grid_size`` is not used: the cells keep that size, as
+        the paper's 224-pixel images make 448-pixel grids, unless the model takes only its own input size (a head
+        that is not global pooling), whose grids are that size (cells of half its side)."""
 
         if self._placeholder_needed(imagenet_dir):
             side = int(grid_size) if grid_size else 448
             return [Grid(f"placeholder-grid-{i:04d}", tuple(f"placeholder-{4 * i + c}" for c in range(4)),
                          (0, 1, 2, 3), torch.full((3, 1, 1), (i % 251) / 251.0).expand(3, side, side))
                     for i in range(int(n_grids))]
-        sources = [(im.id, im.tensor, im.label) for im in self.image_set(photos, imagenet_dir, n_images)]
-        return build_grids(sources, qualify, n_grids, seed=grid_seed, threshold=threshold, grid_size=grid_size)
+        if self.p.get("image_dir"):
+            first = qualify[0]
+            images = self.images_for(first)
+            side = int(first.spec.crop)
+            grid_size = 2 * side if takes_input_size(first, 2 * side) else side
+        else:
+            images = self.image_set(photos, imagenet_dir, n_images)
+        sources = [(im.id, im.tensor, im.label) for im in images]
+        qual = qualify_images(sources, qualify, threshold)
+        self.extras["grid_sources"], self.extras["qualification"] = images, qual
+        return build_grids(sources, qualify, n_grids, seed=grid_seed, threshold=threshold, grid_size=grid_size,
+                           qualification=qual)
 
     def source(self, name) -> tuple:
         """The (name, value) pairs that say how a user's model is read (empty for a preset)."""
@@ -344,15 +364,25 @@ class PlanBuilder:
         the works added for it remember how it was made."""
         net = self.pool.get(name, self.p["weights"], seed, redraw, self.p.get("precision", "fp32"),
                             self.p.get("compilation", "auto"), self.source(name))
-        self._made[id(net)] = (int(seed), bool(redraw))
+        self._made[id(net)] = (int(seed), bool(redraw), str(name))
         return net
 
     def images_for(self, net, photos=None, imagenet_dir=None, n_images=None):
-        """The chapter's images as ``net`` reads them: the user's folder (``image_dir``) at the model's size and
-        channels, or the bundled photos / ImageNet images at the model's size."""
-        if self.p.get("image_dir"):
-            return folder_images(self.p["image_dir"], net.spec.resize, net.spec.crop, net.channels)
-        return self.image_set(photos, imagenet_dir, n_images, net.spec.resize, net.spec.crop)
+        """The chapter's images as ``net`` reads them: the user's ``image_dir`` (a class folder tree, a CSV of
+        (file, label) or a plain folder or glob: :func:`certattr.models.labelled.labelled_images`, labels checked
+        against the model's classes and used as targets) at the model's size and channels, or the bundled photos /
+        ImageNet images at the model's size (the first ``n_images`` where the chapter sets it). Read once per model
+        and arguments; the first set read for a model is kept in ``extras["images"][model name]`` (what its chapter
+        shows)."""
+        memo = self.__dict__.setdefault("_images", {})
+        key = (id(net), self.p.get("image_dir"), repr(photos), imagenet_dir, n_images)
+        if key not in memo:
+            if self.p.get("image_dir"):
+                memo[key] = labelled_images(self.p["image_dir"], net).first(self.p.get("n_images"))
+            else:
+                memo[key] = self.image_set(photos, imagenet_dir, n_images, net.spec.resize, net.spec.crop)
+            self.extras.setdefault("images", {}).setdefault(net.name, memo[key])
+        return memo[key]
 
     def image_key(self, image_id, tensor) -> str:
         """:func:`_image_key`, once per tensor object (a placeholder is keyed by its id alone)."""
@@ -391,7 +421,7 @@ class PlanBuilder:
         reads = tuple(sorted({(str(spec), int(max(v, 1))) for spec, v in reads}))
         key = image_key or self.image_key(job.image_id, job.tensor)
         self.images[key] = job.tensor
-        model_seed, redraw = self._made.get(id(net), (0, False))
+        model_seed, redraw, loads = self._made.get(id(net), (0, False, net.name))
         self.works.append(Work(
             model=net.name, weights=self.p["weights"], model_seed=model_seed, zero_head_redraw=redraw,
             method=method.name, method_params=json.dumps(dict(method.params), sort_keys=True), layer=layer,
@@ -399,7 +429,8 @@ class PlanBuilder:
             reads=reads, chunk_size=int(self.p["chunk_size"]),
             image_id=str(job.image_id), image_key=key, target=int(job.target), shape=tuple(job.tensor.shape),
             chapters=(self.chapter,), noise=noise, precision=net.precision,
-            compilation=str(self.p.get("compilation", "auto")), source=self.source(net.name), keys=(job.key,)))
+            compilation=str(self.p.get("compilation", "auto")), source=self.source(loads), keys=(job.key,),
+            loads="" if loads == net.name else loads))
 
     def plan(self) -> Plan:
         """The chapter's works, an entry read twice (e.g. the method chapter's focus method) listed once."""

@@ -13,6 +13,8 @@ __all__ = [
     "CORRECTION",
     "DEVICE",
     "IMAGENET_DIR",
+    "IMAGE_DIR",
+    "USER_MODEL",
     "KS",
     "LAYERS",
     "METHOD_OVERRIDES",
@@ -39,6 +41,21 @@ COMPILATION = Param(
 CORRECTION = Param("correction", "bonferroni")
 DEVICE = Param("device", "cpu", profiles={"paper": "cuda"})
 IMAGENET_DIR = Param("imagenet_dir", None)
+IMAGE_DIR = Param(
+    "image_dir",
+    None,
+    note="your own images (overrides photos and imagenet_dir): a folder with one subfolder per class, a CSV of "
+    "(file, label), or a folder or glob of unlabelled images",
+)
+#: how a user's model (torchvision:NAME, timm:NAME, file:PATH, a .pt2 program) is read (certattr.book.plans.SOURCE_PARAMETERS)
+USER_MODEL = (
+    Param("final_layer", None, note="a torchvision:/timm:/file model's Final layer (module path; None: guessed)"),
+    Param("mean", None, note="a file model's normalization, one value per channel"),
+    Param("std", None),
+    Param("input_size", None, note="a file model's square input side"),
+    Param("trust_pickle", False, note="allow a pickled whole module (it runs code named in the file)"),
+    Param("classes", None, note="a torchvision:/timm:/file model's class names: a list, or a file with one per line"),
+)
 KS = Param("ks", [50, 30, 10])
 LAYERS = Param("layers", ["input", "final"], profiles={"smoke": ["final"]})
 METHOD_OVERRIDES = Param(

@@ -24,7 +24,9 @@ from .common import (
     SEED,
     SIGMA,
     TAU,
+    USER_MODEL,
     WEIGHTS,
+    IMAGE_DIR,
 )
 from .declaration import Chapter, Param, register
 from ...course import exercises as course_exercises
@@ -42,6 +44,7 @@ def plan(b: PlanBuilder):
             if p.get("image_dir")
             else b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
         )
+        b.extras.setdefault("images", {}).setdefault(net.name, images)
         b.add(
             net,
             photo_jobs_for(net, images),
@@ -58,18 +61,14 @@ PARAMETERS = (
         note="list of model names (None: [model]); also torchvision:NAME, timm:NAME, file:PATH",
         profiles={"paper": ["resnet18", "vgg11"]},
     ),
-    Param("final_layer", None, note="a torchvision:/timm:/file model's Final layer (module path; None: guessed)"),
-    Param("mean", None, note="a file model's normalization, one value per channel"),
-    Param("std", None),
-    Param("input_size", None, note="a file model's square input side"),
-    Param("trust_pickle", False, note="allow a pickled whole module (it runs code named in the file)"),
+    *USER_MODEL,
     WEIGHTS,
     DEVICE,
     PRECISION,
     COMPILATION,
     Param("photos", None, profiles={"smoke": ["coffee"]}),
     IMAGENET_DIR,
-    Param("image_dir", None, note="a folder or glob of your own images (overrides photos and imagenet_dir)"),
+    IMAGE_DIR,
     Param("n_images", None, profiles={"paper": 100}),
     Param(
         "methods",

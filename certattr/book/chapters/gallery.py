@@ -24,7 +24,9 @@ from .common import (
     SEED,
     SIGMA,
     TAU,
+    USER_MODEL,
     WEIGHTS,
+    IMAGE_DIR,
 )
 from .declaration import Chapter, Param, register
 from ...course import exercises as course_exercises
@@ -36,7 +38,12 @@ def plan(b: PlanBuilder):
     """The model's photos, every method and layer at one σ."""
     p = b.p
     net = b.model(p["model"])
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
+    if p.get("image_dir"):  # a gallery of the user's classes: the first image of each (or the first n_images)
+        own = b.images_for(net)
+        images = own if p.get("n_images") else own.one_per_class()
+    else:
+        images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
+    b.extras.setdefault("images", {})[net.name] = images
     b.add(net, photo_jobs_for(net, images), RunSpec(p["methods"], p["layers"], [p["sigma"]], p.get("method_overrides")))
 
 
@@ -47,9 +54,12 @@ PARAMETERS = (
     DEVICE,
     PRECISION,
     COMPILATION,
+    *USER_MODEL,
     Param("photos", ["chelsea", "coffee"], profiles={"smoke": ["coffee"], "paper": ["chelsea", "coffee", "camera"]}),
     IMAGENET_DIR,
-    Param("n_images", None, profiles={"paper": 3}),
+    IMAGE_DIR,
+    Param("n_images", None, note="the first n_images of imagenet_dir or image_dir (None: all of imagenet_dir, the "
+          "first image of each class of image_dir, the first two of an unlabelled one)", profiles={"paper": 3}),
     Param("methods", "all", profiles={"smoke": ["grad", "gradcam"]}),
     LAYERS,
     SIGMA,

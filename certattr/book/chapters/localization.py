@@ -21,7 +21,9 @@ from .common import (
     RESULTS_DIR,
     SEED,
     TAU,
+    USER_MODEL,
     WEIGHTS,
+    IMAGE_DIR,
 )
 from .declaration import Chapter, Param, register
 from ...course import exercises as course_exercises
@@ -70,15 +72,18 @@ PARAMETERS = (
     DEVICE,
     PRECISION,
     COMPILATION,
+    *USER_MODEL,
     Param("photos", None, note="source images for the grids: bundled photo ids (None: all)"),
     Param("imagenet_dir", None, note="or an ImageNet validation folder with labels.txt"),
+    IMAGE_DIR,
     Param("n_images", None, note="how many source images (paper order with imagenet_dir)", profiles={"paper": 2000}),
     Param("threshold", 0.35, note="softmax confidence every qualify model must reach", profiles={"paper": 0.99}),
     Param("n_grids", 6, profiles={"smoke": 1, "paper": 500}),
     Param(
         "grid_size",
         128,
-        note="None: cells keep the source size (224 -> 448x448 grids); an int resizes",
+        note="None: cells keep the source size (224 -> 448x448 grids); an int resizes; with image_dir the cells "
+        "are the model's input size",
         profiles={"paper": None},
     ),
     Param("grid_seed", 0),

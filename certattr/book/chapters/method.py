@@ -17,6 +17,7 @@ from .common import (
     CORRECTION,
     DEVICE,
     IMAGENET_DIR,
+    IMAGE_DIR,
     LAYERS,
     METHOD_OVERRIDES,
     MODEL,
@@ -28,6 +29,7 @@ from .common import (
     SEED,
     SIGMA,
     TAU,
+    USER_MODEL,
     WEIGHTS,
 )
 from .declaration import Chapter, Param, register
@@ -41,7 +43,12 @@ def plan(b: PlanBuilder):
     section's entries (fixed n and the anytime runs, one per bundled photo)."""
     p = b.p
     net = b.model(p["model"])
-    image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
+    if p.get("image_dir"):  # the user's image of that id, else the folder's first
+        own = b.images_for(net)
+        image = next((im for im in own if im.id == p.get("photo")), own[0])
+    else:
+        image = b.image_set(p["photo"], p.get("imagenet_dir"), 1)[0]
+    b.extras["image"] = image
     job = job_for(image.id, image.tensor, resolve_target(net, image.tensor, image.label))
     overrides = p.get("method_overrides") or {}
     # the focus method's maps are shown (engine.sample): raw maps, from which its certificate is derived
@@ -50,15 +57,18 @@ def plan(b: PlanBuilder):
     names = resolve_methods(p["methods"])
     b.add(net, [job], RunSpec({layer: names for layer in p["layers"]}, p["layers"], [p["sigma"]], overrides))
     # "Fewer samples": fixed n (each of fewer_ns and fewer_n_max) and the anytime runs (up to fewer_n_max) read
-    # one entry per bundled photo, at the certificate's encoding
+    # one entry per bundled photo (with image_dir: as many of the user's images), at the certificate's encoding
+    b.extras["fewer_images"] = []
     if p.get("fewer_photos"):
         fewer = method_for(p["fewer_method"], p["fewer_layer"], overrides)
         spec = certificate_encoding(p["fewer_layer"], p.get("ks") or ()).spec
         ns = sorted({int(v) for v in p.get("fewer_ns") or ()} | {int(p["fewer_n_max"])})
-        for photo_id in p["fewer_photos"]:
-            shot = bundled_photo(photo_id)
+        shots = (b.images_for(net)[:len(p["fewer_photos"])] if p.get("image_dir")
+                 else [bundled_photo(photo_id) for photo_id in p["fewer_photos"]])
+        b.extras["fewer_images"] = shots
+        for shot in shots:
             b.add_one(net, fewer, p["fewer_layer"], p["fewer_sigma"],
-                      job_for(shot.id, shot.tensor, resolve_target(net, shot.tensor, None)),
+                      job_for(shot.id, shot.tensor, resolve_target(net, shot.tensor, shot.label)),
                       reads=[(spec, v) for v in ns])
 
 
@@ -69,13 +79,16 @@ PARAMETERS = (
     DEVICE,
     PRECISION,
     COMPILATION,
+    *USER_MODEL,
     Param(
         "photo",
         "chelsea",
-        note="a bundled photo id; with imagenet_dir set, the first image in the paper's order",
+        note="a bundled photo id; with imagenet_dir set, the first image in the paper's order; with image_dir, "
+        "the image of that id (else the first)",
         profiles={"smoke": "coffee", "paper": None},
     ),
     IMAGENET_DIR,
+    IMAGE_DIR,
     SIGMA,
     Param("ks", [50, 25, 5]),
     N,
@@ -107,6 +120,7 @@ PARAMETERS = (
                 "flower",
             ],
         },
+        note="with image_dir: as many of the user's images",
         heading='"Fewer samples": fixed n against anytime sampling (a cheap method, so that the section costs < 2.5 min cold)',
     ),
     Param("fewer_method", "gradcam"),

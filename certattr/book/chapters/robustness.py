@@ -22,7 +22,9 @@ from .common import (
     RESULTS_DIR,
     SEED,
     TAU,
+    USER_MODEL,
     WEIGHTS,
+    IMAGE_DIR,
 )
 from .declaration import Chapter, Param, register
 from ...course import exercises as course_exercises
@@ -34,9 +36,13 @@ def plan(b: PlanBuilder):
     """Every model's images (each at its own input size, narrowed to its ``model_scope``) with its methods at the
     first σ, and the trend images at the other σ without the ``first_sigma_only`` methods."""
     p = b.p
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
     trend_photos = p.get("trend_photos")
-    trend_ids = set(trend_photos) if (trend_photos and not p.get("imagenet_dir")) else {im.id for im in images}
+    if p.get("image_dir"):  # the user's images: every one at every sigma
+        trend_ids = set()
+    elif trend_photos and not p.get("imagenet_dir"):
+        trend_ids = set(trend_photos)
+    else:
+        trend_ids = {im.id for im in b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))}
     sigmas, skip = list(p["sigmas"]), list(p.get("skip") or [])
     for name in models_of(p):
         net = b.model(name)
@@ -91,12 +97,8 @@ PARAMETERS = (
         note='{model: {"photos": [...], "methods": {...}}}: a narrower run for some models',
         profiles={"smoke": {}, "paper": {}},
     ),
-    Param("final_layer", None, note="a torchvision:/timm:/file model's Final layer (module path; None: guessed)"),
-    Param("mean", None, note="a file model's normalization, one value per channel"),
-    Param("std", None),
-    Param("input_size", None, note="a file model's square input side"),
-    Param("trust_pickle", False, note="allow a pickled whole module (it runs code named in the file)"),
-    Param("image_dir", None, note="a folder or glob of your own images (overrides photos and imagenet_dir)"),
+    *USER_MODEL,
+    IMAGE_DIR,
     WEIGHTS,
     DEVICE,
     PRECISION,

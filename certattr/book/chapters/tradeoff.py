@@ -24,7 +24,9 @@ from .common import (
     RESULTS_DIR,
     SEED,
     TAU,
+    USER_MODEL,
     WEIGHTS,
+    IMAGE_DIR,
 )
 from .declaration import Chapter, Param, register
 from ...course import exercises as course_exercises
@@ -37,9 +39,11 @@ def plan(b: PlanBuilder):
     photos and grid targets (the grids kept in the plan's extras) at one σ."""
     p = b.p
     names, skip, overrides = models_of(p), p.get("skip") or (), p.get("method_overrides")
-    images = b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images"))
     for name in names:
         net = b.model(name)
+        images = (b.images_for(net) if p.get("image_dir")
+                  else b.image_set(p.get("photos"), p.get("imagenet_dir"), p.get("n_images")))
+        b.extras.setdefault("images", {}).setdefault(net.name, images)
         b.add(net, photo_jobs_for(net, images), RunSpec(p["methods"], p["layers"], [p["sigma"]], overrides, (), skip))
     qualify = model_list(p["qualify_models"], None) if p.get("qualify_models") else names
     grids = b.extras["grids"] = b.grids(p.get("grid_photos"), p.get("imagenet_dir"), p.get("grid_n_images"),
@@ -61,6 +65,7 @@ PARAMETERS = (
     DEVICE,
     PRECISION,
     COMPILATION,
+    *USER_MODEL,
     Param(
         "methods",
         {"input": ["grad", "ixg", "lrp", "rise", "gradcam"], "final": "all"},
@@ -71,6 +76,7 @@ PARAMETERS = (
     Param("ks", [50, 30, 10], note="robustness and Certified GridPG are averaged over these K"),
     Param("photos", None, profiles={"smoke": ["coffee"]}, heading="robustness: the images of the robustness chapter"),
     IMAGENET_DIR,
+    IMAGE_DIR,
     Param("n_images", None, profiles={"paper": 100}),
     Param(
         "qualify_models",
@@ -82,7 +88,7 @@ PARAMETERS = (
     Param("grid_n_images", None, profiles={"paper": 2000}),
     Param("threshold", 0.35, profiles={"paper": 0.99}),
     Param("n_grids", 6, profiles={"smoke": 1, "paper": 500}),
-    Param("grid_size", 128, profiles={"paper": None}),
+    Param("grid_size", 128, note="with image_dir the cells are the model's input size", profiles={"paper": None}),
     Param("grid_seed", 0),
     Param("cells", "all"),
     N,
