@@ -25,6 +25,7 @@ from .models.registry import LAYERS, MODELS, model_names
 from .models.sources import SOURCE_FORMS, load_source
 from .sweeps.cli import add_parser as _add_sweep
 from .sweeps.images import FolderJob, certify_folder, list_images
+from .models.labelled import is_labelled, labelled_files
 
 __all__ = ["main"]
 
@@ -77,8 +78,9 @@ def _image_arg(value: str, resize: int = 256, crop: int = 224):
 
 
 def _is_folder(value: str) -> bool:
-    """IMAGE names several images: a folder, or a glob pattern."""
-    return Path(value).is_dir() or any(c in value for c in "*?[")
+    """IMAGE names several images: a folder (plain, or one subfolder per class), a glob pattern, or a CSV of
+    (file, label)."""
+    return Path(value).is_dir() or any(c in value for c in "*?[") or Path(value).suffix.lower() == ".csv"
 
 
 def _source_args(args, device) -> dict:
@@ -102,15 +104,28 @@ def _certify_folder(args, source: dict, sampling, config) -> int:
         raise CertattrError(f"--workers {args.workers} is not allowed: give a positive number of workers")
     if args.workers is not None and args.scheduler:
         raise CertattrError("--scheduler joins a running cluster: it cannot be combined with --workers")
-    paths = list_images(args.image)
+    labelled = is_labelled(args.image)
+    if labelled and args.target is not None:
+        raise CertattrError(f"--target cannot be given with {args.image!r}: its labels are the targets (give a plain "
+                            f"folder of images for one --target)")
+    paths = None if labelled else list_images(args.image)
     out = Path(args.out)
     check_writable_folder(out, "--out")
     _check_cache(args)
-    load_source(**source)  # every model error now, in one line, before any worker starts
+    model = load_source(**source)  # every model error now, in one line, before any worker starts
+    targets, names = None, None
+    if labelled:  # every label checked against the model's classes before any image is certified
+        found = labelled_files(args.image, model)
+        paths, targets = list(found.files), list(found.labels)
+        if not model.spec.notes.get("classes"):
+            names = tuple(found.class_names.get(i, str(i)) for i in range(model.head_classes()))
+        print(f"{len(paths)} images in {len(found.class_names)} classes ("
+              + ", ".join(f"{found.class_names[c]}: {found.labels.count(c)}" for c in sorted(found.class_names))
+              + "); each image's label is its target")
     job = FolderJob(source, args.method, args.layer, args.sigma, sampling, config, args.target,
-                    None if args.no_cache else str(Path(args.cache).resolve()))
+                    None if args.no_cache else str(Path(args.cache).resolve()), names)
     result = certify_folder(paths, out, job, workers=args.workers, scheduler=args.scheduler,
-                            progress=not args.quiet)
+                            progress=not args.quiet, targets=targets)
     print(f"{result['done']} certified, {result['skipped']} already done, {result['bad']} unreadable "
           f"(see {out / 'log.txt'})" if result["bad"] else
           f"{result['done']} certified, {result['skipped']} already done")
@@ -126,7 +141,8 @@ def _add_certify(sub):
                                    "(and certificate.npz) into --out; both files also hold the band certificate "
                                    "(one claim for all K at 1 - alpha: band_labels, band_fractions).")
     p.add_argument("image", help="an image file, a bundled photo id (chelsea, coffee, camera, ...), or a folder or "
-                                 "glob of images (then --out gets one certificate per image and results.csv)")
+                                 "glob of images, a folder with one subfolder per class, or a CSV of (file, label) "
+                                 "(then --out gets one certificate per image and results.csv; labels are the targets)")
     p.add_argument("--model", action=_Once, default="efficientnet_lite0",
                    help=f"{SOURCE_FORMS}; presets: {', '.join(model_names())}")
     p.add_argument("--weights", action=_Once, default="pretrained",
@@ -264,10 +280,30 @@ def _add_book(sub):
     p.set_defaults(func=_book)
 
 
+#: parameters that always name a path (a folder, glob, CSV or text file), and those that may (a model file, weights)
+_PATH_PARAMETERS, _MAYBE_PATH_PARAMETERS = ("image_dir", "imagenet_dir", "classes"), ("model", "models", "weights")
+
+
+def _absolute(value, always: bool):
+    """A path given on the command line, made absolute against the folder the command runs in (the chapters run in
+    the book's folder): ``file:PATH`` and existing files always, other strings where ``always``."""
+    if isinstance(value, list):  # a list of models; a list of class names is not a path
+        return value if always else [_absolute(v, always) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    prefix = "file:" if value.startswith("file:") else ""
+    path = Path(value[len(prefix):]).expanduser()
+    if path.is_absolute() or not (always or prefix or path.exists()):
+        return value
+    return prefix + str(Path.cwd() / path)
+
+
 def _book(args) -> int:
     root = check_root(args.root or ROOT)
     chapters = [check_choice("chapter", c, chapter_names()) for c in args.only] if args.only else chapter_names()
     overrides = check_overrides(parse_overrides(args.parameter), args.profile, chapters, root)
+    overrides = {k: _absolute(v, k in _PATH_PARAMETERS) if k in _PATH_PARAMETERS + _MAYBE_PATH_PARAMETERS else v
+                 for k, v in overrides.items()}
     check_writable_folder(root / "book" / "chapters", "the book's output folder")
     return build_book(args.profile, only=args.only, build_html=not args.no_build, force=args.force,
                       overrides=overrides, root=root)

@@ -12,6 +12,7 @@ images over Dask workers as ``certattr sweep`` does (each worker loads the model
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -48,6 +49,8 @@ class FolderJob:
     cert: CertConfig = field(default_factory=CertConfig)
     target: int | None = None
     cache_dir: str | None = None
+    #: class names by index where the model has none (a labelled folder's class folders or label names)
+    class_names: tuple | None = None
 
 
 def image_ids(paths: Sequence[Path]) -> list[str]:
@@ -98,7 +101,8 @@ def certify_image(path: str, image_id: str, out: str, job: FolderJob) -> tuple[s
     atomic_write_bytes(folder / f"{image_id}.npz", cert.to_bytes())
     record = {"image_id": image_id, "path": str(path), "model": model.name, "method": engine.method.name,
               "layer": job.layer, "seed": job.sampling.seed, "prediction": prediction,
-              "prediction_probability": probability, "classes": model.spec.notes.get("classes"),
+              "prediction_probability": probability,
+              "classes": model.spec.notes.get("classes") or (list(job.class_names) if job.class_names else None),
               "certificate": cert.summary()}
     atomic_write_bytes(summary_path, (json.dumps(record, indent=1, default=str) + "\n").encode())
     return "done", ""
@@ -148,14 +152,24 @@ def _bar(total: int, progress: bool):
     return tqdm(total=total, unit="image", desc="certify", disable=not progress)
 
 
+def _with_target(job: FolderJob, target: int | None) -> FolderJob:
+    """``job`` for one image whose own class (its label) is ``target``; ``job`` itself where it has none."""
+    return job if target is None else dataclasses.replace(job, target=int(target))
+
+
 def certify_folder(paths: Sequence[Path], out, job: FolderJob, *, workers: int | None = None,
                    scheduler: str | None = None, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> dict:
+                   log: Callable[[str], None] | None = None, targets: Sequence[int | None] | None = None) -> dict:
     """Certify every image of ``paths`` into ``out`` (see the module docstring); returns counts
-    {"done", "skipped", "bad"} and the table's paths. ``workers``/``scheduler``: on Dask (else in this process)."""
+    {"done", "skipped", "bad"} and the table's paths. ``workers``/``scheduler``: on Dask (else in this process).
+    ``targets``: one class per path (a labelled folder's labels, :func:`certattr.models.labelled.labelled_files`),
+    else ``job.target`` for every image."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ids = image_ids(list(paths))
+    targets = list(targets) if targets is not None else [None] * len(ids)
+    if len(targets) != len(ids):
+        raise CertattrError(f"targets has {len(targets)} classes for {len(ids)} images: give one per image")
     counts = {"done": 0, "skipped": 0, "bad": 0}
     log_lines = []
 
@@ -169,12 +183,12 @@ def certify_folder(paths: Sequence[Path], out, job: FolderJob, *, workers: int |
     bar = _bar(len(ids), progress)
     try:
         if workers is None and scheduler is None:
-            for path, image_id in zip(paths, ids):
-                status, message = certify_image(str(path), image_id, str(out), job)
+            for path, image_id, target in zip(paths, ids, targets):
+                status, message = certify_image(str(path), image_id, str(out), _with_target(job, target))
                 report(status, path, message)
                 bar.update(1)
         else:
-            _dask(paths, ids, out, job, workers, scheduler, report, bar)
+            _dask(paths, ids, targets, out, job, workers, scheduler, report, bar)
     finally:
         bar.close()
         if log_lines:
@@ -185,7 +199,7 @@ def certify_folder(paths: Sequence[Path], out, job: FolderJob, *, workers: int |
     return {**counts, "tables": _write_table(out, table_rows(records)), "rows": len(records)}
 
 
-def _dask(paths, ids, out, job, workers, scheduler, report, bar):
+def _dask(paths, ids, targets, out, job, workers, scheduler, report, bar):
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -202,7 +216,8 @@ def _dask(paths, ids, out, job, workers, scheduler, report, bar):
         else:
             cluster = local_cluster(str(job.model.get("device", "cpu")), workers)
             client = Client(cluster)
-        futures = {client.submit(certify_image, str(p), i, str(out), job, pure=False): p for p, i in zip(paths, ids)}
+        futures = {client.submit(certify_image, str(p), i, str(out), _with_target(job, t), pure=False): p
+                   for p, i, t in zip(paths, ids, targets)}
         for future in as_completed(futures):
             status, message = future.result()
             report(status, futures[future], message)
