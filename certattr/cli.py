@@ -319,8 +319,8 @@ def _add_assignments(sub):
     p.add_argument("--profile", default="smoke", choices=list(PROFILE_NAMES),
                    help="the parameters written into each notebook's parameters cell (default: smoke, minutes "
                         "on a laptop CPU)")
-    p.add_argument("--only", nargs="*", default=None, choices=chapter_names(), metavar="CHAPTER",
-                   help="only these chapters (file stems)")
+    p.add_argument("--only", nargs="*", default=None, choices=book_course().stems(), metavar="CHAPTER",
+                   help="only these chapters (file stems of the chapters with exercises)")
     p.add_argument("--cache-dir", default="certattr-cache",
                    help="the sample cache the notebooks use, relative to the folder they run in or absolute "
                         "(default: certattr-cache)")

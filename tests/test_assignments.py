@@ -20,9 +20,10 @@ from certattr.course import (BEGIN, END, STUB, Score, build_assignments, chapter
                              clear_solutions, exercise)
 from certattr.book.build import ROOT, chapter_parameters
 from certattr.book.chapters import chapter_names, course as book_course
+from certattr.book.chapters.declaration import PAPER_DOMAIN
 
 COURSE = book_course()
-CHAPTERS = chapter_names()
+CHAPTERS = chapter_names(PAPER_DOMAIN.name)  # the course uses the chapters on the paper's domain
 EXERCISES = {c: list(COURSE.exercises(c)) for c in COURSE.stems()}
 CHAPTER_OF = {ex.label: c for c, exs in EXERCISES.items() for ex in exs}
 from certattr.engine.validation import CertattrError
@@ -242,7 +243,7 @@ def test_every_declared_check_passes_the_solution_and_fails_it_perturbed_or_cons
 def _toy(*cases) -> "Exercise":
     from certattr.course.cases import Exercise
 
-    return Exercise("toy", "toy-exercise", "A toy", "double", 1, 5, "multiply by two.", tuple(cases))
+    return Exercise("toy-exercise", "A toy", "double", 1, 5, "multiply by two.", tuple(cases))
 
 
 def test_the_runner_reports_the_first_mismatch_in_one_line_and_honours_each_rule():

@@ -57,7 +57,9 @@ def chapter_plan(stem: str, params: dict, *, pool: ModelPool | None = None, plac
     ``pool`` shares loaded models between chapters; ``placeholders`` lets a dry run of the paper profile count
     its work without the ImageNet folder (then nothing may be computed from the plan)."""
     chapter = get(stem)
-    params = {**chapter.params(params.get("profile", "cpu")), **params}
+    profile = params.get("profile", "cpu")
+    # a direct papermill run may name its own profile: its parameters are all given, the defaults are the cpu ones
+    params = {**chapter.params(profile if profile in PROFILE_NAMES else "cpu"), **params}
     builder = PlanBuilder(stem, params, pool or ModelPool(params.get("device", "cpu")), placeholders)
     if chapter.plan is not None:
         chapter.plan(builder)

@@ -206,13 +206,14 @@ def registered(chapter: Chapter) -> Iterator[Chapter]:
         _REGISTRY.pop(chapter.stem, None)
 
 
-def chapters() -> list[Chapter]:
-    """The book's chapters in book order."""
-    return list(_REGISTRY.values())
+def chapters(domain: str | None = None) -> list[Chapter]:
+    """The book's chapters in book order (``domain``: only those on that domain, e.g. the paper's)."""
+    return [c for c in _REGISTRY.values() if domain is None or c.domain == domain]
 
 
-def chapter_names() -> list[str]:
-    return list(_REGISTRY)
+def chapter_names(domain: str | None = None) -> list[str]:
+    """The stems of :func:`chapters`."""
+    return [c.stem for c in chapters(domain)]
 
 
 def get(stem: str) -> Chapter:

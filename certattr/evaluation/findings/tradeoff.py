@@ -136,7 +136,9 @@ def balance_table(rob, loc, faith, layers=("input", "final"), *, settings=None, 
                          "balance3": drops.get(m, {}).get("balance"), "ks": ", ".join(f"{k:g}" for k in two.ks),
                          "images": len(set(two.photo_clusters)), "targets": len(set(two.grid_clusters))})
         notes_[layer] = " ".join(dict.fromkeys(n for n in (two.note, three.note if three else "") if n))
-    return pd.DataFrame(rows), notes_
+    columns = ["layer", "method", "title", "robustness", "robustness_low", "robustness_high", "certified_gridpg",
+               "gridpg_low", "gridpg_high", "faithfulness", "balance", "balance3", "ks", "images", "targets"]
+    return pd.DataFrame(rows, columns=columns), notes_  # the same columns when no method is counted
 
 
 def balance_parts(rob, loc, faith, layer: str, *, settings=None, grid_settings=None, named=("rise", "lrp")) -> BalanceParts:
