@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from certattr.book.execution import model_speed
 from certattr import SmoothedAttribution
 from certattr.methods import get_method
 from certattr.methods.perturbation import MASKED_LOGITS
 from certattr.models.data import bundled_photo
-from certattr.models.registry import load_model
 from certattr.models.sources import load_source
 from certattr.models.wrap import wrap
 
@@ -73,20 +73,6 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(OUT))
     return p.parse_args(argv)
-
-
-def lite0_rate(batch: int = 8, seconds: float = 4.0) -> float:
-    """EfficientNet-Lite0 preset forward images/s at ``batch``, 224x224 (best of repeated passes)."""
-    model = load_model("efficientnet_lite0", "random", compilation="off")
-    x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    best, start = float("inf"), time.perf_counter()
-    with torch.no_grad():
-        model(x)
-        while time.perf_counter() - start < seconds:
-            t = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t)
-    return batch / best
 
 
 def export(name: str, size: int, folder: Path):
@@ -181,13 +167,13 @@ def main(argv=None):
                            "torch": torch.__version__, "machine": platform.platform(),
                            "note": "shared 2-core CPU; the machine's speed moves 2x from day to day: read the "
                                    "ratios of one run"},
-              "lite0 images/s at batch 8 (start)": round(lite0_rate(), 1), "architectures": {}}
+              "lite0 images/s at batch 8 (start)": round(model_speed(threads=torch.get_num_threads())["forward"], 1), "architectures": {}}
     print(f"EfficientNet-Lite0 eager images/s at batch 8: {result['lite0 images/s at batch 8 (start)']}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.architectures:
             result["architectures"][name] = measure(name, args, Path(folder))
             Path(args.out).write_text(json.dumps(result, indent=1))
-    result["lite0 images/s at batch 8 (end)"] = round(lite0_rate(), 1)
+    result["lite0 images/s at batch 8 (end)"] = round(model_speed(threads=torch.get_num_threads())["forward"], 1)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(table(result))
     print(f"EfficientNet-Lite0 eager images/s at batch 8: {result['lite0 images/s at batch 8 (start)']} (start), "

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from scipy.stats import binom
 
+from certattr.book.execution import model_speed
 from certattr import SmoothedAttribution
 from certattr.engine.bets import prior_from_map
 from certattr.engine.certificate import ABSTAIN
@@ -86,20 +87,6 @@ def parse_args(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="keep the rows already in --out (other photos/methods) and add this run's")
     return p.parse_args(argv)
-
-
-def lite0_rate(batch: int = 8, seconds: float = 4.0) -> float:
-    """EfficientNet-Lite0 preset eager forward images/s at ``batch``, 224x224 (best of repeated passes)."""
-    model = load_model("efficientnet_lite0", "random", compilation="off")
-    x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    best, start = float("inf"), time.perf_counter()
-    with torch.no_grad():
-        model(x)
-        while time.perf_counter() - start < seconds:
-            t = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t)
-    return batch / best
 
 
 def certified(labels) -> float:
@@ -250,7 +237,7 @@ def main(argv=None) -> None:
     if args.merge and Path(args.out).exists():
         rows = json.loads(Path(args.out).read_text())["rows"]
     meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(), "note": args.note,
-            "default_bound": DEFAULT_BOUND, "lite0 images/s at batch 8 (start)": round(lite0_rate(), 1),
+            "default_bound": DEFAULT_BOUND, "lite0 images/s at batch 8 (start)": round(model_speed(threads=torch.get_num_threads())["forward"], 1),
             "args": {k: v for k, v in vars(args).items() if k not in ("cache", "out", "note")}}
     print(f"EfficientNet-Lite0 eager images/s at batch 8: {meta['lite0 images/s at batch 8 (start)']}", flush=True)
     skipped = []
@@ -271,7 +258,7 @@ def main(argv=None) -> None:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     meta["wall_s"] = round(time.perf_counter() - began, 1)
-    meta["lite0 images/s at batch 8 (end)"] = round(lite0_rate(), 1)
+    meta["lite0 images/s at batch 8 (end)"] = round(model_speed(threads=torch.get_num_threads())["forward"], 1)
     result = {"meta": meta, "skipped": skipped, "summary": summarize(rows, args) if rows else {}, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"]["targets"] if rows else {}, indent=1))
