@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from certattr.book.build import ROOT, chapter_parameters, run_chapter
-from certattr.book.chapters import PROFILE_NAMES as PROFILES, chapter_names, course as book_course
+from certattr.book.chapters import PROFILE_NAMES as PROFILES, chapter_names, course as book_course, get as get_chapter
 
 CHAPTERS = chapter_names()
 from certattr.engine.validation import CertattrError
@@ -303,7 +303,7 @@ def test_papermill_reads_every_parameter_each_profile_passes(chapter, tmp_path):
     import papermill
 
     path = tmp_path / f"{chapter}.ipynb"
-    nbformat.write(jupytext.read(ROOT / "notebooks" / f"{chapter}.md"), path)
+    nbformat.write(jupytext.read(ROOT / "notebooks" / f"{get_chapter(chapter).source}.md"), path)
     declared = papermill.inspect_notebook(str(path))
     for profile in PROFILES:
         assert set(chapter_parameters(profile, chapter)) <= set(declared), (profile, sorted(set(chapter_parameters(profile, chapter)) - set(declared)))

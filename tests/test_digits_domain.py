@@ -182,3 +182,35 @@ def test_the_findings_table_has_a_column_per_further_domain(tmp_path):
                                                             "<chapters/robustness-digits>`) |")
     vit = next(line for line in text.splitlines() if FINDINGS["vit_rise_robust"].title in line)
     assert vit.endswith("| — |") and "“—”: the claim's chapter does not run on the digits" in text
+
+
+def test_a_domain_page_renames_its_own_targets_and_leaves_its_exercises_to_the_photos_page(tmp_path):
+    """The digits page is run from the photos' notebook: every target it declares (and every reference to one)
+    gets the domain's suffix, or jupyter-book (warnings as errors) refuses the duplicate labels; references to
+    other pages stay; the exercises are cut before running, and the page points to the photos' page."""
+    import jupytext
+    import nbformat
+
+    from certattr.book.build import _open_on_domain, _without_exercises
+
+    text = "\n".join([
+        "# Robustness", "", "(chapter-robustness)=", "", "See {numref}`fig-a` and {ref}`chapter-method`.", "",
+        "```{glue:figure} rob_a", ":name: fig-a", "", "A caption.", "```", "",
+        "```{code-cell} ipython3", "x = 1", "```", "",
+        "## Exercises", "", ":::{exercise} One", ":label: robustness-one", ":::", "",
+        "```{code-cell} ipython3", "check('robustness-one', f)", "```", ""])
+    notebook = jupytext.reads(text, fmt="md:myst")
+    _without_exercises(notebook, "robustness")
+    assert not any("check(" in c.source for c in notebook.cells)
+    assert notebook.cells[-1].source.endswith("on the photos' page, {doc}`robustness`.")
+    path = tmp_path / "page.ipynb"
+    notebook.cells[2].outputs = [nbformat.v4.new_output("display_data", {"text/markdown": "As {numref}`fig-a`."})]
+    nbformat.write(notebook, path)
+    _open_on_domain(path, "Robustness on digits", "Handwritten digits.", "digits")
+    page = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in page.cells if c.cell_type == "markdown")
+    assert markdown.startswith("# Robustness on digits\n\nHandwritten digits.")
+    assert "(chapter-robustness-digits)=" in markdown and ":name: fig-a-digits" in markdown
+    assert "{numref}`fig-a-digits`" in markdown and "{ref}`chapter-method`" in markdown  # another page's target stays
+    assert "(chapter-robustness)=" not in markdown and ":name: fig-a\n" not in markdown
+    assert page.cells[2].outputs[0]["data"]["text/markdown"] == "As {numref}`fig-a-digits`."

@@ -161,7 +161,7 @@ def _n_not_an_int(tmp):
 
 
 def _book_unknown_parameter(tmp):
-    return ["book", "--only", "method", "-p", "sigmaa", "0.3"], ["-p sigmaa: no such parameter", "sigma, tau"]
+    return ["book", "--only", "method", "-p", "sigmaa", "0.3"], ["-p sigmaa: no such parameter", "did you mean 'sigma'?", "sigma, "]
 
 
 def _book_string_for_list(tmp):

@@ -14,6 +14,7 @@ executed again (its executed notebook is kept in ``book/chapters/``); the noisy 
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -195,7 +196,9 @@ def check_overrides(overrides: dict, profile: str, chapters=None, root: Path = R
         if not owners:
             names = sorted(set().union(*(declared[c] for c in chapters)))
             which = f"chapter {chapters[0]!r}" if len(chapters) == 1 else f"the chapters {', '.join(chapters)}"
-            raise CertattrError(f"-p {name}: no such parameter in {which}; the parameters are: {', '.join(names)}")
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CertattrError(f"-p {name}: no such parameter in {which}{hint}; the parameters are: {', '.join(names)}")
         for chapter in owners:
             kinds = _expected_kinds(name, chapter, declared[chapter][name], root)
             got = _kind(value)
@@ -255,6 +258,9 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
         print(f"[certattr book] {chapter}: up to date, not re-executed")
         return out
     notebook = jupytext.read(source)
+    on_domain = declared is not None and declared.domain != PAPER_DOMAIN.name
+    if on_domain:
+        _without_exercises(notebook, declared.source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     tmp_in, tmp_out = output_dir / f".{chapter}.in.ipynb", output_dir / f".{chapter}.out.ipynb"
     nbformat.write(notebook, tmp_in)
@@ -271,8 +277,8 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     finally:
         tmp_in.unlink(missing_ok=True)
     _fold_injected_parameters(tmp_out)
-    if declared is not None and declared.domain != PAPER_DOMAIN.name:
-        _open_on_domain(tmp_out, declared.title, domain(declared.domain).opening())
+    if on_domain:
+        _open_on_domain(tmp_out, declared.title, domain(declared.domain).opening(), declared.domain)
     show_stub_checks(tmp_out)  # the reader sees the stub above each check: show the stub's check, not the solution's
     tmp_out.replace(out)
     seconds = time.time() - start
@@ -302,17 +308,55 @@ def _set_chapter_time(path: Path, names, seconds: float) -> None:
     nbformat.write(nb, path)
 
 
-def _open_on_domain(path: Path, title: str, opening: str) -> None:
+_EXERCISES_HEADING = "## Exercises"
+# where a page declares a cross-reference target: "(name)=", a figure's ":name:", an exercise's ":label:"
+_LABEL_DEFINITIONS = re.compile(r"^\((?P<a>[\w-]+)\)=|^:name:\s*(?P<b>[\w-]+)|^:label:\s*(?P<c>[\w-]+)", re.M)
+
+
+def _without_exercises(notebook, source: str) -> None:
+    """A chapter run on a further domain leaves its exercises (from the ``## Exercises`` heading on) to the
+    paper's page ``source``: the course is on the photos, and a second copy would only cost time."""
+    import nbformat
+
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith(_EXERCISES_HEADING):
+            notebook.cells[i:] = [nbformat.v4.new_markdown_cell(
+                f"{_EXERCISES_HEADING}\n\nThis chapter's exercises are on the photos' page, {{doc}}`{source}`.")]
+            return
+
+
+def _open_on_domain(path: Path, title: str, opening: str, domain_name: str) -> None:
     """A chapter run on a further domain: its page's title becomes ``title`` and ``opening`` (what the data and
-    the model are, and that this is not the paper's setting) is the first paragraph under it."""
+    the model are, and that this is not the paper's setting) is the first paragraph under it. Every target the
+    page declares (and every reference to it, in text and in the outputs' markdown) gets the suffix
+    ``-<domain_name>``, so the page does not collide with the paper's page it was run from."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    for i, cell in enumerate(nb.cells):
+    for cell in nb.cells:
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
             lines = cell.source.lstrip().split("\n", 1)
             cell.source = f"# {title}\n\n{opening}\n" + (("\n" + lines[1]) if len(lines) > 1 else "")
             break
+    texts = [cell.source for cell in nb.cells if cell.cell_type == "markdown"]
+    texts += [output["data"]["text/markdown"] for cell in nb.cells for output in cell.get("outputs", [])
+              if isinstance(output.get("data", {}).get("text/markdown"), str)]
+    labels = {next(g for g in m.groups() if g) for text in texts for m in _LABEL_DEFINITIONS.finditer(text)}
+    if labels:
+        named = "|".join(sorted(map(re.escape, labels), key=len, reverse=True))
+        # a definition "(x)=", ":name: x", ":label: x", or a reference {ref}`x`, {numref}`x`, {ref}`text <x>`
+        pattern = re.compile(rf"(^\(|^:name:\s*|^:label:\s*|`|<)({named})(?=\)=|\s*$|`|>)", re.M)
+
+        def renamed(text: str) -> str:
+            return pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}-{domain_name}", text)
+
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = renamed(cell.source)
+            for output in cell.get("outputs", []):
+                data = output.get("data", {})
+                if isinstance(data.get("text/markdown"), str):
+                    data["text/markdown"] = renamed(data["text/markdown"])
     nbformat.write(nb, path)
 
 
