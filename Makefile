@@ -21,10 +21,11 @@ smoke: setup
 	$(VENV)/bin/certattr book --profile smoke
 
 # one pytest worker per core (TEST_WORKERS=0: one process); a file's tests run on one worker, in order, so its
-# module fixtures (the smoke book, the sweep's cluster) are built once
+# module fixtures (the smoke book, the sweep's cluster) are built once. -rfEsxX: the summary lists every failure,
+# error, skip and expected failure with its reason (one -r option with all the letters: a second -r replaces the first)
 TEST_WORKERS ?= auto
 test: setup chromium grading
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -rfEsxX -n $(TEST_WORKERS) --dist loadfile
 
 # nbgrader (the optional [grading] extra) for the tests that run the grader on the instructor notebooks
 grading: $(VENV)/.grading

@@ -318,10 +318,13 @@ def _without_exercises(notebook, source: str) -> None:
     paper's page ``source``: the course is on the photos, and a second copy would only cost time."""
     import nbformat
 
+    heading = re.compile(rf"^{re.escape(_EXERCISES_HEADING)}\s*$", re.M)
     for i, cell in enumerate(notebook.cells):
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith(_EXERCISES_HEADING):
-            notebook.cells[i:] = [nbformat.v4.new_markdown_cell(
-                f"{_EXERCISES_HEADING}\n\nThis chapter's exercises are on the photos' page, {{doc}}`{source}`.")]
+        found = heading.search(cell.source) if cell.cell_type == "markdown" else None
+        if found:
+            before = cell.source[:found.start()].rstrip()
+            pointer = f"{_EXERCISES_HEADING}\n\nThis chapter's exercises are on the photos' page, {{doc}}`{source}`."
+            notebook.cells[i:] = [nbformat.v4.new_markdown_cell(f"{before}\n\n{pointer}" if before else pointer)]
             return
 
 

@@ -5,7 +5,7 @@ their figure).
 Every figure function draws at the book's width (:data:`~certattr.book.chapter.TEXT_WIDTH` or
 :data:`~certattr.book.chapter.WIDE_WIDTH` inches at :data:`~certattr.book.chapter.DPI`), keeps its texts apart and
 its fonts at 8 pt or more, gives each series a colour of its own (series that are identical are drawn once and named
-together) and draws an interval where a point is a mean; ``tests/test_figure_legibility.py`` checks each on a crowded
+together) and draws an interval where a point is a mean; ``tests/book/test_figure_legibility.py`` checks each on a crowded
 case.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ complementary form is what is computed: it is accurate in high d), and 2 when ep
 of that ball is **sqrt(1 - (A/||h(x)||)^2)** (A < ||h||; no claim, -1, otherwise): the worst w is
 perpendicular to h(x) + w, not to h(x). The paper's Theorem 1, ||h|| / sqrt(||h||^2 + A^2), assumes the
 worst w is perpendicular to h(x) (its Lagrange step drops the stationary point cos(theta) = -a/c); it is
-larger than the true minimum and is violated by an explicit bounded g (tests/test_cosine_certificate.py
+larger than the true minimum and is violated by an explicit bounded g (tests/certificates/test_cosine.py
 builds one in d = 2). It is kept as :func:`paper_cosine_bound` for comparison only. Corollary 1 is
 provided for both bounds: for the corrected one, Z uses T*||h|| in place of ||h||.
 

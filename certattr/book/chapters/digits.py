@@ -18,7 +18,7 @@ from .declaration import Domain, get, register, register_domain
 __all__ = ["DIGITS", "DIGIT_COUNTS", "CHAPTERS"]
 
 #: how many test digits each profile's chapters read (the first of the held-out split, in the data set's order)
-DIGIT_COUNTS = {"smoke": 12, "cpu": 250, "paper": 539}
+DIGIT_COUNTS = {"smoke": 12, "cpu": 200, "paper": 539}
 
 
 def _prepare(root: Path, profile: str) -> dict:
@@ -55,13 +55,23 @@ _ALL = {"input": "all", "final": "all"}
 _SMOKE_METHODS = {"smoke": ["grad", "gradcam", "rise"], "cpu": _ALL, "paper": _ALL}
 _GRIDS = {"threshold": 0.9, "n_grids": {"smoke": 2, "cpu": 25, "paper": 50}, "grid_size": None, "cells": "all"}
 
+
+
+def _photos_trend_exclusions(stem: str, *more: str) -> list:
+    """The σ trend runs on the methods the photos' chapter ``stem`` runs it on (the same units on both domains):
+    its ``first_sigma_only`` list, and ``more``."""
+    value = next(p.value for p in get(stem).parameters if p.name == "first_sigma_only")
+    return list(value) + [m for m in more if m not in value]
+
+
 CHAPTERS = tuple(register(get(stem).on_domain(DIGITS, values)) for stem, values in (
     ("robustness", {**_MODEL, "model_scope": {}, "methods": _SMOKE_METHODS, "sigmas": [0.15, 0.25, 0.33],
-                    "method_overrides": _OVERRIDES, "first_sigma_only": ["rise@input", "occlusion@input"],
+                    "method_overrides": _OVERRIDES,
+                    "first_sigma_only": _photos_trend_exclusions("robustness", "rise@input", "occlusion@input"),
                     "trend_photos": None, "photos": None, "n_images": None}),
     ("localization", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _SMOKE_METHODS,
                       "sigmas": [0.15, 0.25, 0.33], "method_overrides": _OVERRIDES,
-                      "first_sigma_only": ["rise@input", "occlusion@input"], "photos": None, "n_images": None}),
+                      "first_sigma_only": _photos_trend_exclusions("localization"), "photos": None, "n_images": None}),
     ("faithfulness", {**_MODEL, "methods": _SMOKE_METHODS, "method_overrides": _OVERRIDES, "photos": None,
                       "n_images": None}),
     ("tradeoff", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _SMOKE_METHODS,

@@ -1,0 +1,48 @@
+"""Helpers the engine's test files share: an engine with small settings, and the peak memory of a run measured in a
+fresh process (the tests' own, so that no test imports a benchmark script)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from certattr.engine.smoothing import SmoothedAttribution
+
+
+def engine(model, cache=None, **kw):
+    """A SmoothedAttribution with the tests' defaults: GradCam at the Input layer, sigma 0.25, n = 40, n0 = 10,
+    no progress bar; ``cache`` is the sample cache (None: none)."""
+    kw.setdefault("n", 40)
+    kw.setdefault("n0", 10)
+    return SmoothedAttribution(model, kw.pop("method", "gradcam"), kw.pop("layer", "input"), kw.pop("sigma", 0.25),
+                               cache=cache, progress=False, **kw)
+
+
+_MEASURE = """
+import resource, sys, warnings, torch
+torch.set_num_threads({threads})
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.models.data import bundled_photo
+from certattr.models.registry import load_model
+model, image = load_model({model!r}), bundled_photo("coffee")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+engine = SmoothedAttribution(model, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk},
+                             cache={cache!r}, progress=False)
+if {mode!r} == "sample":
+    engine.sample(image.tensor, image.id, 967)
+else:
+    warnings.simplefilter("ignore")
+    engine.certify(image.tensor, image.id, 967, ks=(50, 25, 5))
+print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mb(mode: str, model: str, method: str, layer: str, n: int, chunk: int, cache=None,
+                threads: int = 2) -> tuple[float, float]:
+    """(MB resident after loading ``model``, peak MB resident) of one ``sample`` (``mode="sample"``, uncached: it
+    returns all n maps) or ``certify`` (``mode="certify"``, with the sample cache ``cache``) of the bundled coffee
+    photo, in a fresh Python process (Linux's ru_maxrss, in KiB)."""
+    code = _MEASURE.format(threads=threads, model=model, method=method, layer=layer, n=n, chunk=chunk,
+                           cache=None if cache is None else str(cache), mode=mode)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, peak = map(float, run.stdout.split())
+    return loaded, peak
