@@ -23,26 +23,32 @@ torch.set_num_threads({threads})
 from certattr.engine.smoothing import SmoothedAttribution
 from certattr.models.data import bundled_photo
 from certattr.models.registry import load_model
-model, image = load_model({model!r}), bundled_photo("coffee")
+if {model!r} == "tiny":  # a model of a few kB on a large image: the maps, not the model, fill the memory
+    from certattr.models.testing import tiny_model
+    model, target = tiny_model(), 3
+    pixels = torch.nn.functional.interpolate(bundled_photo("coffee").tensor[None], size={size}, mode="bilinear")[0]
+else:
+    model, target, pixels = load_model({model!r}), 967, bundled_photo("coffee").tensor
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 engine = SmoothedAttribution(model, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk},
                              cache={cache!r}, progress=False)
 if {mode!r} == "sample":
-    engine.sample(image.tensor, image.id, 967)
+    engine.sample(pixels, "coffee", target)
 else:
     warnings.simplefilter("ignore")
-    engine.certify(image.tensor, image.id, 967, ks=(50, 25, 5))
+    engine.certify(pixels, "coffee", target, ks=(50, 25, 5))
 print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
 def peak_rss_mb(mode: str, model: str, method: str, layer: str, n: int, chunk: int, cache=None,
-                threads: int = 2) -> tuple[float, float]:
+                threads: int = 2, size: int = 224) -> tuple[float, float]:
     """(MB resident after loading ``model``, peak MB resident) of one ``sample`` (``mode="sample"``, uncached: it
     returns all n maps) or ``certify`` (``mode="certify"``, with the sample cache ``cache``) of the bundled coffee
-    photo, in a fresh Python process (Linux's ru_maxrss, in KiB)."""
+    photo, in a fresh Python process (Linux's ru_maxrss, in KiB). ``model="tiny"``: the tests' tiny CNN on the
+    photo resized to ``size`` x ``size``."""
     code = _MEASURE.format(threads=threads, model=model, method=method, layer=layer, n=n, chunk=chunk,
-                           cache=None if cache is None else str(cache), mode=mode)
+                           cache=None if cache is None else str(cache), mode=mode, size=size)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded, peak = map(float, run.stdout.split())
     return loaded, peak

@@ -52,7 +52,8 @@ _MODEL = {"model": "digits_cnn", "models": None, "weights": "pretrained"}
 #: 8x8 window (a quarter of a digit's side; finer than the paper's 16x16 on 224x224 photos is allowed)
 _OVERRIDES = {"rise@input": {"n_masks": 100}, "occlusion@input": {"window": 8, "stride": 4}}
 _ALL = {"input": "all", "final": "all"}
-_SMOKE_METHODS = {"smoke": ["grad", "gradcam", "rise"], "cpu": _ALL, "paper": _ALL}
+_SMOKE_METHODS = {"smoke": ["grad", "gradcam"], "cpu": _ALL, "paper": _ALL}  # smoke: the photos' smoke methods
+_SIGMAS = {"smoke": [0.15, 0.33], "cpu": [0.15, 0.25, 0.33], "paper": [0.15, 0.25, 0.33]}
 _GRIDS = {"threshold": 0.9, "n_grids": {"smoke": 2, "cpu": 25, "paper": 50}, "grid_size": None, "cells": "all"}
 
 
@@ -65,12 +66,12 @@ def _photos_trend_exclusions(stem: str, *more: str) -> list:
 
 
 CHAPTERS = tuple(register(get(stem).on_domain(DIGITS, values)) for stem, values in (
-    ("robustness", {**_MODEL, "model_scope": {}, "methods": _SMOKE_METHODS, "sigmas": [0.15, 0.25, 0.33],
+    ("robustness", {**_MODEL, "model_scope": {}, "methods": _SMOKE_METHODS, "sigmas": _SIGMAS,
                     "method_overrides": _OVERRIDES,
                     "first_sigma_only": _photos_trend_exclusions("robustness", "rise@input", "occlusion@input"),
                     "trend_photos": None, "photos": None, "n_images": None}),
     ("localization", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _SMOKE_METHODS,
-                      "sigmas": [0.15, 0.25, 0.33], "method_overrides": _OVERRIDES,
+                      "sigmas": _SIGMAS, "method_overrides": _OVERRIDES,
                       "first_sigma_only": _photos_trend_exclusions("localization"), "photos": None, "n_images": None}),
     ("faithfulness", {**_MODEL, "methods": _SMOKE_METHODS, "method_overrides": _OVERRIDES, "photos": None,
                       "n_images": None}),
