@@ -20,19 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
 import certattr.methods.lrp_rules as lrp_rules
-from certattr.models.data import bundled_photo
-from certattr.methods import get_method
-from certattr.models.registry import load_model
 from certattr.engine.noise import noisy_copies
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_methods import WEIGHTS, model_passes, paired  # noqa: E402
+from certattr.methods import get_method
+from certattr.models.data import bundled_photo
+from certattr.models.registry import load_model
+from certattr.profiling.passes import WEIGHTS, model_passes, paired
 
 
 def parse_args(argv=None):

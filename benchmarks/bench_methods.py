@@ -11,8 +11,8 @@ photo (the "coffee" photo, target = the model's top-1), ``chunk_size`` copies pe
   only can exceed 1;
 * ``passes x model``: at the Input layer, the same ratio counted in model passes: maps/s times the
   full-model passes one map needs (RISE: its masks; Occlusion: its windows + 1; IntGrad: its steps;
-  AblationCam: 3 colour channels + 1) over the model's passes/s. This is the efficiency the targets refer
-  to (>= 0.8); at the Final layer the extra passes run through the head only, so the plain ratio is shown;
+  AblationCam: 3 colour channels + 1; counted by ``certattr.profiling.passes``) over the model's passes/s.
+  This is the efficiency the targets refer to (>= 0.8); at the Final layer the extra passes run through the head only, so the plain ratio is shown;
 * ``speed-up``: the batched rate over the rate of attributing one copy per call (measured on the first
   ``--single`` copies).
 
@@ -29,19 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
 
-from certattr.models.data import bundled_photo
+from certattr.engine.noise import noisy_copies
 from certattr.methods import get_method, method_names
 from certattr.methods.perturbation import MASKED_LOGITS
+from certattr.models.data import bundled_photo
 from certattr.models.registry import LAYERS, load_model
-from certattr.engine.noise import noisy_copies
-
-FORWARD_ONLY = {"rise", "occlusion", "ablationcam", "cam"}
-WEIGHTS = {"efficientnet_lite0": "pretrained", "resnet18": "random"}
+from certattr.profiling.passes import (
+    FORWARD_ONLY,
+    WEIGHTS,
+    model_passes,
+    paired,
+    passes_per_map,
+)
 
 
 def parse_args(argv=None):
@@ -69,65 +72,12 @@ def timed(fn, min_total: float = 3.0, max_repeats: int = 7) -> float:
     return paired([fn], min_total, max_repeats)[0]
 
 
-def paired(fns, min_total: float = 3.0, max_rounds: int = 7) -> list[float]:
-    """Best-of seconds for one call of each of ``fns``, called in alternation round after round (at least
-    3 rounds unless one round takes longer than ``min_total``; until ``min_total`` seconds have passed), so
-    that drift of the machine's speed during the run hits a method and its reference alike."""
-    times = [[] for _ in fns]
-    while len(times[0]) < max_rounds and (len(times[0]) < 3 or sum(map(sum, times)) < min_total):
-        for fn, spent in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-        if sum(t[0] for t in times) > min_total:
-            break
-    return [min(t) for t in times]
-
-
-def model_passes(model, copies, chunk_size) -> dict:
-    """The model's own passes over the copies, the references of the ratios: forward (no grad), and
-    forward + input gradient."""
-    def forward():
-        with torch.inference_mode():
-            for chunk in copies.split(chunk_size):
-                model(chunk)
-
-    def forward_backward():
-        for chunk in copies.split(chunk_size):
-            x = chunk.clone().requires_grad_(True)
-            torch.autograd.grad(model(x)[:, 0].sum(), x)
-
-    forward_backward()  # warm-up
-    return {"forward": forward, "forward_backward": forward_backward}
-
-
 def overrides(name: str, layer: str, args) -> dict:
     if name == "rise":
         return {"n_masks": args.rise_masks}
     if name == "occlusion" and layer == "input":
         return {"window": args.occlusion_input[0], "stride": args.occlusion_input[1]}
     return {}
-
-
-def _starts(size: int, window: int, stride: int) -> int:
-    starts = list(range(0, max(size - window, 0) + 1, stride))
-    return len(starts) + (1 if starts[-1] + window < size else 0)
-
-
-def passes_per_map(name: str, layer: str, params: dict, size: int) -> int:
-    """Full-model passes one Input-layer map needs (1 at the Final layer, where extras are head-only)."""
-    if layer != "input":
-        return 1
-    if name == "rise":
-        return params["n_masks"]
-    if name == "occlusion":
-        window, stride = params.get("window") or 16, params.get("stride") or 8
-        return _starts(size, window, stride) ** 2 + 1
-    if name == "intgrad":
-        return params["steps"]
-    if name == "ablationcam":
-        return 3 + 1
-    return 1
 
 
 def bench(args) -> list[dict]:

@@ -2,10 +2,11 @@
 
 For each (method, layer), one certificate of a bundled photo on EfficientNet-Lite0 (pretrained, offline; the cpu
 profile's reduced settings for RISE, Occlusion and IntGrad at the Input layer), with no sample cache (every sample
-is computed), under :class:`overhead.StageClock`: seconds per stage (the model's passes; noise drawing with its seed hashing,
-scale-and-add, host-device copies, memo hashing, upsampling, sparsification, encoding, decoding, counting, testing)
-and ``outside / model``, the issue's measure (target: at most about 0.10). Each certificate follows an untimed
-warm-up one, and the methods' memos are emptied first, so that each pays for its own model passes.
+is computed), under :class:`certattr.profiling.StageClock`: seconds per stage (the model's passes; noise drawing with
+its seed hashing, scale-and-add, host-device copies, memo hashing, upsampling, sparsification, encoding, decoding,
+counting, testing) and ``outside / model``, the issue's measure (target: at most about 0.10). Each certificate
+follows an untimed warm-up one, and the methods' memos are emptied first, so that each pays for its own model
+passes.
 
 It also times the noise of 100 copies of a 224x224 image on its own: the seed hashing (BLAKE2b + SeedSequence +
 PCG64, per copy), and the whole draw by one thread and by torch's thread count (the engine's way); and the steps
@@ -20,22 +21,19 @@ import argparse
 import hashlib
 import json
 import platform
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from overhead import STAGES, StageClock, clear_memos, noise_seconds  # noqa: E402
-
-from certattr.engine.memo import tensor_key  # noqa: E402
-from certattr.engine.noise import gaussian_noise, noisy_copies  # noqa: E402
-from certattr.engine.smoothing import SmoothedAttribution  # noqa: E402
-from certattr.methods import get_method, method_names  # noqa: E402
-from certattr.models.data import bundled_photo  # noqa: E402
-from certattr.models.registry import LAYERS, load_model  # noqa: E402
+from certattr.engine.memo import tensor_key
+from certattr.engine.noise import gaussian_noise, noisy_copies
+from certattr.engine.smoothing import SmoothedAttribution
+from certattr.methods import get_method, method_names
+from certattr.models.data import bundled_photo
+from certattr.models.registry import LAYERS, load_model
+from certattr.profiling import STAGES, StageClock, clear_memos, noise_seconds
 
 #: the cpu profile's reduced Input-layer settings (certattr/book/build.py)
 CPU_OVERRIDES = {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 12},

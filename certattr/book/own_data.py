@@ -4,6 +4,8 @@ user's own (``image_dir``: a class folder tree, a CSV of (file, label) or plain 
 and the sentences that say where the images and the targets come from."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Callable
 
 from ..models.labelled import LabelledImages, model_class_names
@@ -41,7 +43,8 @@ def images_text(images, image_dir) -> str | None:
     or None when the chapter runs on the bundled photos or an ImageNet folder."""
     if not image_dir:
         return None
-    count = f"{len(images)} image{'' if len(images) == 1 else 's'} of {image_dir}"
+    folder = Path(str(image_dir)).name or str(image_dir)  # the folder's own name, not where this machine keeps it
+    count = f"{len(images)} image{'' if len(images) == 1 else 's'} of {folder}"
     if isinstance(images, LabelledImages) and images.labelled:
         per_class = ", ".join(f"{images.name(c)}: {k}" for c, k in images.counts().items())
         how = "in class folders" if images.layout == "folders" else "labelled by the CSV file"

@@ -194,7 +194,7 @@ def test_a_domain_page_renames_its_own_targets_and_leaves_its_exercises_to_the_p
     from certattr.book.build import _open_on_domain, _without_exercises
 
     text = "\n".join([
-        "# Robustness", "", "(chapter-robustness)=", "", "See {numref}`fig-a` and {ref}`chapter-method`.", "",
+        "(chapter-robustness)=", "# Robustness", "", "See {numref}`fig-a` and {ref}`chapter-method`.", "",
         "```{glue:figure} rob_a", ":name: fig-a", "", "A caption.", "```", "",
         "```{code-cell} ipython3", "x = 1", "```", "",
         "(This chapter took 3 s.)", "", "## Exercises", "", ":::{exercise} One", ":label: robustness-one", ":::", "",
@@ -210,7 +210,7 @@ def test_a_domain_page_renames_its_own_targets_and_leaves_its_exercises_to_the_p
     _open_on_domain(path, "Robustness on digits", "Handwritten digits.", "digits")
     page = nbformat.read(path, as_version=4)
     markdown = "\n".join(c.source for c in page.cells if c.cell_type == "markdown")
-    assert markdown.startswith("# Robustness on digits\n\nHandwritten digits.")
+    assert markdown.startswith("(chapter-robustness-digits)=\n# Robustness on digits\n\nHandwritten digits.\n")
     assert "(chapter-robustness-digits)=" in markdown and ":name: fig-a-digits" in markdown
     assert "{numref}`fig-a-digits`" in markdown and "{ref}`chapter-method`" in markdown  # another page's target stays
     assert "(chapter-robustness)=" not in markdown and ":name: fig-a\n" not in markdown

@@ -34,7 +34,8 @@ LAYERS = (
     ("certattr.engine",),                             # 1 sparsify, smooth, count, certify; the sample cache
     ("certattr.models",),                             # 2 the models and the images
     ("certattr.methods",),                            # 3 the attribution methods
-    ("certattr.certificates", "certattr.evaluation"),  # 4 the related certificates and the attack | metrics, grids
+    ("certattr.certificates", "certattr.evaluation",  # 4 the related certificates and the attack | metrics, grids
+     "certattr.profiling"),                           #   | where a certificate's time goes, the GPU check
     ("certattr.course",),                             # 5 the course edition
     ("certattr.book",),                               # 6 the book's chapters and their build
     ("certattr.sweeps",),                             # 7 the book's samples on Dask

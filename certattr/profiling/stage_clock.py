@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Callable
 
 import torch
 
-from certattr.engine import certify as certify_module
-from certattr.engine import encodings, noise, prefetch, smoothing
-from certattr.engine.cache import SampleCache
-from certattr.models import registry
-from certattr.methods import base as methods_base
-from certattr.methods import perturbation
+from ..engine import certify as certify_module
+from ..engine import encodings, noise, prefetch, smoothing
+from ..engine.cache import SampleCache
+from ..methods import base as methods_base
+from ..methods import perturbation
+from ..models import registry
 
 #: stages in report order; "model" first, "other" last
 STAGES = ("model", "clean prediction", "noise drawing", "noise scale and add", "noise wait", "host-device copies",
@@ -106,7 +106,7 @@ class StageClock:
             self._exit.callback(delattr, owner, name)
         setattr(owner, name, self.timed(stage, getattr(owner, name), sync))
 
-    def __enter__(self) -> "StageClock":
+    def __enter__(self) -> StageClock:  # typing.Self is Python 3.11+  # noqa: PYI034
         p = self._patch
         p(self.method, "attribute", "model", sync=True)
         p(noise, "gaussian_noise", "noise drawing")  # not its generators one by one: they may run in threads
