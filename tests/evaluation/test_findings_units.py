@@ -220,3 +220,11 @@ def test_deletion_row_states_the_tables_quantity_unclipped():
     table_mean = faith[(faith.step == 1) & (faith.method == "gradcam")].relative_probability.mean()
     assert v.statistics["means"]["gradcam"] == pytest.approx(1 - table_mean)  # a rise is negative, not clipped
     assert "one minus the faithfulness table's relative probability" in v.measured
+
+
+def test_a_row_neither_side_could_measure_agrees_and_a_missing_table_does_not():
+    from certattr.evaluation.recheck.compare import _compare
+
+    assert _compare("c", {"verdict": "inconclusive", "statistics": {}}, None) == [("c", "measured settings", "none", "none")]
+    assert _compare("c", {"verdict": "agrees", "statistics": {"margin": 0.2}}, None) == \
+        [("c", "row", "agrees", "no table to recompute from")]

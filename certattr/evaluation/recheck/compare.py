@@ -28,6 +28,8 @@ def _compare(claim: str, saved: dict, got) -> list[tuple]:
         rows.append((claim, name, a, b))
 
     if got is None:
+        if not s:  # neither side has a setting to measure (e.g. nothing ranked): the same empty row
+            return [(claim, "measured settings", "none", "none")]
         return [(claim, "row", saved.get("verdict"), "no table to recompute from")]
     if claim in ("sigma_trend", "tau_trend"):
         for q in ("units", "positive", "negative", "mean", "clusters"):
