@@ -18,7 +18,10 @@ def engine(model, cache=None, **kw):
 
 
 _MEASURE = """
-import resource, sys, warnings, torch
+import re, sys, warnings, torch
+def peak_mb():  # this process's own peak (VmHWM: ru_maxrss would keep the forking parent's peak across exec)
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s*(\\d+) kB", f.read()).group(1)) / 1024
 torch.set_num_threads({threads})
 from certattr.engine.smoothing import SmoothedAttribution
 from certattr.models.data import bundled_photo
@@ -29,7 +32,7 @@ if {model!r} == "tiny":  # a model of a few kB on a large image: the maps, not t
     pixels = torch.nn.functional.interpolate(bundled_photo("coffee").tensor[None], size={size}, mode="bilinear")[0]
 else:
     model, target, pixels = load_model({model!r}), 967, bundled_photo("coffee").tensor
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_mb()
 engine = SmoothedAttribution(model, {method!r}, {layer!r}, 0.25, n={n}, n0=min(10, {n} - 1), chunk_size={chunk},
                              cache={cache!r}, progress=False)
 if {mode!r} == "sample":
@@ -37,7 +40,7 @@ if {mode!r} == "sample":
 else:
     warnings.simplefilter("ignore")
     engine.certify(pixels, "coffee", target, ks=(50, 25, 5))
-print(before / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(before, peak_mb())
 """
 
 
@@ -45,7 +48,7 @@ def peak_rss_mb(mode: str, model: str, method: str, layer: str, n: int, chunk: i
                 threads: int = 2, size: int = 224) -> tuple[float, float]:
     """(MB resident after loading ``model``, peak MB resident) of one ``sample`` (``mode="sample"``, uncached: it
     returns all n maps) or ``certify`` (``mode="certify"``, with the sample cache ``cache``) of the bundled coffee
-    photo, in a fresh Python process (Linux's ru_maxrss, in KiB). ``model="tiny"``: the tests' tiny CNN on the
+    photo, in a fresh Python process (Linux's VmHWM of that process). ``model="tiny"``: the tests' tiny CNN on the
     photo resized to ``size`` x ``size``."""
     code = _MEASURE.format(threads=threads, model=model, method=method, layer=layer, n=n, chunk=chunk,
                            cache=None if cache is None else str(cache), mode=mode, size=size)
