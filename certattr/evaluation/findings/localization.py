@@ -39,11 +39,11 @@ def check_input_localization_leaders(loc, *, settings: RunSettings | None = None
 
 
 def _robustness_at_final(rob, loc, sigma_rob):
-    """{method: (per-unit robustness array, cluster labels, where)} at the Final layer, mean over K: on the photos
+    """{method: (per-unit robustness array, cluster labels, where)} at the Final layer, mean over K: on the single images
     when the robustness rows have the Final layer, else on the grids."""
     if rob is not None and len(rob) and (rob.layer == "final").any():
         part = select(rob, sigma=float(rob.sigma.min()), layer="final")
-        where = "on the photos"
+        where = "on the single images"
     else:
         part, where = select(loc, sigma=sigma_rob, layer="final"), "on the grids"
     units = [c for c in ("model", "image_id", "grid_id", "target_cell") if c in part]
