@@ -5,7 +5,6 @@ and the sentences that say where the images and the targets come from."""
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Callable
 
 from ..models.labelled import LabelledImages, model_class_names

@@ -52,30 +52,29 @@ _MODEL = {"model": "digits_cnn", "models": None, "weights": "pretrained"}
 #: 8x8 window (a quarter of a digit's side; finer than the paper's 16x16 on 224x224 photos is allowed)
 _OVERRIDES = {"rise@input": {"n_masks": 100}, "occlusion@input": {"window": 8, "stride": 4}}
 _ALL = {"input": "all", "final": "all"}
-_SMOKE_METHODS = {"smoke": ["grad", "gradcam"], "cpu": _ALL, "paper": _ALL}  # smoke: the photos' smoke methods
+_METHODS = {"smoke": ["grad", "gradcam"], "cpu": _ALL, "paper": _ALL}  # smoke: the photos' smoke methods
 _SIGMAS = {"smoke": [0.15, 0.33], "cpu": [0.15, 0.25, 0.33], "paper": [0.15, 0.25, 0.33]}
 _GRIDS = {"threshold": 0.9, "n_grids": {"smoke": 2, "cpu": 25, "paper": 50}, "grid_size": None, "cells": "all"}
-
 
 
 def _photos_trend_exclusions(stem: str, *more: str) -> list:
     """The σ trend runs on the methods the photos' chapter ``stem`` runs it on (the same units on both domains):
     its ``first_sigma_only`` list, and ``more``."""
-    value = next(p.value for p in get(stem).parameters if p.name == "first_sigma_only")
+    value = get(stem).params("cpu")["first_sigma_only"]
     return list(value) + [m for m in more if m not in value]
 
 
 CHAPTERS = tuple(register(get(stem).on_domain(DIGITS, values)) for stem, values in (
-    ("robustness", {**_MODEL, "model_scope": {}, "methods": _SMOKE_METHODS, "sigmas": _SIGMAS,
+    ("robustness", {**_MODEL, "model_scope": {}, "methods": _METHODS, "sigmas": _SIGMAS,
                     "method_overrides": _OVERRIDES,
                     "first_sigma_only": _photos_trend_exclusions("robustness", "rise@input", "occlusion@input"),
                     "trend_photos": None, "photos": None, "n_images": None}),
-    ("localization", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _SMOKE_METHODS,
+    ("localization", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _METHODS,
                       "sigmas": _SIGMAS, "method_overrides": _OVERRIDES,
                       "first_sigma_only": _photos_trend_exclusions("localization"), "photos": None, "n_images": None}),
-    ("faithfulness", {**_MODEL, "methods": _SMOKE_METHODS, "method_overrides": _OVERRIDES, "photos": None,
+    ("faithfulness", {**_MODEL, "methods": _METHODS, "method_overrides": _OVERRIDES, "photos": None,
                       "n_images": None}),
-    ("tradeoff", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _SMOKE_METHODS,
+    ("tradeoff", {**_MODEL, "qualify_models": None, **_GRIDS, "methods": _METHODS,
                   "method_overrides": _OVERRIDES, "grid_method_overrides": None, "photos": None,
                   "grid_photos": None, "n_images": None, "grid_n_images": None}),
 ))
