@@ -235,6 +235,22 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+#: parameters that hold a folder: one inside the book's root is passed relative to the chapters' folder (where the
+#: notebooks run), so that the published parameters cell shows no path of the machine that built it
+_PATH_PARAMETERS = ("cache_dir", "results_dir", "image_dir")
+
+
+def _portable_path(value, root: Path, output_dir: Path):
+    """``value`` relative to ``output_dir`` when it is an absolute path inside ``root``; else unchanged."""
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    try:
+        Path(value).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return value
+    return os.path.relpath(Path(value).resolve(), Path(output_dir).resolve())
+
+
 def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path = ROOT) -> Path:
     """Execute ``<root>/notebooks/<chapter>.md`` with papermill into ``<root>/book/chapters/<chapter>.ipynb``.
 
@@ -252,6 +268,7 @@ def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path =
     source, output_dir = root / "notebooks" / f"{notebook_stem}.md", root / "book" / "chapters"
     output_dir.mkdir(parents=True, exist_ok=True)
     out, stamp = output_dir / f"{chapter}.ipynb", output_dir / f".{chapter}.stamp"
+    params = {k: _portable_path(v, root, output_dir) if k in _PATH_PARAMETERS else v for k, v in params.items()}
     digest = hashlib.sha256(source.read_bytes() + json.dumps(params, sort_keys=True).encode()
                             + _source_digest().encode()).hexdigest()
     if not force and out.exists() and stamp.exists() and stamp.read_text() == digest:

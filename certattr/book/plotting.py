@@ -212,7 +212,7 @@ def plot_overlay(cert: Certificate, image, ax, title: str | None = None, legend:
         handles = [Patch(color=colour, label=f"top {k:g}%") for k, colour in zip(ks, k_colors(len(ks)))]
         handles.append(abstain_legend_patch())
         # below the image, never over it
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, frameon=False,
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=9, frameon=False,
                   ncol=min(len(handles), 4))
 
 
@@ -239,7 +239,7 @@ def draw_not_run(ax, x: float, width: float, height: float, label: str = NOT_RUN
     """An empty slot: no bar, only its label written upwards from the axis in grey italics, so missing data
     never looks like data (``width`` and ``height`` are kept for the callers; the label starts at the bottom)."""
     bottom = ax.get_ylim()[0] if ax.get_ylim()[1] > ax.get_ylim()[0] else 0.0
-    ax.text(x, bottom + 0.02 * height, label, rotation=90, ha="center", va="bottom", fontsize=8,
+    ax.text(x, bottom + 0.02 * height, label, rotation=90, ha="center", va="bottom", fontsize=9,
             color=NOT_RUN_COLOR, style="italic")
 
 
@@ -267,20 +267,18 @@ def _text_width_px(text: str, fontsize: float, dpi: float) -> float:
 
 def _group_labels(ax, centres, groups, *, below_pt: float, fontsize: float = 9) -> None:
     """The names of the groups of bars under their centres, ``below_pt`` points below the axis (under the tick
-    labels); where a name is wider than its group, every second name goes one line lower, so neighbours never
-    touch."""
+    labels); where a name is wider than its group, every name is written upwards (rotated 90°), so neighbours
+    never touch and all stand at one height."""
     from matplotlib.transforms import offset_copy
 
     fig = ax.figure
     axes_px = max(1.0, fig.get_figwidth() * fig.dpi - 100)  # the axes' width once the layout has placed the y labels
     span = axes_px / max(1, len(groups))
     widest = max((_text_width_px(g, fontsize, fig.dpi) for g in groups), default=0)
-    stagger = widest > 0.92 * span
-    line = 1.3 * fontsize
-    for i, (x, g) in enumerate(zip(centres, groups)):
-        drop = below_pt + (line if stagger and i % 2 else 0)
-        ax.text(x, 0, g, transform=offset_copy(ax.get_xaxis_transform(), fig, y=-drop, units="points"),
-                ha="center", va="top", fontsize=fontsize)
+    upright = widest > 0.92 * span
+    for x, g in zip(centres, groups):
+        ax.text(x, 0, g, transform=offset_copy(ax.get_xaxis_transform(), fig, y=-below_pt, units="points"),
+                ha="center", va="top", fontsize=fontsize, rotation=90 if upright else 0)
 
 
 def _undefined_label(ax, x: float, y: float) -> None:
@@ -319,9 +317,9 @@ def outcome_bars(ax, frame, groups, xs, *, group_col: str = "method_title", x_co
             _undefined_label(ax, groups.index(g) * step + (len(xs) - 1) / 2, 50)
     labels = [str(x) for x in xs]
     ax.set_xticks([pos[(g, x)] for g in groups for x in xs])
-    ax.set_xticklabels([str(x) for g in groups for x in xs], rotation=90, fontsize=8)
+    ax.set_xticklabels([str(x) for g in groups for x in xs], rotation=90, fontsize=9)
     ax.tick_params(axis="x", pad=2)
-    tick_len = max(_text_width_px(t, 8, 72) for t in labels) if labels else 0  # in points: rotated, width is height
+    tick_len = max(_text_width_px(t, 9, 72) for t in labels) if labels else 0  # in points: rotated, width is height
     _group_labels(ax, [i * step + (len(xs) - 1) / 2 for i in range(len(groups))], groups, below_pt=tick_len + 7)
     ax.set_xlim(-0.8, len(groups) * step - 1.2)
     ax.set_ylim(0, 100)
@@ -480,7 +478,11 @@ def deletion_figure(table, *, layers, method_order=(), width: float = TEXT_WIDTH
     steps = sorted(set(table.step))
     ks = table[table.step > 0].groupby("step").k.first().to_dict()
     tick_labels = ["clean"] + [f"top {float(ks[s]):g}%" for s in steps[1:]]
-    fig = plt.figure(figsize=(width, 2.25 * len(models) + 1.3), layout="constrained")
+    # room for the legends under the columns, so that a long legend does not squash its column's plots: a
+    # column of width w holds about w / 1.9 in entries per row ("GradCam++ (removes nothing)" is ~1.8 in at 10 pt)
+    per_row = max(1, int(width / max(1, len(layers)) / 1.9))
+    legend_rows = max((-(-table[table.layer == l].method_title.nunique() // per_row) for l in layers), default=0)
+    fig = plt.figure(figsize=(width, 2.25 * len(models) + 1.0 + 0.24 * legend_rows), layout="constrained")
     columns = np.atleast_1d(fig.subfigures(1, max(1, len(layers)), wspace=0.02))
     for sub, layer in zip(columns, layers):
         part = table[table.layer == layer]
@@ -533,7 +535,6 @@ def tradeoff_figure(points, *, layers, width: float = TEXT_WIDTH):
     ``points``: rows with layer, title, robustness, certified_gridpg and optionally robustness_low/high,
     gridpg_low/high."""
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     layers = [l for l in layers if l in set(points.layer)] or list(layers)[:1]
     fig = plt.figure(figsize=(width, 3.1 + 0.22 * max((points.layer == l).sum() for l in layers) + 0.6),
@@ -556,9 +557,8 @@ def tradeoff_figure(points, *, layers, width: float = TEXT_WIDTH):
                                        marker=style["marker"], markersize=7, color=style["color"],
                                        markeredgecolor="0.15", markeredgewidth=0.5, elinewidth=0.9, capsize=2,
                                        label=name))
-        ax.axvline(0.25, color="crimson", ls="--", lw=1)
-        ax.text(0.26, 0.02, "random\nGridPG", color="crimson", fontsize=8, ha="left", va="bottom",
-                transform=ax.get_xaxis_transform())
+        # named in the legend, not by a label on the plot, where points can lie under it
+        handles.append(ax.axvline(0.25, color="crimson", ls="--", lw=1, label="random GridPG 0.25"))
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.05)
         ax.set_title(f"{layer_title(layer)} layer")

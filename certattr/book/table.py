@@ -13,11 +13,13 @@ import re
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["NOT_DEFINED", "NOT_RUN", "QUANTITIES", "Column", "BookTable", "book_table", "reset_numbering",
+__all__ = ["NOT_DEFINED", "NOT_RUN", "NOT_RANKED", "DEGENERATE", "QUANTITIES", "Column", "BookTable", "book_table", "reset_numbering",
            "next_number", "numbered_caption", "unicode_text", "format_value", "drop_single_levels"]
 
 NOT_DEFINED = "not defined"  #: the method is not defined for this model or layer (e.g. Cam at the Input layer)
 NOT_RUN = "not run"  #: the method could run here but this run left it out
+NOT_RANKED = "not ranked"  #: the method ran, but a rule leaves its value out (zero by emptiness)
+DEGENERATE = "degenerate"  #: every certificate behind the cell is of a constant map: no number that reads as data
 
 #: quantity -> (unit written in the header, decimals): every table of the book rounds a quantity the same way
 QUANTITIES = {
@@ -126,7 +128,7 @@ class BookTable:
             cells = []
             for c in self.frame.columns:
                 value = str(row[c])
-                missing = value in (NOT_DEFINED, NOT_RUN, "–")
+                missing = value in (NOT_DEFINED, NOT_RUN, NOT_RANKED, DEGENERATE, "–")
                 css = self._class(c) + (" certattr-missing" if missing else "")
                 cells.append(f"<td class='{css.strip()}'>{escape(value)}</td>")
             body.append("<tr>" + "".join(cells) + "</tr>")
@@ -146,13 +148,14 @@ class BookTable:
 
 
 def book_table(frame, caption: str, *, columns: dict | None = None, undefined=None, note: str = "",
-               missing: str = NOT_RUN, index: bool = True) -> BookTable:
+               missing=NOT_RUN, index: bool = True) -> BookTable:
     """The book's table of ``frame`` with the next number of the chapter.
 
     ``columns``: {column name: :class:`Column`, or a quantity name} (columns not named: text, or "share" when
     numeric); the frame's index becomes its first columns (``index=False``: dropped), and a column MultiIndex is
-    joined into one header row ("certified '1' (%), Input layer"). A missing value reads ``missing`` ("not run"),
-    or "not defined" where ``undefined`` says so: a boolean frame of the same shape, or a function (row, column
+    joined into one header row ("certified '1' (%), Input layer"). A missing value reads ``missing`` ("not run"; or
+    a function (row, column name) -> the words, e.g. "not ranked" for a method that ran but is left out by a
+    rule), or "not defined" where ``undefined`` says so: a boolean frame of the same shape, or a function (row, column
     name) -> bool. String cells are kept (in Unicode notation). ``note``: what the table leaves out, said once
     under it."""
     import pandas as pd
@@ -185,7 +188,7 @@ def book_table(frame, caption: str, *, columns: dict | None = None, undefined=No
         for r, value in enumerate(frame[name].tolist()):
             text = format_value(value, spec.quantity if _is_number(value) else "text")
             if text is None:
-                text = NOT_DEFINED if is_undefined(r, name) else missing
+                text = NOT_DEFINED if is_undefined(r, name) else missing(r, name) if callable(missing) else missing
             values.append(text)
         shown[spec.header(name)] = values
     out = pd.DataFrame(shown)
@@ -198,7 +201,7 @@ def book_table(frame, caption: str, *, columns: dict | None = None, undefined=No
 
 def _reads_as_number(cell: str) -> bool:
     """A cell that holds a number (aligned right) or says why it has none."""
-    if cell in (NOT_DEFINED, NOT_RUN, "–", ""):
+    if cell in (NOT_DEFINED, NOT_RUN, NOT_RANKED, DEGENERATE, "–", ""):
         return True
     try:
         float(cell.replace("−", "-").replace("%", ""))

@@ -44,12 +44,14 @@ def temporary_name(path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+def atomic_write_bytes(path, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 
     The bytes go to a temporary sibling (unique per process and thread, so concurrent writers never share
-    one), are fsynced, and replace ``path`` by one rename. On any failure (full disk, read-only folder, ...)
-    the temporary file is removed and the OSError propagates; ``path`` keeps its old content.
+    one), are fsynced (unless ``durable`` is False), and replace ``path`` by one rename. On any failure (full
+    disk, read-only folder, ...) the temporary file is removed and the OSError propagates; ``path`` keeps its old
+    content. Without the fsync a power cut (not a crash of the process) can leave a renamed file whose bytes never
+    reached the disk: only for files whose readers detect that by a checksum.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,8 @@ def atomic_write_bytes(path, data: bytes) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

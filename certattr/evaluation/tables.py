@@ -48,15 +48,22 @@ def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mappi
     shown.columns = [f"{names[a]}, {layer_title(b)} layer (%)" for a, b in shown.columns]
     shown = shown.rename(index=model_titles, level=0).rename_axis(index=["model", "method"])
     formatted = shown.map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
+    degenerate = set()
+    if "degenerate" in pooled_rows:  # every certificate a constant map: no number that would read as a measurement
+        hit = pooled_rows[pooled_rows.degenerate.astype(bool)]
+        degenerate = {(model_titles.get(m, m), t, l) for m, t, l in zip(hit.model, hit.method_title, hit.layer)}
     for (model, method) in formatted.index:
         for col in formatted.columns:
-            if formatted.loc[(model, method), col] == "":
-                layer = "input" if "Input" in col else "final"
+            layer = "input" if "Input" in col else "final"
+            if (model, method, layer) in degenerate:
+                formatted.loc[(model, method), col] = DEGENERATE
+            elif formatted.loc[(model, method), col] == "":
                 formatted.loc[(model, method), col] = NOT_DEFINED if (method, layer) in undefined_pairs else NOT_RUN
     return formatted
 
 
 NOT_DEFINED, NOT_RUN = "not defined", "not run"  #: the two kinds of empty cell of a table
+DEGENERATE = "degenerate"  #: a cell whose every certificate is of a constant map (see the table's note)
 
 
 def identical_certificate_groups(rows, layer: str = "final") -> list[list[str]]:

@@ -37,7 +37,6 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from certattr.book import chapter, plotting  # noqa: E402
-from certattr.book.band_plot import plot_band_map  # noqa: E402
 from certattr.engine.certify import certify_maps  # noqa: E402
 
 TEXT_PX = chapter.TEXT_WIDTH * chapter.DPI  #: the text column
@@ -312,6 +311,24 @@ def test_deletion_figure_is_legible_and_draws_identical_curves_once_with_interva
     assert all(c.has_yerr for ax in fig.axes for c in ax.containers)
 
 
+def test_deletion_figure_leaves_every_plot_its_height_under_a_long_legend():
+    """One model, eleven distinct Input-layer series (the digits page): the legend under the column must not
+    squash the plot above it (it was 40 px high)."""
+    table = _deletion_table()
+    table = table[table.model == next(iter(MODELS))]
+    rng = np.random.default_rng(5)
+    table = table.assign(probability=table.probability * rng.uniform(0.5, 1.0, len(table)))  # all series distinct
+    extra = table[(table.layer == "final") & table.method_title.isin(["Cam", "GradCam++", "LayerCam", "AblationCam",
+                                                                      "Occlusion"])].assign(layer="input")
+    table = pd.concat([table, extra], ignore_index=True)
+    table.loc[table.layer == "input", "removed_fraction"] = 0.0  # long labels: "GradCam++ (removes nothing)"
+    fig = plotting.deletion_figure(table, layers=["input", "final"], method_order=METHODS)
+    fig.canvas.draw()
+    heights = [ax.get_window_extent().height for ax in fig.axes]
+    assert min(heights) >= 0.6 * max(heights) and min(heights) > 100, heights
+    assert_legible(fig, TEXT_PX)
+
+
 def test_deletion_figure_draws_no_interval_below_eight_images():
     fig = plotting.deletion_figure(_deletion_table(3), layers=["input"], method_order=METHODS)
     assert not any(c.has_yerr for ax in fig.axes for c in ax.containers)
@@ -338,9 +355,12 @@ def _tradeoff_points(with_intervals: bool = True) -> pd.DataFrame:
 
 def test_tradeoff_figure_is_legible_with_piled_points_and_draws_intervals():
     fig = plotting.tradeoff_figure(_tradeoff_points(), layers=["input", "final"])
-    assert_legible(fig, TEXT_PX)
+    assert_legible(fig, TEXT_PX, ignore_colours=("random GridPG 0.25",))  # a dashed reference line, not a method
     labels = [t.get_text() for lg in legends(fig) for t in lg.get_texts()]
-    assert "LRP = IxG = IntGrad = Cam = GradCam" in labels and len(labels) == 15
+    # the chance line is named in each panel's legend, not by a label on the plot where points lie
+    assert labels.count("random GridPG 0.25") == 2 and not any("random" in t.get_text() for ax in fig.axes
+                                                               for t in ax.texts)
+    assert "LRP = IxG = IntGrad = Cam = GradCam" in labels and len(labels) == 17
     containers = [c for ax in fig.axes for c in ax.containers]
     assert len(containers) == 15 and all(c.has_xerr and c.has_yerr for c in containers)
     bare = plotting.tradeoff_figure(_tradeoff_points(False), layers=["input", "final"])

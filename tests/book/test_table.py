@@ -41,6 +41,21 @@ def test_units_rounding_and_missing_cells():
     assert "<th class='certattr-text'>method</th>" in html and "certattr-missing" in html
 
 
+def test_missing_cells_can_say_why_per_cell():
+    """A method that ran but is left out by a rule reads "not ranked", one the run left out "not run", one not
+    defined "not defined": three different statements, not one."""
+    frame = pd.DataFrame({"method": ["Cam", "Grad", "RISE"], "layer": ["Input", "Input", "Final"],
+                          "drop": [np.nan, np.nan, np.nan]})
+    shown = book_table(frame, "x", undefined=lambda row, col: row == 0,
+                       missing=lambda row, col: "not ranked" if frame.layer[row] == "Input" else NOT_RUN)
+    assert list(shown.frame["drop"]) == [NOT_DEFINED, "not ranked", NOT_RUN]
+    assert html_cells_missing(shown.to_html()) == 3
+
+
+def html_cells_missing(html: str) -> int:
+    return html.count("certattr-missing")
+
+
 def test_a_multiindex_becomes_one_header_row_and_the_index_its_first_columns():
     frame = pd.DataFrame([[1.0, 2.0]], columns=pd.MultiIndex.from_tuples([("% abstain", "Input layer"),
                                                                           ("% abstain", "Final layer")]),

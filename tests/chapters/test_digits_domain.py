@@ -21,7 +21,7 @@ from certattr.evaluation.findings.domains import domain_comparison, join_domains
 from certattr.evaluation.findings.registry import RunTables
 from certattr.evaluation.findings.render import summary_markdown, write_findings
 from certattr.methods import get_method, method_names
-from certattr.models.digits import (DIGIT_CLASSES, DigitsCNN, DigitsTraining, as_stored, digit_splits,
+from certattr.models.digits import (DIGIT_CLASSES, DigitsTraining, as_stored, digit_splits,
                                     trained_digits_cnn, write_digits_folder)
 from certattr.models.registry import load_model
 
@@ -151,14 +151,17 @@ def test_every_model_claims_count_the_second_domain_model_as_one_more_model(tmp_
 
 
 def test_the_comparison_names_agreements_differences_and_one_sided_decisions():
-    f = {i: FINDINGS[i] for i in ("sigma_trend", "tau_trend", "gradient_input", "small_k_detail", "final_flip")}
+    f = {i: FINDINGS[i] for i in ("sigma_trend", "tau_trend", "gradient_input", "small_k_detail", "final_flip",
+                                  "rise_lrp_balance")}
     first = {"sigma_trend": {"verdict": "agrees"}, "tau_trend": {"verdict": "agrees"},
              "gradient_input": {"verdict": "inconclusive"}, "small_k_detail": {"verdict": "disagrees"},
-             "final_flip": {"verdict": "agrees"}}
+             "final_flip": {"verdict": "agrees"}, "rise_lrp_balance": {"verdict": "inconclusive"}}
     second = {"sigma_trend": {"verdict": "agrees"}, "tau_trend": {"verdict": "disagrees"},
-              "gradient_input": {"verdict": "agrees"}, "small_k_detail": {"verdict": "inconclusive"}}
+              "gradient_input": {"verdict": "agrees"}, "small_k_detail": {"verdict": "inconclusive"},
+              "rise_lrp_balance": {"verdict": "not tested"}}
     text = domain_comparison(first, second, f, title="digits")
-    assert "4 of the claims were checked again" in text
+    assert "5 of the claims were checked again" in text  # and every one of the 5 is named below
+    assert f"Neither decides 1: “{f['rise_lrp_balance'].title}” (inconclusive on the photos, not tested" in text
     assert f"decide 1 the same way: “{f['sigma_trend'].title}” (agrees)" in text
     assert f"differ on 1: “{f['tau_trend'].title}” (agrees on the photos, disagrees on the digits)" in text
     assert f"Only the digits decide 1: “{f['gradient_input'].title}”" in text

@@ -62,6 +62,31 @@ def test_a_chunk_copied_moved_or_swapped_is_detected_and_recomputed(tiny, tiny_i
         np.testing.assert_array_equal(engine(tiny, SampleCache(tmp_path)).sample(tiny_image, "t", 1), reference)
 
 
+def test_chunks_a_power_cut_left_incomplete_are_recomputed_so_the_cache_skips_fsync(tiny, tiny_image, tmp_path,
+                                                                                      reference, monkeypatch):
+    """The cache writes its chunks without an fsync (other files keep theirs): a chunk whose bytes never reached
+    the disk (empty, cut short, or zeros, as after a power cut) must be found and recomputed."""
+    from certattr.engine.files import atomic_write_bytes
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    engine(tiny, tmp_path).sample(tiny_image, "t", 1)
+    assert synced == []
+    atomic_write_bytes(tmp_path / "other.txt", b"x")
+    assert len(synced) == 1
+    chunks = _chunks(tmp_path)
+    chunks[0].write_bytes(b"")
+    chunks[1].write_bytes(chunks[1].read_bytes()[: chunks[1].stat().st_size // 2])
+    chunks[2].write_bytes(bytes(chunks[2].stat().st_size))
+    cache = SampleCache(tmp_path)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        again = engine(tiny, cache).sample(tiny_image, "t", 1)
+    np.testing.assert_array_equal(again, reference)
+    assert sum(issubclass(w.category, CacheWarning) for w in record) == 3
+
+
 def _flip_inside_compressed_maps(path: Path) -> None:
     """Flip a bit inside the deflate stream of maps.npy, so that zlib itself fails (not just the checksum)."""
     import struct

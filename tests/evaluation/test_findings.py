@@ -194,6 +194,20 @@ def test_rise_lrp_balance_not_tested_without_rise():
     assert F.check_rise_lrp_balance(rob, loc, faith_rows(lambda m: 0.4)).verdict == "not tested"
 
 
+def test_rise_lrp_balance_is_inconclusive_when_both_ran_but_no_third_method_is_ranked():
+    """RISE and LRP measured on all three measures, every other method's first step removed nothing: measured but
+    undecidable, so "inconclusive" (the labelling rule), not "not tested", and both balances are shown."""
+    level = {"grad": 0.1, "ixg": 0.2, "lrp": 0.3, "rise": 0.4}  # distinct methods (equal ones would count once)
+    rob = rob_rows(lambda im, m, *a: (0.1, level[m]), methods=tuple(level))
+    loc = loc_rows(lambda m, l: level[m], methods=tuple(level))
+    faith = faith_rows(lambda m: level[m], methods=tuple(level))
+    faith["n_removed"] = np.where(faith.method.isin(["lrp", "rise"]) & (faith.step == 1), 100, 0)
+    v = F.check_rise_lrp_balance(rob, loc, faith)
+    assert v.verdict == "inconclusive", v.measured
+    assert not v.measured.startswith("not measured") and "RISE" in v.measured and "LRP" in v.measured
+    assert set(v.statistics["balance"]) == {"lrp", "rise"}
+
+
 def _book_claims():
     """[(chapter stem, its Finding objects)] as the build passes them, from the chapters' declarations."""
     from certattr.book.chapters import chapters

@@ -48,3 +48,22 @@ def test_the_introduction_table_says_the_reasons_once_under_it(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| **")]
     assert rows[0].endswith("*Not counted: RISE and Occlusion at the Input layer.* |")
     assert "Grad at the Final layer" in rows[1]
+
+
+def test_reasons_from_several_tables_merge_into_one_phrase():
+    """The same pair excluded by rows built from different tables (different row counts) and the same method not
+    ranked for one reason given with and without its share: one phrase each, no slash-joined list."""
+    from certattr.evaluation.findings.evidence import notes, Evidence
+
+    a = notes(Evidence(None, {"GB at the Final layer": "243 of 243 rows flagged degenerate",
+                              "Cam at the Final layer": "3 of 72 rows flagged degenerate"}),
+              Evidence(None, {"GB at the Final layer": "162 of 162 rows flagged degenerate"}),
+              not_ranked={"gradcam": "nothing certified '1' in 96% of its units"})
+    b = notes(Evidence(None, {"Cam at the Final layer": "9 of 9 rows flagged degenerate"}),
+              not_ranked={"gradcam": "nothing certified '1' in most units"})
+    assert "GB at the Final layer (all 405 rows flagged degenerate)" in a  # summed within one note
+    note, _ = table_exclusions([a, b])
+    assert " / " not in note
+    assert "GB at the Final layer (every row flagged degenerate)" in note
+    assert "Cam at the Final layer (4 to 100% of its rows flagged degenerate, by table)" in note
+    assert note.count("nothing certified '1'") == 1 and "96%" in note and "most units" not in note

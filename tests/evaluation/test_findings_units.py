@@ -213,6 +213,22 @@ def test_identical_maps_count_once_in_method_level_statistics():
     assert groups == {("m1", "final"): [list(same)]}
 
 
+def test_a_method_identical_on_one_model_only_keeps_its_rows_and_is_not_named_in_the_title():
+    """IxG = LRP on m2 but not on m1: m2's IxG rows count once (dropped), m1's IxG rows stay and are listed with
+    their own value, so the title must not say "LRP (= IxG)" next to a separate IxG value; Grad = GB on both
+    models is one method everywhere and is titled so."""
+    frame = pd.DataFrame([{"model": model, "image_id": f"im{i}", "method": m, "layer": "input", "k": 50.0,
+                           "n_certified_1": (7 if (m == "ixg" and model == "m2") else
+                                             {"lrp": 7, "ixg": 3, "grad": 1, "gb": 1}[m]) + i}
+                          for model in ("m1", "m2") for i in range(3) for m in ("lrp", "ixg", "grad", "gb")])
+    groups = F.identical_groups(frame)
+    assert groups == {("m1", "input"): [["grad", "gb"]], ("m2", "input"): [["lrp", "ixg"], ["grad", "gb"]]}
+    kept_frame, kept = F.collapse_identical(frame, groups, prefer=("lrp",))
+    assert kept == {"grad": ["grad", "gb"]}  # not {"lrp": ["lrp", "ixg"]}: m1's IxG is still listed
+    counts = kept_frame.groupby(["model", "method"]).size().to_dict()
+    assert counts == {("m1", "grad"): 3, ("m1", "ixg"): 3, ("m1", "lrp"): 3, ("m2", "grad"): 3, ("m2", "lrp"): 3}
+
+
 def test_deletion_row_states_the_tables_quantity_unclipped():
     faith, flips = faith_table(methods=("grad", "lrp", "rise", "gradcam"), layers=("input",),
                                drop=lambda m, l: {"gradcam": -0.2, "lrp": 0.4, "rise": 0.5}.get(m, 0.1))

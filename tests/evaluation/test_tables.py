@@ -27,6 +27,19 @@ def test_pooled_outcome_table_formats_percentages_and_names_the_empty_cells():
     assert got.loc[("Model M", "RISE"), "certified '1', Input layer (%)"] == "not run"  # defined, left out
 
 
+def test_pooled_outcome_table_shows_no_numbers_for_degenerate_cells():
+    """Grad at the Final layer with every certificate a constant map: "degenerate" in its cells, not 3.8% certified
+    '1' that would read as a measurement; a cell only partly degenerate keeps its numbers."""
+    pooled = pd.DataFrame([
+        {"model": "m", "method_title": "Grad", "layer": "input", "certified_1": 0.125, "certified_0": 0.5,
+         "abstain": 0.375, "degenerate": False},
+        {"model": "m", "method_title": "Grad", "layer": "final", "certified_1": 0.038, "certified_0": 0.962,
+         "abstain": 0.0, "degenerate": True},
+    ])
+    got = tables.pooled_outcome_table(pooled, ["input", "final"], {"m": "Model M"}, set())
+    assert list(got.loc[("Model M", "Grad")]) == ["12.5", "degenerate", "50.0", "degenerate", "37.5", "degenerate"]
+
+
 def test_identical_certificate_groups_need_equal_counts_everywhere():
     rows = []
     for image in ("x", "y"):

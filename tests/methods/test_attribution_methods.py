@@ -63,12 +63,14 @@ def test_reference_defaults():
 
 
 def test_auto_pass_batch_fits_the_device_budget():
-    from certattr.methods.base import PASS_ELEMENTS, pass_batch
+    from certattr.methods.base import PASS_ELEMENTS, PASS_ROWS, pass_batch
 
     image_rows = torch.zeros(10, 3, 224, 224)
     assert pass_batch(None, image_rows) == PASS_ELEMENTS["cpu"] // (3 * 224 * 224) == 8
     assert pass_batch(None, torch.zeros(2, 1280, 7, 7)) == PASS_ELEMENTS["cpu"] // (1280 * 49)
     assert pass_batch(None, torch.zeros(1, 10 ** 7)) == 1  # never 0
+    digits = torch.zeros(1, 1, 32, 32)  # the budget alone would give 1176 rows: capped
+    assert PASS_ELEMENTS["cpu"] // digits[0].numel() > PASS_ROWS["cpu"] == pass_batch(None, digits) == 32
     assert pass_batch(3, image_rows) == 3  # an explicit batch wins
     for name, key in [("rise", "pass_batch"), ("occlusion", "pass_batch"), ("intgrad", "pass_batch"),
                       ("ablationcam", "pass_batch")]:
@@ -77,7 +79,8 @@ def test_auto_pass_batch_fits_the_device_budget():
 
 @pytest.mark.parametrize("name", ["rise", "occlusion", "intgrad", "ablationcam"])
 def test_auto_pass_batch_gives_the_maps_of_an_explicit_one(name):
-    """On the 32x32 tiny model the CPU budget means all rows in one pass: compare with 1 row per pass."""
+    """On the 32x32 tiny model the CPU budget means all rows in one pass (at most PASS_ROWS): compare with 1 row
+    per pass."""
     model, x = tiny_model(), images(4, seed=3)
     key = "pass_batch"
     fixed = {"rise": {"n_masks": 20}}.get(name, {})

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .evidence import MAX_EMPTY_SHARE, empty_methods, listing, not_measured, notes
+from .evidence import MAX_EMPTY_SHARE, empty_methods, listing, not_measured, notes, share_percent
 from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap
 from .units import cluster_labels, collapse_identical, group_title, identical_groups, unit_columns
 
@@ -47,8 +47,10 @@ def select(frame, **equal):
 
 
 def not_tested(finding_id: str, reason: str, *, verdict: str = "not tested", excluded: str = "") -> Verdict:
-    return Verdict(FINDINGS[finding_id], verdict, f"not measured: {reason}", reason[0].upper() + reason[1:] + ".",
-                   excluded=excluded)
+    """A row whose claim could not be decided: ``verdict`` "not tested" (what the claim names did not run: "not
+    measured: ...") or "inconclusive" (it ran, but ``reason`` says why the data cannot decide)."""
+    measured = f"not measured: {reason}" if verdict == "not tested" else reason[0].upper() + reason[1:]
+    return Verdict(FINDINGS[finding_id], verdict, measured, reason[0].upper() + reason[1:] + ".", excluded=excluded)
 
 
 def count(n: int, noun: str) -> str:
@@ -163,9 +165,10 @@ def rank_verdict(fid: str, long, named, measure: Measure, *, unavailable: dict |
     used = [(c, mat, [j for j in ok if methods[j] in compared]) for c, mat, ok in blocks if c in shared]
     never = [m for m in present if m not in compared]
     for m in never:
-        worst = max(s for _, s in not_ranked.get(m, [(None, 1.0)]))
-        unavailable[m] = _Empty(f"{empty_what} in {100 * worst:.0f}% of its units" + (
-            f" at every {_cond_noun(cond_names)} it shares with the others" if len(cond_values) > 1 else ""))
+        least = min(s for _, s in not_ranked.get(m, [(None, 1.0)]))  # its share at every shared condition is >= this
+        several = len(cond_values) > 1
+        unavailable[m] = _Empty(f"{empty_what} in {'at least ' if several else ''}{share_percent(least)} of its units"
+                                + (f" at every {_cond_noun(cond_names)} it shares with the others" if several else ""))
     if not any(methods[j] in named for _, _, ok in used for j in ok) or \
             not any(methods[j] not in named for _, _, ok in used for j in ok):
         used = []
@@ -279,6 +282,8 @@ def _title(m, kept) -> str:
 
 
 def _absent_verdict(fid, reason, unavailable, evidence, *, not_ranked=None, empty_what=""):
-    verdict = "not tested" if not_measured(unavailable) or not unavailable else "inconclusive"
-    note = notes(*evidence, not_ranked={m: f"{empty_what} in most units" for m in (not_ranked or {})})
+    verdict = "not tested" if not_measured(unavailable) else "inconclusive"
+    note = notes(*evidence, not_ranked={m: f"{empty_what} in at least {share_percent(min(s for _, s in shares))} of "
+                                           f"its units" if shares else f"{empty_what} in most units"
+                                        for m, shares in (not_ranked or {}).items()})
     return not_tested(fid, reason, verdict=verdict, excluded=note)

@@ -72,6 +72,9 @@ def domain_comparison(first: dict, second: dict, findings: dict, *, title: str) 
         parts.append(f"Only the {title} decide {len(only_second)}: {names(only_second)}.")
     if only_first:
         parts.append(f"Only the photos decide {len(only_first)}: {names(only_first)}.")
-    if not (same or differ or only_second or only_first):
+    neither = [i for i in both if first[i]["verdict"] not in decided and second[i]["verdict"] not in decided]
+    if neither and len(neither) == len(both):
         parts.append("Neither domain decides any of them.")
+    elif neither:
+        parts.append(f"Neither decides {len(neither)}: {names(neither)}.")
     return " ".join(parts)

@@ -16,6 +16,7 @@ empty in more than :data:`MAX_EMPTY_SHARE` of the cases is left out of rankings,
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,12 +136,27 @@ def notes(*evidences: Evidence, not_ranked: dict | None = None) -> str:
                 merged[pair].append(reason)
     parts = []
     if merged:
-        parts.append("Not counted as evidence: " + "; ".join(f"{pair} ({' / '.join(r)})" for pair, r in merged.items())
+        parts.append("Not counted as evidence: " + "; ".join(f"{pair} ({_reasons(r)})" for pair, r in merged.items())
                      + ".")
     if not_ranked:
         parts.append("Not ranked, their score is zero by emptiness: " + "; ".join(
             f"{method_title(m)} ({why})" for m, why in sorted(not_ranked.items())) + ".")
     return " ".join(parts)
+
+
+_FLAGGED = re.compile(r"^(\d+) of (\d+) rows flagged degenerate$")
+
+
+def _reasons(reasons: list[str]) -> str:
+    """One pair's reasons from several tables, in one phrase: the degenerate-row counts added up ("all 504 rows
+    flagged degenerate", "500 of 504 rows ..."), any other reason once."""
+    counts = [tuple(map(int, m.groups())) for m in map(_FLAGGED.match, reasons) if m]
+    rest = list(dict.fromkeys(r for r in reasons if not _FLAGGED.match(r)))
+    if counts:
+        flagged, total = (sum(c[i] for c in counts) for i in (0, 1))
+        rest.insert(0, f"all {total} rows flagged degenerate" if flagged == total else
+                    f"{flagged} of {total} rows flagged degenerate")
+    return "; ".join(rest)
 
 
 def admissible(frame, settings: RunSettings | None = None, *, source: str = "photos",
@@ -173,7 +189,17 @@ def admissible(frame, settings: RunSettings | None = None, *, source: str = "pho
 def empty_methods(empty: dict, what: str) -> dict[str, str]:
     """{method: "nothing certified '1' in 90% of its units"} for the methods whose metric is zero because nothing
     was certified or removed in more than MAX_EMPTY_SHARE of their units (``empty``: {method: share})."""
-    return {m: f"{what} in {100 * s:.0f}% of its units" for m, s in empty.items() if s > MAX_EMPTY_SHARE}
+    return {m: f"{what} in {share_percent(s)} of its units" for m, s in empty.items() if s > MAX_EMPTY_SHARE}
+
+
+def share_percent(share: float) -> str:
+    """A share as a whole percentage that says "100%" or "0%" only when it is exactly that (">99%", "<1%")."""
+    pct = 100 * float(share)
+    if 99.5 <= pct < 100:
+        return ">99%"
+    if 0 < pct < 0.5:
+        return "<1%"
+    return f"{pct:.0f}%"
 
 
 @dataclass(frozen=True)
@@ -216,4 +242,4 @@ def not_measured(absent: dict) -> bool:
     return any(getattr(a, "kind", "not run") in NOT_RUN_KINDS for a in absent.values())
 
 
-__all__ += ["unavailable", "Absence", "NOT_RUN_KINDS", "not_measured"]
+__all__ += ["unavailable", "Absence", "NOT_RUN_KINDS", "not_measured", "share_percent"]

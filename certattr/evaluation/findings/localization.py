@@ -8,7 +8,7 @@ import numpy as np
 from ..names import method_title
 from .claims import FINDINGS, Verdict
 from .common import Measure, absent_text, count, fmt_interval, not_tested, rank_verdict, select, too_few
-from .evidence import RunSettings, admissible, listing, not_measured, unavailable
+from .evidence import RunSettings, admissible, listing, not_measured, share_percent, unavailable
 from .stats import MIN_CLUSTERS, cluster_bootstrap
 from .units import cluster_labels, identical_groups
 
@@ -39,16 +39,30 @@ def check_input_localization_leaders(loc, *, settings: RunSettings | None = None
 
 
 def _robustness_at_final(rob, loc, sigma_rob):
-    """{method: (per-unit robustness array, cluster labels, where)} at the Final layer, mean over K: on the single images
-    when the robustness rows have the Final layer, else on the grids."""
+    """({method: per-unit robustness, a Series indexed by the unit (model, image or grid target)}, where) at the
+    Final layer, mean over K: on the single images when the robustness rows have the Final layer, else on the
+    grids."""
     if rob is not None and len(rob) and (rob.layer == "final").any():
         part = select(rob, sigma=float(rob.sigma.min()), layer="final")
         where = "on the single images"
     else:
         part, where = select(loc, sigma=sigma_rob, layer="final"), "on the grids"
     units = [c for c in ("model", "image_id", "grid_id", "target_cell") if c in part]
-    per = part.groupby(units + ["method"]).robustness.mean().reset_index()
-    return {m: (g.robustness.to_numpy(float), cluster_labels(g), where) for m, g in per.groupby("method")}, where
+    per = part.groupby(units + ["method"]).robustness.mean()
+    return {m: g.droplevel("method") for m, g in per.groupby(level="method")}, where
+
+
+def _paired_lead(mine, theirs, seed):
+    """Mean of ``mine - theirs`` over the units both have (paired on the whole unit), its bootstrap interval
+    resampling clusters (None below MIN_CLUSTERS), the number of units and of clusters."""
+    common = mine.index.intersection(theirs.index)
+    diff = (mine.loc[common] - theirs.loc[common]).to_numpy(float)
+    if not len(diff):
+        return None, None, 0, 0
+    labels = cluster_labels(common.to_frame(index=False))
+    clusters = len(set(labels))
+    ci = cluster_bootstrap(labels, lambda i: diff[i].mean(), seed=seed)[1:] if clusters >= MIN_CLUSTERS else None
+    return float(diff.mean()), ci, len(diff), clusters
 
 
 def check_gradgb_final(loc, rob=None, *, settings: RunSettings | None = None, seed: int = 0) -> Verdict:
@@ -82,20 +96,17 @@ def check_gradgb_final(loc, rob=None, *, settings: RunSettings | None = None, se
         n_targets = len(set(labels))
         g_mean = float(g.mean()) if len(g) else float("nan")
         g_ci = cluster_bootstrap(labels, lambda i: g[i].mean(), seed=seed)[1:] if n_targets >= MIN_CLUSTERS else None
-        r_m, r_labels, _ = robust.get(m, (np.array([]), np.array([], dtype=str), where))
-        best_other = max(others, key=lambda o: robust[o][0].mean()) if others and len(r_m) else None
-        margin = ci = None
-        if best_other is not None:
-            o_vals, o_labels, _ = robust[best_other]
-            margin = float(r_m.mean() - o_vals.mean())
-            if len(set(r_labels)) >= MIN_CLUSTERS:
-                both = np.concatenate([r_labels, o_labels])
-                vals = np.concatenate([r_m, -o_vals])
-                is_m = np.r_[np.ones(len(r_m), bool), np.zeros(len(o_vals), bool)]
-                ci = cluster_bootstrap(both, lambda i: vals[i][is_m[i]].mean() + vals[i][~is_m[i]].mean(),
-                                       seed=seed)[1:]
+        r_m = robust.get(m)
+        # every comparison on the units both methods have (a model one of them did not run is left out)
+        leads = {o: _paired_lead(r_m, robust[o], seed) for o in others} if r_m is not None and len(r_m) else {}
+        leads = {o: v for o, v in leads.items() if v[0] is not None}
+        best_other = min(leads, key=lambda o: leads[o][0]) if leads else None
+        margin, ci, n_units, n_clusters = leads[best_other] if best_other else (None, None, 0, 0)
+        if best_other:
+            common = r_m.index.intersection(robust[best_other].index)
+            mine, theirs = float(r_m.loc[common].mean()), float(robust[best_other].loc[common].mean())
         empty = float(g_rows.no_certified.mean()) if "no_certified" in g_rows and len(g_rows) else 0.0
-        stats[m] = {"constant_share": constant, "robustness": float(r_m.mean()) if len(r_m) else None,
+        stats[m] = {"constant_share": constant, "robustness": float(r_m.mean()) if r_m is not None and len(r_m) else None,
                     "best_other": best_other,
                     "robust_margin": margin, "robust_ci": ci, "gridpg": g_mean, "gridpg_ci": g_ci,
                     "targets": n_targets, "no_certified": empty}
@@ -103,16 +114,18 @@ def check_gradgb_final(loc, rob=None, *, settings: RunSettings | None = None, se
         parts["robust"].append(None if ci is None else (True if ci[0] >= 0 else False if ci[1] < 0 else None))
         parts["poor"].append(None if g_ci is None else (True if g_ci[1] < CHANCE else False if g_ci[0] > CHANCE
                                                         else None))
-        robust_text = (f"robustness {100 * r_m.mean():.0f}% {where} (mean over K), best other method "
-                       f"{method_title(best_other)} {100 * robust[best_other][0].mean():.0f}%, difference "
-                       f"{100 * margin:+.1f} points" + (f" ({fmt_interval(100 * ci[0], 100 * ci[1], '{:+.1f}')})"
-                                                       if ci else f" ({too_few(len(set(r_labels)), 'image')})")
-                       if best_other else f"robustness {100 * r_m.mean():.0f}% {where}" if len(r_m) else
+        models = sorted(set(r_m.index.get_level_values("model"))) if r_m is not None and len(r_m) else []
+        robust_text = (f"robustness {100 * mine:.1f}% {where} (mean over K) against {100 * theirs:.1f}% for the "
+                       f"closest other method, {method_title(best_other)}, on the {count(n_units, 'unit')} both have: "
+                       f"difference {100 * margin:+.1f} points"
+                       + (f" ({fmt_interval(100 * ci[0], 100 * ci[1], '{:+.1f}')})" if ci else
+                          f" ({too_few(n_clusters, 'image')})")
+                       if best_other else f"robustness {100 * r_m.mean():.1f}% {where}" if models else
                        "robustness not measured")
         texts.append(f"{method_title(m)}: {100 * constant:.0f}% of its certificates flagged as constant maps; "
                      f"{robust_text}; Certified GridPG at K = {k:g}% {g_mean:.2f}"
                      + (f" ({fmt_interval(*g_ci, fmt='{:.2f}')}" if g_ci else f" ({too_few(n_targets, 'grid target')}")
-                     + f", {count(n_targets, 'grid target')}, nothing certified '1' in {100 * empty:.0f}% of them)")
+                     + f", {count(n_targets, 'grid target')}, nothing certified '1' in {share_percent(empty)} of them)")
     measured = "; ".join(texts)
     failed = [name for name, vals in (("almost constant", parts["constant"]), ("the most robust", parts["robust"]),
                                       ("below chance", parts["poor"])) if any(v is False for v in vals)]
@@ -124,9 +137,13 @@ def check_gradgb_final(loc, rob=None, *, settings: RunSettings | None = None, se
         verdict, why = "inconclusive", f"This run cannot decide whether they are {listing(undecided)}."
     else:
         verdict = "agrees"
+        g_text = listing([f"{method_title(m)} {stats[m]['gridpg']:.2f}" for m in ("grad", "gb")])
         why = (f"Their Final-layer maps are constant up to float rounding (a GAP→linear head passes the same "
-               f"gradient to every position), so noise cannot move them: every pixel is certified '0' (robust), "
-               f"nothing is certified '1', and Certified GridPG stays below chance ({CHANCE:.2f}) in every grid.")
+               f"gradient to every position), so noise barely moves them: each is more robust than every other "
+               f"method on the units both have, and their Certified GridPG at K = {k:g}% ({g_text}) lies below "
+               f"chance ({CHANCE:.2f}), with nothing certified '1' in "
+               + listing([f"{share_percent(stats[m]['no_certified'])} of {method_title(m)}'s grid targets"
+                          for m in ("grad", "gb")]) + ".")
     stats.update({"k": k, "chance": CHANCE, "constant_threshold": CONSTANT_SHARE,
                   "missing": {m: str(w) for m, w in missing.items()}})
     return Verdict(FINDINGS[fid], verdict, measured, why, stats, excluded=ev.note())

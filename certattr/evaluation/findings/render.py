@@ -119,11 +119,38 @@ def table_exclusions(excluded_texts) -> tuple[str, list[str]]:
     note = []
     if counted:
         note.append("Not counted as evidence in this table: " + "; ".join(
-            f"{name} ({' / '.join(reasons)})" for name, reasons in counted.items()) + ".")
+            f"{name} ({_merged_reasons(reasons)})" for name, reasons in counted.items()) + ".")
     if ranked:
         note.append("Not ranked where a row says so, their score being zero because nothing was certified or "
-                    "removed: " + "; ".join(f"{name} ({' / '.join(whys)})" for name, whys in ranked.items()) + ".")
+                    "removed: " + "; ".join(f"{name} ({_merged_whys(whys)})" for name, whys in ranked.items()) + ".")
     return " ".join(note), rows
+
+
+def _merged_reasons(reasons: list[str]) -> str:
+    """One pair's exclusion reasons from several rows in one phrase: degenerate-row counts from different tables
+    become "every row flagged degenerate" (or the largest share), other reasons are said once."""
+    import re
+
+    flagged = [re.match(r"^(?:all (\d+)|(\d+) of (\d+)) rows flagged degenerate$", r) for r in reasons]
+    shares = [1.0 if m.group(1) else int(m.group(2)) / int(m.group(3)) for m in flagged if m]
+    rest = [r for r, m in zip(reasons, flagged) if not m]
+    if shares:
+        low, high = min(shares), max(shares)
+        rest.insert(0, "every row flagged degenerate" if low == 1.0 else
+                    f"{100 * low:.0f}% of its rows flagged degenerate" if low == high else
+                    f"{100 * low:.0f} to {100 * high:.0f}% of its rows flagged degenerate, by table")
+    return "; ".join(dict.fromkeys(rest))
+
+
+def _merged_whys(whys: list[str]) -> str:
+    """Why a method is not ranked, from several rows: one phrase per kind ("nothing certified '1'", "nothing
+    removed at the first step"), the one with a number preferred over "in most units"."""
+    kinds: dict = {}
+    for why in whys:
+        kind = why.split(" in ")[0]
+        if kind not in kinds or ("most units" in kinds[kind] and "most units" not in why):
+            kinds[kind] = why
+    return "; ".join(kinds.values())
 
 
 def _cell(text: str) -> str:
@@ -143,16 +170,18 @@ def _other_cell(finding, where: dict, other) -> str:
     text = f"**{row['verdict']}**: {_cell(row['measured'])} {link}"
     both = joined.get(finding.id)
     if both is not None:
-        text += f" *Every model of both domains:* **{both['verdict']}**: {_cell(both['why'])}"
+        text += f" *Every model of both domains:* **{both['verdict']}**: {_cell(both['measured'])}. {_cell(both['why'])}"
     return text
 
 
-def _table(findings, saved: dict, where: dict, other=None) -> list[str]:
+def _table(findings, saved: dict, where: dict, other=None, *, caption: str) -> list[str]:
+    """The rows of ``findings`` as a numbered MyST table with ``caption`` (full width), the exclusions said once
+    under it."""
     head = "| claim (chapter) | the paper reported | this run measured | verdict: why |"
     rule = "|---|---|---|---|"
     if other is not None:
         head, rule = head + f" on the {other[0]} |", rule + "---|"
-    lines = ["```{div} full-width", "", head, rule]
+    lines = ["````{div} full-width", "", f"```{{table}} {caption}", "", head, rule]
     note, mentions = table_exclusions([(saved.get(f.id) or {}).get("excluded", "") for f in findings])
     for finding, mention in zip(findings, mentions):
         row = saved.get(finding.id)
@@ -165,7 +194,7 @@ def _table(findings, saved: dict, where: dict, other=None) -> list[str]:
             continue
         why = row["why"] + (f" *{mention}*" if mention else "")
         lines.append(f"| {name} | {paper} | {_cell(row['measured'])} | **{row['verdict']}**: {_cell(why)} |{extra}")
-    return lines + ["", f"{note}" if note else "", "```"]
+    return lines + ["```", "", f"{note}" if note else "", "````"]
 
 
 def _tally(findings, saved: dict) -> str:
@@ -281,13 +310,15 @@ def summary_markdown(results_dir, profile: str, chapters: Sequence, *, other=Non
         lines += [f"**A second domain.** The last column checks the same claim, by the same criterion, on the "
                   f"{other[0]} ({pages}): a second domain, not the paper's setting. “—”: the claim's chapter does "
                   f"not run on the {other[0]}.", ""]
-    lines += _table(paper, saved, where, other)
+    lines += _table(paper, saved, where, other,
+                    caption="The claims of the paper and its rebuttal, with this run's verdicts"
+                            + (f" on the photos and on the {other[0]}" if other is not None else ""))
     if related:
         lines += ["", f"**Beyond the paper.** {len(related)} claims of the related certificates and defenses "
                   f"(Levine et al.'s adversarial training and Sparsified SmoothGrad) and of this project's own "
                   f"extensions (one certificate for every K, anytime sampling), checked by the same rules "
                   f"({_tally(related, saved)}):", ""]
-        lines += _table(related, saved, where)
+        lines += _table(related, saved, where, caption="Claims beyond the paper, with this run's verdicts")
     return "\n".join(lines) + "\n"
 
 

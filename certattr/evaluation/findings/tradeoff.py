@@ -20,10 +20,11 @@ import numpy as np
 
 from ..metrics import faithfulness_scores
 from ..names import layer_title, method_title
-from .claims import FINDINGS, Verdict
+from .claims import FINDINGS, Verdict, _for_layers
 from .common import absent_text, common_conditions, fmt_interval, not_tested, select, too_few
 from .evidence import MAX_EMPTY_SHARE, RunSettings, admissible, empty_methods, listing, not_measured, notes, unavailable
 from .stats import MIN_CLUSTERS, cluster_bootstrap
+from .render import table_exclusions
 from .units import collapse_identical, group_title, identical_groups
 
 __all__ = ["check_rise_lrp_balance", "check_rise_best_balance", "BalanceParts", "balance_parts", "balance_table"]
@@ -135,7 +136,9 @@ def balance_table(rob, loc, faith, layers=("input", "final"), *, settings=None, 
                          "faithfulness": drops.get(m, {}).get("faithfulness"), "balance": v["balance"],
                          "balance3": drops.get(m, {}).get("balance"), "ks": ", ".join(f"{k:g}" for k in two.ks),
                          "images": len(set(two.photo_clusters)), "targets": len(set(two.grid_clusters))})
-        notes_[layer] = " ".join(dict.fromkeys(n for n in (two.note, three.note if three else "") if n))
+        # said once, and only the pairs at this layer (the evidence covers both)
+        notes_[layer] = table_exclusions([_for_layers(n, (layer,)) for n in (two.note, three.note if three else "")
+                                          if n])[0]
     columns = ["layer", "method", "title", "robustness", "robustness_low", "robustness_high", "certified_gridpg",
                "gridpg_low", "gridpg_high", "faithfulness", "balance", "balance3", "ks", "images", "targets"]
     return pd.DataFrame(rows, columns=columns), notes_  # the same columns when no method is counted
@@ -190,7 +193,7 @@ def balance_parts(rob, loc, faith, layer: str, *, settings=None, grid_settings=N
         for j, m in enumerate(methods):
             if j not in ranked[k]:
                 not_ranked.setdefault(m, []).append((k, float(empty_share[m])))
-    never = {m: f"nothing certified '1' in most grid targets at every K" for m, v in not_ranked.items()
+    never = {m: "nothing certified '1' in most grid targets at every K" for m, v in not_ranked.items()
              if len(v) == len(ks)}
     # every method is averaged over the same K: those at which every method compared is ranked
     compared = common_conditions({k: [methods[j] for j in ranked[k]] for k in ks}, methods, named)
@@ -263,16 +266,21 @@ def check_rise_lrp_balance(rob, loc, faith, *, layer: str = "input", settings: R
         return not_tested(fid, absent_text(parts.missing) + f": not evidence at the {layer_title(layer)} layer",
                           excluded=parts.note)
     others = [m for m in parts.methods if m not in ("rise", "lrp")]
-    if not others:
-        return not_tested(fid, "no third method to compare with", excluded=parts.note)
-    est, ci, used = _margin_verdict(parts, ("rise", "lrp"), others, seed)
     means = parts.mean_balance()
     ranking = ", ".join(f"{parts.title(m)} {means[m]:.2f}" for m in sorted(means, key=lambda m: -means[m]))
+    if not others:  # both measured: the data, not the profile, leave nothing to compare them with
+        return Verdict(FINDINGS[fid], "inconclusive",
+                       f"{layer_title(layer)} layer balance: {ranking}; no other method is ranked on all three "
+                       f"measures",
+                       "RISE and LRP were measured, but every other method is left out of at least one of the three "
+                       "measures (see the exclusions), so there is no third method to compare them with.",
+                       {"balance": means}, excluded=parts.note)
+    est, ci, used = _margin_verdict(parts, ("rise", "lrp"), others, seed)
     if est is None:
         return Verdict(FINDINGS[fid], "inconclusive", f"{layer_title(layer)} layer balance: {ranking}",
                        f"{absent_text(parts.missing)}: no K at which RISE and LRP and another method are all ranked.",
                        {"balance": means}, excluded=parts.note)
-    measured = (f"{layer_title(layer)} layer, balance (robustness × Certified GridPG × first-step drop)^(1/3), per K "
+    measured = (f"{layer_title(layer)} layer, balance ∛(robustness × Certified GridPG × first-step drop), per K "
                 f"then the mean over K: " + ranking + f"; min(RISE, LRP) - best other = {est:+.2f} ("
                 + (f"{fmt_interval(*ci)}; " if ci else "") + f"{_sizes(parts)}; K = "
                 + ", ".join(f"{k:g}" for k in used) + "%)")

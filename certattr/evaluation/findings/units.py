@@ -111,17 +111,32 @@ def group_title(methods, first=None) -> str:
 
 def collapse_identical(frame, groups: dict, prefer=()) -> tuple[object, dict[str, list[str]]]:
     """``frame`` with one method kept per identical group on each (model, layer) (a method of ``prefer`` if the
-    group has one, else the first), and {kept method: [the group's methods]} for the text."""
+    group has one, else the first), and {kept method: [it, the methods it stands for]} for the text.
+
+    A method is named as standing for another only where all of the other's rows were dropped: one identical to
+    the kept method on one model or layer but measured apart on another keeps its own rows and is listed with
+    its own value, not named in the kept method's title."""
     if not groups or not len(frame):
         return frame, {}
     drop = np.zeros(len(frame), dtype=bool)
-    kept: dict = {}
+    stands_for: dict = {}
     models, layers, methods = (frame[c].to_numpy() for c in ("model", "layer", "method"))
     for (model, layer), found in groups.items():
+        here = (models == model) & (layers == layer)
         for group in found:
-            lead = next((m for m in prefer if m in group), group[0])
-            kept.setdefault(lead, group)
-            for m in group:
+            present = [m for m in group if (here & (methods == m)).any()]
+            if len(present) < 2:
+                continue
+            lead = next((m for m in prefer if m in present), present[0])
+            for m in present:
                 if m != lead:
-                    drop |= (models == model) & (layers == layer) & (methods == m)
-    return frame[~drop], kept
+                    drop |= here & (methods == m)
+                    stands_for.setdefault(lead, []).append(m)
+    kept_frame = frame[~drop]
+    remaining = set(kept_frame.method)
+    kept = {}
+    for lead, others in stands_for.items():
+        others = [m for m in dict.fromkeys(others) if m not in remaining]
+        if others:
+            kept[lead] = [lead, *others]
+    return kept_frame, kept

@@ -68,7 +68,7 @@ def _compare(claim: str, saved: dict, got) -> list[tuple]:
     elif claim == "gradgb_final":
         for m, g in got.items():
             if m in s:
-                for q in ("gridpg", "targets", "constant_share", "robustness", "best_other"):
+                for q in ("gridpg", "targets", "constant_share", "robustness", "best_other", "robust_margin"):
                     if q in g:
                         add(f"{m}: {q}", s[m].get(q), g[q])
                 lo = s[m].get("gridpg_ci")
