@@ -29,6 +29,7 @@ import torch
 from ..engine.cache import SampleCache, cache_key
 from ..engine.config import SamplingConfig
 from ..engine.encodings import certificate_encoding, encoding_from_spec
+from ..engine.heap import PeriodicRelease
 from ..engine.noise import Gaussian, UniformBall
 from ..engine.smoothing import SmoothedAttribution
 from ..engine.validation import CertattrError
@@ -499,6 +500,7 @@ def certify_plan(plan: Plan, cert, *, n: int, taus=(), tau_sigmas=None, progress
     pool = plan.pool or ModelPool(plan.device)
     other_taus = [cert.replace(tau=float(t)).tau for t in taus if float(t) != cert.tau]  # validated
     certificates, at_tau, log = {}, {}, []
+    release = PeriodicRelease()  # or the freed memory of thousands of passes stays with the process
     for w in execution_order(plan.works):
         net = pool.get(*w.model_key)
         method = get_method(w.method, **json.loads(w.method_params))
@@ -516,4 +518,5 @@ def certify_plan(plan: Plan, cert, *, n: int, taus=(), tau_sigmas=None, progress
                                                                                          tau=t)
             log.append({"model": net.name, "method": w.method, "layer": w.layer, "sigma": float(w.sigma),
                         "key": str(key), "seconds": time.time() - start})
+            release()
     return Certified(certificates, at_tau, log, plan.undefined)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine.encodings import RAW
+from ..engine.heap import release_freed_memory
 from ..book.plans import Plan, Work, load_work_model, work_engine
 from ..engine.validation import CertattrError
 from ..engine.cache import cache_key
@@ -138,6 +139,7 @@ def compute_group(works: list[Work], image: torch.Tensor, cache_dir: str, device
             computed += 1
             if on_chunk is not None:
                 on_chunk(work, chunk)
+    release_freed_memory()  # a worker runs task after task: keep its freed memory from piling up
     return computed, reused
 
 

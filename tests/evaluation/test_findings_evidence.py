@@ -241,7 +241,7 @@ def test_constant_final_maps_are_the_evidence_of_the_grad_gb_claim():
 def test_the_two_values_of_one_metric_are_named():
     loc = localization(lambda m, l: {"lrp": 0.7, "rise": 0.6}.get(m, 0.3), methods=("grad", "lrp", "rise", "ixg"))
     v = F.check_input_localization_leaders(loc)
-    assert "per K = 50 and 10%" in v.measured and "the mean over K = 50% and K = 10%" in v.measured
+    assert "per K = 50 and 10%" in v.measured and "the mean over K = 50% and 10%" in v.measured
 
 
 # --- criteria on constructed numbers ------------------------------------------------------------------------

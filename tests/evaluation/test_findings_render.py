@@ -67,3 +67,14 @@ def test_reasons_from_several_tables_merge_into_one_phrase():
     assert "GB at the Final layer (every row flagged degenerate)" in note
     assert "Cam at the Final layer (4 to 100% of its rows flagged degenerate, by table)" in note
     assert note.count("nothing certified '1'") == 1 and "96%" in note and "most units" not in note
+
+
+def test_every_criterion_states_its_rules_whole():
+    """A ranking criterion without an empty rule leaves the clause out, not its condition ("a method is not
+    ranked" with no "whose ..." after it)."""
+    from certattr.evaluation.findings.claims import FINDINGS as ALL
+
+    for f in ALL.values():
+        assert "a method is not ranked" not in f.criterion, f.id
+    assert "with nothing certified '1' in more than half" in ALL["input_localization_leaders"].criterion
+    assert "not ranked" not in ALL["input_robust_leaders"].criterion

@@ -83,10 +83,19 @@ _TREND = ("Paired over (model, image, method, layer) units certified at both the
           "bootstrap interval of the mean difference resamples images (each with all its units); agrees if it lies "
           "above 0, disagrees if below 0, otherwise inconclusive; the sign test over the images' mean differences "
           "is reported beside it.")
-_LEAD = ("{measure} per method at the {layer} layer, on the models on which the named methods ran; margin = "
-         "min({named}) - max(every other method) at each {cond}, then the mean over the {cond}s; at each {cond} a "
-         "method{empty} is not ranked, and methods with identical certificates count once. The 95% bootstrap "
-         "interval resamples {units}. Agrees if it lies above 0, disagrees if below 0, otherwise inconclusive.")
+class _Lead(str):
+    """The criterion of a ranking claim; ``format(empty="")`` (a measure without an empty rule) leaves the rule's
+    clause out instead of printing it without its condition."""
+
+    def format(self, **kw) -> str:
+        rule = (f"at each {kw['cond']} a method{kw['empty']} is not ranked, and " if kw.get("empty") else "")
+        return str.format(self, **kw, rule=rule)
+
+
+_LEAD = _Lead("{measure} per method at the {layer} layer, on the models on which the named methods ran; margin = "
+              "min({named}) - max(every other method) at each {cond}, then the mean over the {cond}s; {rule}methods "
+              "with identical certificates count once. The 95% bootstrap interval resamples {units}. Agrees if it "
+              "lies above 0, disagrees if below 0, otherwise inconclusive.")
 
 FINDINGS: dict[str, Finding] = {f.id: f for f in [
     # --- robustness ---------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def rank_verdict(fid: str, long, named, measure: Measure, *, unavailable: dict |
     where = f" on {listing(sorted(set(long.model)))}" if long.model.nunique() > 1 else ""
     cond_text = ""
     if len(cond_values) > 1:
-        cond_text = (f"; the mean over {listing([_cond_text(cond_names, c) for c, _, _ in used])}, where every "
+        cond_text = (f"; the mean over {_conds_listing(cond_names, [c for c, _, _ in used])}, where every "
                      f"method compared is ranked")
     interval_text = fmt_interval(*interval) + ", " if interval else ""
     measured = (f"{measure.text}, {'highest' if highest else 'lowest'} first: {ranking}; {rel.format(titles(present))} "
@@ -210,7 +210,7 @@ def rank_verdict(fid: str, long, named, measure: Measure, *, unavailable: dict |
     dropped = [m for m in methods if m not in compared and m not in never and m not in named]
     if skipped:
         measured += "; not ranked where its certificates are mostly empty: " + "; ".join(
-            f"{method_title(m)} at {listing([_cond_text(cond_names, c) for c, _ in v])}" for m, v in skipped.items())
+            f"{method_title(m)} at {_conds_listing(cond_names, [c for c, _ in v])}" for m, v in skipped.items())
     if dropped:
         measured += ("; left out (ranked at too few " + _cond_noun(cond_names) + "s to share one with the others): "
                      + titles(dropped))
@@ -255,6 +255,26 @@ def _cond_noun(names) -> str:
 
 def _cond_text(names, values) -> str:
     return ", ".join(f"{_SYMBOLS.get(n, n)} = {v:g}{'%' if n == 'k' else ''}" for n, v in zip(names, values))
+
+
+def _conds_listing(names, settings) -> str:
+    """Several settings in words, a value shared by all said once: "σ = 0.15, K = 50%, 30% and 10%" (not "σ = 0.15,
+    K = 50%, σ = 0.15, K = 30% and ...")."""
+    settings = [tuple(c) for c in settings]
+    if not settings:
+        return ""
+    same = [i for i in range(len(names)) if len({c[i] for c in settings}) == 1]
+    vary = [i for i in range(len(names)) if i not in same]
+    fixed = _cond_text([names[i] for i in same], [settings[0][i] for i in same])
+    if not vary:
+        return fixed
+    if len(vary) == 1:
+        i = vary[0]
+        unit = "%" if names[i] == "k" else ""
+        varying = f"{_SYMBOLS.get(names[i], names[i])} = " + listing([f"{c[i]:g}{unit}" for c in settings])
+    else:
+        varying = listing([_cond_text([names[i] for i in vary], [c[i] for i in vary]) for c in settings])
+    return f"{fixed}, {varying}" if fixed else varying
 
 
 def common_conditions(ranked: dict, methods, named) -> dict:

@@ -254,7 +254,6 @@ def check_input_robust_leaders(rob, *, settings: RunSettings | None = None, seed
     return rank_verdict(fid, part, ("lrp", "rise"), measure,
                         unavailable=unavailable(("lrp", "rise"), rob, ev, "input", settings),
                         groups=identical_groups(ev.frame), evidence=(ev,), seed=seed)
-    return v
 
 
 def check_input_small_k_balance(rob, *, settings: RunSettings | None = None, seed: int = 0) -> Verdict:
