@@ -252,7 +252,8 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
         "",
         "Each row gives the machine's speed measured just before the chapter ran (EfficientNet-Lite0, eager, at "
         "batch 8 on 2 threads), so that chapter times from different days or machines can be compared: divide a "
-        "time by the ratio of two speeds.",
+        "time by the ratio of two speeds. The speed is a snapshot of that moment: a low one means the machine was "
+        "busy with other work when the chapter started, and its time is then longer than the chapter needs.",
         "",
         _table(("chapter", "where and when its numbers were computed"),
                chapter_rows(output_dir, chapters, ran=ran, since=since)),

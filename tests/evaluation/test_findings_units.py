@@ -244,3 +244,16 @@ def test_a_row_neither_side_could_measure_agrees_and_a_missing_table_does_not():
     assert _compare("c", {"verdict": "inconclusive", "statistics": {}}, None) == [("c", "measured settings", "none", "none")]
     assert _compare("c", {"verdict": "agrees", "statistics": {"margin": 0.2}}, None) == \
         [("c", "row", "agrees", "no table to recompute from")]
+
+
+def test_a_few_degenerate_units_leave_only_themselves_out():
+    """Cam with 3 of 12 images flagged degenerate keeps its 9 other units as evidence (the plain recomputation does
+    the same); Grad with every unit flagged is gone, and the note tells the two cases apart."""
+    rob = rob_table({"m1": [0.15]}, images=12, methods=("cam", "grad", "rise"), layers=("final",), ks=(50.0,))
+    flagged = ((rob.method == "cam") & rob.image_id.isin(["im0", "im1", "im2"])) | (rob.method == "grad")
+    rob["degenerate"] = np.where(flagged, "constant", "")
+    ev = F.admissible(rob)
+    kept = ev.frame.groupby("method").size().to_dict()
+    assert kept == {"cam": 9, "rise": 12}
+    assert ev.excluded == {"Cam at the Final layer": "3 of its 12 rows, flagged degenerate; the other 9 count",
+                           "Grad at the Final layer": "12 of 12 rows flagged degenerate"}

@@ -85,7 +85,7 @@ def check_anytime_reaches_fixed(runs: dict) -> Verdict:
         missed = any(res["bounds"][name]["reach"] is None for res in runs.values())
         return f"{'≥ ' if missed else ''}{100 * np.mean([_reach_share(res, name) for res in runs.values()]):.0f}%"
 
-    measured = (f"bound {_bound_of(next(iter(runs.values())))}: {sum(r is not None for r in reach)} of {len(reach)} "
+    measured = (f"with the {_bound_of(next(iter(runs.values())))!r} anytime bound: {sum(r is not None for r in reach)} of {len(reach)} "
                 f"photos within one point by n_max = {n_max}; samples needed / n_max, mean "
                 f"{'at least ' if None in reach else ''}{100 * mean:.0f}%; at n_max the anytime run certifies "
                 f"{np.mean(gaps):.2f} points less than the fixed n (mean over photos){_others(runs, other)}")
@@ -123,7 +123,7 @@ def check_anytime_equal_budget(runs: dict) -> Verdict:
         d = _budget_diffs(runs, name)[0]
         return f"{np.mean(d):+.2f} (worst {min(d):+.2f})"
 
-    measured = (f"bound {_bound_of(next(iter(runs.values())))}: anytime minus fixed at n = "
+    measured = (f"with the {_bound_of(next(iter(runs.values())))!r} anytime bound: anytime minus fixed at n = "
                 f"{', '.join(map(str, sorted(budgets)))}: mean {np.mean(diffs):+.2f} points (from {min(diffs):+.2f} "
                 f"to {max(diffs):+.2f}) over {len(runs)} photos{_others(runs, other)}")
     if min(diffs) >= -BUDGET_SLACK:

@@ -179,10 +179,15 @@ def admissible(frame, settings: RunSettings | None = None, *, source: str = "pho
         flags = frame.degenerate.fillna("").astype(str).str.strip().isin(["", "False", "0", "false"]).to_numpy()
         flagged = ~flags
         for (name, layer) in sorted(set(zip(methods[flagged], layers[flagged]))):
+            # the flagged rows (units) are left out, the method's other rows still count: a method is not dropped
+            # for a few constant maps (Cam on 3 of 72 grid targets), and one whose every map is constant is gone
             pair = (methods == name) & (layers == layer)
-            keep &= ~pair
-            excluded.setdefault(pair_text(name, layer), f"{int((flagged & pair).sum())} of {int(pair.sum())} "
-                                                          f"rows flagged degenerate")
+            keep &= ~(pair & flagged)
+            n_flagged, n_rows = int((flagged & pair).sum()), int(pair.sum())
+            excluded.setdefault(pair_text(name, layer), f"{n_flagged} of {n_rows} rows flagged degenerate"
+                                if n_flagged == n_rows else
+                                f"{n_flagged} of its {n_rows} rows, flagged degenerate; the other "
+                                f"{n_rows - n_flagged} count")
     return Evidence(frame[keep], excluded)
 
 

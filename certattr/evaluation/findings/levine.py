@@ -127,7 +127,8 @@ def check_sparsified_beats_scaled(scaled, *, seed: int = 0) -> Verdict:
                  f"{MIN_CLUSTERS} needed)" if few else _interval_text(est, low, high))
     measured = ("certified top-k overlap (share of k, mean over photos) " + "; ".join(
         f"ε={e:g}: Sparsified {by_eps['Sparsified SmoothGrad'][e]:.3f}, scaled {by_eps['scaled SmoothGrad'][e]:.3f}"
-        for e in sorted(scaled["eps"].unique())) + f"; Sparsified minus scaled {diff_text} over {len(diff)} photos")
+        for e in sorted(scaled["eps"].unique())) + f"; Sparsified minus scaled {diff_text}"
+        + ("" if few else f" over {len(diff)} photos"))
     best_sparse = float(by_eps["Sparsified SmoothGrad"][min(scaled["eps"])])
     if few:
         verdict = "inconclusive"
