@@ -22,12 +22,14 @@ def rss():
 
 big = np.ones(16 * 2 ** 20 // 8)  # a mmapped block: freeing it raises glibc's mmap threshold to 16 MiB
 del big
-blocks = [np.ones(2 ** 20 // 8 * 4) for _ in range(150)]  # 150 x 4 MiB, now from the heap
-pin = np.ones(1024 * 64)  # a live block above them: the automatic trim at the heap's top cannot reach them
+blocks, pins = [], []
+for _ in range(150):  # 150 x 4 MiB, now from the heap, each followed by a small live block: freed, they are holes
+    blocks.append(np.ones(2 ** 20 // 8 * 4))  # inside the heap that glibc's automatic trim (of its top) cannot reach
+    pins.append(np.ones(1024 * 8))
 del blocks
 before = rss()
 released = release_freed_memory()
-print(before, rss(), released, pin.sum() == 1024 * 64)
+print(before, rss(), released, sum(p.sum() for p in pins) == 150 * 1024 * 8)
 """
 
 

@@ -35,7 +35,8 @@ def _export(net, path, dynamic=True):
 def test_an_exported_program_certifies_the_same_as_its_module(tmp_path):
     """Bit for bit against the module split by torch.fx (the program is cut at the same layer and its GAP->linear
     head found, so both apply the head in closed form); the labels also against the module's hook split (whose
-    full passes change the perturbation methods' maps at float rounding only)."""
+    full passes change the perturbation methods' maps at float rounding only: at most 1% of the labels, pixels on
+    a tie of the top-K boundary)."""
     net = _tiny()
     exported = load_source(str(_export(net, tmp_path / "tiny.pt2")), final_layer="last", **SPEC)
     hooked, traced = wrap(net, "last", split="hooks", **SPEC), wrap(net, "last", **SPEC)
@@ -50,7 +51,10 @@ def test_an_exported_program_certifies_the_same_as_its_module(tmp_path):
             if method.name != "cam" else a
         c = SmoothedAttribution(traced, method, layer, 0.1, **settings).certify(image, "i")
         assert np.array_equal(a.labels, c.labels) and np.array_equal(a.counts, c.counts), (method.name, layer)
-        assert np.array_equal(a.labels, b.labels), (method.name, layer)
+        # the hook split's full passes sum in another order than the closed-form head: a pixel on a tie of the
+        # top-K boundary may go either way, and no more than that (it is exact for the gradient methods)
+        differ = float((a.labels != b.labels).mean())
+        assert differ == 0.0 if method.family != "perturbation" else differ <= 0.01, (method.name, layer, differ)
         certified += int((a.labels >= 0).sum())
     assert certified > 0
     assert exported.spec.notes["split"] == "torch.fx"  # the program's own graph, cut at 'last': no hooks
