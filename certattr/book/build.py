@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from .chapter import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR, REPOSITORY
+from .chapter import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from .execution import model_speed, record_execution, write_execution_page
 from .exercise_outputs import show_stub_checks
 from ..engine.validation import CertattrError, check_choice
@@ -243,8 +243,8 @@ _PATH_PARAMETERS = ("cache_dir", "results_dir", "image_dir")
 
 def _portable_path(value, root: Path, output_dir: Path):
     """``value`` relative to ``output_dir`` when it is an absolute path inside ``root``; else unchanged. A relative
-    form that a chapter reads as its parameters cell's default (resolved against the package's repository, see
-    :func:`certattr.book.chapter.repository_paths`) is used only where ``root`` is that repository."""
+    form equal to a parameters cell's default gets a leading ``./``: a chapter resolves its defaults against the
+    package's repository (:func:`certattr.book.chapter.repository_paths`), which need not be ``root``."""
     if not isinstance(value, str) or not os.path.isabs(value):
         return value
     try:
@@ -252,9 +252,7 @@ def _portable_path(value, root: Path, output_dir: Path):
     except ValueError:
         return value
     relative = os.path.relpath(Path(value).resolve(), Path(output_dir).resolve())
-    if relative in (DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR) and Path(root).resolve() != REPOSITORY:
-        return value
-    return relative
+    return f"./{relative}" if relative in (DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR) else relative
 
 
 def run_chapter(chapter: str, params: dict, *, force: bool = False, root: Path = ROOT) -> Path:
