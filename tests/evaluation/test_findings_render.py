@@ -78,3 +78,18 @@ def test_every_criterion_states_its_rules_whole():
         assert "a method is not ranked" not in f.criterion, f.id
     assert "with nothing certified '1' in more than half" in ALL["input_localization_leaders"].criterion
     assert "not ranked" not in ALL["input_robust_leaders"].criterion
+
+
+def test_two_layers_notes_merge_into_one_sentence_naming_each_pair_once():
+    """A verdict built from two layers' evidence (the balance per layer) says each excluded pair once."""
+    from certattr.evaluation.findings.evidence import Evidence, notes
+    from certattr.evaluation.findings.render import merge_notes
+
+    both = {"GB at the Final layer": "99 of 99 rows flagged degenerate",
+            "Cam at the Final layer": "3 of its 72 rows, flagged degenerate; the other 69 count"}
+    a = notes(Evidence(None, both), not_ranked={"gradcam": "nothing certified '1' in most grid targets"})
+    b = notes(Evidence(None, both))
+    merged = merge_notes([a, b])
+    assert merged.count("Not counted as evidence") == 1 and merged.count("GB at the Final layer") == 1
+    assert "Cam at the Final layer (3 of its 72 rows, flagged degenerate; the other 69 count)" in merged
+    assert merged.count("GradCam") == 1 and exclusion_items(merged)[0].keys() == both.keys()

@@ -126,6 +126,24 @@ def table_exclusions(excluded_texts) -> tuple[str, list[str]]:
     return " ".join(note), rows
 
 
+def merge_notes(texts) -> str:
+    """Several verdicts' ``excluded`` sentences (:func:`~.evidence.notes`) as one such sentence: each pair and each
+    method once, with its reasons merged (:func:`_merged_reasons`, :func:`_merged_whys`)."""
+    counted, ranked = {}, {}
+    for text in texts:
+        c, r = exclusion_items(text)
+        for name, reason in c.items():
+            counted.setdefault(name, []).append(reason)
+        for name, why in r.items():
+            ranked.setdefault(name, []).append(why)
+    parts = []
+    if counted:
+        parts.append(_NOT_COUNTED + "; ".join(f"{n} ({_merged_reasons(r)})" for n, r in counted.items()) + ".")
+    if ranked:
+        parts.append(_NOT_RANKED + "; ".join(f"{n} ({_merged_whys(w)})" for n, w in ranked.items()) + ".")
+    return " ".join(parts)
+
+
 def _merged_reasons(reasons: list[str]) -> str:
     """One pair's exclusion reasons from several rows in one phrase: degenerate-row counts from different tables
     become "every row flagged degenerate" (or the largest share), other reasons are said once."""

@@ -24,7 +24,7 @@ from .claims import FINDINGS, Verdict, _for_layers
 from .common import absent_text, common_conditions, fmt_interval, not_tested, select, too_few
 from .evidence import MAX_EMPTY_SHARE, RunSettings, admissible, empty_methods, listing, not_measured, notes, unavailable
 from .stats import MIN_CLUSTERS, cluster_bootstrap
-from .render import table_exclusions
+from .render import merge_notes, table_exclusions
 from .units import collapse_identical, group_title, identical_groups
 
 __all__ = ["check_rise_lrp_balance", "check_rise_best_balance", "BalanceParts", "balance_parts", "balance_table"]
@@ -356,4 +356,4 @@ def check_rise_best_balance(rob, loc, *, settings: RunSettings | None = None, gr
     else:
         verdict, why = "inconclusive", "A margin's interval contains 0."
     return Verdict(FINDINGS[fid], verdict, measured, why, stats,
-                   excluded=" ".join(dict.fromkeys(n for n in all_notes if n)))
+                   excluded=merge_notes(all_notes))
