@@ -276,6 +276,12 @@ def _group_labels(ax, centres, groups, *, below_pt: float, fontsize: float = 9) 
     span = axes_px / max(1, len(groups))
     widest = max((_text_width_px(g, fontsize, fig.dpi) for g in groups), default=0)
     upright = widest > 0.92 * span
+    if upright:  # the names now reach down by their length: the figure grows by it once, so the plots keep theirs
+        room = widest / fig.dpi
+        grown = getattr(fig, "_certattr_label_room", 0.0)
+        if room > grown:
+            fig.set_figheight(fig.get_figheight() + room - grown)
+            fig._certattr_label_room = room
     for x, g in zip(centres, groups):
         ax.text(x, 0, g, transform=offset_copy(ax.get_xaxis_transform(), fig, y=-below_pt, units="points"),
                 ha="center", va="top", fontsize=fontsize, rotation=90 if upright else 0)
@@ -320,7 +326,8 @@ def outcome_bars(ax, frame, groups, xs, *, group_col: str = "method_title", x_co
     ax.set_xticklabels([str(x) for g in groups for x in xs], rotation=90, fontsize=9)
     ax.tick_params(axis="x", pad=2)
     tick_len = max(_text_width_px(t, 9, 72) for t in labels) if labels else 0  # in points: rotated, width is height
-    _group_labels(ax, [i * step + (len(xs) - 1) / 2 for i in range(len(groups))], groups, below_pt=tick_len + 7)
+    # below the rotated tick labels: their length, the tick and its pad, and a clear gap
+    _group_labels(ax, [i * step + (len(xs) - 1) / 2 for i in range(len(groups))], groups, below_pt=tick_len + 14)
     ax.set_xlim(-0.8, len(groups) * step - 1.2)
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of pixels")

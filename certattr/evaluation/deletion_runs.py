@@ -41,8 +41,13 @@ def deletion_results(model, certificates: Mapping, images: Mapping[str, torch.Te
     for (image_id, method, layer, _), cert in certificates.items():
         image = images[image_id]
         curve = deletion_curve(model, image, targets[image_id], cert, ks=ks_up, fill=fill)
+        # a curve of a degenerate certificate (a constant map) says so, like the robustness rows, so that the
+        # findings do not count it as evidence
+        degenerate = str(getattr(cert, "degenerate", "") or "")
         rows += deletion_rows(curve, model=model.name, model_title=model.spec.title, image_id=image_id,
-                              method=method, method_title=method_title(method), layer=layer, sigma=float(sigma))
+                              method=method, method_title=method_title(method), layer=layer, sigma=float(sigma),
+                              degenerate=degenerate)
         flips.append({"model": model.name, "image_id": image_id, "method": method, "layer": layer,
-                      "flipped": first_step_flipped(model, image, targets[image_id], cert, ks_up, colour)})
+                      "flipped": first_step_flipped(model, image, targets[image_id], cert, ks_up, colour),
+                      "degenerate": degenerate})
     return rows, flips

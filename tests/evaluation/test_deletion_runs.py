@@ -65,3 +65,25 @@ def test_deletion_results_give_curve_rows_and_one_flip_row_per_certificate():
     with torch.no_grad():
         p = torch.softmax(net(deleted[None]).double(), dim=1)[0, 3].item()
     assert rows[1]["probability"] == pytest.approx(p, rel=1e-5)
+
+
+def test_a_degenerate_certificate_marks_its_curve_and_flip_rows_and_the_findings_drop_them():
+    """A constant map's certificate: its curve and flip rows carry the flag, so the flip verdict does not count it
+    (the deletion rows have no other way to know)."""
+    import pandas as pd
+
+    from certattr.evaluation import findings as F
+
+    net = tiny_model()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    good = certify_maps(np.random.default_rng(0).uniform(0, 1, (40, 32, 32)), [10], sigma=0.1, n0=10, tau=0.75,
+                        alpha=0.01)
+    constant = certify_maps(np.ones((40, 32, 32)), [10], sigma=0.1, n0=10, tau=0.75, alpha=0.01)
+    assert constant.degenerate and not good.degenerate
+    certs = {("img", m, "final", 0.1): (constant if m in ("grad", "gb") else good) for m in ("grad", "gb", "cam", "rise")}
+    rows, flips = deletion_results(net, certs, {"img": image}, {"img": 3}, [10], fill=0.5, sigma=0.1)
+    assert {r["method"] for r in rows if r["degenerate"]} == {"grad", "gb"}
+    assert {f["method"] for f in flips if f["degenerate"]} == {"grad", "gb"}
+    v = F.check_final_flip(pd.DataFrame(flips), pd.DataFrame(rows))
+    assert "Grad" not in v.measured and "GB" not in v.measured.replace("GB at", "")
+    assert "Grad at the Final layer" in v.excluded

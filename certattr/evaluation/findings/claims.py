@@ -151,8 +151,8 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
             "CNN architecture.", "rebuttal, Figures 1 and 3",
             "Three parts, each for Grad and for GB at the Final layer, their constant maps counted as the evidence "
             "they are: (1) almost constant: at least 90% of their certificates flagged as constant maps; (2) the "
-            "most robust: certified robustness (mean over K, smallest σ, on the photos) minus that of the most "
-            "robust other method, 95% interval resampling images, not below 0; (3) localize very poorly: mean "
+            "most robust: certified robustness (mean over K, smallest σ, on the single images) minus that of the "
+            "closest other method on the (model, image) units both have, 95% interval resampling images, not below 0; (3) localize very poorly: mean "
             "Certified GridPG at the largest K (an empty certificate scores 0: it localizes nothing), 95% interval "
             "over grid targets, below chance (0.25). Agrees if all three hold for both; disagrees if an interval "
             "lies on the other side of any part; otherwise inconclusive."),

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..names import method_title
 from .claims import FINDINGS, Verdict
-from .evidence import MAX_EMPTY_SHARE, empty_methods, listing, not_measured, notes, share_percent
+from .evidence import MAX_EMPTY_SHARE, listing, not_measured, notes, share_percent
 from .stats import CONFIDENCE, MIN_CLUSTERS, cluster_bootstrap
 from .units import cluster_labels, collapse_identical, group_title, identical_groups, unit_columns
 
@@ -240,8 +240,11 @@ def rank_verdict(fid: str, long, named, measure: Measure, *, unavailable: dict |
              "not_ranked": {m: [list(map(float, c)) for c, _ in v] for m, v in not_ranked.items()},
              "identical": {m: g for m, g in kept.items()}, "unavailable": {m: str(w) for m, w in unavailable.items()},
              "models": sorted(set(long.model)), "confidence": CONFIDENCE}
-    note = notes(*evidence, not_ranked={m: w for m, w in empty_methods(
-        {m: max(s for _, s in v) for m, v in not_ranked.items() if m not in compared}, empty_what).items()})
+    several = len(cond_values) > 1  # the share at its best condition: it is at least that at every one
+    note = notes(*evidence, not_ranked={
+        m: f"{empty_what} in {'at least ' if several else ''}{share_percent(min(s for _, s in v))} of its units"
+           + (f" at every {_cond_noun(cond_names)}" if several else "")
+        for m, v in not_ranked.items() if m not in compared})
     return Verdict(FINDINGS[fid], verdict, measured, why, stats, excluded=note)
 
 

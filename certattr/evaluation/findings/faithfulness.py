@@ -60,9 +60,14 @@ def check_final_flip(flips, faith=None, *, settings: RunSettings | None = None) 
         return not_tested(fid, "no Final-layer deletion curves")
     ev = admissible(flips, settings)
     part = ev.frame[ev.frame.layer == "final"].copy()
-    empty_note, kept = "", {}
+    empty_note, kept, evidence = "", {}, (ev,)
     if faith is not None and len(faith):
         ev_f = admissible(faith, settings)
+        evidence = (ev, ev_f)
+        # a curve of a degenerate map (flagged in the deletion rows, which the flip rows do not repeat) is no evidence
+        curve_id = ["model", "image_id", "method", "layer"]
+        counted = set(map(tuple, ev_f.frame[curve_id].drop_duplicates().to_numpy().tolist()))
+        part = part[[tuple(k) in counted for k in part[curve_id].to_numpy().tolist()]]
         groups = identical_groups(ev_f.frame[ev_f.frame.layer == "final"])
         part, kept = collapse_identical(part, groups)
         if "n_removed" in faith:
@@ -74,7 +79,7 @@ def check_final_flip(flips, faith=None, *, settings: RunSettings | None = None) 
             part = part[~nothing]
     per = part.groupby("method").flipped.agg(["sum", "count"])
     if len(per) < 2:
-        return not_tested(fid, "fewer than two methods have Final-layer curves that count", excluded=ev.note())
+        return not_tested(fid, "fewer than two methods have Final-layer curves that count", excluded=notes(*evidence))
     decided, texts = {}, []
     for m, row in per.sort_values("sum", ascending=False).iterrows():
         share, low, high = proportion_interval(int(row["sum"]), int(row["count"]))
@@ -101,7 +106,7 @@ def check_final_flip(flips, faith=None, *, settings: RunSettings | None = None) 
                                                            "curves": curves, "identical": kept,
                                                            "per_method": {m: [int(r["sum"]), int(r["count"])]
                                                                           for m, r in per.iterrows()}},
-                   excluded=ev.note())
+                   excluded=notes(*evidence))
 
 
 def check_localization_faithfulness(loc, faith, *, settings: RunSettings | None = None,

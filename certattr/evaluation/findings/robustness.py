@@ -157,8 +157,8 @@ def _every_model(fid: str, per_model: dict[str, tuple[str, dict, str]], what: st
         verdict, why = "agrees", f"On each of the {len(verdicts)} models run the interval lies above 0."
     elif all(v == "agrees" for v in verdicts.values()):
         verdict = "inconclusive"
-        why = (f"It holds on {listing(list(verdicts))}, the only model run; 'every model' needs more than one (the "
-               f"paper's five pretrained models cannot be installed offline).")
+        why = (f"It holds on {listing(list(verdicts))}, the only model run here; 'every model' needs more than one "
+               f"(the introduction's table also checks it on the models of every domain together).")
     else:
         undecided = [m for m, v in verdicts.items() if v != "agrees" and m not in few]
         parts = []

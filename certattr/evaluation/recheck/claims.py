@@ -142,7 +142,7 @@ def final_flip(t):
     first = faith[(faith.step == 1)][["model", "image_id", "method", "layer", "n_removed"]]
     f = flips[flips.layer == "final"].merge(first, on=["model", "image_id", "method", "layer"], how="left")
     f = f[f.n_removed.fillna(1) > 0]
-    f = f[f.method.isin(set(ev[ev.layer == "final"].method))]
+    f = f.merge(ev[["model", "image_id", "method", "layer"]].drop_duplicates(), how="inner")  # counted curves only
     f = _drop_copies(f, groups)
     per = f.groupby("method").flipped.agg(["sum", "count"])
     flip = keep = 0
