@@ -109,6 +109,12 @@ def gridpg_summary_table(means, sigma: float, k_ref: float, model_titles: Mappin
     extra = means[(means.sigma == sigma) & (means.k == k_ref)].set_index(["model", "method_title", "layer"])
     summary[f"uncertified GridPG, K = {k_text(k_ref)}%"] = extra.gridpg.reindex(summary.index)
     summary[f"empty certificates, K = {k_text(k_ref)}% (%)"] = 100 * extra.no_certified.reindex(summary.index)
+    if "degenerate" in at_sigma:  # every certificate a constant map: "degenerate", not numbers that read as data
+        flags = at_sigma.groupby(["model", "method_title", "layer"], sort=False).degenerate.all()
+        hit = [i for i in summary.index if bool(flags.get(i, False))]
+        if hit:
+            summary = summary.astype(object)
+            summary.loc[hit, :] = DEGENERATE
     summary = summary.rename(index=model_titles, level=0).rename(index=layer_title, level=2)
     return summary.rename_axis(index=["model", "method", "layer"])
 

@@ -91,6 +91,15 @@ def test_gridpg_summary_table_has_every_k_and_the_uncertified_columns():
     assert list(got.index.names) == ["model", "method", "layer"]
 
 
+def test_gridpg_summary_table_shows_degenerate_cells_as_such():
+    """GradCam at the Final layer with every certificate a constant map: "degenerate" in its row (the figures draw
+    it so), the other rows keep their numbers."""
+    means = _means().assign(degenerate=lambda f: f.method == "gradcam")
+    got = tables.gridpg_summary_table(means, 0.15, 50.0, {"m": "Model M"})
+    assert got.loc[("Model M", "GRADCAM", "Final")].tolist() == ["degenerate"] * 4
+    assert got.loc[("Model M", "GRAD", "Input")].tolist() == [0.5, 0.25, 0.4, 25.0]
+
+
 def test_overlay_pairs_prefer_the_papers_pairs_then_the_rest():
     per_layer = {"input": ["grad", "rise", "lrp"], "final": ["grad", "gradcam"]}
     done = {("rise", "input"), ("gradcam", "final"), ("grad", "final"), ("grad", "input")}
