@@ -83,19 +83,15 @@ _TREND = ("Paired over (model, image, method, layer) units certified at both the
           "bootstrap interval of the mean difference resamples images (each with all its units); agrees if it lies "
           "above 0, disagrees if below 0, otherwise inconclusive; the sign test over the images' mean differences "
           "is reported beside it.")
-class _Lead(str):
-    """The criterion of a ranking claim; ``format(empty="")`` (a measure without an empty rule) leaves the rule's
-    clause out instead of printing it without its condition."""
+def _lead(*, measure, layer, cond, empty, named, units) -> str:
+    """The criterion of a ranking claim; a measure without an empty rule (``empty=""``) leaves the rule's clause
+    out instead of printing it without its condition."""
+    rule = f"at each {cond} a method{empty} is not ranked, and " if empty else ""
+    return (f"{measure} per method at the {layer} layer, on the models on which the named methods ran; margin = "
+            f"min({named}) - max(every other method) at each {cond}, then the mean over the {cond}s; {rule}methods "
+            f"with identical certificates count once. The 95% bootstrap interval resamples {units}. Agrees if it "
+            f"lies above 0, disagrees if below 0, otherwise inconclusive.")
 
-    def format(self, **kw) -> str:
-        rule = (f"at each {kw['cond']} a method{kw['empty']} is not ranked, and " if kw.get("empty") else "")
-        return str.format(self, **kw, rule=rule)
-
-
-_LEAD = _Lead("{measure} per method at the {layer} layer, on the models on which the named methods ran; margin = "
-              "min({named}) - max(every other method) at each {cond}, then the mean over the {cond}s; {rule}methods "
-              "with identical certificates count once. The 95% bootstrap interval resamples {units}. Agrees if it "
-              "lies above 0, disagrees if below 0, otherwise inconclusive.")
 
 FINDINGS: dict[str, Finding] = {f.id: f for f in [
     # --- robustness ---------------------------------------------------------------------------------------
@@ -130,12 +126,12 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
     Finding("input_robust_leaders", "At the Input layer LRP and RISE are the most robust",
             "Input layer: LRP and RISE exhibit the highest robustness, as they also maintain a relatively high "
             "%certified across all three radii.", "rebuttal, Figure 1",
-            _LEAD.format(measure="Certified robustness (1 - abstain)", layer="Input", cond="(σ, K) setting",
+            _lead(measure="Certified robustness (1 - abstain)", layer="Input", cond="(σ, K) setting",
                          empty="", named="LRP, RISE", units="images")),
     Finding("input_small_k_balance", "At the Input layer LRP and RISE keep certifying as K decreases",
             "They [LRP and RISE] also maintain a balance in certified top K% pixels by decreasing K.",
             "rebuttal, Figure 2",
-            _LEAD.format(measure="Share of the K budget certified '1' at the smallest K and σ", layer="Input",
+            _lead(measure="Share of the K budget certified '1' at the smallest K and σ", layer="Input",
                          cond="K", empty="", named="LRP, RISE", units="images")),
     Finding("small_k_detail", "A small K certifies fine detail",
             "At a small K (5%) the certified important pixels are fine features (e.g. eyes), at a large K (50%) "
@@ -159,14 +155,14 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
     Finding("input_localization_leaders", "At the Input layer LRP and RISE localize best",
             "LRP and RISE also have the highest Certified GridPG scores on the input layer across all five models.",
             "rebuttal, Figure 3",
-            _LEAD.format(measure="Certified GridPG (mean over grid targets)", layer="Input", cond="K",
+            _lead(measure="Certified GridPG (mean over grid targets)", layer="Input", cond="K",
                          empty=" with nothing certified '1' in more than half of the grid targets",
                          named="LRP, RISE", units="grid targets")),
     # --- faithfulness -------------------------------------------------------------------------------------
     Finding("deletion_input_leaders", "At the Input layer LRP and RISE cause the steepest first deletion drop",
             "Input layer: LRP and RISE cause the steepest confidence drop in the first removal step on ResNet-18 "
             "and VGG-11.", "rebuttal, Figure 8",
-            _LEAD.format(measure="Confidence drop at the first deletion step (1 - p₁/p₀, one minus the faithfulness "
+            _lead(measure="Confidence drop at the first deletion step (1 - p₁/p₀, one minus the faithfulness "
                                  "table's relative probability, not clipped; mean over images)", layer="Input",
                          cond="step", empty=" whose first step removed nothing in more than half of the images",
                          named="LRP, RISE", units="images")),

@@ -66,8 +66,7 @@ def check_final_flip(flips, faith=None, *, settings: RunSettings | None = None) 
         evidence = (ev, ev_f)
         # a curve of a degenerate map (flagged in the deletion rows, which the flip rows do not repeat) is no evidence
         curve_id = ["model", "image_id", "method", "layer"]
-        counted = set(map(tuple, ev_f.frame[curve_id].drop_duplicates().to_numpy().tolist()))
-        part = part[[tuple(k) in counted for k in part[curve_id].to_numpy().tolist()]]
+        part = part.merge(ev_f.frame[curve_id].drop_duplicates(), on=curve_id, how="inner")
         groups = identical_groups(ev_f.frame[ev_f.frame.layer == "final"])
         part, kept = collapse_identical(part, groups)
         if "n_removed" in faith:

@@ -99,17 +99,10 @@ def table_exclusions(excluded_texts) -> tuple[str, list[str]]:
     """For the rows of one table (their ``excluded`` sentences): the note said once under the table (every pair
     not counted, with its reason, and every method not ranked, with why) and, per row, the short mention of the
     pairs and methods that concern that row ("" where none does)."""
-    counted, ranked, rows = {}, {}, []
+    counted, ranked = _collect(excluded_texts)
+    rows = []
     for text in excluded_texts:
         c, r = exclusion_items(text)
-        for name, reason in c.items():
-            counted.setdefault(name, [])
-            if reason not in counted[name]:
-                counted[name].append(reason)
-        for name, why in r.items():
-            ranked.setdefault(name, [])
-            if why not in ranked[name]:
-                ranked[name].append(why)
         mention = []
         if c:
             mention.append(f"Not counted: {_short_names(c)}.")
@@ -126,16 +119,22 @@ def table_exclusions(excluded_texts) -> tuple[str, list[str]]:
     return " ".join(note), rows
 
 
-def merge_notes(texts) -> str:
-    """Several verdicts' ``excluded`` sentences (:func:`~.evidence.notes`) as one such sentence: each pair and each
-    method once, with its reasons merged (:func:`_merged_reasons`, :func:`_merged_whys`)."""
+def _collect(texts) -> tuple[dict, dict]:
+    """({pair: [its distinct reasons]}, {method: [its distinct whys]}) over several ``excluded`` sentences."""
     counted, ranked = {}, {}
     for text in texts:
         c, r = exclusion_items(text)
-        for name, reason in c.items():
-            counted.setdefault(name, []).append(reason)
-        for name, why in r.items():
-            ranked.setdefault(name, []).append(why)
+        for into, items in ((counted, c), (ranked, r)):
+            for name, reason in items.items():
+                if reason not in into.setdefault(name, []):
+                    into[name].append(reason)
+    return counted, ranked
+
+
+def merge_notes(texts) -> str:
+    """Several verdicts' ``excluded`` sentences (:func:`~.evidence.notes`) as one such sentence: each pair and each
+    method once, with its reasons merged (:func:`_merged_reasons`, :func:`_merged_whys`)."""
+    counted, ranked = _collect(texts)
     parts = []
     if counted:
         parts.append(_NOT_COUNTED + "; ".join(f"{n} ({_merged_reasons(r)})" for n, r in counted.items()) + ".")
