@@ -20,8 +20,12 @@ def rss():
     with open("/proc/self/status") as fh:
         return int(fh.read().split("VmRSS:")[1].split()[0]) / 1024
 
-big = np.ones(16 * 2 ** 20 // 8)  # a mmapped block: freeing it raises glibc's mmap threshold to 16 MiB
-del big
+import ctypes, ctypes.util
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+# the state a long run reaches (glibc raises both thresholds after large frees), set here so that it does not depend
+# on what this process did before: blocks up to 64 MiB come from the heap, and free() trims only above 1 GiB
+libc.mallopt(-3, 64 * 2 ** 20)  # M_MMAP_THRESHOLD
+libc.mallopt(-1, 2 ** 30)  # M_TRIM_THRESHOLD
 blocks, pins = [], []
 for _ in range(150):  # 150 x 4 MiB, now from the heap, each followed by a small live block: freed, they are holes
     blocks.append(np.ones(2 ** 20 // 8 * 4))  # inside the heap that glibc's automatic trim (of its top) cannot reach
@@ -35,7 +39,8 @@ print(before, rss(), released, sum(p.sum() for p in pins) == 150 * 1024 * 8)
 
 @pytest.mark.skipif(not glibc, reason="malloc_trim is glibc's: elsewhere the release does nothing, by design")
 def test_freed_heap_memory_is_returned():
-    """In a fresh process (the heap's state decides where blocks land): most of the 600 MiB freed comes back."""
+    """In a fresh process with glibc's thresholds where a long run leaves them: most of the 600 MiB freed comes
+    back."""
     import subprocess
     import sys
 
