@@ -22,7 +22,7 @@ from .engine.validation import CORRECTIONS, CertattrError, check_choice, check_d
 from .methods import METHODS, get_method
 from .models.data import BUNDLED_PHOTOS, bundled_photo, load_image_file
 from .models.registry import LAYERS, MODELS, model_names
-from .models.sources import SOURCE_FORMS, load_source
+from .models.sources import SOURCE_FORMS, load_from_arguments
 from .sweeps.cli import add_parser as _add_sweep
 from .sweeps.images import FolderJob, certify_folder, list_images
 from .models.labelled import is_labelled, labelled_files
@@ -84,7 +84,7 @@ def _is_folder(value: str) -> bool:
 
 
 def _source_args(args, device) -> dict:
-    """load_source's arguments from the model flags."""
+    """The model arguments of the flags (:func:`certattr.models.sources.load_from_arguments`)."""
     return {"source": args.model, "weights": args.weights, "device": str(device), "final_layer": args.final_layer,
             "mean": args.mean, "std": args.std, "input_size": args.input_size, "classes": args.classes,
             "drop_tokens": args.drop_tokens, "trust_pickle": args.trust_pickle, "precision": args.precision,
@@ -112,7 +112,7 @@ def _certify_folder(args, source: dict, sampling, config) -> int:
     out = Path(args.out)
     check_writable_folder(out, "--out")
     _check_cache(args)
-    model = load_source(**source)  # every model error now, in one line, before any worker starts
+    model = load_from_arguments(source)  # every model error now, in one line, before any worker starts
     targets, names = None, None
     if labelled:  # every label checked against the model's classes before any image is certified
         found = labelled_files(args.image, model)
@@ -212,7 +212,7 @@ def _certify(args) -> int:
     out = Path(args.out)
     _check_out(out)
     _check_cache(args)
-    model = load_source(**source)
+    model = load_from_arguments(source)
     image_id, image = _image_arg(args.image, model.spec.resize, model.spec.crop)
     engine = SmoothedAttribution(model, method, args.layer, args.sigma, sampling, config,
                                  cache=None if args.no_cache else args.cache, progress=not args.quiet)

@@ -171,8 +171,10 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(header: tuple[str, str], rows) -> str:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+def _table(header: tuple[str, str], rows, caption: str) -> str:
+    """A two-column Markdown table under its caption (``caption`` starts "Table N.": the page's own numbering)."""
+    number, _, text = caption.partition(". ")
+    lines = [f"**{number}.** {text}", "", f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {_cell(a)} | {_cell(b)} |" for a, b in rows]
     return "\n".join(lines)
 
@@ -242,11 +244,11 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
         "",
         "## Hardware",
         "",
-        _table(("item", "value"), hardware()),
+        _table(("item", "value"), hardware(), "Table 1. The machine that built this book."),
         "",
         "## Software",
         "",
-        _table(("package", "version"), software()),
+        _table(("package", "version"), software(), "Table 2. The versions of the packages that computed the numbers."),
         "",
         "## Chapters",
         "",
@@ -256,7 +258,8 @@ def write_execution_page(root: Path, profile: str, chapters, *, ran=(), since: f
         "busy with other work when the chapter started, and its time is then longer than the chapter needs.",
         "",
         _table(("chapter", "where and when its numbers were computed"),
-               chapter_rows(output_dir, chapters, ran=ran, since=since)),
+               chapter_rows(output_dir, chapters, ran=ran, since=since),
+               "Table 3. Each chapter's run: when, how long, and the machine's speed just before it."),
         "",
         total_text,
         "",

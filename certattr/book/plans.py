@@ -242,8 +242,8 @@ def load_work_model(model: str, weights: str, device: str, model_seed: int = 0, 
     ``compilation``), plus the ViT chapter's head fix (:func:`certattr.models.vit_tokens.reinit_zero_head`;
     ``net.head_redrawn`` says whether it redrew)."""
 
-    net = load_source(model, weights=weights, device=device, seed=model_seed, compilation=compilation,
-                      **{k: v for k, v in source if v is not None})
+    net = load_source(model, weights=weights, device=device, seed=model_seed,
+                      **{k: v for k, v in source if v is not None}).set_compilation(compilation)
     net.head_redrawn = bool(zero_head_redraw and weights == "random" and reinit_zero_head(net, model_seed))
     return net.set_precision(precision)
 

@@ -476,8 +476,12 @@ def deletion_figure(table, *, layers, method_order=(), width: float = TEXT_WIDTH
     (from 8 images on; :func:`mean_interval`). Each layer has its legend under its column.
 
     ``table``: deletion rows (model, model_title, image_id, method_title, layer, step, k, probability,
-    removed_fraction). A series whose first step removed no pixel on every curve says so in the legend."""
+    removed_fraction; with ``degenerate``, a series whose every map is constant is named in the legend, not drawn).
+    A series whose first step removed no pixel on every curve says so in the legend."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from ..evaluation.tables import flagged
 
     layers = [l for l in layers if l in set(table.layer)]
     models = list(dict.fromkeys(table.model))
@@ -502,6 +506,10 @@ def deletion_figure(table, *, layers, method_order=(), width: float = TEXT_WIDTH
             for offset, (name, members) in zip(_dodge(len(series)), series.items()):
                 curves = rows[rows.method_title == members[0]]
                 if not len(curves):
+                    continue
+                if "degenerate" in curves and flagged(curves).all():  # constant maps: no curve that reads as data
+                    label = f"{name}: constant maps (degenerate), not drawn"
+                    handles.setdefault(label, Patch(facecolor="none", edgecolor="none"))
                     continue
                 style = method_style(name)
                 stats = np.array([mean_interval(curves[curves.step == s].probability) for s in steps])

@@ -87,6 +87,7 @@ class AnytimeCounter:
         self.n_pixels = int(n_pixels) if n_pixels is not None else shape[-2] * shape[-1]
         self.level = anytime_level(self.alpha, self.n_pixels, len(self.ks), self.bound_name)
         self.block = check_positive_int("block", block)
+        self.n_max = None if n_max is None else check_positive_int("n_max", n_max)  #: the horizon, if given
         full = (len(self.ks), *shape)
         self.bound = make_bound(self.bound_name, full, tau=self.tau, level=self.level, n_max=n_max, prior=prior,
                                 n0=prior_n0)
@@ -179,30 +180,24 @@ class AnytimeCounter:
         return can_certify(self.bound_name, n_max, tau=self.tau, level=self.level)
 
 
-def certify_sequential(samples: Iterable, ks, shape, *, sigma: float, tau: float, alpha: float, n_max: int,
-                       undecided: float = DEFAULT_UNDECIDED, metadata: dict | None = None, bound: str | None = None,
-                       prior=None, prior_n0: int | None = None) -> Certificate:
+def certify_sequential(samples: Iterable, counter: AnytimeCounter, *, sigma: float,
+                       undecided: float = DEFAULT_UNDECIDED, metadata: dict | None = None) -> Certificate:
     """Count the chunks of ``samples`` ((binary (len(ks), b, H, W), flat (b,)) each, in sample order, at most
-    n_max samples in all) until at most ``undecided`` of the (K, pixel) pairs are undecided or n_max samples are
-    counted; returns the anytime :class:`certattr.engine.certificate.Certificate` (``anytime`` True, n = samples
-    counted, n0 = 0, labels = band labels, metadata: n_max, undecided, why it stopped and ``history``, one
-    [samples, certified fraction, undecided fraction] per chunk, and ``bound``). Chunks after the stop are not read.
-
-    ``bound``: the anytime bound by name (default :data:`DEFAULT_BOUND`; an unknown name is an error listing
-    the allowed ones); ``prior`` (float (len(ks), H, W), prior centres of q, e.g.
-    :func:`certattr.engine.bets.prior_from_map` of the clean image's map) and ``prior_n0`` (samples that set the
-    weights when no prior is given) are settings of ``bound="prior"``."""
-    sigma, n_max = check_sigma(sigma), check_positive_int("n_max", n_max)
-    undecided = check_undecided(undecided)
-    bound = check_bound(DEFAULT_BOUND if bound is None else bound)
-    if prior_n0 is not None:
-        prior_n0 = check_positive_int("prior_n0", prior_n0, 0)
-    counter = AnytimeCounter(ks, shape, tau=tau, alpha=alpha, bound=bound, n_max=n_max, prior=prior,
-                             prior_n0=prior_n0)
+    ``counter.n_max`` samples in all) into ``counter`` (a fresh :class:`AnytimeCounter`: it holds the K, τ, α, the
+    anytime bound and its settings, and the horizon n_max) until at most ``undecided`` of the (K, pixel) pairs are
+    undecided or n_max samples are counted; returns the anytime :class:`certattr.engine.certificate.Certificate`
+    (``anytime`` True, n = samples counted, n0 = 0, labels = band labels, metadata: n_max, undecided, why it stopped
+    and ``history``, one [samples, certified fraction, undecided fraction] per chunk, and ``bound``) at noise
+    ``sigma``. Chunks after the stop are not read."""
+    sigma, undecided = check_sigma(sigma), check_undecided(undecided)
+    if counter.n_max is None or counter.seen:
+        raise CertattrError("certify_sequential needs a fresh AnytimeCounter with its horizon: "
+                            "AnytimeCounter(ks, shape, tau=..., alpha=..., n_max=...)")
+    n_max, bound = counter.n_max, counter.bound_name
     if not counter.can_certify(n_max):
-        warnings.warn(f"n_max={n_max} cannot certify any pixel at tau={tau}, alpha={alpha}, P={counter.n_pixels} "
-                      f"pixels (anytime bound {bound!r}): every pixel will abstain", CertificationWarning,
-                      stacklevel=3)
+        warnings.warn(f"n_max={n_max} cannot certify any pixel at tau={counter.tau}, alpha={counter.alpha}, "
+                      f"P={counter.n_pixels} pixels (anytime bound {bound!r}): every pixel will abstain",
+                      CertificationWarning, stacklevel=3)
     history, stopped = [], f"n_max = {n_max} reached"
     for binary, flat in samples:
         if counter.seen + np.shape(binary)[1] > n_max:

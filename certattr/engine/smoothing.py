@@ -48,7 +48,7 @@ from .encodings import RAW, Encoding, TopKCodes, certificate_encoding
 from .noise import Gaussian, as_noise
 from .prefetch import CopyPrefetch
 from .registry import Method, get_method
-from .sequential import DEFAULT_UNDECIDED, certify_sequential, check_undecided
+from .sequential import DEFAULT_UNDECIDED, AnytimeCounter, certify_sequential, check_undecided
 from .sparsify import flat_maps, sparsify, upsample_maps
 from .store import SampleStore
 from .targets import ModelModeWarning, eval_mode, in_train_mode, predict, resolve_target
@@ -288,8 +288,9 @@ class SmoothedAttribution:
         sigma, image = self.sigma, check_image(image, channels=getattr(self.model, "channels", 3))
         target = self.resolve_target(image, target)
         with contextlib.closing(self.sparsified(image, image_id, target, cert.ks, n=n_max)) as samples:
-            return certify_sequential(samples, cert.ks, image.shape[1:], sigma=sigma, tau=cert.tau, alpha=cert.alpha,
-                                      n_max=n_max, undecided=undecided, bound=bound,
+            counter = AnytimeCounter(cert.ks, image.shape[1:], tau=cert.tau, alpha=cert.alpha, bound=bound,
+                                     n_max=n_max)
+            return certify_sequential(samples, counter, sigma=sigma, undecided=undecided,
                                       metadata=self._metadata(image_id, target))
 
     def _certification(self, settings: dict) -> CertConfig:

@@ -15,7 +15,7 @@ from .names import k_text, layer_title, method_title
 
 __all__ = ["LAYER_RANK", "ranked_means", "ranked_deletion_auc", "pooled_outcome_table", "identical_certificate_groups",
            "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
-           "per_k_outcome_table", "budget_shares", "overlay_pairs", "pooled",
+           "per_k_outcome_table", "degenerate_cells", "budget_shares", "overlay_pairs", "pooled",
            "gridpg_intervals", "flagged"]
 
 LAYER_RANK = {"input": 0, "final": 1}  #: the order in which tables list the layers
@@ -150,12 +150,32 @@ def deletion_summary(rows):
     """One row per (model_title, method_title, layer) of deletion rows
     (:func:`certattr.evaluation.metrics.deletion_rows`): ``auc`` (mean over images of the area under the
     deletion curve), ``p_clean`` (the first row's probability), ``drop1`` (mean p after step 1 / p clean)
-    and ``removed1`` (mean fraction of the pixels removed at step 1), in order of first appearance."""
+    and ``removed1`` (mean fraction of the pixels removed at step 1), in order of first appearance; ``degenerate``:
+    every curve of the group comes from a degenerate certificate (the rows' ``degenerate`` column; a table shows
+    such a group's scores as :func:`degenerate_cells`)."""
     keys = ["model_title", "method_title", "layer"]
     auc = rows.groupby(keys, sort=False).agg(auc=("auc", "mean"), p_clean=("probability", "first")).reset_index()
     step1 = rows[rows.step == 1].groupby(keys, sort=False).agg(
         drop1=("relative_probability", "mean"), removed1=("removed_fraction", "mean")).reset_index()
-    return auc.merge(step1, on=keys)
+    summary = auc.merge(step1, on=keys)
+    every = _flagged(rows).groupby([rows[k] for k in keys], sort=False).all().rename("degenerate").reset_index()
+    summary = summary.merge(every, on=keys, how="left")
+    return summary.assign(degenerate=summary.degenerate.fillna(False).astype(bool))
+
+
+def _flagged(rows):
+    """:func:`flagged`, all False where the rows have no ``degenerate`` column."""
+    import pandas as pd
+
+    return flagged(rows) if "degenerate" in rows else pd.Series(False, index=rows.index)
+
+
+def degenerate_cells(frame, mask, columns):
+    """``frame`` with ``columns`` reading :data:`DEGENERATE` in the rows of ``mask`` (a boolean Series)."""
+    frame = frame.copy()
+    for c in columns:
+        frame[c] = frame[c].astype(object).where(~mask.to_numpy(), DEGENERATE)
+    return frame
 
 
 def ranked_deletion_auc(rows, layer: str, *, max_empty: float = 0.5):
@@ -166,9 +186,10 @@ def ranked_deletion_auc(rows, layer: str, *, max_empty: float = 0.5):
     method_title, layer, step, auc, removed_fraction). A method whose first deletion step removed no pixel on
     more than ``max_empty`` of its curves (it certified nothing '1') keeps a high curve because nothing was
     deleted: its AUC measures the empty certificate, not faithfulness, so it is returned apart, not ranked
-    (the findings' rule, :data:`certattr.evaluation.findings.evidence.MAX_EMPTY_SHARE`). Returns
-    (Series indexed by method title, dict)."""
-    part = rows[rows.layer == layer]
+    (the findings' rule, :data:`certattr.evaluation.findings.evidence.MAX_EMPTY_SHARE`). Curves of degenerate
+    certificates (the ``degenerate`` column) are left out of both. Returns (Series indexed by method title,
+    dict)."""
+    part = rows[(rows.layer == layer) & ~_flagged(rows)]  # a degenerate certificate's curve is no evidence
     first = part[part.step == 1]
     empty = (first.removed_fraction == 0).groupby(first.method_title).mean()
     not_ranked = {m: float(s) for m, s in empty.items() if s > max_empty}
@@ -182,16 +203,18 @@ def per_k_outcome_table(rows):
     pixels certified '1' and abstained at each K (largest K first; NaN where not run), headed "certified '1', K =
     50% (%)". ``rows``:
     :func:`certattr.evaluation.metrics.certificate_rows` of one image (columns method, layer, k,
-    certified_1, abstain)."""
+    certified_1, abstain; with ``degenerate``, a (method, layer) whose every certificate is flagged reads
+    :data:`DEGENERATE` in every column)."""
     import pandas as pd
 
     shown = rows.assign(method=rows.method.map(method_title), layer=rows.layer.map(layer_title),
-                        c1=100 * rows.certified_1, ab=100 * rows.abstain)
+                        c1=100 * rows.certified_1, ab=100 * rows.abstain, flagged=_flagged(rows))
     pivot = shown.pivot_table(index=["method", "layer"], columns="k", values=["c1", "ab"], sort=False)
     pivot = pivot.reindex(columns=pd.MultiIndex.from_product([["c1", "ab"], sorted(rows.k.unique(), reverse=True)]))
     what = {"c1": "certified '1'", "ab": "abstain"}
     pivot.columns = [f"{what[a]}, K = {k_text(k)}% (%)" for a, k in pivot.columns]
-    return pivot
+    degenerate = shown.groupby(["method", "layer"], sort=False).flagged.all().reindex(pivot.index).fillna(False)
+    return degenerate_cells(pivot, degenerate.astype(bool), list(pivot.columns)) if degenerate.any() else pivot
 
 
 def budget_shares(rows, k: float, layer: str, methods: Sequence[str], *, among: bool = True):

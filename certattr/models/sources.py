@@ -39,7 +39,8 @@ from .execution import check_precision
 from .exported import check_final_layer, program_network, train_mode_operations
 from .wrap import wrap
 
-__all__ = ["load_source", "list_images", "folder_images", "read_classes", "guess_final_layer", "load_state_dict_file", "SOURCE_FORMS"]
+__all__ = ["load_source", "load_from_arguments", "list_images", "folder_images", "read_classes", "guess_final_layer",
+           "load_state_dict_file", "SOURCE_FORMS"]
 
 SOURCE_FORMS = "a registry name, torchvision:NAME, timm:NAME, a .pt2 file (torch.export) or file:PATH"
 
@@ -223,20 +224,13 @@ def _check_dynamic_batch(net: nn.Module, channels: int, size: int, path: Path) -
 def load_source(source: str, *, weights: str = "pretrained", device="cpu", final_layer: str | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 input_size: int | None = None, classes=None, drop_tokens: int = 0, trust_pickle: bool = False,
-                seed: int = 0, precision: str = "fp32", compilation: str = "auto") -> LoadedModel:
+                seed: int = 0) -> LoadedModel:
     """The model ``source`` names (see the module docstring), wrapped at ``final_layer`` (default: guessed, see
-    :func:`guess_final_layer`). ``classes``: names, or the path of a file with one per line. ``precision``: of
-    every model pass (see :meth:`certattr.models.registry.LoadedModel.set_precision`); ``compilation``: of RISE's and
-    Occlusion's forward-only passes (:meth:`certattr.models.registry.LoadedModel.set_compilation`)."""
+    :func:`guess_final_layer`). ``classes``: names, or the path of a file with one per line. The precision of its
+    passes and the compilation of RISE's and Occlusion's forward-only passes are set on the model it returns
+    (:meth:`certattr.models.registry.LoadedModel.set_precision`, ``set_compilation``; :func:`load_from_arguments`
+    does both from one dict of arguments)."""
     device = check_device(device)
-    check_precision(precision, device)
-    return _load_source(source, weights=weights, device=device, final_layer=final_layer, mean=mean, std=std,
-                        input_size=input_size, classes=classes, drop_tokens=drop_tokens, trust_pickle=trust_pickle,
-                        seed=seed).set_precision(precision).set_compilation(compilation)
-
-
-def _load_source(source, *, weights, device, final_layer, mean, std, input_size, classes, drop_tokens, trust_pickle,
-                 seed) -> LoadedModel:
     if not isinstance(source, str) or not source:
         raise CertattrError(f"model={source!r} is not allowed: give {SOURCE_FORMS}")
     if isinstance(classes, (str, Path)):
@@ -287,5 +281,15 @@ def _load_source(source, *, weights, device, final_layer, mean, std, input_size,
         final_layer = guess_final_layer(net, channels, size)
     if isinstance(final_layer, str) and final_layer in dict(net.named_modules()):
         check_final_layer(net, final_layer)  # a program: the layer must record operations (other paths: wrap says)
-    return wrap(net, final_layer, mean, std, size, channels, classes, drop_tokens, name,
+    return wrap(net, final_layer, mean, std, size, classes, drop_tokens, name,
                 resize=d_resize if input_size is None else None)
+
+
+def load_from_arguments(arguments: dict) -> LoadedModel:
+    """:func:`load_source` of ``arguments`` (its keywords, with ``source``), at their ``precision`` (default fp32)
+    and ``compilation`` (default auto): the one dict the CLI and a folder job carry to every worker."""
+    arguments = dict(arguments)
+    precision, compilation = arguments.pop("precision", "fp32"), arguments.pop("compilation", "auto")
+    check_precision(precision, check_device(arguments.get("device", "cpu")))
+    return load_source(**arguments).set_precision(precision).set_compilation(compilation)
+

@@ -184,15 +184,14 @@ def _split(net: nn.Module, path: str, layer: nn.Module, act: torch.Tensor, drop_
 
 
 def wrap(module: nn.Module, final_layer: str, mean: Sequence[float], std: Sequence[float], input_size: int,
-         channels: int | None = None, classes: Sequence[str] | None = None, drop_tokens: int = 0,
-         name: str | None = None, *, split: str = "fx", resize: int | None = None,
-         title: str | None = None) -> LoadedModel:
+         classes: Sequence[str] | None = None, drop_tokens: int = 0, name: str | None = None, *, split: str = "fx",
+         resize: int | None = None) -> LoadedModel:
     """A certattr model from ``module``, an ``nn.Module`` mapping normalized images (B, C, S, S) to logits.
 
     ``final_layer``: the module path of the Final layer (its output (B, C, h, w), or tokens (B, N, D)).
     ``mean``, ``std``: the normalization, one value per channel (the model sees (x - mean) / std of [0, 1]
     images). ``input_size``: the side S of the square images it takes (images are read at that size: shorter side
-    to ``resize``, default S, then a center crop). ``channels``: 1 or 3 (default: 1 for a one-value ``mean``, else 3).
+    to ``resize``, default S, then a center crop). The channels are 1 (greyscale) for a one-value ``mean``, else 3 (RGB).
     ``classes``: optional class names, one per logit. ``drop_tokens``: leading tokens of a token layer that are
     not patches (1 for a CLS token). ``name``: the model's name in tables and cache keys (default: the class
     name). ``split``: "fx" (torch.fx, with the hook fallback) or "hooks" (the fallback only). Every bad
@@ -205,11 +204,7 @@ def wrap(module: nn.Module, final_layer: str, mean: Sequence[float], std: Sequen
                             f"maps normalized images to logits")
     if split not in ("fx", "hooks"):
         raise CertattrError(f"split={split!r} is unknown: allowed are fx, hooks")
-    if channels is None:
-        channels = 1 if hasattr(mean, "__len__") and len(mean) == 1 else 3
-    if channels not in (1, 3):
-        raise CertattrError(f"channels={channels!r} is not allowed: certattr takes 1-channel (greyscale) or "
-                            f"3-channel (RGB) models")
+    channels = 1 if hasattr(mean, "__len__") and len(mean) == 1 else 3
     mean, std = _floats("mean", mean, channels), _floats("std", std, channels)
     size = _size(input_size)
     drop_tokens = check_positive_int("drop_tokens", drop_tokens, 0)
@@ -238,7 +233,7 @@ def wrap(module: nn.Module, final_layer: str, mean: Sequence[float], std: Sequen
     name = name or type(module).__name__
     identity = repr(("wrap", final_layer, mean, std, channels, drop_tokens))
     spec = ModelSpec(
-        name, title or name, lambda weights: net, lambda _net: (body, head, linear),
+        name, name, lambda weights: net, lambda _net: (body, head, linear),
         f"{final_layer} output ({'x'.join(map(str, act.shape[1:]))}{', tokens as a grid' if act.dim() == 3 else ''})",
         mean=mean, std=std, resize=resize or size, crop=size, final_reduce="l1" if act.dim() == 3 else "sum",
         head_kind="gap_linear" if linear is not None else "other", head_note=head_note, lrp=lrp, canonizers=canonizers, channels=channels, identity=identity,

@@ -26,7 +26,7 @@ from ..engine.smoothing import SmoothedAttribution
 from ..engine.targets import predict
 from ..engine.validation import CertattrError, check_image
 from ..models.data import load_image_file
-from ..models.sources import list_images, load_source
+from ..models.sources import list_images, load_from_arguments
 from .run import local_cluster, worker_device
 
 __all__ = ["FolderJob", "list_images", "image_ids", "certify_image", "certify_folder", "table_rows", "COLUMNS"]
@@ -39,9 +39,9 @@ COLUMNS = ("image_id", "path", "model", "method", "layer", "sigma", "k", "certif
 
 @dataclass(frozen=True)
 class FolderJob:
-    """What to certify each image with: the model (``load_source``'s arguments), the method, the settings."""
+    """What to certify each image with: the model (the arguments of ``load_from_arguments``), the method, the settings."""
 
-    model: dict  #: keyword arguments of :func:`certattr.models.sources.load_source` (``source`` included)
+    model: dict  #: arguments of :func:`certattr.models.sources.load_from_arguments`
     method: str
     layer: str
     sigma: float
@@ -77,7 +77,7 @@ def _model(job: FolderJob):
     args["device"] = worker_device(str(args.get("device", "cpu")))
     key = json.dumps(args, sort_keys=True, default=str)
     if key not in _MODELS:
-        _MODELS[key] = load_source(**args)
+        _MODELS[key] = load_from_arguments(args)
     return _MODELS[key]
 
 

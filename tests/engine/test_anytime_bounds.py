@@ -225,8 +225,8 @@ def test_certify_sequential_by_name(name, tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cert = certify_sequential(chunks(), (50, 25), (6, 6), sigma=0.25, tau=0.6, alpha=0.05, n_max=400,
-                                  undecided=0.0, bound=name)
+        counter = AnytimeCounter((50, 25), (6, 6), tau=0.6, alpha=0.05, n_max=400, bound=name)
+        cert = certify_sequential(chunks(), counter, sigma=0.25, undecided=0.0)
     assert cert.anytime and cert.metadata["bound"] == name and name in cert.statement()
     certified = cert.labels != ABSTAIN
     assert certified.any()
@@ -234,4 +234,6 @@ def test_certify_sequential_by_name(name, tmp_path):
     assert (cert.pvalues[certified] <= cert.radius_level * (1 + 1e-6)).all()
     assert Certificate.load(cert.save(tmp_path / "c.npz")) == cert
     with pytest.raises(CertattrError, match="allowed are mixture, prior, betting, looks"):
-        certify_sequential(chunks(), (50,), (6, 6), sigma=0.25, tau=0.6, alpha=0.05, n_max=400, bound="bets")
+        AnytimeCounter((50,), (6, 6), tau=0.6, alpha=0.05, n_max=400, bound="bets")
+    with pytest.raises(CertattrError, match="needs a fresh AnytimeCounter with its horizon"):
+        certify_sequential(chunks(), AnytimeCounter((50,), (6, 6), tau=0.6, alpha=0.05, bound="mixture"), sigma=0.25)

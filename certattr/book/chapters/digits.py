@@ -49,8 +49,10 @@ DIGITS = register_domain(Domain(
 
 _MODEL = {"model": "digits_cnn", "models": None, "weights": "pretrained"}
 #: the costly Input-layer methods at settings the evidence rules accept: RISE with 100 masks, Occlusion with an
-#: 8x8 window (a quarter of a digit's side; finer than the paper's 16x16 on 224x224 photos is allowed)
-_OVERRIDES = {"rise@input": {"n_masks": 100}, "occlusion@input": {"window": 8, "stride": 4}}
+#: 8x8 window (a quarter of a digit's side; finer than the paper's 16x16 on 224x224 photos is allowed), and
+#: IntGrad with the photos' cpu-profile 5 steps
+_OVERRIDES = {"intgrad@input": {"steps": 5}, "rise@input": {"n_masks": 100},
+              "occlusion@input": {"window": 8, "stride": 4}}
 _ALL = {"input": "all", "final": "all"}
 _METHODS = {"smoke": ["grad", "gradcam"], "cpu": _ALL, "paper": _ALL}  # smoke: the photos' smoke methods
 _SIGMAS = {"smoke": [0.15, 0.33], "cpu": [0.15, 0.25, 0.33], "paper": [0.15, 0.25, 0.33]}

@@ -66,6 +66,18 @@ def fmt_interval(low: float, high: float, fmt: str = "{:+.2f}") -> str:
     return f"{CONFIDENCE:.0%} CI {fmt.format(low)} to {fmt.format(high)}"
 
 
+def signed_format(est: float, interval=None, decimals: int = 2) -> str:
+    """"{:+.2f}", or with up to two more decimals where an estimate that differs from a bound of its interval
+    would print equal to it ("-0.12 (CI -0.13 to -0.12)" reads as an estimate on the interval's edge)."""
+    if interval:
+        for d in range(decimals, decimals + 3):
+            shown = {f"{v:+.{d}f}" for v in interval if v != est}
+            if f"{est:+.{d}f}" not in shown:
+                return f"{{:+.{d}f}}"
+        return f"{{:+.{decimals + 2}f}}"
+    return f"{{:+.{decimals}f}}"
+
+
 def too_few(n: int, noun: str) -> str:
     """"only 3 images: too few for an interval (8 needed)"."""
     return f"only {count(n, noun)}: too few for an interval ({MIN_CLUSTERS} needed)"
@@ -203,9 +215,10 @@ def rank_verdict(fid: str, long, named, measure: Measure, *, unavailable: dict |
     if len(cond_values) > 1:
         cond_text = (f"; the mean over {_conds_listing(cond_names, [c for c, _, _ in used])}, where every "
                      f"method compared is ranked")
-    interval_text = fmt_interval(*interval) + ", " if interval else ""
+    signed = signed_format(est, interval)
+    interval_text = fmt_interval(*interval, fmt=signed) + ", " if interval else ""
     measured = (f"{measure.text}, {'highest' if highest else 'lowest'} first: {ranking}; {rel.format(titles(present))} "
-                f"= {est:+.2f} ({interval_text}{unit_noun}{where}{cond_text})")
+                f"= {signed.format(est)} ({interval_text}{unit_noun}{where}{cond_text})")
     skipped = {m: v for m, v in not_ranked.items() if m not in never and m in compared}
     dropped = [m for m in methods if m not in compared and m not in never and m not in named]
     if skipped:

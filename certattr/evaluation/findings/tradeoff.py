@@ -7,9 +7,10 @@ over the grid targets) and, where the claim includes it, the first-step confiden
 the photos); means below 0 count as 0. A method whose certificates are empty (nothing certified '1') in more
 than half of the grid targets at a K is not ranked at that K, one whose first deletion step removed nothing in
 more than half of the photos is not ranked at all. Every method is averaged over the same K, those at which
-every method compared is ranked (a method ranked at too few K to share one with the others is left out, and
-named): the reported balance of a method is the mean of its per-K balances over those K, and a margin between
-methods the mean of the per-K margins. Photos and grid targets are resampled independently.
+every method of the two-way comparison (robustness and GridPG) is ranked, with or without the drop (a method ranked
+at too few K to share one with the others is left out, and named): the reported balance of a method is the mean
+of its per-K balances over those K, and a margin between methods the mean of the per-K margins. Photos and grid
+targets are resampled independently.
 """
 from __future__ import annotations
 
@@ -175,12 +176,15 @@ def balance_parts(rob, loc, faith, layer: str, *, settings=None, grid_settings=N
         models &= set(r[r.method == m].model) & set(g[g.method == m].model)
     r, g = r[r.model.isin(models)], g[g.model.isin(models)]
     empty_f = {m for m, s in f_empty.items() if s > MAX_EMPTY_SHARE}
+    # the K are those of the two-way comparison (robustness and GridPG), with or without the drop, so that the
+    # two-way and the three-way balance of a method are means over the same K
+    basis = sorted(set(r.method) & set(g.method))
     methods = sorted(methods - empty_f)
     ks = sorted(set(r.k) & set(g.k), reverse=True)
     photo_units = sorted(set(zip(r.model, r.image_id)) & (set(zip(f.model, f.image_id)) if f is not None else
                                                            set(zip(r.model, r.image_id))))
     grid_units = sorted(set(zip(g.model, g.grid_id, g.target_cell)))
-    rob_k, grid_k, ranked, not_ranked = {}, {}, {}, {}
+    rob_k, grid_k, ranked, not_ranked, basis_ranked = {}, {}, {}, {}, {}
     for k in ks:
         rk = select(r, k=float(k)).pivot_table(index=["model", "image_id"], columns="method", values="robustness")
         gk_rows = select(g, k=float(k))
@@ -190,14 +194,18 @@ def balance_parts(rob, loc, faith, layer: str, *, settings=None, grid_settings=N
         empty_share = (gk_rows.groupby("method").no_certified.mean().reindex(methods).fillna(0.0)
                        if "no_certified" in gk_rows else None)
         ranked[k] = [j for j, m in enumerate(methods) if empty_share is None or empty_share[m] <= MAX_EMPTY_SHARE]
+        basis_share = (gk_rows.groupby("method").no_certified.mean().reindex(basis).fillna(0.0)
+                       if "no_certified" in gk_rows else None)
+        basis_ranked[k] = [m for m in basis if basis_share is None or basis_share[m] <= MAX_EMPTY_SHARE]
         for j, m in enumerate(methods):
             if j not in ranked[k]:
                 not_ranked.setdefault(m, []).append((k, float(empty_share[m])))
     never = {m: "nothing certified '1' in most grid targets at every K" for m, v in not_ranked.items()
              if len(v) == len(ks)}
     # every method is averaged over the same K: those at which every method compared is ranked
-    compared = common_conditions({k: [methods[j] for j in ranked[k]] for k in ks}, methods, named)
-    shared = next(iter(compared.values()), [])
+    two_way = common_conditions(basis_ranked, basis, named)
+    shared = next(iter(two_way.values()), [])
+    compared = {m: shared for m in methods if m in two_way}
     never.update({m: "ranked at too few K to share one with the others" for m in methods
                   if m not in compared and m not in never})
     cols = [j for j, m in enumerate(methods) if m in compared]
@@ -270,14 +278,16 @@ def check_rise_lrp_balance(rob, loc, faith, *, layer: str = "input", settings: R
     ranking = ", ".join(f"{parts.title(m)} {means[m]:.2f}" for m in sorted(means, key=lambda m: -means[m]))
     if not others:  # both measured: the data, not the profile, leave nothing to compare them with
         return Verdict(FINDINGS[fid], "inconclusive",
-                       f"{layer_title(layer)} layer balance: {ranking}; no other method is ranked on all three "
-                       f"measures",
+                       f"{layer_title(layer)} layer, three-way balance ∛(robustness × Certified GridPG × "
+                       f"first-step drop): {ranking}; no other method is ranked on all three measures",
                        "RISE and LRP were measured, but every other method is left out of at least one of the three "
                        "measures (see the exclusions), so there is no third method to compare them with.",
                        {"balance": means}, excluded=parts.note)
     est, ci, used = _margin_verdict(parts, ("rise", "lrp"), others, seed)
     if est is None:
-        return Verdict(FINDINGS[fid], "inconclusive", f"{layer_title(layer)} layer balance: {ranking}",
+        return Verdict(FINDINGS[fid], "inconclusive",
+                       f"{layer_title(layer)} layer, three-way balance ∛(robustness × Certified GridPG × "
+                       f"first-step drop): {ranking}",
                        f"{absent_text(parts.missing)}: no K at which RISE and LRP and another method are all ranked.",
                        {"balance": means}, excluded=parts.note)
     measured = (f"{layer_title(layer)} layer, balance ∛(robustness × Certified GridPG × first-step drop), per K "
@@ -331,7 +341,8 @@ def check_rise_best_balance(rob, loc, *, settings: RunSettings | None = None, gr
             est, ci, _ = m
             return "n/a" if est is None else f"{est:+.2f}" + (f" ({fmt_interval(*ci)})" if ci else f" ({_few(parts)})")
 
-        texts.append(f"{layer_title(layer)} layer: " + ", ".join(f"{parts.title(m)} {means[m]:.2f}" for m in order)
+        texts.append(f"{layer_title(layer)} layer, balance √(robustness × Certified GridPG): "
+                     + ", ".join(f"{parts.title(m)} {means[m]:.2f}" for m in order)
                      + f"; RISE - best other {say(m1)}, LRP - best non-RISE {say(m2)}")
         stats[layer] = {"rise_margin": m1[:2], "lrp_margin": m2[:2], "balance": means,
                         "images": len(set(parts.photo_clusters)), "targets": len(set(parts.grid_clusters))}

@@ -231,15 +231,18 @@ def _balance(t, layer, with_faith):
             models &= set(r[r.method == m].model) & set(g[g.method == m].model)
     r, g = r[r.model.isin(models)], g[g.model.isin(models)]
     ks = sorted(set(r.k) & set(g.k), reverse=True)
+    basis = set(r.method) & set(g.method)  # the K are the two-way comparison's, with or without the drop
     ranked = {}
     for k in ks:
         empty = g[g.k == k].groupby("method").no_certified.mean()
-        ranked[k] = [m for m in methods if empty.get(m, 0) <= EMPTY]
-    keep = [m for m in sorted(methods) if any(m in v for v in ranked.values())]
+        ranked[k] = [m for m in basis if empty.get(m, 0) <= EMPTY]
+    keep = [m for m in sorted(basis) if any(m in v for v in ranked.values())]
     while keep and not [k for k in ks if set(keep) <= set(ranked[k])]:
         keep.remove(min(keep, key=lambda m: (m in ("rise", "lrp"), sum(m in v for v in ranked.values()))))
+    shared = [k for k in ks if keep and set(keep) <= set(ranked[k])]
+    keep = [m for m in keep if m in methods]
     out = {}
-    for k in [k for k in ks if keep and set(keep) <= set(ranked[k])]:
+    for k in shared:
         rk = r[r.k == k].groupby(["method", "model", "image_id"]).robustness.mean().groupby("method").mean()
         gm = g[g.k == k].groupby("method").certified_gridpg.mean()
         for m in keep:
