@@ -216,7 +216,7 @@ WHY_NOT_DEFINED = "why not defined"  #: the reason column of :func:`undefined_fr
 
 def identical_maps_text(groups) -> str:
     """The robustness chapter's sentence on methods that certify exactly the same pixels at the Final layer
-    (``groups``: lists of method titles, from :func:`certattr.evaluation.tables.identical_certificate_groups`),
+    (``groups``: lists of method titles, from :func:`certattr.evaluation.findings.units.identical_groups`),
     with why that is expected when two of the linear-head methods coincide; "" without groups. ``groups`` may
     also be {model title: groups}, for a run of several models."""
     if isinstance(groups, dict):  # {model title: groups}: one clause per model that has any

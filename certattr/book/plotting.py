@@ -390,7 +390,7 @@ def interval_bars(ax, frame, groups, hues, *, by=("method_title", "R"), bounds=(
 
 
 def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_order, undefined_pairs, x_col: str,
-                       xs, title: str, kind: str = "outcome"):
+                       xs, title: str, kind: str = "outcome", min_levels: int = 1):
     """One figure for one layer, one row of axes per model, one group of bars per method: the stacked
     outcome bars of the robustness chapter (``kind="outcome"``, :func:`outcome_bars`) or the Certified
     GridPG means with 95% whiskers of the localization chapter (``kind="gridpg"``, :func:`interval_bars`,
@@ -399,30 +399,39 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
     ``frame``: one row per (model, method_title, layer, ``x_col``) with the columns the bar function reads;
     ``models``: model ids in row order (those without a row at ``layer`` get no axes); ``model_titles``:
     id -> display name; ``method_order``: method titles in group order; ``undefined_pairs``: (method title,
-    layer) pairs the model does not define (drawn "not defined"). A method is shown when it has a row at
-    ``layer`` or is undefined there. Returns the figure, or None when no model has a row at ``layer``. The width
-    is in inches: enough for every bar (capped at the full-width cell), at least 4.5.
+    layer) pairs the model does not define (drawn "not defined"). A model's panel shows the methods that model
+    ran at ``layer`` at ``min_levels`` or more ``x_col`` values (2 for a trend: a method run at one R has no trend
+    to show), so that no panel is mostly empty "not run" slots; "not defined" slots only where the panel shows at
+    least half of the methods. A model with no such method gets no panel. Returns the figure, or None when no
+    model has one. The width is in inches: enough for every bar (capped at the full-width cell), at least 4.5.
     """
     import matplotlib.pyplot as plt
 
     if kind not in ("outcome", "gridpg"):
         raise ValueError(f"kind must be 'outcome' or 'gridpg', not {kind!r}")
     frame = frame[frame.layer == layer]
-    models_here = [m for m in models if m in set(frame.model)]
-    if not models_here:
+    undefined_all = [m for m in method_order if (m, layer) in undefined_pairs]
+    panels = {}
+    for model in models:
+        levels = frame[frame.model == model].groupby("method_title")[x_col].nunique()
+        ran = [m for m in method_order if levels.get(m, 0) >= min_levels]
+        if ran:
+            shown_undefined = undefined_all if 2 * len(ran) >= len(set(method_order) - set(undefined_all)) else []
+            panels[model] = [m for m in method_order if m in ran or m in shown_undefined]
+    if not panels:
         return None
-    groups = [m for m in method_order if m in set(frame.method_title) or (m, layer) in undefined_pairs]
-    undefined = {m for m in groups if (m, layer) in undefined_pairs}
+    most = max(len(g) for g in panels.values())
     if kind == "outcome":
-        width = min(WIDE_WIDTH, max(4.5, 0.2 * len(groups) * (len(xs) + 1) + 1.2))
-        height = 3.0 * len(models_here) + 0.4  # room for the legend above the axes
+        width = min(WIDE_WIDTH, max(4.5, 0.2 * most * (len(xs) + 1) + 1.2))
+        height = 3.0 * len(panels) + 0.4  # room for the legend above the axes
     else:
-        width = min(WIDE_WIDTH, max(4.5, 0.22 * len(groups) * (len(xs) + 1) + 1.5))
-        height = 2.8 * len(models_here) + 0.4
-    fig, axes = plt.subplots(len(models_here), 1, figsize=(width, height), squeeze=False, layout="constrained")
+        width = min(WIDE_WIDTH, max(4.5, 0.22 * most * (len(xs) + 1) + 1.5))
+        height = 2.8 * len(panels) + 0.4
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, height), squeeze=False, layout="constrained")
     handles = []
-    for ax, model in zip(axes[:, 0], models_here):
-        rows = frame[frame.model == model]
+    for ax, (model, groups) in zip(axes[:, 0], panels.items()):
+        rows = frame[(frame.model == model) & frame.method_title.isin(groups)]
+        undefined = set(groups) & set(undefined_all)
         if kind == "outcome":
             outcome_bars(ax, rows, groups, xs, x_col=x_col, undefined=undefined)
         else:
@@ -574,8 +583,9 @@ def tradeoff_figure(points, *, layers, width: float = TEXT_WIDTH):
                                        label=name))
         # named in the legend, not by a label on the plot, where points can lie under it
         handles.append(ax.axvline(0.25, color="crimson", ls="--", lw=1, label="random GridPG 0.25"))
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.05)
+        # the axes span the points and their whiskers (and the random baseline), so that close points separate
+        ax.set_xlim(*_span(part, "certified_gridpg", "gridpg_low", "gridpg_high", include=0.25))
+        ax.set_ylim(*_span(part, "robustness", "robustness_low", "robustness_high"))
         ax.set_title(f"{layer_title(layer)} layer")
         ax.set_xlabel("Certified GridPG (localization)")
         ax.set_ylabel("certified robustness (1 − abstain)")
@@ -585,6 +595,18 @@ def tradeoff_figure(points, *, layers, width: float = TEXT_WIDTH):
             fit_legend(sub, handles, [h.get_label() for h in handles], loc="outside lower center",
                        width_in=width / len(layers))
     return fig
+
+
+def _span(part, value: str, low: str, high: str, *, include=None, pad: float = 0.06) -> tuple[float, float]:
+    """Axis limits in [0, 1] (a little beyond, for the markers) that hold ``value`` and its interval columns of
+    every row, and ``include``: the whole [0, 1] when there is no row."""
+    values = [v for c in (value, low, high) if c in part for v in part[c].to_numpy(float) if np.isfinite(v)]
+    values += [include] if include is not None else []
+    if not len(part) or not values:
+        return -0.02, 1.05
+    lo, hi = min(values), max(values)
+    pad = max(pad, 0.1 * (hi - lo))
+    return max(-0.02, lo - pad), min(1.05, hi + pad)
 
 
 __all__ += ["tradeoff_figure"]

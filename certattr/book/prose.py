@@ -10,7 +10,7 @@ from ..evaluation.names import layer_title, method_title
 from ..methods import get_method, method_names
 from ..methods.spec import MethodAt, method_specs
 
-__all__ = ["scope_text", "describe_settings", "methods_run_text"]
+__all__ = ["scope_text", "describe_settings", "methods_run_text", "one_level_text"]
 
 
 def scope_text(model_scope: dict | None, titles: dict, layers: Sequence[str]) -> str:
@@ -107,3 +107,16 @@ def methods_run_text(frame, layers: Sequence[str] = ("input", "final")) -> str:
         listed = (names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]) if names else "nothing"
         parts.append(f"at the {layer.capitalize()} layer {listed}")
     return "This run certified " + "; ".join(parts) + "."
+
+
+def one_level_text(frame, layer: str, x_col: str, method_order: Sequence[str], titles: dict) -> str:
+    """The sentence under a trend figure (:func:`certattr.book.plotting.method_bars_figure` with ``min_levels=2``)
+    naming the methods it leaves out because a model ran them at one value of ``x_col`` only ("Run at one R only,
+    and so not drawn here: RISE, Occlusion on EfficientNet-Lite0. "). ``frame``: rows with model, method_title,
+    layer and ``x_col``; ``titles``: {model: title}, in the figure's order."""
+    levels = frame[frame.layer == layer].groupby(["model", "method_title"])[x_col].nunique()
+    single = set(levels[levels < 2].index)
+    parts = [listing([m for m in method_order if (model, m) in single]) + f" on {title}"
+             for model, title in titles.items() if any((model, m) in single for m in method_order)]
+    return (f"Run at one {x_col} only, and so not drawn here: {'; '.join(parts)}. " if parts else
+            f"No method was run at one {x_col} only. ")

@@ -13,7 +13,7 @@ import numpy as np
 from .findings.stats import bootstrap_interval
 from .names import k_text, layer_title, method_title
 
-__all__ = ["LAYER_RANK", "ranked_means", "ranked_deletion_auc", "pooled_outcome_table", "identical_certificate_groups",
+__all__ = ["LAYER_RANK", "ranked_means", "ranked_deletion_auc", "pooled_outcome_table",
            "gridpg_trend", "gridpg_summary_table", "method_layer_table", "deletion_summary",
            "per_k_outcome_table", "degenerate_cells", "budget_shares", "overlay_pairs", "pooled",
            "gridpg_intervals", "flagged"]
@@ -64,20 +64,6 @@ def pooled_outcome_table(pooled_rows, layers: Sequence[str], model_titles: Mappi
 
 NOT_DEFINED, NOT_RUN = "not defined", "not run"  #: the two kinds of empty cell of a table
 DEGENERATE = "degenerate"  #: a cell whose every certificate is of a constant map (see the table's note)
-
-
-def identical_certificate_groups(rows, layer: str = "final") -> list[list[str]]:
-    """Groups of at least two methods (titles) whose certificates at ``layer`` have the same outcome counts
-    (n_certified_1, n_certified_0, n_abstain) for every image, sigma and K of one model: they certify
-    exactly the same number of pixels each way everywhere. ``rows``: robustness rows (columns model,
-    image_id, method_title, layer, sigma, k and the counts). Groups are listed in order of first appearance.
-    """
-    part = rows[rows.layer == layer].sort_values(["model", "image_id", "sigma", "k"])
-    signature: dict = {}
-    for (model, method), g in part.groupby(["model", "method_title"], sort=False):
-        key = (model, tuple(g.sigma), tuple(g.n_certified_1), tuple(g.n_certified_0), tuple(g.n_abstain))
-        signature.setdefault(key, []).append(method)
-    return [methods for methods in signature.values() if len(methods) > 1]
 
 
 def gridpg_trend(means, k: float) -> tuple[int, int] | None:

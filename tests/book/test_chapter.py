@@ -87,6 +87,44 @@ def test_method_bars_figure_draws_one_axes_per_model_and_marks_missing_and_undef
     assert method_bars_figure(_bar_rows("outcome"), "input", **{**common, "models": ["a"]}) is None
 
 
+def test_method_bars_figure_leaves_out_what_did_not_run_instead_of_drawing_empty_slots():
+    import matplotlib.pyplot as plt
+
+    from certattr.book.plotting import method_bars_figure
+
+    common = dict(model_titles={"a": "Model A", "c": "Model C"}, method_order=["Grad", "LRP", "RISE", "Cam"],
+                  undefined_pairs={("LRP", "final")}, x_col="R", xs=["1", "2"], title="t")
+    rows = pd.concat([_bar_rows("outcome"), _bar_rows("outcome").iloc[:1].assign(model="c")])
+
+    def names(ax):
+        return [t.get_text() for t in ax.texts if t.get_text() in ("Grad", "LRP", "RISE", "Cam")]
+
+    # model c ran Grad only: its panel has Grad alone, no "not run" slots for the methods it did not run and no
+    # "not defined" slot (it shows fewer than half of the methods)
+    fig = method_bars_figure(rows, "final", models=["a", "c"], **common)
+    assert [ax.get_title() for ax in fig.axes] == ["Model A, Final layer: t", "Model C, Final layer: t"]
+    assert names(fig.axes[1]) == ["Grad"] and "not\ndefined" not in [t.get_text() for t in fig.axes[1].texts]
+    assert [t.get_text() for t in fig.axes[1].texts].count("not run") == 1  # Grad at x = "2" only
+    plt.close(fig)
+    # a trend needs two levels: RISE (one R) is left out, and so is model c (one R)
+    fig = method_bars_figure(rows, "final", models=["a", "c"], min_levels=2, **common)
+    assert len(fig.axes) == 1 and names(fig.axes[0]) == ["Grad"]
+    assert "not run" not in [t.get_text() for t in fig.axes[0].texts]
+    plt.close(fig)
+    assert method_bars_figure(rows[rows.method_title == "RISE"], "final", models=["a"], min_levels=2,
+                              **common) is None
+
+
+def test_one_level_text_names_what_a_trend_figure_leaves_out_per_model():
+    from certattr.book.prose import one_level_text
+
+    rows = pd.concat([_bar_rows("outcome"), _bar_rows("outcome").iloc[:1].assign(model="c")])
+    text = one_level_text(rows, "final", "R", ["Grad", "LRP", "RISE"], {"a": "Model A", "c": "Model C"})
+    assert text == "Run at one R only, and so not drawn here: RISE on Model A; Grad on Model C. "
+    assert one_level_text(rows[rows.method_title == "Grad"].iloc[:2], "final", "R", ["Grad"],
+                          {"a": "Model A"}) == "No method was run at one R only. "
+
+
 def test_identical_maps_text_lists_the_groups_and_explains_linear_head_ones():
     assert chapter.identical_maps_text([]) == ""
     plain = chapter.identical_maps_text([["Grad", "GB"]])

@@ -329,6 +329,23 @@ def test_deletion_figure_leaves_every_plot_its_height_under_a_long_legend():
     assert_legible(fig, TEXT_PX)
 
 
+def test_deletion_figure_names_degenerate_series_instead_of_drawing_them():
+    table = _deletion_table(3)
+    constant = (table.layer == "final") & table.method_title.isin(["Grad", "GB"])
+    table["degenerate"] = np.where(constant, "the top-K set is decided by rounding", "")
+    fig = plotting.deletion_figure(table, layers=["input", "final"], method_order=METHODS)
+    labels = [t.get_text() for lg in legends(fig) for t in lg.get_texts()]
+    assert "Grad = GB: constant maps (degenerate), not drawn" in labels
+    def series(axes):
+        return {c.get_label().split(" (")[0] for ax in axes for c in ax.containers}
+
+    input_axes, final_axes = fig.axes[:len(MODELS)], fig.axes[len(MODELS):]  # one column per layer
+    assert {"Grad", "GB"} <= series(input_axes)  # the same methods are drawn where their maps are not constant
+    assert not series(final_axes) & {"Grad", "GB", "Grad = GB"} and "RISE" in series(final_axes)
+    # the named-only entry has no colour (an empty patch): it cannot be confused with a drawn series
+    assert_legible(fig, TEXT_PX, ignore_colours=("Grad = GB: constant maps (degenerate), not drawn",))
+
+
 def test_deletion_figure_draws_no_interval_below_eight_images():
     fig = plotting.deletion_figure(_deletion_table(3), layers=["input"], method_order=METHODS)
     assert not any(c.has_yerr for ax in fig.axes for c in ax.containers)
@@ -363,6 +380,13 @@ def test_tradeoff_figure_is_legible_with_piled_points_and_draws_intervals():
     assert "LRP = IxG = IntGrad = Cam = GradCam" in labels and len(labels) == 17
     containers = [c for ax in fig.axes for c in ax.containers]
     assert len(containers) == 15 and all(c.has_xerr and c.has_yerr for c in containers)
+    # the Final-layer panel spans its piled points, their whiskers and the baseline, not the whole unit square
+    points = _tradeoff_points()
+    final = points[points.layer == "final"]
+    ax = next(a for a in fig.axes if a.get_title() == "Final layer")
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 <= min(0.25, final.gridpg_low.min()) and x1 >= final.gridpg_high.max() and x1 - x0 < 0.8
+    assert y0 <= final.robustness_low.min() and y1 >= final.robustness_high.max() and y1 - y0 < 0.5
     bare = plotting.tradeoff_figure(_tradeoff_points(False), layers=["input", "final"])
     assert not any(c.has_xerr or c.has_yerr for ax in bare.axes for c in ax.containers)
 

@@ -326,3 +326,26 @@ def test_gridpg_intervals_cover_the_mean_and_shrink_with_more_targets():
     assert ((few.low <= few.value) & (few.value <= few.high)).all()
     assert (many.high - many.low).mean() < (few.high - few.low).mean() / 2
     assert many.value.sub(0.5).abs().max() < 0.02 and (many.targets == 200).all()
+
+
+def test_two_and_three_way_balance_average_over_the_same_k():
+    """Occlusion certifies nothing '1' in most grid targets at K = 10% (not ranked there, so the two-way comparison
+    uses K = 50% only) and its first deletion step removes nothing (left out of the three-way balance): the three-way
+    balance still uses the two-way comparison's K, so each row's balance3 is ∛(robustness × GridPG × drop) of the
+    row's own columns."""
+    methods = ("grad", "ixg", "lrp", "rise", "occlusion")
+    rob = rob_rows(lambda im, m, l, s, k, t: (0.1, 0.1 + 0.05 * methods.index(m)), ks=(50.0, 10.0), methods=methods)
+    loc = loc_rows(lambda m, l: ORDER.get(m, 0.25), methods=methods).assign(no_certified=0.0)
+    small = loc.assign(k=10.0, certified_gridpg=loc.certified_gridpg * 0.5,
+                       no_certified=np.where(loc.method == "occlusion", 1.0, 0.0))
+    loc = pd.concat([loc, small])
+    faith = faith_rows(lambda m: ORDER[m], methods=methods)
+    faith["n_removed"] = np.where((faith.method == "occlusion") | (faith.step == 0), 0, 100)
+    table, _ = F.balance_table(rob, loc, faith)
+    assert set(table.ks) == {"50"}
+    for _, p in table[table.balance3.notna()].iterrows():
+        assert p.method != "occlusion"
+        assert p.balance3 == pytest.approx(np.cbrt(p.robustness * p.certified_gridpg * max(p.faithfulness, 0)))
+    v = F.check_rise_lrp_balance(rob, loc, faith)
+    rows = table[table.layer == "input"].set_index("method")
+    assert v.statistics["balance"]["rise"] == pytest.approx(rows.loc["rise", "balance3"])

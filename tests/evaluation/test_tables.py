@@ -40,27 +40,6 @@ def test_pooled_outcome_table_shows_no_numbers_for_degenerate_cells():
     assert list(got.loc[("Model M", "Grad")]) == ["12.5", "degenerate", "50.0", "degenerate", "37.5", "degenerate"]
 
 
-def test_identical_certificate_groups_need_equal_counts_everywhere():
-    rows = []
-    for image in ("x", "y"):
-        for k in (50.0, 10.0):
-            base = {"model": "m", "image_id": image, "layer": "final", "sigma": 0.15, "k": k}
-            counts = (int(k) + len(image), 3, 7)
-            for method in ("IxG", "LRP", "Grad"):
-                c1, c0, ab = counts
-                if method == "Grad" and image == "y" and k == 10.0:
-                    c0, ab = c0 + 1, ab - 1  # differs in one count of one certificate
-                rows.append({**base, "method_title": method, "n_certified_1": c1, "n_certified_0": c0, "n_abstain": ab})
-            rows.append({**base, "layer": "input", "method_title": "Grad", "n_certified_1": counts[0],
-                         "n_certified_0": counts[1], "n_abstain": counts[2]})
-    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
-    assert sorted(map(sorted, tables.identical_certificate_groups(frame, "final"))) == [["IxG", "LRP"]]
-    # another model's identical counts are a separate group
-    other = frame.assign(model="n")
-    assert len(tables.identical_certificate_groups(pd.concat([frame, other]), "final")) == 2
-
-
-# --- localization -------------------------------------------------------------------------------------------------
 def _means():
     rows = []
     values = {("grad", "input"): [0.5, 0.4, 0.3], ("rise", "input"): [0.2, 0.2, 0.2],
@@ -187,3 +166,27 @@ def test_per_k_outcome_table_and_budget_shares():
     grad = tables.budget_shares(rows, 50.0, "input", ["grad"])
     assert grad.to_dict() == pytest.approx({"grad": 0.2})  # 10% of the pixels out of a 50% budget
     assert tables.budget_shares(rows, 50.0, "input", ["grad"], among=False).to_dict() == pytest.approx({"rise": 0.8})
+
+
+def test_degenerate_certificates_read_degenerate_and_are_not_ranked():
+    # Grad's every curve comes from a constant map: its scores are no data (table cells read "degenerate") and it is
+    # neither ranked nor counted as "removed nothing"; RISE is ranked as before
+    rows = []
+    for method, flag in (("Grad", "decided by rounding"), ("RISE", "")):
+        for image in "ab":
+            for step, p in ((0, 0.8), (1, 0.4)):
+                rows.append({"model": "m", "model_title": "M", "method_title": method, "layer": "final",
+                             "image_id": image, "step": step, "auc": 0.5, "probability": p,
+                             "relative_probability": p / 0.8, "removed_fraction": 0.1 * step, "degenerate": flag})
+    frame = pd.DataFrame(rows)
+    summary = tables.deletion_summary(frame).set_index("method_title")
+    assert summary.degenerate.to_dict() == {"Grad": True, "RISE": False}
+    shown = tables.degenerate_cells(summary, summary.degenerate, ["auc", "drop1"])
+    assert shown.loc["Grad", "auc"] == "degenerate" and shown.loc["RISE", "auc"] == pytest.approx(0.5)
+    ranked, empty = tables.ranked_deletion_auc(frame, "final")
+    assert list(ranked.index) == ["RISE"] and empty == {}
+    per_k = tables.per_k_outcome_table(pd.DataFrame([
+        {"method": "grad", "layer": "final", "k": 50.0, "certified_1": 0.0, "abstain": 0.0, "degenerate": "rounding"},
+        {"method": "rise", "layer": "final", "k": 50.0, "certified_1": 0.4, "abstain": 0.1, "degenerate": ""}]))
+    assert per_k.loc[("Grad", "Final")].tolist() == ["degenerate", "degenerate"]
+    assert per_k.loc[("RISE", "Final")].tolist() == pytest.approx([40.0, 10.0])
