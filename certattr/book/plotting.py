@@ -14,6 +14,7 @@ import numpy as np
 
 from ..engine.certificate import ABSTAIN, Certificate
 from ..evaluation.findings.stats import MIN_CLUSTERS
+from ..evaluation.tables import flagged
 from .chapter import TEXT_WIDTH, WIDE_WIDTH, layer_title
 
 __all__ = ["K_COLORS", "k_colors", "ABSTAIN_COLOR", "label_rgb", "overlay_rgba", "show_image", "plot_certificate",
@@ -401,8 +402,8 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
     id -> display name; ``method_order``: method titles in group order; ``undefined_pairs``: (method title,
     layer) pairs the model does not define (drawn "not defined"). A model's panel shows the methods that model
     ran at ``layer`` at ``min_levels`` or more ``x_col`` values (2 for a trend: a method run at one R has no trend
-    to show), so that no panel is mostly empty "not run" slots; "not defined" slots only where the panel shows at
-    least half of the methods. A model with no such method gets no panel. Returns the figure, or None when no
+    to show; where no method reaches it, every method is drawn), so that no panel is mostly empty "not run" slots;
+    "not defined" slots only where the panel shows at least half of the methods. A model with no such method gets no panel. Returns the figure, or None when no
     model has one. The width is in inches: enough for every bar (capped at the full-width cell), at least 4.5.
     """
     import matplotlib.pyplot as plt
@@ -410,6 +411,8 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
     if kind not in ("outcome", "gridpg"):
         raise ValueError(f"kind must be 'outcome' or 'gridpg', not {kind!r}")
     frame = frame[frame.layer == layer]
+    if len(frame) and frame.groupby(["model", "method_title"])[x_col].nunique().max() < min_levels:
+        min_levels = 1  # nothing has a trend (e.g. a run at one σ): every method at the level it has
     undefined_all = [m for m in method_order if (m, layer) in undefined_pairs]
     panels = {}
     for model in models:
@@ -489,8 +492,6 @@ def deletion_figure(table, *, layers, method_order=(), width: float = TEXT_WIDTH
     A series whose first step removed no pixel on every curve says so in the legend."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-
-    from ..evaluation.tables import flagged
 
     layers = [l for l in layers if l in set(table.layer)]
     models = list(dict.fromkeys(table.model))

@@ -115,6 +115,8 @@ def one_level_text(frame, layer: str, x_col: str, method_order: Sequence[str], t
     and so not drawn here: RISE, Occlusion on EfficientNet-Lite0. "). ``frame``: rows with model, method_title,
     layer and ``x_col``; ``titles``: {model: title}, in the figure's order."""
     levels = frame[frame.layer == layer].groupby(["model", "method_title"])[x_col].nunique()
+    if len(levels) and levels.max() < 2:  # the figure then draws every method at its one value
+        return f"Every method was run at one {x_col} only. "
     single = set(levels[levels < 2].index)
     parts = [listing([m for m in method_order if (model, m) in single]) + f" on {title}"
              for model, title in titles.items() if any((model, m) in single for m in method_order)]

@@ -111,8 +111,10 @@ def test_method_bars_figure_leaves_out_what_did_not_run_instead_of_drawing_empty
     assert len(fig.axes) == 1 and names(fig.axes[0]) == ["Grad"]
     assert "not run" not in [t.get_text() for t in fig.axes[0].texts]
     plt.close(fig)
-    assert method_bars_figure(rows[rows.method_title == "RISE"], "final", models=["a"], min_levels=2,
-                              **common) is None
+    # nothing has a trend (a run at one σ): every method is drawn at the one level it has
+    fig = method_bars_figure(rows[rows.method_title == "RISE"], "final", models=["a"], min_levels=2, **common)
+    assert names(fig.axes[0]) == ["RISE"]
+    plt.close(fig)
 
 
 def test_one_level_text_names_what_a_trend_figure_leaves_out_per_model():
@@ -123,6 +125,8 @@ def test_one_level_text_names_what_a_trend_figure_leaves_out_per_model():
     assert text == "Run at one R only, and so not drawn here: RISE on Model A; Grad on Model C. "
     assert one_level_text(rows[rows.method_title == "Grad"].iloc[:2], "final", "R", ["Grad"],
                           {"a": "Model A"}) == "No method was run at one R only. "
+    assert one_level_text(rows[rows.method_title == "RISE"], "final", "R", ["RISE"],
+                          {"a": "Model A"}) == "Every method was run at one R only. "
 
 
 def test_identical_maps_text_lists_the_groups_and_explains_linear_head_ones():

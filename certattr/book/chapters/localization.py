@@ -90,7 +90,7 @@ PARAMETERS = (
     Param("cells", "all", note='target cells: "all" or a list such as [0]'),
     Param(
         "methods",
-        {"input": ["grad", "ixg", "lrp", "rise", "gradcam"], "final": "all"},
+        {"input": ["grad", "gb", "ixg", "intgrad", "lrp", "rise", "gradcam"], "final": "all"},
         note='"all", a list, or {layer: list}',
         profiles={"smoke": ["grad", "gradcam"], "paper": "all"},
     ),
