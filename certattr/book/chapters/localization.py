@@ -90,7 +90,7 @@ PARAMETERS = (
     Param("cells", "all", note='target cells: "all" or a list such as [0]'),
     Param(
         "methods",
-        {"input": ["grad", "gb", "ixg", "intgrad", "lrp", "rise", "gradcam"], "final": "all"},
+        {"input": ["grad", "gb", "ixg", "lrp", "rise", "gradcam"], "final": "all"},
         note='"all", a list, or {layer: list}',
         profiles={"smoke": ["grad", "gradcam"], "paper": "all"},
     ),
@@ -120,6 +120,7 @@ PARAMETERS = (
         "first_sigma_only",
         [
             "grad@input",
+            "gb@input",
             "ixg",
             "lrp",
             "gradcam@input",

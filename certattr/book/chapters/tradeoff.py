@@ -68,7 +68,7 @@ PARAMETERS = (
     *USER_MODEL,
     Param(
         "methods",
-        {"input": ["grad", "gb", "ixg", "intgrad", "lrp", "rise", "gradcam"], "final": "all"},
+        {"input": ["grad", "gb", "ixg", "lrp", "rise", "gradcam"], "final": "all"},
         profiles={"smoke": ["grad", "gradcam"], "paper": "all"},
     ),
     LAYERS,
