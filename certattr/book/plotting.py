@@ -403,8 +403,9 @@ def method_bars_figure(frame, layer: str, *, models, model_titles: dict, method_
     layer) pairs the model does not define (drawn "not defined"). A model's panel shows the methods that model
     ran at ``layer`` at ``min_levels`` or more ``x_col`` values (2 for a trend: a method run at one R has no trend
     to show; where no method reaches it, every method is drawn), so that no panel is mostly empty "not run" slots;
-    "not defined" slots only where the panel shows at least half of the methods. A model with no such method gets no panel. Returns the figure, or None when no
-    model has one. The width is in inches: enough for every bar (capped at the full-width cell), at least 4.5.
+    "not defined" slots only where the panel shows at least half of the methods. A model with no such method gets
+    no panel. Returns the figure, or None when no model has one. The width is in inches: enough for every bar
+    (capped at the full-width cell), at least 4.5.
     """
     import matplotlib.pyplot as plt
 
@@ -517,7 +518,7 @@ def deletion_figure(table, *, layers, method_order=(), width: float = TEXT_WIDTH
                 curves = rows[rows.method_title == members[0]]
                 if not len(curves):
                     continue
-                if "degenerate" in curves and flagged(curves).all():  # constant maps: no curve that reads as data
+                if flagged(curves).all():  # constant maps: no curve that reads as data
                     label = f"{name}: constant maps (degenerate), not drawn"
                     handles.setdefault(label, Patch(facecolor="none", edgecolor="none"))
                     continue

@@ -144,16 +144,9 @@ def deletion_summary(rows):
     step1 = rows[rows.step == 1].groupby(keys, sort=False).agg(
         drop1=("relative_probability", "mean"), removed1=("removed_fraction", "mean")).reset_index()
     summary = auc.merge(step1, on=keys)
-    every = _flagged(rows).groupby([rows[k] for k in keys], sort=False).all().rename("degenerate").reset_index()
+    every = flagged(rows).groupby([rows[k] for k in keys], sort=False).all().rename("degenerate").reset_index()
     summary = summary.merge(every, on=keys, how="left")
     return summary.assign(degenerate=summary.degenerate.fillna(False).astype(bool))
-
-
-def _flagged(rows):
-    """:func:`flagged`, all False where the rows have no ``degenerate`` column."""
-    import pandas as pd
-
-    return flagged(rows) if "degenerate" in rows else pd.Series(False, index=rows.index)
 
 
 def degenerate_cells(frame, mask, columns):
@@ -175,7 +168,7 @@ def ranked_deletion_auc(rows, layer: str, *, max_empty: float = 0.5):
     (the findings' rule, :data:`certattr.evaluation.findings.evidence.MAX_EMPTY_SHARE`). Curves of degenerate
     certificates (the ``degenerate`` column) are left out of both. Returns (Series indexed by method title,
     dict)."""
-    part = rows[(rows.layer == layer) & ~_flagged(rows)]  # a degenerate certificate's curve is no evidence
+    part = rows[(rows.layer == layer) & ~flagged(rows)]  # a degenerate certificate's curve is no evidence
     first = part[part.step == 1]
     empty = (first.removed_fraction == 0).groupby(first.method_title).mean()
     not_ranked = {m: float(s) for m, s in empty.items() if s > max_empty}
@@ -194,7 +187,7 @@ def per_k_outcome_table(rows):
     import pandas as pd
 
     shown = rows.assign(method=rows.method.map(method_title), layer=rows.layer.map(layer_title),
-                        c1=100 * rows.certified_1, ab=100 * rows.abstain, flagged=_flagged(rows))
+                        c1=100 * rows.certified_1, ab=100 * rows.abstain, flagged=flagged(rows))
     pivot = shown.pivot_table(index=["method", "layer"], columns="k", values=["c1", "ab"], sort=False)
     pivot = pivot.reindex(columns=pd.MultiIndex.from_product([["c1", "ab"], sorted(rows.k.unique(), reverse=True)]))
     what = {"c1": "certified '1'", "ab": "abstain"}
@@ -243,7 +236,12 @@ def pooled(frame, by: Sequence[str]):
 
 
 def flagged(frame):
-    """A boolean Series: the rows whose ``degenerate`` column says their certificate is degenerate."""
+    """A boolean Series: the rows whose ``degenerate`` column says their certificate is degenerate (all False
+    where the frame has no such column)."""
+    import pandas as pd
+
+    if "degenerate" not in frame:
+        return pd.Series(False, index=frame.index)
     return ~frame.degenerate.fillna("").astype(str).str.strip().isin(["", "False", "0", "false"])
 
 
